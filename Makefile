@@ -1,0 +1,38 @@
+# The two commands a newcomer types: `make demo` and `make test`. Both set themselves up.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CODE   := streams inference triage dashboards deploy
+
+.PHONY: demo test lint bench setup system-deps clean
+
+demo: setup
+	$(BIN)/ctriage demo
+
+test: setup lint
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check $(CODE) tests
+	$(BIN)/mypy $(CODE)
+
+bench: setup
+	$(BIN)/pytest -m bench -s tests/bench
+
+setup: system-deps $(VENV)/.installed
+
+# Java and Maven run the Kafka broker (its jars are resolved from Maven Central on first start).
+system-deps:
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  echo "installing Java and Maven (Debian packages)"; \
+	  apt-get update -qq && apt-get install -y -qq default-jdk-headless maven; }
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: ctriage needs Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+clean:
+	rm -rf .ctriage $(VENV)

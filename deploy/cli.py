@@ -1,0 +1,109 @@
+"""``ctriage services up|down|status``: the local Kafka broker and Triton server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deploy.exceptions import ServiceError
+from deploy.services import LocalServices, ServiceNameValues, ServiceStatus
+from streams.settings import Settings, load_settings
+
+app = typer.Typer(help="Run the local Kafka broker and Triton server.", no_args_is_help=True)
+console = Console()
+
+Only = Annotated[
+    list[ServiceNameValues] | None,
+    typer.Option("--only", help="Act on this service only (repeatable)."),
+]
+
+
+def _port_of(bootstrap_servers: str) -> int:
+    """Port of the first ``host:port`` in a bootstrap list (the local broker listens there)."""
+    first = bootstrap_servers.split(",")[0].strip()
+    return int(first.rsplit(":", 1)[1])
+
+
+def services_from_settings(
+    settings: Settings, model_repository: Path | None = None
+) -> LocalServices:
+    """Build :class:`LocalServices` from ctriage settings."""
+    return LocalServices(
+        run_dir=settings.run_dir,
+        cache_dir=settings.cache_dir,
+        model_repository=model_repository or settings.triton.model_repository,
+        kafka_port=_port_of(settings.kafka.bootstrap_servers),
+        kafka_controller_port=settings.kafka.controller_port,
+        kafka_heap_mb=settings.kafka.heap_mb,
+        kafka_partitions=settings.kafka.partitions,
+        triton_http_port=settings.triton.http_port,
+        triton_grpc_port=settings.triton.grpc_port,
+        triton_metrics_port=settings.triton.metrics_port,
+    )
+
+
+def _print(statuses: list[ServiceStatus]) -> None:
+    table = Table(title="ctriage local services")
+    for column in ("service", "state", "endpoint", "pid", "RSS MiB", "run dir"):
+        table.add_column(column)
+    colours = {"running": "green", "unhealthy": "yellow", "stopped": "dim", "port busy": "red"}
+    for s in statuses:
+        table.add_row(
+            s.name.value,
+            f"[{colours[s.state.value]}]{s.state.value}[/]",
+            s.endpoint,
+            str(s.pid or "-"),
+            f"{s.rss_mb:.0f}" if s.rss_mb is not None else "-",
+            str(s.run_dir),
+        )
+    console.print(table)
+
+
+def _names(only: list[ServiceNameValues] | None) -> list[ServiceNameValues]:
+    return list(only) if only else list(ServiceNameValues)
+
+
+@app.command()
+def up(
+    only: Only = None,
+    model_repository: Annotated[
+        Path | None, typer.Option(help="Triton model repository (default: from settings).")
+    ] = None,
+    timeout_s: Annotated[float, typer.Option(help="Seconds to wait for each service.")] = 120,
+) -> None:
+    """Start the services in the background and return once they are healthy."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    services = services_from_settings(load_settings(), model_repository)
+    try:
+        statuses = services.up(_names(only), kafka_timeout_s=timeout_s, triton_timeout_s=timeout_s)
+    except ServiceError as e:
+        console.print(f"[red]{e}[/]")
+        _print(services.status())
+        raise typer.Exit(1) from e
+    _print(statuses)
+
+
+@app.command()
+def down(
+    only: Only = None,
+    timeout_s: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 30,
+) -> None:
+    """Stop the services started by ``up`` (found through their pid files)."""
+    services = services_from_settings(load_settings())
+    try:
+        statuses = services.down(_names(only), timeout_s=timeout_s)
+    except ServiceError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(1) from e
+    _print(statuses)
+
+
+@app.command()
+def status() -> None:
+    """Show whether each service runs, is healthy, and how much memory it holds."""
+    _print(services_from_settings(load_settings()).status())

@@ -1,0 +1,72 @@
+"""``triage.config`` -> the alert policy in force, on every worker.
+
+The topic is compacted and read in full by every worker with a group-less consumer (not an
+agent): each worker must know every hospital's threshold, whichever partitions it owns.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaConsumer
+from pydantic import ValidationError
+
+from streams import topics as t
+from streams.app import Pipeline
+from streams.dlq import StreamReason, build_dead_letter
+from streams.records import TriageConfig
+from triage.alerts import AlertPolicy
+from triage.exceptions import ConfigRejected
+
+logger = logging.getLogger(__name__)
+
+STAGE = "config"
+
+
+def apply_config(pipeline: Pipeline, config: TriageConfig) -> None:
+    """Make ``config`` the policy in force for its hospital (raises ConfigRejected)."""
+    policy = AlertPolicy(threshold=config.threshold, threshold_version=config.threshold_version)
+    pipeline.policies[config.hospital] = policy
+    logger.info(
+        "threshold for %s is now %.3f (%s) by %s: %s",
+        config.hospital,
+        config.threshold,
+        config.threshold_version,
+        config.changed_by,
+        config.reason,
+    )
+
+
+def register(pipeline: Pipeline) -> None:
+    """Declare the background task that follows ``triage.config``."""
+    app = pipeline.app
+    dlq = pipeline.topic(t.TRIAGE_CONFIG.dlq)
+
+    @app.task
+    async def follow_triage_config() -> None:
+        consumer = AIOKafkaConsumer(
+            t.TRIAGE_CONFIG.name,
+            bootstrap_servers=pipeline.settings.kafka.bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            async for message in consumer:
+                try:
+                    apply_config(pipeline, TriageConfig.model_validate_json(message.value or b""))
+                except (ValidationError, ConfigRejected) as e:
+                    letter = build_dead_letter(
+                        stage=STAGE,
+                        reason=getattr(e, "reason", StreamReason.INVALID_CONFIG),
+                        error=e,
+                        source_topic=message.topic,
+                        source_partition=message.partition,
+                        source_offset=message.offset,
+                        key=message.key,
+                        payload=message.value,
+                    )
+                    await dlq.send(key=message.key, value=letter.to_bytes())
+        finally:
+            await consumer.stop()

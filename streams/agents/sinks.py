@@ -1,0 +1,209 @@
+"""Sinks: risks, alerts, forecasts and dead letters -> the reporting store (idempotent upserts).
+
+Ids are deterministic, so an at-least-once redelivery rewrites the same rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from dashboards import store
+from streams import topics as t
+from streams.agents.base import in_thread, parse_or_dead_letter
+from streams.app import Pipeline
+from streams.dlq import StreamReason, dead_letter
+from streams.metrics import MESSAGES
+from streams.records import Alert, CapacityForecast, DeadLetter, RiskAssessment
+
+logger = logging.getLogger(__name__)
+
+STAGE = "store"
+#: A store outage is retried for about a minute before the record is dead-lettered (kept).
+STORE_ATTEMPTS = 6
+STORE_BACKOFF_S = 1.0
+
+
+def _utc(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, tz=UTC)
+
+
+def write_risk(engine: Engine, risk: RiskAssessment) -> None:
+    """Upsert a risk and mark its study scored."""
+    with engine.begin() as conn:
+        store.upsert_risk(
+            conn,
+            {
+                "risk_id": risk.risk_id,
+                "study_uid": risk.study_uid,
+                "patient_pseudonym": risk.patient_pseudonym,
+                "probability": risk.probability,
+                "level": risk.level,
+                "model_version": risk.model_version,
+                "threshold_version": risk.threshold_version,
+                "lesion_percent": risk.biomarkers.get("lesion_percent"),
+                "top_features": [c.model_dump() for c in risk.top_features],
+                "completeness": risk.completeness,
+                "scored_at": _utc(risk.scored_at),
+                "latency_s": risk.latency_s,
+            },
+        )
+        store.upsert_study(
+            conn,
+            {
+                "study_uid": risk.study_uid,
+                "patient_pseudonym": risk.patient_pseudonym,
+                "status": "scored",
+                "reason_code": None,
+                "updated_at": _utc(risk.scored_at),
+            },
+        )
+
+
+def write_alert(engine: Engine, alert: Alert) -> None:
+    """Upsert an alert."""
+    with engine.begin() as conn:
+        store.upsert_alert(
+            conn,
+            {
+                "alert_id": alert.alert_id,
+                "study_uid": alert.study_uid,
+                "patient_pseudonym": alert.patient_pseudonym,
+                "probability": alert.probability,
+                "level": alert.level,
+                "model_version": alert.model_version,
+                "threshold_version": alert.threshold_version,
+                "lesion_percent": alert.lesion_percent,
+                "top_features": [c.model_dump() for c in alert.top_features],
+                "raised_at": _utc(alert.raised_at),
+            },
+        )
+
+
+def write_forecast(engine: Engine, forecast: CapacityForecast) -> None:
+    """Upsert one row per forecast day."""
+    issued_at = datetime.fromisoformat(forecast.issued_for)
+    rows = [
+        {
+            "forecast_id": f"{forecast.forecast_id}-{i + 1}",
+            "hospital": forecast.hospital,
+            "issued_at": issued_at,
+            "day": datetime.fromisoformat(day.date).date(),
+            "expected": day.expected,
+            "lower80": day.lower80,
+            "upper80": day.upper80,
+            "capacity": forecast.capacity,
+            "p_exceed": day.p_exceed,
+        }
+        for i, day in enumerate(forecast.days)
+    ]
+    with engine.begin() as conn:
+        store.upsert_forecast_rows(conn, rows)
+
+
+def write_dead_letter(engine: Engine, topic: str, letter: DeadLetter) -> None:
+    """Record a dead letter; a rejected study also gets its status."""
+    with engine.begin() as conn:
+        store.insert_dead_letter(
+            conn,
+            {
+                "topic": topic,
+                "stage": letter.stage,
+                "reason_code": letter.reason_code,
+                "payload": letter.payload,
+                "error": letter.error,
+                "source_topic": letter.source_topic,
+                "source_partition": letter.source_partition,
+                "source_offset": letter.source_offset,
+                "at": _utc(letter.at),
+            },
+        )
+        study = _study_of(letter.payload)
+        if study is not None:
+            store.upsert_study(
+                conn,
+                {
+                    "study_uid": study[0],
+                    "patient_pseudonym": study[1],
+                    "status": "rejected",
+                    "reason_code": letter.reason_code,
+                    "updated_at": _utc(letter.at),
+                },
+            )
+
+
+def _study_of(payload: str) -> tuple[str, str] | None:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("study_uid"), str):
+        return data["study_uid"], str(data.get("patient_pseudonym", ""))
+    return None
+
+
+async def _write_with_retry(
+    write: Callable[[Engine, Any], None], engine: Engine, record: BaseModel
+) -> None:
+    delay_s = STORE_BACKOFF_S
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        try:
+            await in_thread(write, engine, record)
+            return
+        except OperationalError:
+            if attempt == STORE_ATTEMPTS:
+                raise
+            logger.warning("store unavailable (attempt %d), retrying in %.1fs", attempt, delay_s)
+            await asyncio.sleep(delay_s)
+            delay_s *= 2
+
+
+def _sink(
+    pipeline: Pipeline,
+    topic: str,
+    record_type: type[BaseModel],
+    write: Callable[[Engine, Any], None],
+) -> None:
+    app = pipeline.app
+    engine = pipeline.deps.store
+    # A sink cannot dead-letter into the topic it reads; its parse failures go to the generic twin.
+    dlq = pipeline.topic(t.TRIAGE_RISK.dlq)
+    stage = f"{STAGE}:{topic}"
+
+    async def sink(stream: Any) -> None:
+        async for event in stream.events():
+            record = await parse_or_dead_letter(event, record_type, dlq, stage)
+            if record is None:
+                continue
+            try:
+                await _write_with_retry(write, engine, record)
+            except SQLAlchemyError as e:
+                reason = StreamReason.STORE_UNAVAILABLE
+                await dead_letter(dlq, event, stage=stage, reason=reason, error=e)
+                continue
+            MESSAGES.labels(stage=stage).inc()
+
+    app.agent(pipeline.topic(topic), name=f"store_{topic.replace('.', '_')}")(sink)
+
+
+def register(pipeline: Pipeline) -> None:
+    """Declare one sink agent per stored topic."""
+    _sink(pipeline, t.TRIAGE_RISK.name, RiskAssessment, write_risk)
+    _sink(pipeline, t.TRIAGE_ALERTS.name, Alert, write_alert)
+    _sink(pipeline, t.CAPACITY_FORECASTS.name, CapacityForecast, write_forecast)
+    for spec in t.ALL_TOPICS:
+        if spec.has_dlq:
+            _sink(
+                pipeline,
+                spec.dlq,
+                DeadLetter,
+                lambda engine, letter, name=spec.dlq: write_dead_letter(engine, name, letter),
+            )

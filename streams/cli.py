@@ -1,0 +1,197 @@
+"""``ctriage``: the one command that fronts everything (services, demo, worker, replay, models)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import psutil
+import typer
+
+from dashboards.cli import app as dashboards_app
+from deploy.cli import app as services_app
+from inference.cli import app as quantify_app
+from streams.settings import load_settings
+from triage.cli import app as triage_app
+from triage.cohort.cli import app as cohort_app
+
+app = typer.Typer(
+    name="ctriage",
+    help="Streaming triage of viral pneumonia on chest CT (Kafka, Triton, FHIR, XGBoost).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(services_app, name="services", help="Local Kafka broker and Triton server.")
+app.add_typer(cohort_app, name="cohort", help="Synthetic cohorts (FHIR + DICOM + outcomes).")
+app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards as code.")
+app.add_typer(quantify_app, name="quantify", help="Quantify lesions on a CT series.")
+app.registered_commands.extend(triage_app.registered_commands)
+app.registered_groups.extend(triage_app.registered_groups)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run the stream worker (Faust) in the foreground."""
+    from streams.worker import run_worker
+
+    _logging(loglevel)
+    run_worker(load_settings(), loglevel=loglevel)
+
+
+@app.command()
+def topics() -> None:
+    """Create the declared topics (with their dead-letter twins) and check their layout."""
+    from streams.topics import ensure_topics, topic_layout
+
+    settings = load_settings()
+    ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.partitions)
+    for name, (partitions, compacted) in sorted(topic_layout(settings.kafka.partitions).items()):
+        typer.echo(f"{name:28} partitions={partitions}{' compacted' if compacted else ''}")
+
+
+@app.command("replay")
+def replay_command(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder (from `ctriage cohort generate`).")],
+    speed: Annotated[float, typer.Option(help="Clinical seconds per wall second.")] = 3600.0,
+) -> None:
+    """Publish a cohort's FHIR resources and CT events into Kafka in accelerated time."""
+    from streams.sources.replay import Pseudonymiser, replay
+
+    settings = load_settings()
+    report = replay(
+        cohort,
+        settings.kafka.bootstrap_servers,
+        Pseudonymiser(
+            settings.pseudonym.key.get_secret_value().encode(), settings.pseudonym.key_version
+        ),
+        speed,
+        settings.run_dir / "quarantine",
+    )
+    typer.echo(
+        f"published {report.studies} CT studies and {report.fhir_resources} FHIR resources "
+        f"({report.rejected} bundles rejected at ingress)"
+    )
+
+
+@app.command()
+def demo(
+    patients: Annotated[int, typer.Option(help="Synthetic patients to replay.")] = 30,
+    seed: Annotated[int, typer.Option(help="Cohort seed.")] = 7,
+    speed: Annotated[float, typer.Option(help="Clinical seconds per wall second.")] = 3600.0,
+    matrix: Annotated[int, typer.Option(help="CT phantom matrix (pixels per side).")] = 128,
+    slices: Annotated[int, typer.Option(help="CT phantom slices.")] = 64,
+    timeout_s: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 900.0,
+    keep_services: Annotated[bool, typer.Option(help="Leave Kafka and Triton running.")] = False,
+) -> None:
+    """Start Kafka + Triton + the worker, replay a synthetic cohort, show alerts and forecasts."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from streams import demo as d
+    from streams import screen
+    from streams.summary import latency_summary, read_outcomes, synthetic_match
+
+    _logging("warning")
+    console = screen.make_console()
+    options = d.DemoOptions(patients, seed, speed, matrix, slices, timeout_s)
+    settings = d.demo_settings(load_settings())
+    services = None
+    worker_process = d.WorkerProcess(settings)
+    peak_rss: dict[str, float] = {}
+    try:
+        with console.status("Starting Kafka and Triton (first run resolves Kafka with Maven)..."):
+            services = d.start_services(settings)
+        console.print("[green]✓[/] Kafka and Triton are up")
+        with console.status(f"Generating a synthetic cohort of {patients} patients..."):
+            cohort_dir = d.cohort_for(settings, options)
+        console.print(f"[green]✓[/] synthetic cohort in {cohort_dir}")
+        with console.status("Starting the stream worker..."):
+            worker_process.start()
+        console.print("[green]✓[/] worker joined its consumer group; replaying\n")
+        processes = {"worker": worker_process.process.pid if worker_process.process else None}
+        processes.update({s.name.value: s.pid for s in services.status()})
+
+        with Progress(
+            TextColumn("[bold]replay[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("studies scored or rejected"),
+            console=console,
+        ) as progress:
+            task = progress.add_task("replay", total=patients)
+
+            def watch(collector: d.OutputCollector) -> None:
+                collector.on_alert = lambda a: progress.console.print(screen.alert_line(a))
+                collector.on_dead_letter = lambda x: progress.console.print(
+                    screen.dead_letter_line(x)
+                )
+
+            def on_poll(outcome: d.ReplayOutcome, report: object) -> None:
+                done = len(set(outcome.risks) | outcome.rejected_studies())
+                progress.update(task, completed=done)
+                _sample_rss(processes, peak_rss)
+
+            report, collector, elapsed_s = d.run_pipeline(
+                settings, cohort_dir, options, watch=watch, on_poll=on_poll
+            )
+        outcome = collector.outcome
+        collector.close()
+        console.print()
+        console.print(
+            screen.summary_table(
+                studies=report.studies,
+                scored=len(outcome.risks),
+                rejected=len(outcome.rejected_studies()),
+                alerts=len(outcome.alerts),
+                elapsed_s=elapsed_s,
+                latency=latency_summary(list(outcome.risks.values())),
+                peak_rss_mb=peak_rss,
+            )
+        )
+        if outcome.forecast is not None:
+            console.print(screen.forecast_table(outcome.forecast))
+        match = synthetic_match(outcome, read_outcomes(cohort_dir / "outcomes.csv"))
+        console.print(screen.synthetic_table(match))
+    except d.DemoError as e:
+        console.print(f"[red]demo failed:[/] {e}")
+        raise typer.Exit(1) from e
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; stopping services[/]")
+        raise typer.Exit(130) from None
+    finally:
+        worker_process.stop()
+        if services is not None and not keep_services:
+            services.down()
+            console.print("[green]✓[/] worker, Kafka and Triton stopped")
+
+
+def _sample_rss(processes: dict[str, int | None], peak: dict[str, float]) -> None:
+    for name, pid in processes.items():
+        if pid is None:
+            continue
+        try:
+            process = psutil.Process(pid)
+            # Triton's Python-backend models run in stub child processes: count them too.
+            family = [process, *process.children(recursive=True)]
+            rss = sum(p.memory_info().rss for p in family) / 2**20
+        except psutil.Error:
+            continue
+        peak[name] = max(peak.get(name, 0.0), rss)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

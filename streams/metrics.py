@@ -1,0 +1,44 @@
+"""Prometheus metrics of the worker (scraped from its ``/metrics`` endpoint)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+MESSAGES = Counter(
+    "ctriage_messages",
+    "Messages processed successfully, by stage.",
+    ["stage"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "ctriage_dead_letters",
+    "Messages sent to a dead-letter topic, by stage and reason code.",
+    ["stage", "reason"],
+    registry=REGISTRY,
+)
+ALERTS = Counter(
+    "ctriage_alerts",
+    "Ventilation-risk alerts raised, by level.",
+    ["level"],
+    registry=REGISTRY,
+)
+STAGE_SECONDS = Histogram(
+    "ctriage_stage_seconds",
+    "Time spent per study in each stage.",
+    ["stage"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+END_TO_END_SECONDS = Histogram(
+    "ctriage_end_to_end_seconds",
+    "Seconds from a CT event's publication to its risk record.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "ctriage_assigned_partitions",
+    "Partitions currently assigned to this worker (0 until the worker has joined its group).",
+    registry=REGISTRY,
+)

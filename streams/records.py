@@ -1,0 +1,190 @@
+"""Typed records carried by ctriage topics.
+
+Topics carry JSON bytes; every agent parses them with these pydantic models, so a malformed payload
+becomes a typed dead letter instead of a crashed agent. Times are epoch seconds (``*_at``) for
+latency arithmetic, or ISO 8601 strings (``*_time``) for simulated clinical time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_bytes(self) -> bytes:
+        """Serialise to the JSON bytes that go on the wire."""
+        return self.model_dump_json().encode()
+
+
+class CtStudy(_Record):
+    """A CT study ready for quantification: a claim check, never the pixels."""
+
+    event_id: str
+    study_uid: str
+    patient_pseudonym: str
+    study_uri: str = Field(description="file:// folder of the series, or a DICOMweb reference")
+    source: str
+    ct_time: str = Field(description="acquisition time (ISO 8601), the clinical clock")
+    published_at: float = Field(description="wall-clock epoch seconds when ingress published it")
+    hospital: str
+
+
+class FhirResourceEvent(_Record):
+    """One pseudonymised FHIR R4 resource for one patient."""
+
+    event_id: str
+    patient_pseudonym: str
+    resource_type: str
+    resource: dict[str, Any]
+    source: str
+    event_time: str = Field(description="clinical time the resource became known (ISO 8601)")
+    published_at: float
+    hospital: str
+
+
+class StageTimings(_Record):
+    """Seconds spent in each stage of one study's path through the pipeline."""
+
+    load_s: float = 0.0
+    inference_s: float = 0.0
+    scoring_s: float = 0.0
+
+
+class Quantification(_Record):
+    """Imaging biomarkers of one study from the lesion model."""
+
+    study_uid: str
+    patient_pseudonym: str
+    biomarkers: dict[str, float]
+    lesion_model: str
+    lesion_model_version: str
+    ct_time: str
+    published_at: float
+    hospital: str
+    timings: StageTimings
+
+
+class Contribution(_Record):
+    """One feature's share of a risk score, as shown to a clinician."""
+
+    feature: str
+    value: float | None
+    contribution: float
+    direction: str
+
+
+class RiskAssessment(_Record):
+    """The ventilation risk of one study; the unit every study yields exactly once."""
+
+    risk_id: str
+    study_uid: str
+    patient_pseudonym: str
+    probability: float
+    level: str
+    alert: bool
+    model_version: str
+    threshold_version: str
+    threshold: float
+    biomarkers: dict[str, float]
+    top_features: list[Contribution]
+    completeness: str
+    ct_time: str
+    hospital: str
+    published_at: float
+    scored_at: float
+    timings: StageTimings
+
+    @property
+    def latency_s(self) -> float:
+        """End-to-end latency from the CT event's publication to this score."""
+        return self.scored_at - self.published_at
+
+
+class Alert(_Record):
+    """A ventilation-risk alert for the emergency department."""
+
+    alert_id: str
+    risk_id: str
+    study_uid: str
+    patient_pseudonym: str
+    probability: float
+    level: str
+    model_version: str
+    threshold_version: str
+    lesion_percent: float
+    top_features: list[Contribution]
+    completeness: str
+    ct_time: str
+    hospital: str
+    raised_at: float
+
+
+class TriageConfig(_Record):
+    """Alert threshold settings; the compacted ``triage.config`` topic keeps the latest per hospital."""
+
+    hospital: str
+    threshold: float = Field(ge=0.0, le=1.0)
+    threshold_version: str
+    changed_by: str
+    reason: str
+    changed_at: float
+
+
+class CapacityEventKind(StrEnum):
+    """What a capacity event reports."""
+
+    ICU_ADMISSION = "icu_admission"
+    ICU_DISCHARGE = "icu_discharge"
+    PIPELINE_RISK = "pipeline_risk"
+
+
+class CapacityEvent(_Record):
+    """A change to the ICU census or to the pipeline of at-risk patients of one hospital."""
+
+    kind: CapacityEventKind
+    hospital: str
+    patient_pseudonym: str
+    event_time: str
+    probability: float | None = None
+
+
+class ForecastDay(_Record):
+    """ICU occupancy forecast for one day."""
+
+    date: str
+    expected: float
+    lower80: float
+    upper80: float
+    p_exceed: float
+
+
+class CapacityForecast(_Record):
+    """An ICU occupancy forecast for one hospital."""
+
+    forecast_id: str
+    hospital: str
+    issued_for: str = Field(description="clinical time the forecast starts from (ISO 8601)")
+    issued_at: float
+    capacity: int
+    occupancy_now: int
+    pipeline_patients: int
+    days: list[ForecastDay]
+
+
+class DeadLetter(_Record):
+    """A message the pipeline could not process, with everything needed to replay it."""
+
+    reason_code: str
+    stage: str
+    source_topic: str
+    source_partition: int | None
+    source_offset: int | None
+    error: str
+    payload: str
+    key: str | None
+    at: float

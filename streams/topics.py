@@ -1,0 +1,121 @@
+"""Every ctriage topic, declared once: name, partition count, key, retention, dead-letter twin.
+
+Topics keyed by the pseudonymous patient id are co-partitioned (same partition count), so the
+worker that owns a patient's clinical context also owns that patient's CT results. Topics are
+created with the admin client before a worker starts and checked at start-up: an auto-created
+topic with the wrong partition count would silently break the join.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic's declaration."""
+
+    name: str
+    key: str
+    copartitioned: bool
+    compacted: bool = False
+    has_dlq: bool = False
+
+    @property
+    def dlq(self) -> str:
+        """Name of the dead-letter twin."""
+        return f"{self.name}.dlq"
+
+
+CT_STUDIES = TopicSpec("ct.studies", key="patient_pseudonym", copartitioned=True, has_dlq=True)
+FHIR_RESOURCES = TopicSpec(
+    "fhir.resources", key="patient_pseudonym", copartitioned=True, has_dlq=True
+)
+CT_QUANTIFICATION = TopicSpec(
+    "ct.quantification", key="patient_pseudonym", copartitioned=True, has_dlq=True
+)
+TRIAGE_RISK = TopicSpec("triage.risk", key="patient_pseudonym", copartitioned=True, has_dlq=True)
+TRIAGE_ALERTS = TopicSpec("triage.alerts", key="patient_pseudonym", copartitioned=True)
+TRIAGE_CONFIG = TopicSpec(
+    "triage.config", key="hospital", copartitioned=False, compacted=True, has_dlq=True
+)
+CAPACITY_EVENTS = TopicSpec("capacity.events", key="hospital", copartitioned=False, has_dlq=True)
+CAPACITY_FORECASTS = TopicSpec("capacity.forecasts", key="hospital", copartitioned=False)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    CT_STUDIES,
+    FHIR_RESOURCES,
+    CT_QUANTIFICATION,
+    TRIAGE_RISK,
+    TRIAGE_ALERTS,
+    TRIAGE_CONFIG,
+    CAPACITY_EVENTS,
+    CAPACITY_FORECASTS,
+)
+
+
+class TopicLayoutError(RuntimeError):
+    """The broker's topics do not match the declared layout (the join would be wrong)."""
+
+
+def expected_partitions(spec: TopicSpec, patient_partitions: int) -> int:
+    """Partition count a topic must have: patient-keyed topics share one count, others have one."""
+    return patient_partitions if spec.copartitioned else 1
+
+
+def topic_layout(patient_partitions: int) -> dict[str, tuple[int, bool]]:
+    """Every topic name (dead-letter twins included) -> (partitions, compacted)."""
+    layout: dict[str, tuple[int, bool]] = {}
+    for spec in ALL_TOPICS:
+        layout[spec.name] = (expected_partitions(spec, patient_partitions), spec.compacted)
+        if spec.has_dlq:
+            layout[spec.dlq] = (1, False)
+    return layout
+
+
+def ensure_topics(bootstrap_servers: str, patient_partitions: int, timeout_s: float = 30) -> None:
+    """Create missing topics and verify the partition counts of existing ones."""
+    layout = topic_layout(patient_partitions)
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        client_id="ctriage-topics",
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        new = [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=1,
+                topic_configs={"cleanup.policy": "compact"} if compacted else {},
+            )
+            for name, (partitions, compacted) in layout.items()
+        ]
+        for topic in new:
+            try:
+                admin.create_topics([topic])
+            except TopicAlreadyExistsError:
+                logger.debug("topic %s already exists", topic.name)
+        check_topic_layout(admin, layout)
+    finally:
+        admin.close()
+
+
+def check_topic_layout(admin: KafkaAdminClient, layout: dict[str, tuple[int, bool]]) -> None:
+    """Raise :class:`TopicLayoutError` when a topic has the wrong partition count."""
+    described = admin.describe_topics(list(layout))
+    actual = {d["topic"]: len(d["partitions"]) for d in described if not d.get("error_code")}
+    wrong = {
+        name: (actual.get(name), partitions)
+        for name, (partitions, _) in layout.items()
+        if actual.get(name) != partitions
+    }
+    if wrong:
+        detail = ", ".join(f"{n}: has {a}, needs {e}" for n, (a, e) in sorted(wrong.items()))
+        raise TopicLayoutError(f"topics not co-partitioned as declared: {detail}")

@@ -1,0 +1,55 @@
+"""Run the ctriage stream worker: create topics, expose metrics, start the Faust app."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from prometheus_client import start_http_server
+
+from dashboards.store import create_schema, make_engine
+from inference.client import TritonQuantifier
+from streams.app import Dependencies, Pipeline, build_app
+from streams.metrics import REGISTRY
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from triage.alerts import AlertPolicy
+from triage.risk import RiskModel
+
+logger = logging.getLogger(__name__)
+
+
+def build_dependencies(settings: Settings) -> Dependencies:
+    """Connect the real services and load the models named in ``settings``."""
+    worker = settings.worker
+    engine = make_engine(settings.store.url)
+    create_schema(engine)
+    return Dependencies(
+        quantifier=TritonQuantifier(
+            settings.triton.http_url,
+            model_name=settings.triton.model_name,
+            timeout_s=settings.triton.timeout_s,
+        ),
+        risk_model=RiskModel.load(worker.risk_model_path),
+        store=engine,
+        default_policy=AlertPolicy(
+            threshold=worker.alert_threshold, threshold_version=worker.threshold_version
+        ),
+        hospital_capacity_beds={worker.hospital: worker.icu_capacity_beds},
+        default_capacity_beds=worker.icu_capacity_beds,
+    )
+
+
+def prepare(settings: Settings) -> Pipeline:
+    """Check the topic layout and build the app (everything but running it)."""
+    ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.partitions)
+    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    return build_app(settings, build_dependencies(settings))
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run the worker in the foreground until interrupted."""
+    pipeline = prepare(settings)
+    start_http_server(settings.worker.metrics_port, addr="127.0.0.1", registry=REGISTRY)
+    logger.info("metrics on http://127.0.0.1:%d/metrics", settings.worker.metrics_port)
+    faust.Worker(pipeline.app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -1,0 +1,79 @@
+"""Shared fixtures: the repository root, the real data folder, and real Kafka / Triton servers.
+
+The service fixtures start real processes on test ports (Kafka 29092/29093, Triton 28000-28002)
+that do not clash with a running demo (19092, 18000). They fail the test loudly, with the server's
+log tail, when the service cannot start: an integration test never skips for a missing service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.exceptions import ServiceError
+from deploy.kafka import KafkaBroker
+from deploy.triton import TritonServer
+from streams.settings import load_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+KAFKA_TEST_PORT = 29092
+KAFKA_TEST_CONTROLLER_PORT = 29093
+TRITON_TEST_HTTP_PORT = 28000
+TRITON_TEST_GRPC_PORT = 28001
+TRITON_TEST_METRICS_PORT = 28002
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The project checkout."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data(repo_root: Path) -> Path:
+    """The real public data in ``../shared/data`` (skips only where that folder does not exist)."""
+    path = (repo_root / ".." / "shared" / "data").resolve()
+    if not path.is_dir():
+        pytest.skip(f"real data folder {path} is absent on this machine (see its README)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A real Kafka 4.1 broker for the whole session (jars cached in the normal cache dir)."""
+    broker = KafkaBroker(
+        run_dir=tmp_path_factory.mktemp("kafka"),
+        cache_dir=load_settings().cache_dir,
+        port=KAFKA_TEST_PORT,
+        controller_port=KAFKA_TEST_CONTROLLER_PORT,
+        heap_mb=512,
+    )
+    try:
+        broker.start(timeout_s=120)
+    except ServiceError as e:
+        pytest.fail(f"the Kafka broker for the tests did not start: {e}", pytrace=False)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_server(
+    tmp_path_factory: pytest.TempPathFactory, repo_root: Path
+) -> Iterator[TritonServer]:
+    """A real Triton server on ``inference/model_repository`` for the whole session."""
+    server = TritonServer(
+        run_dir=tmp_path_factory.mktemp("triton"),
+        model_repository=repo_root / "inference" / "model_repository",
+        http_port=TRITON_TEST_HTTP_PORT,
+        grpc_port=TRITON_TEST_GRPC_PORT,
+        metrics_port=TRITON_TEST_METRICS_PORT,
+    )
+    try:
+        server.start(timeout_s=180)
+    except ServiceError as e:
+        pytest.fail(f"the Triton server for the tests did not start: {e}", pytrace=False)
+    yield server
+    server.stop()

@@ -1,0 +1,54 @@
+"""The demo as a newcomer runs it (reduced size): real services up, alerts, summary, clean stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+PORTS = {
+    "CTRIAGE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:39192",
+    "CTRIAGE_KAFKA__CONTROLLER_PORT": "39193",
+    "CTRIAGE_TRITON__HTTP_PORT": "38100",
+    "CTRIAGE_TRITON__GRPC_PORT": "38101",
+    "CTRIAGE_TRITON__METRICS_PORT": "38102",
+    "CTRIAGE_WORKER__METRICS_PORT": "39110",
+    "CTRIAGE_WORKER__WEB_PORT": "36166",
+}
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_demo_reduced(tmp_path: Path) -> None:
+    env = {**os.environ, **PORTS, "CTRIAGE_RUN_DIR": str(tmp_path / "run"), "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "demo", "--patients", "8", "--speed", "86400",
+         "--matrix", "64", "--slices", "32", "--timeout-s", "400"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    assert "Pipeline summary" in out
+    assert re.search(r"risk records \(one per study\)\s+8\b", out), out[-3000:]
+    assert re.search(r"end-to-end latency p50 / p95\s+[\d.]+ s / [\d.]+ s", out)
+    assert "ICU occupancy forecast" in out
+    assert "SYNTHETIC" in out
+    assert "stopped" in out
+    # services stopped cleanly: nothing listens on the demo's ports any more
+    assert not _port_open(39192)
+    assert not _port_open(38100)
+    assert not _port_open(39110)

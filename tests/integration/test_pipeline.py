@@ -1,0 +1,203 @@
+"""The whole flow on a real Kafka broker and a real Triton server: replay -> risks and alerts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from dashboards import store
+from streams import topics as t
+from streams.collector import OutputCollector
+from streams.demo import DemoOptions, WorkerProcess, run_pipeline
+from streams.records import CtStudy, FhirResourceEvent
+from streams.settings import Settings
+from triage.cohort import generate_cohort
+
+pytestmark = pytest.mark.integration
+
+PATIENTS = 30
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cohort")
+    generate_cohort(out, n_patients=PATIENTS, seed=11, matrix=96, slices=48)
+    return out
+
+
+@pytest.fixture(scope="module")
+def settings(kafka_broker, triton_server, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    run_dir = tmp_path_factory.mktemp("pipeline")
+    triton_port = int(triton_server.http_url.rsplit(":", 1)[1])
+    return Settings(
+        run_dir=run_dir,
+        kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "partitions": 4},
+        triton={"http_port": triton_port},
+        store={"url": f"sqlite:///{run_dir / 'store.sqlite'}"},
+        worker={
+            "app_id": "ctriage-it",
+            "data_dir": run_dir / "worker",
+            "metrics_port": 29100,
+            "web_port": 26066,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings):
+    process = WorkerProcess(settings)
+    try:
+        process.start(timeout_s=180)
+    except Exception:
+        process.stop()
+        tail = process.log_path.read_text()[-4000:] if process.log_path.exists() else ""
+        pytest.fail(f"worker did not start:\n{tail}")
+    yield process
+    process.stop()
+
+
+def _publish_malformed(settings: Settings, tmp_path: Path) -> dict[str, int]:
+    """One bad message of each kind; returns the expected dead letters per DLQ topic."""
+    not_dicom = tmp_path / "not-dicom"
+    not_dicom.mkdir()
+    (not_dicom / "1.dcm").write_bytes(b"this is not DICOM")
+    study = CtStudy(
+        event_id="bad-1",
+        study_uid="1.2.3.999",
+        patient_pseudonym="k1-bad",
+        study_uri=not_dicom.as_uri(),
+        source="test",
+        ct_time="2026-01-01T00:00:00+00:00",
+        published_at=time.time(),
+        hospital="demo-hospital",
+    )
+    fhir = FhirResourceEvent(
+        event_id="bad-2",
+        patient_pseudonym="k1-bad",
+        resource_type="Observation",
+        resource={"resourceType": "Observation", "status": "not-a-status", "code": {}},
+        source="test",
+        event_time="2026-01-01T00:00:00+00:00",
+        published_at=time.time(),
+        hospital="demo-hospital",
+    )
+    sends = [
+        (t.CT_STUDIES.name, b"{not json"),
+        (t.CT_STUDIES.name, study.to_bytes()),
+        (t.CT_STUDIES.name, study.model_copy(update={"study_uri": "s3://x/y"}).to_bytes()),
+        (t.FHIR_RESOURCES.name, b"[]"),
+        (t.FHIR_RESOURCES.name, fhir.to_bytes()),
+        (t.CT_QUANTIFICATION.name, json.dumps({"study_uid": "1.2.3"}).encode()),
+        (t.CAPACITY_EVENTS.name, b"\xff\xfe"),
+        (t.TRIAGE_CONFIG.name, json.dumps({"hospital": "x", "threshold": 7}).encode()),
+    ]
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    for topic, value in sends:
+        producer.send(topic, key=b"k1-bad", value=value)
+    producer.flush()
+    producer.close()
+    expected: dict[str, int] = {}
+    for topic, _ in sends:
+        expected[f"{topic}.dlq"] = expected.get(f"{topic}.dlq", 0) + 1
+    return expected
+
+
+def test_replay_end_to_end(settings, worker, cohort, tmp_path):
+    expected_dead = _publish_malformed(settings, tmp_path)
+    report, collector, _ = run_pipeline(
+        settings, cohort, DemoOptions(patients=PATIENTS, speed=86400.0, timeout_s=600)
+    )
+    outcome = collector.outcome
+    assert report.studies == PATIENTS
+
+    # every CT study yields exactly one risk record
+    assert set(outcome.risks) == set(report.study_uids)
+    assert outcome.risk_records == PATIENTS
+
+    # at most one alert per study, each carrying model and threshold versions
+    alerted = [a.study_uid for a in outcome.alerts.values()]
+    assert len(alerted) == len(set(alerted))
+    for alert in outcome.alerts.values():
+        assert alert.model_version and alert.threshold_version
+        assert alert.probability >= 0.5
+        assert alert.top_features
+    assert any(r.alert for r in outcome.risks.values()), "a 30-patient cohort raises no alert"
+    assert all(r.completeness for r in outcome.risks.values())
+
+    # every malformed message is in its dead-letter twin, with a reason, while the rest flowed
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        by_topic: dict[str, int] = {}
+        for letter in outcome.dead_letters:
+            by_topic[f"{letter.source_topic}.dlq"] = by_topic.get(f"{letter.source_topic}.dlq", 0) + 1
+        if by_topic == expected_dead:
+            break
+        collector.poll(1.0)
+    assert by_topic == expected_dead
+    reasons = {letter.reason_code for letter in outcome.dead_letters}
+    assert "malformed_record" in reasons
+    assert "unsupported_uri" in reasons
+    assert "not_dicom" in reasons
+    assert all(letter.payload for letter in outcome.dead_letters)
+
+    # a forecast for the next 7 days exists
+    assert outcome.forecast is not None
+    assert len(outcome.forecast.days) == 7
+
+    # the store has one row per risk and per alert (idempotent upserts)
+    engine = store.make_engine(settings.store.url)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            risks = conn.execute(store.risks.select()).fetchall()
+        if len(risks) == PATIENTS:
+            break
+        time.sleep(1)
+    assert len(risks) == PATIENTS
+    collector.close()
+
+
+def test_no_identifiers_downstream(settings, worker, cohort):
+    """Names, birth dates and raw ids of the cohort never appear on a downstream topic."""
+    bundles = [json.loads(p.read_text()) for p in (cohort / "fhir").glob("*.json")]
+    canaries: set[str] = set()
+    for bundle in bundles:
+        for entry in bundle.get("entry", []):
+            res = entry["resource"]
+            if res["resourceType"] == "Patient":
+                # raw ids anywhere (they would sit inside references); names and birth dates
+                # as whole JSON strings (a short surname may be a substring of a code display)
+                canaries.add(res["id"])
+                canaries.add(json.dumps(res["birthDate"]))
+                for name in res.get("name", []):
+                    canaries.add(json.dumps(name["family"]))
+                    canaries.update(json.dumps(given) for given in name.get("given", []))
+    canaries.discard("")
+    topics = [spec.name for spec in t.ALL_TOPICS] + [s.dlq for s in t.ALL_TOPICS if s.has_dlq]
+    collector = OutputCollector(settings.kafka.bootstrap_servers, topics=[])
+    consumer = collector._consumer
+    from kafka import TopicPartition
+
+    parts = [
+        TopicPartition(name, p) for name in topics for p in consumer.partitions_for_topic(name) or {0}
+    ]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    seen = 0
+    leaks: list[str] = []
+    while True:
+        batch = consumer.poll(timeout_ms=2000)
+        if not batch:
+            break
+        for records in batch.values():
+            for record in records:
+                seen += 1
+                text = (record.value or b"").decode("utf-8", "replace")
+                leaks += [c for c in canaries if c in text]
+    collector.close()
+    assert seen > PATIENTS
+    assert not leaks, f"identifiers leaked downstream: {sorted(set(leaks))[:5]}"
