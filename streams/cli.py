@@ -8,10 +8,10 @@ from typing import Annotated
 
 import psutil
 import typer
-
 from dashboards.cli import app as dashboards_app
-from deploy.cli import app as services_app
 from inference.cli import app as quantify_app
+
+from deploy.cli import app as services_app
 from streams.settings import load_settings
 from triage.cli import app as triage_app
 from triage.cohort.cli import app as cohort_app
@@ -98,7 +98,7 @@ def demo(
 
     from streams import demo as d
     from streams import screen
-    from streams.summary import latency_summary, read_outcomes, synthetic_match
+    from streams.summary import latency_summary, simulated_ventilation, synthetic_match
 
     _logging("warning")
     console = screen.make_console()
@@ -159,7 +159,7 @@ def demo(
         )
         if outcome.forecast is not None:
             console.print(screen.forecast_table(outcome.forecast))
-        match = synthetic_match(outcome, read_outcomes(cohort_dir / "outcomes.csv"))
+        match = synthetic_match(outcome, simulated_ventilation(cohort_dir))
         console.print(screen.synthetic_table(match))
     except d.DemoError as e:
         console.print(f"[red]demo failed:[/] {e}")

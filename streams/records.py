@@ -125,7 +125,7 @@ class Alert(_Record):
 
 
 class TriageConfig(_Record):
-    """Alert threshold settings; the compacted ``triage.config`` topic keeps the latest per hospital."""
+    """Alert threshold settings; compacted ``triage.config`` keeps the latest per hospital."""
 
     hospital: str
     threshold: float = Field(ge=0.0, le=1.0)

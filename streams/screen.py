@@ -42,7 +42,8 @@ def forecast_table(forecast: CapacityForecast) -> Table:
     table = Table(
         title=(
             f"ICU occupancy forecast, {forecast.hospital} (capacity {forecast.capacity} beds; "
-            f"{forecast.occupancy_now} in ICU now, {forecast.pipeline_patients} at-risk in pipeline)"
+            f"{forecast.occupancy_now} in ICU now, "
+            f"{forecast.pipeline_patients} at-risk in pipeline)"
         )
     )
     for column in ("day", "expected", "80% interval", "P(over capacity)", ""):
@@ -79,7 +80,9 @@ def summary_table(
     table.add_row("alerts raised", str(alerts))
     table.add_row("wall time", f"{elapsed_s:.1f} s ({60 * scored / max(elapsed_s, 1e-9):.1f}/min)")
     if latency is not None:
-        table.add_row("end-to-end latency p50 / p95", f"{latency.p50_s:.2f} s / {latency.p95_s:.2f} s")
+        table.add_row(
+            "end-to-end latency p50 / p95", f"{latency.p50_s:.2f} s / {latency.p95_s:.2f} s"
+        )
         table.add_row(
             "mean load / Triton / scoring",
             f"{latency.mean_load_s:.2f} / {latency.mean_inference_s:.2f} / "

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from streams.records import Alert, CapacityForecast, DeadLetter, RiskAssessment
+from triage.cohort import load_outcomes
 
 
 @dataclass
@@ -79,10 +79,9 @@ def latency_summary(risks: list[RiskAssessment]) -> LatencySummary | None:
     )
 
 
-def read_outcomes(path: Path) -> dict[str, bool]:
-    """Study UID -> simulated ventilation within 14 days, from a cohort's outcomes.csv."""
-    with path.open(newline="") as f:
-        return {row["study_uid"]: row["ventilation_14d"] == "1" for row in csv.DictReader(f)}
+def simulated_ventilation(cohort_dir: Path) -> dict[str, bool]:
+    """Study UID -> simulated ventilation within 14 days, from a cohort's outcomes."""
+    return {row.study_uid: row.ventilation_14d for row in load_outcomes(cohort_dir)}
 
 
 def auc(scores: list[float], labels: list[bool]) -> float | None:
@@ -109,5 +108,7 @@ def synthetic_match(outcome: ReplayOutcome, ventilated: dict[str, bool]) -> Synt
         true_alerts=true_alerts,
         sensitivity=true_alerts / len(positives) if positives else None,
         ppv=true_alerts / len(alerted_scored) if alerted_scored else None,
-        auc=auc([outcome.risks[uid].probability for uid in scored], [ventilated[u] for u in scored]),
+        auc=auc(
+            [outcome.risks[uid].probability for uid in scored], [ventilated[u] for u in scored]
+        ),
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 import faust
-from prometheus_client import start_http_server
-
 from dashboards.store import create_schema, make_engine
 from inference.client import TritonQuantifier
+from prometheus_client import start_http_server
+
 from streams.app import Dependencies, Pipeline, build_app
 from streams.metrics import REGISTRY
 from streams.settings import Settings

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -197,6 +197,23 @@ def forecast_icu(
         len(pipeline),
     )
     return CapacityForecast(hospital=hospital, issued_at=now, capacity=capacity_beds, days=out)
+
+
+def occupants_from_census(bundle: Mapping[str, Any]) -> list[Occupant]:
+    """Return the ICU occupants of a FHIR census Bundle: in-progress ICU Encounters, by subject."""
+    from triage.icu import icu_change
+
+    occupants: list[Occupant] = []
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        change = icu_change(resource)
+        if change is None or not change.admitted:
+            continue
+        reference = str((resource.get("subject") or {}).get("reference", ""))
+        occupants.append(Occupant(patient=reference.rsplit("/", 1)[-1], admitted_at=change.at))
+    return occupants
 
 
 def _check_aware(moment: datetime, what: str) -> None:

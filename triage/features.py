@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -30,7 +31,6 @@ from triage.codes import (
     observation_key_for,
 )
 from triage.exceptions import FhirRejected, FhirRejectionReason
-from triage.pseudonym import patient_key
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +150,10 @@ class ClinicalContext:
         if rtype == "Patient":
             new._apply_patient(resource)
         elif rtype == "Condition":
-            patient_key(resource)
+            _require_subject(resource)
             new._apply_condition(resource)
         elif rtype == "Observation":
-            patient_key(resource)
+            _require_subject(resource)
             new._apply_observation(resource)
         return new
 
@@ -312,8 +312,8 @@ def clinical_features(
     out["age_years"] = float(at.year - ctx.birth_year) if ctx.birth_year is not None else None
     out["sex_male"] = _SEX.get(ctx.sex or "")
     if ctx.resources_seen > 0:
-        for key, name in CONDITION_FEATURES.items():
-            out[name] = 1.0 if ctx.conditions.get(key.value, False) else 0.0
+        for condition, name in CONDITION_FEATURES.items():
+            out[name] = 1.0 if ctx.conditions.get(condition.value, False) else 0.0
     end = at.astimezone(UTC)
     start = end - timedelta(hours=window_h)
     for key, name in OBSERVATION_FEATURES.items():
@@ -326,14 +326,14 @@ def clinical_features(
 
 
 def feature_vector(
-    biomarkers: dict[str, float] | None, clinical: dict[str, float | None]
+    biomarkers: Mapping[str, float] | None, clinical: Mapping[str, float | None]
 ) -> dict[str, float | None]:
     """Return every model feature in :data:`FEATURES` order (``None`` where unknown)."""
     merged: dict[str, float | None] = {**(biomarkers or {}), **clinical}
     return {name: _optional_float(merged.get(name)) for name in FEATURES}
 
 
-def completeness(features: dict[str, float | None]) -> CompletenessValues:
+def completeness(features: Mapping[str, float | None]) -> CompletenessValues:
     """Summarise which groups of features are present (for clinicians and dashboards)."""
     if any(features.get(name) is None for name in IMAGING_FEATURES):
         return CompletenessValues.NO_IMAGING
@@ -352,7 +352,19 @@ def completeness(features: dict[str, float | None]) -> CompletenessValues:
     return CompletenessValues.COMPLETE
 
 
-def _group_present(features: dict[str, float | None], category: ObservationCategory) -> bool:
+def _require_subject(resource: dict[str, Any]) -> None:
+    """Reject a Condition/Observation naming no patient (R4 Observation.subject is optional)."""
+    subject = resource.get("subject")
+    if not (isinstance(subject, dict) and subject.get("reference")):
+        raise FhirRejected(
+            FhirRejectionReason.MISSING_SUBJECT,
+            "no subject reference",
+            resource.get("resourceType"),
+            resource.get("id"),
+        )
+
+
+def _group_present(features: Mapping[str, float | None], category: ObservationCategory) -> bool:
     return any(
         features.get(OBSERVATION_FEATURES[key]) is not None
         for key, d in OBSERVATION_DEFINITIONS.items()

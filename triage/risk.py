@@ -2,25 +2,45 @@
 
 Artifacts: ``<name>.ubj`` (XGBoost universal binary JSON, never pickle) and ``<name>.card.json``
 (the model card: version = short hash of the model bytes, features with units, training data,
-metrics labelled synthetic, operating points). Training lives in :mod:`triage.training`.
+metrics labelled synthetic, operating points). :func:`train_from_cohort` trains on a cohort
+written by :mod:`triage.cohort`; :meth:`RiskModel.score` scores one patient in about a millisecond.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
 import math
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xgboost as xgb
 
-from triage.exceptions import ModelArtifactError, ModelArtifactReason
-from triage.features import FEATURES
+from triage.exceptions import (
+    FhirRejected,
+    ModelArtifactError,
+    ModelArtifactReason,
+    TrainingDataError,
+    TrainingDataReason,
+)
+from triage.features import (
+    FEATURE_UNITS,
+    FEATURES,
+    ClinicalContext,
+    clinical_features,
+    feature_vector,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +152,7 @@ class RiskModel:
         )
         return cls(booster, card, version)
 
-    def score(self, features: dict[str, float | None], top_k: int = 5) -> RiskScore:
+    def score(self, features: Mapping[str, float | None], top_k: int = 5) -> RiskScore:
         """Score one patient; missing or None features are passed as missing (never imputed)."""
         row = np.array([[_as_float(features.get(name)) for name in FEATURES]], dtype=np.float32)
         dmat = xgb.DMatrix(row, missing=np.nan, feature_names=list(FEATURES))
@@ -190,6 +210,9 @@ XGB_PARAMS: dict[str, Any] = {
 MAX_BOOST_ROUNDS = 400
 CV_FOLDS = 5
 MIN_STUDIES = 20
+DICOM_BIOMARKER_SOURCE = (
+    "inference.volume.load_series + inference.biomarkers.quantify_threshold on each study's DICOM"
+)
 
 
 @dataclass(frozen=True)
@@ -236,30 +259,37 @@ def build_training_table(
     rejections: Counter[str] = Counter()
     rows: list[tuple[str, dict[str, float | None], int, Path]] = []
     for study in studies:
-        uid = str(study["study_uid"])
+        try:
+            uid, bundle_path = str(study["study_uid"]), cohort_dir / study["fhir_bundle"]
+            study_dir = cohort_dir / study["study_dir"]
+            at = _aware(datetime.fromisoformat(str(study["ct_time"]).replace("Z", "+00:00")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise TrainingDataError(
+                TrainingDataReason.INVALID_MANIFEST, f"study entry {study!r}: {e}"
+            ) from e
         if uid not in outcomes:
             raise TrainingDataError(TrainingDataReason.MISSING_OUTCOME, f"no outcome for {uid}")
         ctx = ClinicalContext()
-        bundle = _read_json(cohort_dir / study["fhir_bundle"])
-        for entry in bundle.get("entry") or []:
+        for entry in _read_json(bundle_path).get("entry") or []:
             try:
                 ctx = ctx.apply(entry.get("resource"))
             except FhirRejected as e:
                 rejections[e.reason.value] += 1
-        at = _aware(datetime.fromisoformat(str(study["ct_time"]).replace("Z", "+00:00")))
-        rows.append((uid, clinical_features(ctx, at, window_h), outcomes[uid], cohort_dir / study["study_dir"]))
+        rows.append((uid, clinical_features(ctx, at, window_h), outcomes[uid], study_dir))
     imaging = _all_biomarkers([r[3] for r in rows], biomarker_fn, workers)
     uids, vectors, labels = [], [], []
     for (uid, clinical, label, _), bio in zip(rows, imaging, strict=True):
-        if bio is None:
-            excluded["series_rejected"] += 1
+        if isinstance(bio, str):
+            excluded[bio] += 1
             continue
         vector = feature_vector(bio, clinical)
         uids.append(uid)
         vectors.append([_as_float(vector[name]) for name in FEATURES])
         labels.append(label)
     matrix = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), len(FEATURES))
-    return TrainingTable(uids, matrix, np.asarray(labels, dtype=np.int32), dict(excluded), dict(rejections))
+    return TrainingTable(
+        uids, matrix, np.asarray(labels, dtype=np.int32), dict(excluded), dict(rejections)
+    )
 
 
 def train_from_cohort(
@@ -273,7 +303,7 @@ def train_from_cohort(
     window_h: float = 72.0,
     workers: int = 1,
     biomarker_fn: BiomarkerFn | None = None,
-    biomarker_source: str = "inference.biomarkers.quantify_threshold over the cohort's DICOM",
+    biomarker_source: str | None = None,
 ) -> ModelCard:
     """Train the risk model on a cohort, write ``out_path`` (.ubj) and its card; return the card.
 
@@ -299,17 +329,27 @@ def train_from_cohort(
     train_idx, test_idx = stratified_split(labels, test_fraction, rng)
     params = {**XGB_PARAMS, "seed": seed, "nthread": 0}
     dtrain = xgb.DMatrix(
-        table.matrix[train_idx], label=labels[train_idx], missing=np.nan, feature_names=list(FEATURES)
+        table.matrix[train_idx],
+        label=labels[train_idx],
+        missing=np.nan,
+        feature_names=list(FEATURES),
     )
     folds = stratified_folds(labels[train_idx], CV_FOLDS, rng)
     history = xgb.cv(
-        params, dtrain, MAX_BOOST_ROUNDS, folds=folds, early_stopping_rounds=30, seed=seed,
+        params,
+        dtrain,
+        MAX_BOOST_ROUNDS,
+        folds=folds,
+        early_stopping_rounds=30,
+        seed=seed,
         as_pandas=False,
     )
-    rounds = len(history["test-logloss-mean"])
+    rounds = len(cast(list[float], history["test-logloss-mean"]))
     booster = xgb.train(params, dtrain, num_boost_round=rounds)
     raw = bytes(booster.save_raw(raw_format="ubj"))
-    probs = booster.predict(xgb.DMatrix(table.matrix[test_idx], missing=np.nan, feature_names=list(FEATURES)))
+    probs = booster.predict(
+        xgb.DMatrix(table.matrix[test_idx], missing=np.nan, feature_names=list(FEATURES))
+    )
     y_test = labels[test_idx]
     card = _card(
         name=out_path.stem,
@@ -324,12 +364,219 @@ def train_from_cohort(
         params={**params, "num_boost_round": rounds},
         policy_thresholds=policy_thresholds,
         window_h=window_h,
-        biomarker_source=biomarker_source if biomarker_fn is not None else
-        "inference.biomarkers.quantify_threshold over the cohort's DICOM",
+        biomarker_source=biomarker_source
+        or ("custom biomarker function" if biomarker_fn else DICOM_BIOMARKER_SOURCE),
     )
     card["training_time_s"] = round(time.perf_counter() - started, 3)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(raw)
     card_path(out_path).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    logger.info("trained %s version %s: test AUC %s", out_path, card["version"], card["metrics"]["auc"])
+    logger.info(
+        "trained %s version %s: test AUC %s", out_path, card["version"], card["metrics"]["auc"]
+    )
     return card
+
+
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (train, test) indices with each class split in the same proportion."""
+    test: list[int] = []
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n_test = max(1, round(test_fraction * len(idx))) if len(idx) > 1 else 0
+        test.extend(int(i) for i in idx[:n_test])
+    test_idx = np.sort(np.asarray(test, dtype=np.int64))
+    train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
+    return train_idx, test_idx
+
+
+def stratified_folds(
+    labels: np.ndarray, n_folds: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Return ``n_folds`` (train, validation) index pairs, classes dealt round-robin."""
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        fold_of[idx] = np.arange(len(idx)) % n_folds
+    everything = np.arange(len(labels))
+    return [(everything[fold_of != k], everything[fold_of == k]) for k in range(n_folds)]
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Return the ROC AUC (Mann-Whitney, ties counted half); None without both classes."""
+    from scipy.stats import rankdata
+
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """Return the expected calibration error over ``bins`` equal-width probability bins."""
+    which = np.minimum((probs * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(float(probs[mask].mean()) - float(labels[mask].mean()))
+    return total
+
+
+def operating_point(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Return sensitivity, specificity, PPV and alerts per 100 studies at ``threshold``."""
+    alert = probs >= threshold
+    tp = int((alert & (labels == 1)).sum())
+    fp = int((alert & (labels == 0)).sum())
+    fn = int((~alert & (labels == 1)).sum())
+    tn = int((~alert & (labels == 0)).sum())
+    return {
+        "threshold": threshold,
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, tp + fp),
+        "alerts_per_100": round(100.0 * (tp + fp) / max(len(labels), 1), 2),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
+
+
+def _card(
+    *,
+    name: str,
+    version: str,
+    target: str,
+    seed: int,
+    cohort_dir: Path,
+    table: TrainingTable,
+    n_train: int,
+    y_test: np.ndarray,
+    probs: np.ndarray,
+    params: dict[str, Any],
+    policy_thresholds: Sequence[float],
+    window_h: float,
+    biomarker_source: str,
+) -> ModelCard:
+    manifest = _read_json(cohort_dir / "manifest.json")
+    auc = roc_auc(y_test, probs)
+    return {
+        "name": name,
+        "version": version,
+        "format": "xgboost universal binary JSON (.ubj)",
+        "xgboost_version": xgb.__version__,
+        "target": target,
+        "target_description": TARGETS[target],
+        "features": [{"name": n, "unit": FEATURE_UNITS[n]} for n in FEATURES],
+        "missing_values": "passed to XGBoost as missing (NaN); never imputed",
+        "clinical_window_h": window_h,
+        "training_data": {
+            "synthetic": True,
+            "description": "ctriage synthetic cohort (triage.cohort): generated FHIR records, "
+            "CT phantoms and outcomes; no real patient",
+            "cohort_seed": manifest.get("seed"),
+            "n_patients": manifest.get("n_patients"),
+            "hospital": manifest.get("hospital"),
+            "sha256": cohort_hash(cohort_dir),
+            "sha256_covers": "manifest.json, outcomes.csv and the FHIR bundles",
+            "biomarker_source": biomarker_source,
+            "n_studies": len(table.labels),
+            "n_positive": int(table.labels.sum()),
+            "excluded": table.excluded,
+            "fhir_rejections": table.fhir_rejections,
+        },
+        "seed": seed,
+        "params": params,
+        "metrics": {
+            "label": SYNTHETIC_LABEL,
+            "split": f"stratified seeded hold-out: {n_train} train / {len(y_test)} test",
+            "n_test": len(y_test),
+            "n_test_positive": int(y_test.sum()),
+            "auc": None if auc is None else round(auc, 4),
+            "brier": round(float(np.mean((probs - y_test) ** 2)), 4),
+            "calibration_error": round(calibration_error(y_test, probs), 4),
+            "at_policy_thresholds": [operating_point(y_test, probs, t) for t in policy_thresholds],
+        },
+        "operating_points_label": SYNTHETIC_LABEL,
+        "operating_points": [operating_point(y_test, probs, t) for t in OPERATING_THRESHOLDS],
+    }
+
+
+def cohort_hash(cohort_dir: Path) -> str:
+    """Return the SHA-256 of a cohort's manifest, outcomes and FHIR bundles (sorted by path)."""
+    digest = hashlib.sha256()
+    files = [cohort_dir / "manifest.json", cohort_dir / "outcomes.csv"]
+    files += sorted((cohort_dir / "fhir").glob("*.json")) if (cohort_dir / "fhir").is_dir() else []
+    for path in files:
+        digest.update(path.relative_to(cohort_dir).as_posix().encode("utf-8") + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _all_biomarkers(
+    study_dirs: list[Path], biomarker_fn: BiomarkerFn | None, workers: int
+) -> list[dict[str, float] | str]:
+    if biomarker_fn is not None:
+        return [_guarded(biomarker_fn, d) for d in study_dirs]
+    if workers <= 1:
+        return [_guarded(dicom_biomarkers, d) for d in study_dirs]
+    # spawn, not fork: the parent may already hold XGBoost's OpenMP threads.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(_guarded_dicom, study_dirs, chunksize=4))
+
+
+def _guarded_dicom(study_dir: Path) -> dict[str, float] | str:
+    return _guarded(dicom_biomarkers, study_dir)
+
+
+def _guarded(fn: BiomarkerFn, study_dir: Path) -> dict[str, float] | str:
+    """Run ``fn``; a series the inference package refuses becomes an exclusion reason string."""
+    try:
+        from inference.exceptions import InferenceError, SeriesRejected
+    except ImportError:  # the inference package is optional for callers with their own fn
+        return fn(study_dir)
+    try:
+        return fn(study_dir)
+    except SeriesRejected as e:
+        logger.warning("excluded %s from training: %s", study_dir, e)
+        return f"series_rejected:{e.reason}"
+    except InferenceError as e:
+        logger.warning("excluded %s from training: %s", study_dir, e)
+        return type(e).__name__
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise TrainingDataError(TrainingDataReason.MISSING_FILE, str(path)) from e
+    except (OSError, json.JSONDecodeError) as e:
+        raise TrainingDataError(TrainingDataReason.INVALID_MANIFEST, f"{path}: {e}") from e
+    if not isinstance(data, dict):
+        raise TrainingDataError(TrainingDataReason.INVALID_MANIFEST, f"{path}: not an object")
+    return data
+
+
+def _read_outcomes(path: Path, target: str) -> dict[str, int]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError as e:
+        raise TrainingDataError(TrainingDataReason.MISSING_FILE, str(path)) from e
+    try:
+        return {row["study_uid"]: int(float(row[target])) for row in rows}
+    except (KeyError, ValueError) as e:
+        raise TrainingDataError(TrainingDataReason.MISSING_OUTCOME, f"{path}: {e}") from e
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return None if den == 0 else round(num / den, 4)

@@ -18,7 +18,7 @@ ResultT = TypeVar("ResultT")
 async def parse_or_dead_letter(
     event: Any, record_type: type[RecordT], dlq_topic: Any, stage: str
 ) -> RecordT | None:
-    """Parse the event's JSON value as ``record_type``; dead-letter it and return None if invalid."""
+    """Parse the event's JSON value as ``record_type``; if invalid, dead-letter it, return None."""
     try:
         return record_type.model_validate_json(event.value or b"")
     except ValidationError as e:

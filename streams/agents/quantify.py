@@ -9,12 +9,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from streams import topics as t
-from streams.agents.base import in_thread, parse_or_dead_letter
-from streams.app import Pipeline
-from streams.dlq import StreamReason, dead_letter
-from streams.metrics import MESSAGES, STAGE_SECONDS
-from streams.records import CtStudy, Quantification, StageTimings
 from inference.exceptions import (
     InferenceError,
     InferenceRejected,
@@ -23,6 +17,12 @@ from inference.exceptions import (
     TritonUnavailable,
 )
 from inference.volume import load_series
+from streams import topics as t
+from streams.agents.base import in_thread, parse_or_dead_letter
+from streams.app import Pipeline
+from streams.dlq import StreamReason, dead_letter
+from streams.metrics import MESSAGES, STAGE_SECONDS
+from streams.records import CtStudy, Quantification, StageTimings
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def register(pipeline: Pipeline) -> None:
             except TritonUnavailable:
                 if attempt == TRITON_ATTEMPTS:
                     raise
-                logger.warning("Triton unavailable (attempt %d), retrying in %.1fs", attempt, delay_s)
+                logger.warning(
+                    "Triton unavailable (attempt %d), retrying in %.1fs", attempt, delay_s
+                )
                 await asyncio.sleep(delay_s)
                 delay_s *= 2
         raise AssertionError("unreachable")

@@ -120,7 +120,7 @@ def assess(pipeline: Pipeline, quantification: Quantification, contexts: Any) ->
             )
             for c in score.top_features
         ],
-        completeness=completeness(features) if context else "no clinical record",
+        completeness=str(completeness(features)),
         ct_time=quantification.ct_time,
         hospital=quantification.hospital,
         published_at=quantification.published_at,

@@ -114,7 +114,9 @@ def fhir_events(
             continue
         pseudonym = patient_key(resource)
         yield FhirResourceEvent(
-            event_id=str(uuid.uuid5(_EVENTS, f"{pseudonym}|{json.dumps(resource, sort_keys=True)}")),
+            event_id=str(
+                uuid.uuid5(_EVENTS, f"{pseudonym}|{json.dumps(resource, sort_keys=True)}")
+            ),
             patient_pseudonym=pseudonym,
             resource_type=str(resource.get("resourceType")),
             resource=resource,
@@ -203,7 +205,7 @@ def _quarantine(
     letter = build_dead_letter(
         stage="ingress",
         reason=error.reason,
-        error=f"{type(error).__name__}: {error} (identifiable payload held at ingress: {held.name})",
+        error=f"{type(error).__name__}: {error} (payload held at ingress: {held.name})",
         source_topic=f"file:{source.name}",
         source_partition=None,
         source_offset=None,

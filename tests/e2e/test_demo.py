@@ -33,8 +33,22 @@ def _port_open(port: int) -> bool:
 def test_demo_reduced(tmp_path: Path) -> None:
     env = {**os.environ, **PORTS, "CTRIAGE_RUN_DIR": str(tmp_path / "run"), "COLUMNS": "200"}
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--patients", "8", "--speed", "86400",
-         "--matrix", "64", "--slices", "32", "--timeout-s", "400"],
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "demo",
+            "--patients",
+            "8",
+            "--speed",
+            "86400",
+            "--matrix",
+            "64",
+            "--slices",
+            "32",
+            "--timeout-s",
+            "400",
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -133,7 +133,9 @@ def test_replay_end_to_end(settings, worker, cohort, tmp_path):
     while time.monotonic() < deadline:
         by_topic: dict[str, int] = {}
         for letter in outcome.dead_letters:
-            by_topic[f"{letter.source_topic}.dlq"] = by_topic.get(f"{letter.source_topic}.dlq", 0) + 1
+            by_topic[f"{letter.source_topic}.dlq"] = (
+                by_topic.get(f"{letter.source_topic}.dlq", 0) + 1
+            )
         if by_topic == expected_dead:
             break
         collector.poll(1.0)
@@ -183,7 +185,9 @@ def test_no_identifiers_downstream(settings, worker, cohort):
     from kafka import TopicPartition
 
     parts = [
-        TopicPartition(name, p) for name in topics for p in consumer.partitions_for_topic(name) or {0}
+        TopicPartition(name, p)
+        for name in topics
+        for p in consumer.partitions_for_topic(name) or {0}
     ]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)

@@ -107,9 +107,7 @@ class CohortManifest:
                 studies=studies,
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise CohortError(
-                CohortErrorReason.INVALID_MANIFEST, f"{type(e).__name__}: {e}"
-            ) from e
+            raise CohortError(CohortErrorReason.INVALID_MANIFEST, f"{type(e).__name__}: {e}") from e
         offsets = [s.offset_s for s in studies]
         if offsets != sorted(offsets):
             raise CohortError(CohortErrorReason.INVALID_MANIFEST, "offset_s is not ascending")
@@ -160,7 +158,7 @@ class OutcomeRow:
     lung_volume_ml_true: float
 
     def to_csv_row(self) -> dict[str, str]:
-        """The row as CSV strings (booleans as 0/1, missing length of stay empty)."""
+        """Return the row as CSV strings (booleans as 0/1, missing length of stay empty)."""
         return {
             "patient_id": self.patient_id,
             "study_uid": self.study_uid,

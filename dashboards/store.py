@@ -1,0 +1,173 @@
+"""The reporting store that Grafana queries: SQLAlchemy Core tables and idempotent upserts.
+
+SQLite file by default (WAL, so the demo reads while the worker writes), PostgreSQL by URL.
+Rows are keyed by the pipeline's deterministic ids, so an at-least-once redelivery rewrites the
+same row. Only pseudonyms are stored: never names or birth dates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+
+metadata = MetaData()
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("patient_pseudonym", String(64), nullable=False, index=True),
+    Column("status", String(16), nullable=False),  # scored | rejected
+    Column("reason_code", String(64)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+risks = Table(
+    "risks",
+    metadata,
+    Column("risk_id", String(36), primary_key=True),
+    Column("study_uid", String(64), nullable=False, index=True),
+    Column("patient_pseudonym", String(64), nullable=False),
+    Column("probability", Float, nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("threshold_version", String(64), nullable=False),
+    Column("lesion_percent", Float),
+    Column("top_features", JSON),
+    Column("completeness", String(32)),
+    Column("scored_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("latency_s", Float),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_id", String(36), primary_key=True),
+    Column("study_uid", String(64), nullable=False, index=True),
+    Column("patient_pseudonym", String(64), nullable=False),
+    Column("probability", Float, nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("threshold_version", String(64), nullable=False),
+    Column("lesion_percent", Float),
+    Column("top_features", JSON),
+    Column("raised_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+forecasts = Table(
+    "forecasts",
+    metadata,
+    Column("forecast_id", String(64), primary_key=True),
+    Column("hospital", String(64), nullable=False, index=True),
+    Column("issued_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("day", Date, nullable=False),
+    Column("expected", Float, nullable=False),
+    Column("lower80", Float, nullable=False),
+    Column("upper80", Float, nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("p_exceed", Float, nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("topic", String(128), nullable=False, index=True),
+    Column("stage", String(64), nullable=False),
+    Column("reason_code", String(64), nullable=False, index=True),
+    Column("payload", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("source_topic", String(128)),
+    Column("source_partition", Integer),
+    Column("source_offset", Integer),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+
+def make_engine(url: str) -> Engine:
+    """Engine for a store URL; a SQLite file gets its folder and write-ahead logging."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables (existing ones are left as they are)."""
+    metadata.create_all(engine)
+
+
+def _upsert(conn: Connection, table: Table, rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    if not rows:
+        return
+    key = [c.name for c in table.primary_key.columns]
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        stmt: Any = sqlite.insert(table)
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(table)
+    else:
+        raise ValueError(f"store dialect {dialect!r} is not supported (use SQLite or PostgreSQL)")
+    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
+    conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=updates), rows)
+
+
+def upsert_study(conn: Connection, row: dict[str, Any]) -> None:
+    """Insert or update a study's status."""
+    _upsert(conn, studies, [row])
+
+
+def upsert_risk(conn: Connection, row: dict[str, Any]) -> None:
+    """Insert or update a risk by ``risk_id``."""
+    _upsert(conn, risks, [row])
+
+
+def upsert_alert(conn: Connection, row: dict[str, Any]) -> None:
+    """Insert or update an alert by ``alert_id``."""
+    _upsert(conn, alerts, [row])
+
+
+def upsert_forecast_rows(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """Insert or update forecast days by ``forecast_id``."""
+    _upsert(conn, forecasts, rows)
+
+
+def insert_dead_letter(conn: Connection, row: dict[str, Any]) -> None:
+    """Append a dead letter (each failure is its own row)."""
+    conn.execute(dead_letters.insert(), [row])
+
+
+def count_rows(conn: Connection, table: Table) -> int:
+    """Number of rows in a store table."""
+    return int(conn.execute(select(func.count()).select_from(table)).scalar_one())

@@ -1,0 +1,160 @@
+"""Benchmarks of the walking skeleton on a 512x512x300 CT study (run: make bench).
+
+Numbers, not pass/fail: per-stage latency (load, Triton, scoring), end-to-end latency through
+the real worker (paced: one study at a time; burst: all at once, for throughput) and peak memory.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from streams.demo import DemoOptions, WorkerProcess, run_pipeline
+from streams.settings import Settings
+from streams.summary import latency_summary
+from triage.cohort import generate_cohort, load_manifest
+
+pytestmark = pytest.mark.bench
+
+MATRIX, SLICES = 512, 300
+STUDIES = 6
+
+
+@pytest.fixture(scope="module")
+def big_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench-cohort")
+    generate_cohort(out, n_patients=STUDIES, seed=5, matrix=MATRIX, slices=SLICES)
+    return out
+
+
+class PeakRss:
+    """Samples the peak RSS of a process and its children in the background."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_mb, self._stop = pid, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                proc = psutil.Process(self.pid)
+                rss = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+                self.peak_mb = max(self.peak_mb, rss / 2**20)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    return {"median_s": statistics.median(samples), "min_s": min(samples), "max_s": max(samples)}
+
+
+def test_bench_stages(big_cohort, triton_server, record_result):
+    from inference.client import TritonQuantifier
+
+    from inference.biomarkers import quantify_threshold
+    from inference.volume import load_series
+    from streams.settings import load_settings
+    from triage.features import FEATURES
+    from triage.risk import RiskModel
+
+    study_dir = big_cohort / load_manifest(big_cohort).studies[0].study_dir
+    loads, local, remote = [], [], []
+    with PeakRss(psutil.Process().pid) as client_rss:
+        for _ in range(3):
+            started = time.perf_counter()
+            volume = load_series(study_dir)
+            loads.append(time.perf_counter() - started)
+        for _ in range(3):
+            started = time.perf_counter()
+            quantify_threshold(volume.hu, volume.spacing_mm)
+            local.append(time.perf_counter() - started)
+    client = TritonQuantifier(triton_server.http_url)
+    server = psutil.Process(triton_server.pid)
+    with PeakRss(server.pid) as triton_rss:
+        for _ in range(3):
+            started = time.perf_counter()
+            client.quantify(volume)
+            remote.append(time.perf_counter() - started)
+    model = RiskModel.load(load_settings().worker.risk_model_path)
+    rng = np.random.default_rng(0)
+    features = {name: float(rng.normal()) for name in FEATURES}
+    started = time.perf_counter()
+    for _ in range(200):
+        model.score(features)
+    scoring_s = (time.perf_counter() - started) / 200
+    record_result(
+        "stages-512x512x300",
+        {
+            "study": {"shape": list(volume.hu.shape), "bytes": int(volume.hu.nbytes)},
+            "load_series": _stats(loads),
+            "quantify_in_process": _stats(local),
+            "quantify_via_triton_http": _stats(remote),
+            "risk_scoring_mean_s": scoring_s,
+            "peak_rss_mb": {
+                "client (load + in-process)": client_rss.peak_mb,
+                "triton": triton_rss.peak_mb,
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize("mode", ["paced", "burst"])
+def test_bench_end_to_end(mode, big_cohort, kafka_broker, triton_server, tmp_path, record_result):
+    triton_port = int(triton_server.http_url.rsplit(":", 1)[1])
+    settings = Settings(
+        run_dir=tmp_path,
+        kafka={"bootstrap_servers": kafka_broker.bootstrap_servers},
+        triton={"http_port": triton_port},
+        store={"url": f"sqlite:///{tmp_path / 'store.sqlite'}"},
+        worker={
+            "app_id": f"ctriage-bench-{mode}",
+            "data_dir": tmp_path / "w",
+            "metrics_port": 29200,
+            "web_port": 26166,
+        },
+    )
+    worker = WorkerProcess(settings)
+    worker.start(timeout_s=180)
+    try:
+        # the cohort spans ~48 clinical hours; paced spreads it over ~2 min of wall time
+        speed = 48 * 3600 / 120 if mode == "paced" else 10**7
+        with PeakRss(worker.process.pid) as worker_rss, PeakRss(kafka_broker.pid) as kafka_rss:
+            report, collector, elapsed_s = run_pipeline(
+                settings, big_cohort, DemoOptions(patients=STUDIES, speed=speed, timeout_s=1200)
+            )
+        risks = list(collector.outcome.risks.values())
+        collector.close()
+    finally:
+        worker.stop()
+    latency = latency_summary(risks)
+    assert latency is not None and len(risks) == STUDIES
+    record_result(
+        f"end-to-end-{mode}-512x512x300",
+        {
+            "studies": len(risks),
+            "mode": mode,
+            "elapsed_s": elapsed_s,
+            "studies_per_minute": 60 * len(risks) / elapsed_s,
+            "latency_p50_s": latency.p50_s,
+            "latency_p95_s": latency.p95_s,
+            "mean_load_s": latency.mean_load_s,
+            "mean_inference_s": latency.mean_inference_s,
+            "mean_scoring_s": latency.mean_scoring_s,
+            "peak_rss_mb": {"worker": worker_rss.peak_mb, "kafka": kafka_rss.peak_mb},
+        },
+    )

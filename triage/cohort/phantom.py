@@ -1,0 +1,287 @@
+"""CT phantom of a chest with viral-pneumonia-like lesions, rendered slice by slice in HU.
+
+Volume axes are ``(z, y, x)``: slice ``k`` lies at ``z = z0 + k * dz`` (ascending along the slice
+normal, so index 0 is the most inferior slice), row ``r`` at ``y = y0 + r * dy`` (posterior is
++y), column ``c`` at ``x = x0 + c * dx`` (patient's left is +x), as in DICOM LPS with
+ImageOrientationPatient ``[1, 0, 0, 0, 1, 0]``. The anatomy is fixed in millimetres, so lung and
+lesion volumes barely change with the matrix; only the sampling does. Rendering one slice
+needs only that slice's memory, which keeps 512 x 512 x 300 studies cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.typing import NDArray
+
+from triage.cohort.anatomy import (
+    BASE_HU,
+    LESION_LABELS,
+    LUNG_LABELS,
+    Anatomy,
+    TissueLabel,
+    sample_anatomy,
+    sample_lesions,
+    sample_vessels,
+)
+from triage.cohort.patients import Stream, patient_rng
+
+HU_MIN, HU_MAX = -1024, 3071
+NOISE_HU = 12.0
+_TRACHEA_R_MM = 9.0
+
+
+@dataclass(frozen=True)
+class PhantomGeometry:
+    """Sampling grid of the phantom: ``slices`` x ``matrix`` x ``matrix`` voxels."""
+
+    slices: int = 64
+    matrix: int = 128
+    fov_mm: float = 360.0
+    scan_length_mm: float = 320.0
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel spacing (z, y, x) in mm."""
+        d = self.fov_mm / self.matrix
+        return self.scan_length_mm / self.slices, d, d
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Volume shape (z, y, x)."""
+        return self.slices, self.matrix, self.matrix
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in mL."""
+        dz, dy, dx = self.spacing_mm
+        return dz * dy * dx / 1000.0
+
+    @property
+    def origin_mm(self) -> tuple[float, float, float]:
+        """Centre (x, y, z) of voxel (0, 0, 0) in patient coordinates (DICOM LPS)."""
+        dz, dy, dx = self.spacing_mm
+        half = self.fov_mm / 2
+        return -half + dx / 2, -half + dy / 2, -self.scan_length_mm + dz / 2
+
+    def z_mm(self, k: int) -> float:
+        """Patient z of slice ``k``."""
+        return self.origin_mm[2] + k * self.spacing_mm[0]
+
+    def height_mm(self, k: int) -> float:
+        """Height of slice ``k`` above the bottom of the scan (the anatomy's frame)."""
+        return (k + 0.5) * self.spacing_mm[0]
+
+    def axes_mm(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """In-plane pixel centres: x per column and y per row."""
+        x0, y0, _ = self.origin_mm
+        _, dy, dx = self.spacing_mm
+        i = np.arange(self.matrix, dtype=np.float32)
+        return (x0 + i * dx).astype(np.float32), (y0 + i * dy).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """Everything needed to render one study, deterministically."""
+
+    geometry: PhantomGeometry
+    anatomy: Anatomy
+    noise_seed: tuple[int, int]  # (cohort seed, patient index)
+
+
+@dataclass(frozen=True)
+class PhantomTruth:
+    """Volumes measured on the rendered label map (the ground truth of the study)."""
+
+    lung_volume_ml: float
+    lesion_volume_ml: float
+    ggo_volume_ml: float
+    consolidation_volume_ml: float
+
+    @property
+    def lesion_percent(self) -> float:
+        """Lesion volume as a percentage of lung volume."""
+        return 100.0 * self.lesion_volume_ml / self.lung_volume_ml if self.lung_volume_ml else 0.0
+
+
+def sample_phantom(
+    seed: int,
+    index: int,
+    geometry: PhantomGeometry,
+    lesion_fraction: float,
+    consolidation_share: float,
+    obese: bool,
+) -> PhantomSpec:
+    """Draw the phantom of patient ``index``: anatomy, vessel tree and lesions."""
+    base = sample_anatomy(patient_rng(seed, index, Stream.ANATOMY), obese, geometry.scan_length_mm)
+    vessels = sample_vessels(patient_rng(seed, index, Stream.VESSELS), base)
+    lesions = sample_lesions(
+        patient_rng(seed, index, Stream.LESIONS), base, lesion_fraction, consolidation_share
+    )
+    anatomy = replace(base, vessels=vessels, lesions=lesions)
+    return PhantomSpec(geometry=geometry, anatomy=anatomy, noise_seed=(seed, index))
+
+
+def _box(axis: NDArray[np.float32], lo: float, hi: float) -> slice:
+    start = int(np.searchsorted(axis, lo, side="left"))
+    stop = int(np.searchsorted(axis, hi, side="right"))
+    return slice(start, stop)
+
+
+def render_slice(spec: PhantomSpec, k: int) -> tuple[NDArray[np.int16], NDArray[np.uint8]]:
+    """Render slice ``k``: HU (int16, clipped to the stored range) and tissue labels."""
+    g, a = spec.geometry, spec.anatomy
+    xs, ys = g.axes_mm()
+    x, y = (a32.astype(np.float32) for a32 in np.meshgrid(xs, ys))  # (rows=y, cols=x)
+    h = g.height_mm(k)
+    labels = np.full(x.shape, TissueLabel.AIR, dtype=np.uint8)
+    hu = np.full(x.shape, BASE_HU[TissueLabel.AIR], dtype=np.float32)
+
+    body = (x / a.body_ax_mm) ** 2 + (y / a.body_ay_mm) ** 2 <= 1
+    inner_r2 = np.asarray(a.inner_r2(x, y), dtype=np.float32)
+    labels[body] = TissueLabel.FAT
+    labels[inner_r2 <= 1] = TissueLabel.SOFT_TISSUE
+    _bones(a, x, y, h, inner_r2, labels)
+    if h > a.lung_base_h_mm + 0.62 * a.lung_height_mm:
+        labels[x**2 + (y + 10.0) ** 2 <= _TRACHEA_R_MM**2] = TissueLabel.AIRWAY
+    for label in (TissueLabel.FAT, TissueLabel.SOFT_TISSUE, TissueLabel.BONE, TissueLabel.AIRWAY):
+        hu[labels == label] = BASE_HU[label]
+
+    lung, _ = a.lung_mask(x, y, h)
+    labels[lung] = TissueLabel.LUNG
+    # Gravity-dependent density: the posterior (dependent) lung is denser.
+    hu[lung] = a.lung_hu + 35.0 * ((y[lung] - a.lung_cy_mm) / a.lung_ay_mm)
+    vessel = _vessels(spec, xs, ys, h) & lung
+    _lesions(spec, xs, ys, h, lung & ~vessel, labels, hu)
+    labels[vessel] = TissueLabel.VESSEL
+    hu[vessel] = BASE_HU[TissueLabel.VESSEL]
+
+    rng = np.random.default_rng([*spec.noise_seed, int(Stream.NOISE), k])
+    hu += NOISE_HU * rng.standard_normal(hu.shape, dtype=np.float32)
+    return np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16), labels
+
+
+def _bones(
+    a: Anatomy,
+    x: NDArray[np.float32],
+    y: NDArray[np.float32],
+    h: float,
+    inner_r2: NDArray[np.float32],
+    labels: NDArray[np.uint8],
+) -> None:
+    spine_cy = a.spine_cy_mm
+    labels[x**2 + (y - spine_cy) ** 2 <= a.spine_r_mm**2] = TissueLabel.BONE
+    process = (x / 6.0) ** 2 + ((y - spine_cy - a.spine_r_mm - 10.0) / 11.0) ** 2 <= 1
+    labels[process] = TissueLabel.BONE
+    sternum = (x / 16.0) ** 2 + ((y + a.inner_axes_mm[1] - 12.0) / 7.0) ** 2 <= 1
+    labels[sternum] = TissueLabel.BONE
+    # Ribs: a ring just inside the fat, present in oblique bands (posterior ends higher).
+    band = np.mod(h + a.rib_phase_mm + 0.12 * y, a.rib_period_mm) < 9.0
+    ring = (inner_r2 > 0.95**2) & (inner_r2 <= 1.0)
+    cartilage = (y < -0.6 * a.inner_axes_mm[1]) & (np.abs(x) < 40.0)
+    labels[ring & band & ~cartilage] = TissueLabel.BONE
+
+
+def _vessels(
+    spec: PhantomSpec, xs: NDArray[np.float32], ys: NDArray[np.float32], h: float
+) -> NDArray[np.bool_]:
+    out = np.zeros((ys.size, xs.size), dtype=bool)
+    for seg in spec.anatomy.vessels:
+        p0, p1 = np.asarray(seg.p0), np.asarray(seg.p1)
+        v = p1 - p0
+        r = max(seg.r0_mm, seg.r1_mm)
+        if v[2] != 0:
+            t_a, t_b = sorted(((h - r - p0[2]) / v[2], (h + r - p0[2]) / v[2]))
+            t_a, t_b = max(t_a, 0.0), min(t_b, 1.0)
+            if t_a > t_b:
+                continue
+        elif abs(h - p0[2]) > r:
+            continue
+        else:
+            t_a, t_b = 0.0, 1.0
+        ends = np.stack([p0 + t_a * v, p0 + t_b * v])
+        cols = _box(xs, float(ends[:, 0].min()) - r, float(ends[:, 0].max()) + r)
+        rows = _box(ys, float(ends[:, 1].min()) - r, float(ends[:, 1].max()) + r)
+        if cols.start >= cols.stop or rows.start >= rows.stop:
+            continue
+        px, py = np.meshgrid(xs[cols], ys[rows])
+        d = np.stack([px - p0[0], py - p0[1], np.full_like(px, h - p0[2])])
+        t = np.clip(np.tensordot(v, d, axes=1) / float(v @ v), 0.0, 1.0)
+        dist2 = ((d - v[:, None, None] * t) ** 2).sum(axis=0)
+        radius = seg.r0_mm + (seg.r1_mm - seg.r0_mm) * t
+        out[rows, cols] |= dist2 <= radius**2
+    return out
+
+
+def _lesions(
+    spec: PhantomSpec,
+    xs: NDArray[np.float32],
+    ys: NDArray[np.float32],
+    h: float,
+    allowed: NDArray[np.bool_],
+    labels: NDArray[np.uint8],
+    hu: NDArray[np.float32],
+) -> None:
+    for blob in spec.anatomy.lesions:
+        dh = (h - blob.center[2]) / blob.radii_mm[2]
+        if abs(dh) >= 1.0:
+            continue
+        r = blob.max_radius_mm * float(np.sqrt(1.0 - dh * dh))
+        cols = _box(xs, blob.center[0] - r, blob.center[0] + r)
+        rows = _box(ys, blob.center[1] - r, blob.center[1] + r)
+        if cols.start >= cols.stop or rows.start >= rows.stop:
+            continue
+        px, py = np.meshgrid(xs[cols], ys[rows])
+        q = blob.q(px, py, h)
+        ok = allowed[rows, cols]
+        sub_labels, sub_hu = labels[rows, cols], hu[rows, cols]
+        shell = ok & (q <= 1.0) & (sub_labels != TissueLabel.CONSOLIDATION)
+        sub_labels[shell], sub_hu[shell] = TissueLabel.GGO, blob.ggo_hu
+        core = ok & (q <= blob.core_fraction**2)
+        sub_labels[core], sub_hu[core] = TissueLabel.CONSOLIDATION, blob.core_hu
+
+
+def iter_slices(spec: PhantomSpec) -> Iterator[tuple[int, NDArray[np.int16], NDArray[np.uint8]]]:
+    """Yield ``(k, hu, labels)`` for every slice, inferior to superior."""
+    for k in range(spec.geometry.slices):
+        hu, labels = render_slice(spec, k)
+        yield k, hu, labels
+
+
+class TruthCounter:
+    """Accumulates voxel counts per tissue class while slices stream by."""
+
+    def __init__(self, geometry: PhantomGeometry) -> None:
+        self.geometry = geometry
+        self.counts = np.zeros(len(TissueLabel), dtype=np.int64)
+
+    def add(self, labels: NDArray[np.uint8]) -> None:
+        """Count one slice's labels."""
+        self.counts += np.bincount(labels.ravel(), minlength=len(TissueLabel))
+
+    def truth(self) -> PhantomTruth:
+        """Return the volumes counted so far."""
+        ml = self.geometry.voxel_volume_ml
+        lung = sum(int(self.counts[label]) for label in LUNG_LABELS)
+        lesion = sum(int(self.counts[label]) for label in LESION_LABELS)
+        return PhantomTruth(
+            lung_volume_ml=lung * ml,
+            lesion_volume_ml=lesion * ml,
+            ggo_volume_ml=int(self.counts[TissueLabel.GGO]) * ml,
+            consolidation_volume_ml=int(self.counts[TissueLabel.CONSOLIDATION]) * ml,
+        )
+
+
+def render_volume(
+    spec: PhantomSpec,
+) -> tuple[NDArray[np.int16], NDArray[np.uint8], PhantomTruth]:
+    """Render the whole volume in memory (small phantoms, tests): HU, labels and truth."""
+    hu = np.empty(spec.geometry.shape, dtype=np.int16)
+    labels = np.empty(spec.geometry.shape, dtype=np.uint8)
+    counter = TruthCounter(spec.geometry)
+    for k, hu_k, labels_k in iter_slices(spec):
+        hu[k], labels[k] = hu_k, labels_k
+        counter.add(labels_k)
+    return hu, labels, counter.truth()
