@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from inference.exceptions import InvalidVolume
-from inference.lungmask import lung_mask_in_box, open_in_plane
+from inference.lungmask import Box, lung_mask_in_box, open_in_plane
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,37 @@ def _percent(count: int, total: int) -> float:
     return 100.0 * count / total if total else 0.0
 
 
+def _masks_in_box(
+    hu: np.ndarray, spacing_mm: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray, Box] | None:
+    """Lung and lesion masks inside the lungs' bounding box, and that box."""
+    found = lung_mask_in_box(hu, spacing_mm)
+    if found is None:
+        return None
+    lung_box, box = found
+    hu_box = hu[box]
+    dense = lung_box & (hu_box >= GGO_HU[0]) & (hu_box <= CONSOLIDATION_HU[1])
+    lesion_box = open_in_plane(dense, VESSEL_RADIUS_MM, min(spacing_mm[1], spacing_mm[2]))
+    return lung_box, lesion_box, box
+
+
+def threshold_masks(
+    hu: np.ndarray, spacing_mm: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full-size boolean (lung, lesion) masks behind :func:`quantify_threshold`.
+
+    For overlays, segmentation objects and per-slice statistics; the quantifier itself only
+    keeps the lungs' bounding box.
+    """
+    spacing = check_volume(hu, spacing_mm)
+    lung = np.zeros(hu.shape, dtype=bool)
+    lesion = np.zeros(hu.shape, dtype=bool)
+    found = _masks_in_box(hu, spacing)
+    if found is not None:
+        lung[found[2]], lesion[found[2]] = found[0], found[1]
+    return lung, lesion
+
+
 def quantify_threshold(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> Biomarkers:
     """Quantify lung and lesion burden of ``hu`` (z, y, x) with HU thresholds.
 
@@ -112,20 +143,19 @@ def quantify_threshold(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -
     :class:`Biomarkers`. Raises ``InvalidVolume`` for an array that is not 3-D, has fewer than 3
     voxels along an axis or is not numeric, or for a spacing that is not 3 positive numbers.
     """
-    dz, dy, dx = check_volume(hu, spacing_mm)
-    found = lung_mask_in_box(hu, (dz, dy, dx))
+    spacing = check_volume(hu, spacing_mm)
+    found = _masks_in_box(hu, spacing)
     if found is None:
         logger.info("no lung found in a %s volume", hu.shape)
         return NO_LUNG
-    lung_box, box = found
+    lung_box, lesion_box, box = found
     hu_box = hu[box]
     lung = _cumulative_histogram(hu_box[lung_box])
-    dense = lung_box & (hu_box >= GGO_HU[0]) & (hu_box <= CONSOLIDATION_HU[1])
-    lesion = _cumulative_histogram(hu_box[open_in_plane(dense, VESSEL_RADIUS_MM, min(dy, dx))])
+    lesion = _cumulative_histogram(hu_box[lesion_box])
     total = int(lung[-1])
     ggo = _count(lesion, *GGO_HU)
     consolidation = _count(lesion, CONSOLIDATION_HU[0], CONSOLIDATION_HU[1] + 1)
-    voxel_ml = dz * dy * dx / 1000.0
+    voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
     result = Biomarkers(
         lung_volume_ml=total * voxel_ml,
         lesion_volume_ml=(ggo + consolidation) * voxel_ml,
@@ -134,5 +164,5 @@ def quantify_threshold(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -
         consolidation_percent=_percent(consolidation, total),
         well_aerated_percent=_percent(_count(lung, *WELL_AERATED_HU), total),
     )
-    logger.debug("quantified %s at %s mm: %s", hu.shape, (dz, dy, dx), result)
+    logger.debug("quantified %s at %s mm: %s", hu.shape, spacing, result)
     return result

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.dataset import FileDataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
@@ -49,6 +49,8 @@ LOSSLESS_COMPRESSED = frozenset(
     }
 )
 _SKIPPED_NAMES = frozenset({"DICOMDIR"})
+#: Header values larger than this are not read (private blobs, icons): they are never used.
+_DEFER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -83,15 +85,18 @@ def list_files(path: Path, limits: VolumeLimits) -> list[Path]:
         files = [path]
     elif path.is_dir():
         files = []
-        for candidate in sorted(path.rglob("*")):
+        for candidate in path.rglob("*"):  # not sorted first: stop at the limit
             if candidate.name.startswith(".") or candidate.name in _SKIPPED_NAMES:
                 continue
-            if candidate.is_file() and not candidate.is_symlink():
+            if candidate.is_symlink():  # a link could point anywhere on the machine
+                logger.info("skipped symbolic link %s", candidate)
+            elif candidate.is_file():
                 files.append(candidate)
                 if len(files) > limits.max_files:
                     raise SeriesRejected(
                         R.RESOURCE_LIMIT, f"more than {limits.max_files} files under {path}"
                     )
+        files.sort()
     else:
         raise SeriesRejected(R.EMPTY_INPUT, f"{path} is neither a file nor a folder")
     if not files:
@@ -104,11 +109,22 @@ def list_files(path: Path, limits: VolumeLimits) -> list[Path]:
     return files
 
 
-def check_uid(value: object, field: str) -> str:
-    """Return ``value`` as a UID string, or reject it as hostile (too long, not digits/dots)."""
-    text = str(value) if value is not None else ""
+def raw_text(ds: Dataset, keyword: str) -> str:
+    """An element's text as stored, without pydicom's value conversion (which warns on junk)."""
+    element = ds.get_item(keyword)
+    if element is None or element.value is None:
+        return ""
+    value = element.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", errors="replace").rstrip("\x00 ")
+    return str(value)
+
+
+def check_uid(ds: Dataset, keyword: str) -> str:
+    """Return the UID in ``keyword``, or reject it as hostile (too long, not digits and dots)."""
+    text = raw_text(ds, keyword)
     if len(text) > UID_MAX_CHARS or not UID_PATTERN.fullmatch(text):
-        raise SeriesRejected(R.HOSTILE_UID, f"{field} {text[:80]!r} is not a valid DICOM UID")
+        raise SeriesRejected(R.HOSTILE_UID, f"{keyword} {text[:80]!r} is not a valid DICOM UID")
     return text
 
 
@@ -118,7 +134,7 @@ def read_headers(files: list[Path]) -> list[tuple[Path, FileDataset]]:
     skipped = 0
     for file in files:
         try:
-            found.append((file, dcmread(file, stop_before_pixels=True)))
+            found.append((file, dcmread(file, stop_before_pixels=True, defer_size=_DEFER_BYTES)))
         except (InvalidDicomError, OSError, ValueError, EOFError) as e:
             skipped += 1
             logger.debug("skipped %s: not readable as DICOM (%s)", file, e)
@@ -139,9 +155,9 @@ def select_ct_series(found: list[tuple[Path, FileDataset]]) -> SeriesHeaders:
         logger.info("ignored %d non-CT images (modalities %s)", len(found) - len(ct), modalities)
     groups: dict[str, list[tuple[Path, FileDataset]]] = defaultdict(list)
     for file, ds in ct:
-        check_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
-        check_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
-        groups[check_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")].append((file, ds))
+        check_uid(ds, "StudyInstanceUID")
+        check_uid(ds, "SOPInstanceUID")
+        groups[check_uid(ds, "SeriesInstanceUID")].append((file, ds))
     ranked = sorted(groups.items(), key=lambda item: len(item[1]), reverse=True)
     series_uid, members = ranked[0]
     if len(ranked) > 1 and len(ranked[1][1]) == len(members):
@@ -159,7 +175,7 @@ def select_ct_series(found: list[tuple[Path, FileDataset]]) -> SeriesHeaders:
             len(members),
         )
     members = _drop_localizers(_drop_duplicates(members))
-    studies = {str(ds.StudyInstanceUID) for _, ds in members}
+    studies = {raw_text(ds, "StudyInstanceUID") for _, ds in members}
     if len(studies) > 1:
         raise SeriesRejected(R.MIXED_SERIES, f"series {series_uid} spans studies {sorted(studies)}")
     return SeriesHeaders(
@@ -201,7 +217,7 @@ def _drop_duplicates(members: list[tuple[Path, FileDataset]]) -> list[tuple[Path
     """The same SOP instance stored twice counts once."""
     unique: dict[str, tuple[Path, FileDataset]] = {}
     for file, ds in members:
-        unique.setdefault(str(ds.SOPInstanceUID), (file, ds))
+        unique.setdefault(raw_text(ds, "SOPInstanceUID"), (file, ds))
     if len(unique) < len(members):
         logger.warning("ignored %d duplicate SOP instances", len(members) - len(unique))
     return list(unique.values())

@@ -58,7 +58,7 @@ def coarse_air(hu: np.ndarray, fy: int, fx: int) -> np.ndarray:
     z, y, x = hu.shape
     y_end, x_end = y - y % fy, x - x % fx
     exact = np.issubdtype(hu.dtype, np.integer) and hu.dtype.itemsize <= 2
-    sums = np.zeros((z, y // fy, x // fx), dtype=np.int32 if exact else np.float64)
+    sums: np.ndarray = np.zeros((z, y // fy, x // fx), dtype=np.int32 if exact else np.float64)
     for i in range(fy):
         for j in range(fx):
             sums += hu[:, i:y_end:fy, j:x_end:fx]

@@ -9,7 +9,6 @@ Every refusal is a :class:`~inference.exceptions.SeriesRejected` with a closed r
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ from inference.headers import (
     VolumeLimits,
     check_transfer_syntax,
     list_files,
+    raw_text,
     read_headers,
     select_ct_series,
 )
@@ -87,12 +87,15 @@ def load_series(path: Path, limits: VolumeLimits = VolumeLimits()) -> CtVolume: 
     hu = _decode(series, geometry)
     first = series.headers[int(geometry.order[0])]
     logger.info(
-        "loaded series %s: %s voxels, spacing %s mm", series.series_uid, hu.shape, geometry.spacing_mm
+        "loaded series %s: %s voxels, spacing %s mm",
+        series.series_uid,
+        hu.shape,
+        geometry.spacing_mm,
     )
     return CtVolume(
         hu=hu,
         spacing_mm=geometry.spacing_mm,
-        study_uid=str(first.StudyInstanceUID),
+        study_uid=raw_text(first, "StudyInstanceUID"),
         series_uid=series.series_uid,
         patient_id=str(first.get("PatientID", "")),
         study_datetime=study_datetime(first),
@@ -106,15 +109,9 @@ def _floats(ds: Dataset, keyword: str, count: int) -> np.ndarray:
     except (TypeError, ValueError):
         numbers = None
     if numbers is None or numbers.shape != (count,) or not np.all(np.isfinite(numbers)):
-        raise SeriesRejected(R.IMPLAUSIBLE_DIMENSIONS, f"{keyword} missing or malformed: {value!r}")
+        shown = repr(value)[:80]
+        raise SeriesRejected(R.IMPLAUSIBLE_DIMENSIONS, f"{keyword} missing or malformed: {shown}")
     return numbers
-
-
-def _single(values: Sequence[object], what: str) -> object:
-    distinct = set(values)
-    if len(distinct) != 1:
-        raise SeriesRejected(R.MIXED_SERIES, f"images disagree on {what}: {sorted(map(str, distinct))}")
-    return distinct.pop()
 
 
 def _geometry(series: SeriesHeaders, limits: VolumeLimits) -> _Geometry:
@@ -122,8 +119,10 @@ def _geometry(series: SeriesHeaders, limits: VolumeLimits) -> _Geometry:
     headers = series.headers
     if any(ds.get("Rows") is None or ds.get("Columns") is None for ds in headers):
         raise SeriesRejected(R.NO_PIXEL_DATA, "images without Rows/Columns (no image pixel module)")
-    matrix = _single([(int(ds.Rows), int(ds.Columns)) for ds in headers], "matrix")
-    rows, columns = matrix  # type: ignore[misc]
+    matrices = {(int(ds.Rows), int(ds.Columns)) for ds in headers}
+    if len(matrices) != 1:
+        raise SeriesRejected(R.MIXED_SERIES, f"images disagree on the matrix: {sorted(matrices)}")
+    rows, columns = matrices.pop()
     if not all(MATRIX_RANGE[0] <= n <= MATRIX_RANGE[1] for n in (rows, columns)):
         raise SeriesRejected(R.IMPLAUSIBLE_DIMENSIONS, f"matrix {rows}x{columns}")
     for ds in headers:
@@ -183,10 +182,13 @@ def _decode(series: SeriesHeaders, geometry: _Geometry) -> np.ndarray:
         try:
             pixels = ds.pixel_array
         except (ValueError, RuntimeError, NotImplementedError, AttributeError) as e:
-            raise SeriesRejected(R.NO_PIXEL_DATA, f"{file.name}: pixels cannot be decoded: {e}") from e
+            raise SeriesRejected(
+                R.NO_PIXEL_DATA, f"{file.name}: pixels cannot be decoded: {e}"
+            ) from e
         if pixels.shape != shape[1:]:
             raise SeriesRejected(
-                R.IMPLAUSIBLE_DIMENSIONS, f"{file.name}: pixel array {pixels.shape}, not {shape[1:]}"
+                R.IMPLAUSIBLE_DIMENSIONS,
+                f"{file.name}: pixel array {pixels.shape}, not {shape[1:]}",
             )
         slope, intercept = _rescale(ds)
         values = np.rint(pixels.astype(np.float32) * slope + intercept)
@@ -202,7 +204,9 @@ def _rescale(ds: Dataset) -> tuple[float, float]:
     except (TypeError, ValueError) as e:
         raise SeriesRejected(R.IMPLAUSIBLE_DIMENSIONS, f"malformed rescale: {e}") from e
     if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
-        raise SeriesRejected(R.IMPLAUSIBLE_DIMENSIONS, f"rescale slope {slope} intercept {intercept}")
+        raise SeriesRejected(
+            R.IMPLAUSIBLE_DIMENSIONS, f"rescale slope {slope} intercept {intercept}"
+        )
     return slope, intercept
 
 

@@ -107,8 +107,9 @@ def build_app(settings: Settings, deps: Dependencies) -> Pipeline:
     for module in (config, clinical, quantify, risk, capacity, sinks):
         module.register(pipeline)
 
-    @app.on_rebalance_complete.connect
     async def _count_partitions(sender: Any, **_: Any) -> None:
         ASSIGNED_PARTITIONS.set(len(app.consumer.assignment()))
+
+    app.on_rebalance_complete.connect(_count_partitions)  # type: ignore[arg-type]
 
     return pipeline

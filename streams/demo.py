@@ -111,7 +111,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                [sys.executable, "-m", "streams.worker"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=worker_env(self.settings),

@@ -110,7 +110,7 @@ def ensure_topics(bootstrap_servers: str, patient_partitions: int, timeout_s: fl
 def check_topic_layout(admin: KafkaAdminClient, layout: dict[str, tuple[int, bool]]) -> None:
     """Raise :class:`TopicLayoutError` when a topic has the wrong partition count."""
     described = admin.describe_topics(list(layout))
-    actual = {d["topic"]: len(d["partitions"]) for d in described if not d.get("error_code")}
+    actual = {d["name"]: len(d["partitions"]) for d in described if not d.get("error_code")}
     wrong = {
         name: (actual.get(name), partitions)
         for name, (partitions, _) in layout.items()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 import faust
-from dashboards.store import create_schema, make_engine
-from inference.client import TritonQuantifier
 from prometheus_client import start_http_server
 
+from dashboards.store import create_schema, make_engine
+from inference.client import TritonQuantifier
 from streams.app import Dependencies, Pipeline, build_app
 from streams.metrics import REGISTRY
 from streams.settings import Settings
@@ -53,3 +53,17 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     start_http_server(settings.worker.metrics_port, addr="127.0.0.1", registry=REGISTRY)
     logger.info("metrics on http://127.0.0.1:%d/metrics", settings.worker.metrics_port)
     faust.Worker(pipeline.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+def main() -> None:
+    """Entry point of ``python -m streams.worker`` (what the demo and tests launch)."""
+    from streams.settings import load_settings
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run_worker(load_settings())
+
+
+if __name__ == "__main__":
+    main()

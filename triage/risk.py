@@ -154,7 +154,8 @@ class RiskModel:
 
     def score(self, features: Mapping[str, float | None], top_k: int = 5) -> RiskScore:
         """Score one patient; missing or None features are passed as missing (never imputed)."""
-        row = np.array([[_as_float(features.get(name)) for name in FEATURES]], dtype=np.float32)
+        values = [_as_float(features.get(name)) for name in FEATURES]
+        row = np.array([values], dtype=np.float32)
         dmat = xgb.DMatrix(row, missing=np.nan, feature_names=list(FEATURES))
         contribs = self._booster.predict(dmat, pred_contribs=True)[0]
         margin = float(contribs.sum())  # per-feature SHAP values plus the bias add to the margin
@@ -163,7 +164,7 @@ class RiskModel:
         top = [
             Contribution(
                 feature=FEATURES[i],
-                value=None if math.isnan(row[0, i]) else float(row[0, i]),
+                value=None if math.isnan(values[i]) else values[i],
                 contribution=float(contribs[i]),
                 direction=DirectionValues.RAISES if contribs[i] > 0 else DirectionValues.LOWERS,
             )
@@ -524,8 +525,9 @@ def _all_biomarkers(
         return [_guarded(biomarker_fn, d) for d in study_dirs]
     if workers <= 1:
         return [_guarded(dicom_biomarkers, d) for d in study_dirs]
-    # spawn, not fork: the parent may already hold XGBoost's OpenMP threads.
-    context = multiprocessing.get_context("spawn")
+    # fork: works from any entry point (spawn re-imports __main__). The children only decode
+    # DICOM and threshold with numpy/scipy, never XGBoost, so the parent's OpenMP pool is moot.
+    context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         return list(pool.map(_guarded_dicom, study_dirs, chunksize=4))
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from streams import topics as t
-from streams.agents.base import parse_or_dead_letter
+from streams.agents.base import handle_or_dead_letter, parse_or_dead_letter
 from streams.app import Pipeline
 from streams.dlq import StreamReason, dead_letter
 from streams.metrics import MESSAGES
@@ -93,8 +93,6 @@ def register(pipeline: Pipeline) -> None:
         "hospital_to_census",
         default=None,
         partitions=1,
-        key_serializer="raw",
-        value_serializer="json",
     )
     pipeline.tables["hospital_to_census"] = hospital_to_census
     dlq = pipeline.topic(t.CAPACITY_EVENTS.dlq)
@@ -103,12 +101,12 @@ def register(pipeline: Pipeline) -> None:
 
     @app.agent(pipeline.topic(t.CAPACITY_EVENTS.name), name="forecast_capacity")
     async def forecast_capacity(stream: Any) -> None:
-        async for event in stream.events():
+        async def handle(event: Any) -> None:
             record = await parse_or_dead_letter(event, CapacityEvent, dlq, STAGE)
             if record is None:
-                continue
+                return
             try:
-                census = apply_event(hospital_to_census[record.hospital] or {}, record)
+                census = apply_event(hospital_to_census.get(record.hospital) or {}, record)
                 capacity = deps.hospital_capacity_beds.get(
                     record.hospital, deps.default_capacity_beds
                 )
@@ -116,7 +114,10 @@ def register(pipeline: Pipeline) -> None:
             except (TriageError, ValueError) as e:
                 reason = getattr(e, "reason", StreamReason.FORECAST_FAILED)
                 await dead_letter(dlq, event, stage=STAGE, reason=reason, error=e)
-                continue
+                return
             hospital_to_census[record.hospital] = census
             await out.send(key=record.hospital.encode(), value=forecast.to_bytes())
             MESSAGES.labels(stage=STAGE).inc()
+
+        async for event in stream.events():
+            await handle_or_dead_letter(handle, event, dlq, STAGE)

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from streams import topics as t
-from streams.agents.base import parse_or_dead_letter
+from streams.agents.base import handle_or_dead_letter, parse_or_dead_letter
 from streams.app import Pipeline
 from streams.dlq import dead_letter
 from streams.metrics import MESSAGES
@@ -33,8 +33,6 @@ def register(pipeline: Pipeline) -> None:
         "patient_to_context",
         default=None,
         partitions=pipeline.settings.kafka.partitions,
-        key_serializer="raw",
-        value_serializer="json",
     )
     pipeline.tables["patient_to_context"] = patient_to_context
     dlq = pipeline.topic(t.FHIR_RESOURCES.dlq)
@@ -42,19 +40,19 @@ def register(pipeline: Pipeline) -> None:
 
     @app.agent(pipeline.topic(t.FHIR_RESOURCES.name), name="update_clinical_context")
     async def update_clinical_context(stream: Any) -> None:
-        async for event in stream.events():
+        async def handle(event: Any) -> None:
             record = await parse_or_dead_letter(event, FhirResourceEvent, dlq, STAGE)
             if record is None:
-                continue
+                return
             try:
-                stored = patient_to_context[record.patient_pseudonym]
+                stored = patient_to_context.get(record.patient_pseudonym)
                 context = ClinicalContext.from_dict(stored) if stored else ClinicalContext()
                 patient_to_context[record.patient_pseudonym] = context.apply(
                     record.resource
                 ).to_dict()
             except FhirRejected as e:
                 await dead_letter(dlq, event, stage=STAGE, reason=e.reason, error=e)
-                continue
+                return
             change = icu_change(record.resource)
             if change is not None:
                 await capacity_events.send(
@@ -62,6 +60,9 @@ def register(pipeline: Pipeline) -> None:
                     value=_capacity_event(record, change).to_bytes(),
                 )
             MESSAGES.labels(stage=STAGE).inc()
+
+        async for event in stream.events():
+            await handle_or_dead_letter(handle, event, dlq, STAGE)
 
 
 def _capacity_event(record: FhirResourceEvent, change: IcuChange) -> CapacityEvent:

@@ -18,7 +18,7 @@ from inference.exceptions import (
 )
 from inference.volume import load_series
 from streams import topics as t
-from streams.agents.base import in_thread, parse_or_dead_letter
+from streams.agents.base import handle_or_dead_letter, in_thread, parse_or_dead_letter
 from streams.app import Pipeline
 from streams.dlq import StreamReason, dead_letter
 from streams.metrics import MESSAGES, STAGE_SECONDS
@@ -83,10 +83,10 @@ def register(pipeline: Pipeline) -> None:
 
     @app.agent(pipeline.topic(t.CT_STUDIES.name), name="quantify_study")
     async def quantify_study(stream: Any) -> None:
-        async for event in stream.events():
+        async def handle(event: Any) -> None:
             study = await parse_or_dead_letter(event, CtStudy, dlq, STAGE)
             if study is None:
-                continue
+                return
             try:
                 started = time.perf_counter()
                 volume = await in_thread(load_series, study_path(study.study_uri))
@@ -95,11 +95,11 @@ def register(pipeline: Pipeline) -> None:
                 inferred = time.perf_counter()
             except (StudyUnavailable, SeriesRejected) as e:
                 await dead_letter(dlq, event, stage=STAGE, reason=e.reason, error=e)
-                continue
+                return
             except InferenceError as e:
                 reason = INFERENCE_REASONS.get(type(e), StreamReason.TRITON_ERROR)
                 await dead_letter(dlq, event, stage=STAGE, reason=reason, error=e)
-                continue
+                return
             timings = StageTimings(load_s=loaded - started, inference_s=inferred - loaded)
             STAGE_SECONDS.labels(stage="load").observe(timings.load_s)
             STAGE_SECONDS.labels(stage="inference").observe(timings.inference_s)
@@ -116,3 +116,6 @@ def register(pipeline: Pipeline) -> None:
             )
             await out.send(key=event.key, value=result.to_bytes())
             MESSAGES.labels(stage=STAGE).inc()
+
+        async for event in stream.events():
+            await handle_or_dead_letter(handle, event, dlq, STAGE)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from streams import topics as t
-from streams.agents.base import parse_or_dead_letter
+from streams.agents.base import handle_or_dead_letter, parse_or_dead_letter
 from streams.app import Pipeline
 from streams.dlq import StreamReason, dead_letter
 from streams.metrics import ALERTS, END_TO_END_SECONDS, MESSAGES, STAGE_SECONDS
@@ -43,8 +43,6 @@ def register(pipeline: Pipeline) -> None:
         "alerted_studies",
         default=None,
         partitions=settings.kafka.partitions,
-        key_serializer="raw",
-        value_serializer="json",
     )
     pipeline.tables["alerted_studies"] = alerted_studies
     patient_to_context = pipeline.tables["patient_to_context"]
@@ -55,16 +53,16 @@ def register(pipeline: Pipeline) -> None:
 
     @app.agent(pipeline.topic(t.CT_QUANTIFICATION.name), name="score_risk")
     async def score_risk(stream: Any) -> None:
-        async for event in stream.events():
+        async def handle(event: Any) -> None:
             quantification = await parse_or_dead_letter(event, Quantification, dlq, STAGE)
             if quantification is None:
-                continue
+                return
             try:
                 risk = assess(pipeline, quantification, patient_to_context)
             except (TriageError, ValueError) as e:
                 reason = getattr(e, "reason", StreamReason.SCORING_FAILED)
                 await dead_letter(dlq, event, stage=STAGE, reason=reason, error=e)
-                continue
+                return
             await risk_topic.send(key=event.key, value=risk.to_bytes())
             END_TO_END_SECONDS.observe(risk.latency_s)
             STAGE_SECONDS.labels(stage="scoring").observe(risk.timings.scoring_s)
@@ -80,11 +78,14 @@ def register(pipeline: Pipeline) -> None:
             )
             if risk.alert:
                 alert = to_alert(risk)
-                if alerted_studies[alert.alert_id] is None:
+                if alerted_studies.get(alert.alert_id) is None:
                     await alert_topic.send(key=event.key, value=alert.to_bytes())
                     alerted_studies[alert.alert_id] = {"raised_at": alert.raised_at}
                     ALERTS.labels(level=alert.level).inc()
             MESSAGES.labels(stage=STAGE).inc()
+
+        async for event in stream.events():
+            await handle_or_dead_letter(handle, event, dlq, STAGE)
 
 
 def assess(pipeline: Pipeline, quantification: Quantification, contexts: Any) -> RiskAssessment:
@@ -92,7 +93,7 @@ def assess(pipeline: Pipeline, quantification: Quantification, contexts: Any) ->
     started = time.perf_counter()
     model = pipeline.deps.risk_model
     policy = pipeline.policy_for(quantification.hospital)
-    stored = contexts[quantification.patient_pseudonym]
+    stored = contexts.get(quantification.patient_pseudonym)
     context = ClinicalContext.from_dict(stored) if stored else None
     ct_time = datetime.fromisoformat(quantification.ct_time)
     clinical = clinical_features(context, ct_time) if context else {}

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from dashboards import store
 from streams import topics as t
-from streams.agents.base import in_thread, parse_or_dead_letter
+from streams.agents.base import handle_or_dead_letter, in_thread, parse_or_dead_letter
 from streams.app import Pipeline
 from streams.dlq import StreamReason, dead_letter
 from streams.metrics import MESSAGES
@@ -166,6 +166,13 @@ async def _write_with_retry(
             delay_s *= 2
 
 
+def _dead_letter_writer(topic: str) -> Callable[[Engine, DeadLetter], None]:
+    def write(engine: Engine, letter: DeadLetter) -> None:
+        write_dead_letter(engine, topic, letter)
+
+    return write
+
+
 def _sink(
     pipeline: Pipeline,
     topic: str,
@@ -179,17 +186,20 @@ def _sink(
     stage = f"{STAGE}:{topic}"
 
     async def sink(stream: Any) -> None:
-        async for event in stream.events():
+        async def handle(event: Any) -> None:
             record = await parse_or_dead_letter(event, record_type, dlq, stage)
             if record is None:
-                continue
+                return
             try:
                 await _write_with_retry(write, engine, record)
             except SQLAlchemyError as e:
                 reason = StreamReason.STORE_UNAVAILABLE
                 await dead_letter(dlq, event, stage=stage, reason=reason, error=e)
-                continue
+                return
             MESSAGES.labels(stage=stage).inc()
+
+        async for event in stream.events():
+            await handle_or_dead_letter(handle, event, dlq, stage)
 
     app.agent(pipeline.topic(topic), name=f"store_{topic.replace('.', '_')}")(sink)
 
@@ -205,5 +215,5 @@ def register(pipeline: Pipeline) -> None:
                 pipeline,
                 spec.dlq,
                 DeadLetter,
-                lambda engine, letter, name=spec.dlq: write_dead_letter(engine, name, letter),
+                _dead_letter_writer(spec.dlq),
             )

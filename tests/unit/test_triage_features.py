@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -107,6 +108,9 @@ def test_feature_order_imaging_first() -> None:
         "well_aerated_percent",
     )
     assert FEATURES == IMAGING_FEATURES + CLINICAL_FEATURES
+    from inference.biomarkers import Biomarkers
+
+    assert tuple(f.name for f in dataclasses.fields(Biomarkers)) == IMAGING_FEATURES
     assert len(set(FEATURES)) == len(FEATURES)
 
 

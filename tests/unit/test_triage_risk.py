@@ -298,8 +298,9 @@ def test_dicom_biomarkers_uses_inference_package(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The DICOM path: load_series -> quantify_threshold, here on a small stand-in volume."""
-    biomarkers_mod = pytest.importorskip("inference.biomarkers")
-    volume_mod = pytest.importorskip("inference.volume")
+    import inference.biomarkers as biomarkers_mod
+    import inference.volume as volume_mod
+
     hu = np.full((8, 32, 32), -850, dtype=np.int16)
     hu[:, :4, :] = 40  # chest wall
     hu[2:5, 10:20, 10:20] = -300  # ground glass
@@ -365,7 +366,6 @@ def test_generated_cohort_fhir_folds_without_rejections(generated_cohort: Path) 
 
 
 def test_generated_cohort_dicom_biomarkers(generated_cohort: Path) -> None:
-    pytest.importorskip("inference.biomarkers")
     table = build_training_table(generated_cohort)
     assert table.excluded == {}
     column = {name: table.matrix[:, i] for i, name in enumerate(FEATURES)}

@@ -1,0 +1,233 @@
+"""Every dashboard is built by a test: valid JSON, stable uid, datasources, queries, layout.
+
+No live Grafana here (Grafana cannot be installed on this machine): the SQL of every panel runs on
+the real store schema in SQLite, PromQL metric names are checked against the worker's registry, and
+the SDK's own ``Dashboard.from_json`` loads the model back, standing in for Grafana's schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from grafana_foundation_sdk.cog import runtime as cogruntime
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.models import prometheus
+from grafana_foundation_sdk.models.dashboard import Dashboard
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import Engine
+
+from dashboards import store
+from dashboards.catalog import DASHBOARDS
+from dashboards.datasources import POSTGRES_PLUGIN_ID, SqlDataquery, sql_variant_config
+from dashboards.ed_triage import build_ed_triage
+from streams import metrics
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2020, 11, 2, 8, tzinfo=UTC)
+MODELS = {name: build() for name, build in DASHBOARDS.items()}
+# Columns a dashboard must never show, whatever the store one day holds.
+IDENTIFYING = ("name", "birth", "address", "phone", "mrn")
+
+
+def _panels(model: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in model["panels"] if p["type"] != "row"]
+
+
+def _targets(kind: str) -> list[tuple[str, dict[str, Any]]]:
+    key = {"sql": "rawSql", "promql": "expr"}[kind]
+    return [
+        (f"{name}/{panel['title']}/{target['refId']}", target)
+        for name, model in MODELS.items()
+        for panel in _panels(model)
+        for target in panel["targets"]
+        if key in target
+    ]
+
+
+def test_ed_triage_is_registered_with_its_stable_uid_and_title() -> None:
+    model = MODELS["ed-triage"]
+    assert model["uid"] == "ctriage-ed-triage"
+    assert model["title"] == "ctriage — ED triage"
+    assert build_ed_triage() == model  # deterministic: a rebuild is the same dashboard
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_model_is_plain_json_with_a_schema_version(name: str) -> None:
+    model = MODELS[name]
+    assert json.loads(json.dumps(model)) == model
+    assert isinstance(model["schemaVersion"], int) and model["schemaVersion"] > 0
+    assert "id" not in model  # uid is the identity; Grafana assigns ids
+
+
+def test_uids_are_unique_and_grafana_sized() -> None:
+    uids = [m["uid"] for m in MODELS.values()]
+    assert len(set(uids)) == len(uids)
+    assert all(re.fullmatch(r"[a-z0-9-]{1,40}", uid) for uid in uids)
+
+
+def _kept_in(original: Any, loaded: Any, where: str = "") -> None:
+    """Every value of ``original`` is in ``loaded`` (which may add the SDK's defaults)."""
+    if isinstance(original, dict):
+        assert isinstance(loaded, dict), where
+        for key, value in original.items():
+            assert key in loaded, f"{where}.{key} was dropped"
+            _kept_in(value, loaded[key], f"{where}.{key}")
+    elif isinstance(original, list):
+        assert isinstance(loaded, list) and len(loaded) == len(original), where
+        for i, (a, b) in enumerate(zip(original, loaded, strict=True)):
+            _kept_in(a, b, f"{where}[{i}]")
+    else:
+        assert original == loaded, f"{where}: {original!r} became {loaded!r}"
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_sdk_loads_the_model_back_without_losing_anything(name: str) -> None:
+    register_default_plugins()
+    cogruntime.register_dataquery_variant(sql_variant_config())
+    loaded = Dashboard.from_json(MODELS[name])
+    again = json.loads(json.dumps(loaded, cls=JSONEncoder))
+    # Loading fills in panel field-config defaults (e.g. histogram line width): allowed.
+    _kept_in(MODELS[name], again)
+    assert json.loads(json.dumps(Dashboard.from_json(again), cls=JSONEncoder)) == again
+    targets = [t for p in loaded.panels or [] for t in getattr(p, "targets", None) or []]
+    assert targets and all(isinstance(t, SqlDataquery | prometheus.Dataquery) for t in targets), (
+        "every target loads as a typed query, none as UnknownDataquery"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_every_panel_reaches_its_datasource_through_a_variable(name: str) -> None:
+    model = MODELS[name]
+    variables = {
+        v["name"]: v["query"] for v in model["templating"]["list"] if v["type"] == "datasource"
+    }
+    assert sorted(variables.values()) == sorted([POSTGRES_PLUGIN_ID, "prometheus"])
+    for panel in _panels(model):
+        ref = panel["datasource"]
+        variable = re.fullmatch(r"\$\{(\w+)\}", ref["uid"])
+        assert variable, f"{panel['title']}: datasource uid {ref['uid']!r} is not a variable"
+        assert variables[variable.group(1)] == ref["type"], panel["title"]
+        assert panel["targets"], f"{panel['title']} has no query"
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert len(set(ref_ids)) == len(ref_ids), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == ref, panel["title"]
+            query = target.get("rawSql") or target.get("expr")
+            assert query and query.strip(), f"{panel['title']}/{target['refId']} is empty"
+            if ref["type"] == POSTGRES_PLUGIN_ID:
+                assert target["rawQuery"] is True and target["editorMode"] == "code"
+                assert target["format"] in ("table", "time_series")
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS))
+def test_panels_fit_the_grid_without_overlapping(name: str) -> None:
+    boxes = [(p["title"], p["gridPos"]) for p in MODELS[name]["panels"]]
+    for title, g in boxes:
+        assert g["w"] > 0 and g["h"] > 0 and g["x"] >= 0 and g["y"] >= 0, title
+        assert g["x"] + g["w"] <= 24, f"{title} runs past the 24-column grid"
+    for i, (a_title, a) in enumerate(boxes):
+        for b_title, b in boxes[i + 1 :]:
+            apart = (
+                a["x"] + a["w"] <= b["x"]
+                or b["x"] + b["w"] <= a["x"]
+                or a["y"] + a["h"] <= b["y"]
+                or b["y"] + b["h"] <= a["y"]
+            )
+            assert apart, f"{a_title} overlaps {b_title}"
+    ids = [p["id"] for p in MODELS[name]["panels"]]
+    assert len(set(ids)) == len(ids)
+
+
+# Grafana's PostgreSQL macros, expanded the way SQLite can run them (no time range here).
+MACROS = [
+    (re.compile(r"\$__timeFilter\((\w+)\)"), r"(\1 IS NOT NULL)"),
+    (re.compile(r"\$__timeGroupAlias\((\w+)\s*,[^)]*\)"), r"\1 AS time"),
+]
+
+
+def _expand_macros(sql: str) -> str:
+    for pattern, replacement in MACROS:
+        sql = pattern.sub(replacement, sql)
+    assert "$" not in sql, f"a Grafana macro or variable this test cannot expand: {sql}"
+    return sql
+
+
+@pytest.fixture(scope="module")
+def filled_store() -> Engine:
+    """The real store schema in memory, one row in each table the dashboards read."""
+    engine = store.make_engine("sqlite://")
+    store.create_schema(engine)
+    common = {
+        "study_uid": "1.2.3",
+        "patient_pseudonym": "k1-abc",
+        "probability": 0.82,
+        "level": "high",
+        "model_version": "m1",
+        "threshold_version": "t1",
+        "lesion_percent": 31.5,
+        "top_features": [{"feature": "spo2_pct", "value": 88.0}],
+    }
+    with engine.begin() as conn:
+        store.upsert_risk(
+            conn,
+            {**common, "risk_id": "r1", "completeness": "complete", "scored_at": NOW},
+        )
+        store.upsert_alert(conn, {**common, "alert_id": "a1", "raised_at": NOW})
+    return engine
+
+
+@pytest.mark.parametrize(("where", "target"), _targets("sql"), ids=lambda v: str(v)[:60])
+def test_sql_runs_on_the_real_store_schema(
+    filled_store: Engine, where: str, target: dict[str, Any]
+) -> None:
+    with filled_store.connect() as conn:
+        result = conn.exec_driver_sql(_expand_macros(target["rawSql"]))
+        columns = list(result.keys())
+        rows = result.fetchall()
+    assert rows, f"{where} returned nothing from a store holding one alert and one risk"
+    assert not [c for c in columns if any(word in c.lower() for word in IDENTIFYING)], where
+    if target["format"] == "time_series":
+        assert "time" in columns, f"{where}: a time series needs a `time` column"
+
+
+def test_store_holds_no_identifying_columns() -> None:
+    columns = [c.name for table in store.metadata.tables.values() for c in table.columns]
+    assert not [c for c in columns if any(word in c for word in IDENTIFYING)]
+
+
+def _exported_metrics() -> dict[str, set[str]]:
+    """Series names the worker exports -> the labels a query may group by."""
+    exported: dict[str, set[str]] = {}
+    for metric in vars(metrics).values():
+        # _labelnames is private in prometheus_client, but it is the only place labels live
+        # before a child exists; the names checked here are what Prometheus will store.
+        if isinstance(metric, Counter):
+            exported[f"{metric._name}_total"] = set(metric._labelnames)
+        elif isinstance(metric, Histogram):
+            for suffix in ("_bucket", "_sum", "_count"):
+                exported[metric._name + suffix] = set(metric._labelnames) | {"le"}
+        elif isinstance(metric, Gauge):
+            exported[metric._name] = set(metric._labelnames)
+    return exported
+
+
+@pytest.mark.parametrize(("where", "target"), _targets("promql"), ids=lambda v: str(v)[:60])
+def test_promql_uses_metrics_and_labels_the_worker_exports(
+    where: str, target: dict[str, Any]
+) -> None:
+    exported = _exported_metrics()
+    names = re.findall(r"\bctriage_\w+", target["expr"])
+    assert names, f"{where} queries no ctriage metric"
+    for metric_name in names:
+        assert metric_name in exported, f"{where}: {metric_name} is not exported by the worker"
+        for group in re.findall(r"\bby\s*\(([^)]*)\)", target["expr"]):
+            labels = {label.strip() for label in group.split(",") if label.strip()}
+            assert labels <= exported[metric_name], f"{where}: {labels} on {metric_name}"
+        for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
+            assert label in exported[metric_name], f"{where}: legend label {label}"
