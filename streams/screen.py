@@ -85,7 +85,7 @@ def summary_table(
         )
         table.add_row(
             "mean load / Triton / scoring",
-            f"{latency.mean_load_s:.2f} / {latency.mean_inference_s:.2f} / "
+            f"{latency.mean_load_s * 1000:.0f} / {latency.mean_inference_s * 1000:.0f} / "
             f"{latency.mean_scoring_s * 1000:.1f} ms",
         )
     for name, rss in sorted(peak_rss_mb.items()):

@@ -57,8 +57,8 @@ def test_demo_reduced(tmp_path: Path) -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:]
     assert "Pipeline summary" in out
-    assert re.search(r"risk records \(one per study\)\s+8\b", out), out[-3000:]
-    assert re.search(r"end-to-end latency p50 / p95\s+[\d.]+ s / [\d.]+ s", out)
+    assert re.search(r"risk records \(one per study\)[\s│|]+8\b", out), out[-3000:]
+    assert re.search(r"end-to-end latency p50 / p95[\s│|]+[\d.]+ s / [\d.]+ s", out)
     assert "ICU occupancy forecast" in out
     assert "SYNTHETIC" in out
     assert "stopped" in out

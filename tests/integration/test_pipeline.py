@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from dashboards import store
 from streams import topics as t
-from streams.collector import OutputCollector
 from streams.demo import DemoOptions, WorkerProcess, run_pipeline
 from streams.records import CtStudy, FhirResourceEvent
 from streams.settings import Settings
@@ -180,10 +179,11 @@ def test_no_identifiers_downstream(settings, worker, cohort):
                     canaries.update(json.dumps(given) for given in name.get("given", []))
     canaries.discard("")
     topics = [spec.name for spec in t.ALL_TOPICS] + [s.dlq for s in t.ALL_TOPICS if s.has_dlq]
-    collector = OutputCollector(settings.kafka.bootstrap_servers, topics=[])
-    consumer = collector._consumer
-    from kafka import TopicPartition
-
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+    )
     parts = [
         TopicPartition(name, p)
         for name in topics
@@ -202,6 +202,6 @@ def test_no_identifiers_downstream(settings, worker, cohort):
                 seen += 1
                 text = (record.value or b"").decode("utf-8", "replace")
                 leaks += [c for c in canaries if c in text]
-    collector.close()
+    consumer.close()
     assert seen > PATIENTS
     assert not leaks, f"identifiers leaked downstream: {sorted(set(leaks))[:5]}"
