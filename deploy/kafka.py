@@ -15,18 +15,16 @@ import logging
 import subprocess
 import uuid
 from pathlib import Path
-from types import TracebackType
 
 from deploy.exceptions import ServiceReason, ServiceStartError
 from deploy.maven import INSTALL_HINT, resolve_kafka_jars
 from deploy.process import (
+    LocalService,
     PidFile,
     log_tail,
     port_is_open,
     require_binary,
     spawn_detached,
-    stop_popen,
-    stop_process,
     wait_until_healthy,
 )
 
@@ -96,7 +94,7 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
 
 
-class KafkaBroker:
+class KafkaBroker(LocalService):
     """A local single-node Kafka broker; ``start()`` resolves, formats, launches and waits."""
 
     def __init__(
@@ -122,16 +120,11 @@ class KafkaBroker:
         self.data_dir = self.run_dir / "data"
         self.stdout_log = self.run_dir / "kafka.out"
         self.server_log = self.run_dir / "server.log"
+        self.service = SERVICE
         self.pid_file = PidFile(
             self.run_dir / "kafka.pid", markers=("kafka.Kafka", str(self.server_properties))
         )
         self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """Pid of the running broker (started here or found through the pid file)."""
-        process = self.pid_file.live_process()
-        return process.pid if process is not None else None
 
     def start(self, timeout_s: float = 90) -> None:
         """Resolve jars, write config, format storage if needed, launch and wait until healthy."""
@@ -248,26 +241,3 @@ class KafkaBroker:
             return False
         finally:
             admin.close()
-
-    def stop(self, timeout_s: float = 30) -> None:
-        """Stop our broker: SIGTERM, wait, SIGKILL; a no-op when it is not running."""
-        if self._process is not None:
-            stop_popen(SERVICE, self._process, timeout_s)
-            self._process = None
-        else:
-            process = self.pid_file.live_process()
-            if process is not None:
-                stop_process(SERVICE, process, timeout_s)
-        self.pid_file.remove()
-
-    def __enter__(self) -> KafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

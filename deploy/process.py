@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import psutil
 
@@ -265,3 +267,48 @@ def rss_mb(process: psutil.Process, include_children: bool = False) -> float | N
         return total / 2**20
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
+
+
+class LocalService:
+    """What every local launcher shares: a pid file, a child process, stop, context manager.
+
+    Subclasses set ``service`` (the name in errors and logs), ``pid_file`` and implement
+    ``start``; ``_process`` holds the child when this object started it.
+    """
+
+    service: str
+    pid_file: PidFile
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 90) -> None:
+        """Launch the service and wait until it is healthy."""
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the running service (started here or found through the pid file)."""
+        process = self.pid_file.live_process()
+        return process.pid if process is not None else None
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """Stop our service: SIGTERM, wait, SIGKILL; a no-op when it is not running."""
+        if self._process is not None:
+            stop_popen(self.service, self._process, timeout_s)
+            self._process = None
+        else:
+            process = self.pid_file.live_process()
+            if process is not None:
+                stop_process(self.service, process, timeout_s)
+        self.pid_file.remove()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

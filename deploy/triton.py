@@ -25,15 +25,13 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from deploy.exceptions import ServiceDependencyMissing, ServiceReason, ServiceStartError
 from deploy.process import (
+    LocalService,
     PidFile,
     port_is_open,
     spawn_detached,
-    stop_popen,
-    stop_process,
     wait_until_healthy,
 )
 
@@ -147,7 +145,7 @@ def server_environment(
     return env
 
 
-class TritonServer:
+class TritonServer(LocalService):
     """A local tritonserver on explicit ports; ``start()`` waits for it and its models."""
 
     def __init__(
@@ -175,6 +173,7 @@ class TritonServer:
         self.grpc_url = f"{host}:{grpc_port}"
         self.metrics_url = f"http://{host}:{metrics_port}/metrics"
         self.log_path = self.run_dir / "tritonserver.log"
+        self.service = SERVICE
         self.pid_file = PidFile(
             self.run_dir / "triton.pid",
             markers=(
@@ -184,12 +183,6 @@ class TritonServer:
             ),
         )
         self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """Pid of the running server (started here or found through the pid file)."""
-        process = self.pid_file.live_process()
-        return process.pid if process is not None else None
 
     def command(self, dist: TritonDistribution, backends: Path) -> list[str]:
         """Build the tritonserver command line."""
@@ -257,26 +250,3 @@ class TritonServer:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
-
-    def stop(self, timeout_s: float = 30) -> None:
-        """Stop our server: SIGTERM, wait, SIGKILL; a no-op when it is not running."""
-        if self._process is not None:
-            stop_popen(SERVICE, self._process, timeout_s)
-            self._process = None
-        else:
-            process = self.pid_file.live_process()
-            if process is not None:
-                stop_process(SERVICE, process, timeout_s)
-        self.pid_file.remove()
-
-    def __enter__(self) -> TritonServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -9,6 +9,7 @@ topic with the wrong partition count would silently break the join.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -102,20 +103,32 @@ def ensure_topics(bootstrap_servers: str, patient_partitions: int, timeout_s: fl
                 admin.create_topics([topic])
             except TopicAlreadyExistsError:
                 logger.debug("topic %s already exists", topic.name)
-        check_topic_layout(admin, layout)
+        check_topic_layout(admin, layout, timeout_s)
     finally:
         admin.close()
 
 
-def check_topic_layout(admin: KafkaAdminClient, layout: dict[str, tuple[int, bool]]) -> None:
-    """Raise :class:`TopicLayoutError` when a topic has the wrong partition count."""
-    described = admin.describe_topics(list(layout))
-    actual = {d["name"]: len(d["partitions"]) for d in described if not d.get("error_code")}
-    wrong = {
-        name: (actual.get(name), partitions)
-        for name, (partitions, _) in layout.items()
-        if actual.get(name) != partitions
-    }
+def check_topic_layout(
+    admin: KafkaAdminClient, layout: dict[str, tuple[int, bool]], timeout_s: float = 30
+) -> None:
+    """Raise :class:`TopicLayoutError` when a topic has the wrong partition count.
+
+    A topic created a moment ago may not be described yet (no leader): that is waited for,
+    up to ``timeout_s``; a wrong partition count fails at once.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = admin.describe_topics(list(layout))
+        actual = {d["name"]: len(d["partitions"]) for d in described if not d.get("error_code")}
+        wrong = {
+            name: (actual.get(name), partitions)
+            for name, (partitions, _) in layout.items()
+            if actual.get(name) != partitions
+        }
+        pending = any(has is None for has, _ in wrong.values())
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     if wrong:
         detail = ", ".join(f"{n}: has {a}, needs {e}" for n, (a, e) in sorted(wrong.items()))
         raise TopicLayoutError(f"topics not co-partitioned as declared: {detail}")

@@ -3,10 +3,12 @@
 The service fixtures start real processes on test ports (Kafka 29092/29093, Triton 28000-28002)
 that do not clash with a running demo (19092, 18000). They fail the test loudly, with the server's
 log tail, when the service cannot start: an integration test never skips for a missing service.
+``CTRIAGE_TEST_PORT_OFFSET`` shifts every test port, so two checkouts can run their suites at once.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,11 +21,18 @@ from streams.settings import load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-KAFKA_TEST_PORT = 29092
-KAFKA_TEST_CONTROLLER_PORT = 29093
-TRITON_TEST_HTTP_PORT = 28000
-TRITON_TEST_GRPC_PORT = 28001
-TRITON_TEST_METRICS_PORT = 28002
+PORT_OFFSET = int(os.environ.get("CTRIAGE_TEST_PORT_OFFSET", "0"))
+KAFKA_TEST_PORT = 29092 + PORT_OFFSET
+KAFKA_TEST_CONTROLLER_PORT = 29093 + PORT_OFFSET
+TRITON_TEST_HTTP_PORT = 28000 + PORT_OFFSET
+TRITON_TEST_GRPC_PORT = 28001 + PORT_OFFSET
+TRITON_TEST_METRICS_PORT = 28002 + PORT_OFFSET
+
+
+@pytest.fixture(scope="session")
+def port_offset() -> int:
+    """Added to every fixed port a test opens (``CTRIAGE_TEST_PORT_OFFSET``, default 0)."""
+    return PORT_OFFSET
 
 
 @pytest.fixture(scope="session")

@@ -26,11 +26,15 @@ MATRIX, SLICES = 512, 300
 STUDIES = 6
 
 
+def _big_cohort(tmp_path_factory: pytest.TempPathFactory, seed: int) -> Path:
+    out = tmp_path_factory.mktemp(f"bench-cohort-{seed}")
+    generate_cohort(out, n_patients=STUDIES, seed=seed, matrix=MATRIX, slices=SLICES)
+    return out
+
+
 @pytest.fixture(scope="module")
 def big_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bench-cohort")
-    generate_cohort(out, n_patients=STUDIES, seed=5, matrix=MATRIX, slices=SLICES)
-    return out
+    return _big_cohort(tmp_path_factory, seed=5)
 
 
 class PeakRss:
@@ -64,9 +68,8 @@ def _stats(samples: list[float]) -> dict[str, float]:
 
 
 def test_bench_stages(big_cohort, triton_server, record_result):
-    from inference.client import TritonQuantifier
-
     from inference.biomarkers import quantify_threshold
+    from inference.client import TritonQuantifier
     from inference.volume import load_series
     from streams.settings import load_settings
     from triage.features import FEATURES
@@ -114,7 +117,12 @@ def test_bench_stages(big_cohort, triton_server, record_result):
 
 
 @pytest.mark.parametrize("mode", ["paced", "burst"])
-def test_bench_end_to_end(mode, big_cohort, kafka_broker, triton_server, tmp_path, record_result):
+def test_bench_end_to_end(
+    mode, tmp_path_factory, port_offset, kafka_broker, triton_server, tmp_path, record_result
+):
+    # each mode replays its own cohort: the collector reads the output topics from the start,
+    # so reusing study UIDs would count the previous mode's results
+    big_cohort = _big_cohort(tmp_path_factory, seed={"paced": 6, "burst": 7}[mode])
     triton_port = int(triton_server.http_url.rsplit(":", 1)[1])
     settings = Settings(
         run_dir=tmp_path,
@@ -124,8 +132,8 @@ def test_bench_end_to_end(mode, big_cohort, kafka_broker, triton_server, tmp_pat
         worker={
             "app_id": f"ctriage-bench-{mode}",
             "data_dir": tmp_path / "w",
-            "metrics_port": 29200,
-            "web_port": 26166,
+            "metrics_port": 29200 + port_offset,
+            "web_port": 26166 + port_offset,
         },
     )
     worker = WorkerProcess(settings)

@@ -13,15 +13,19 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-PORTS = {
-    "CTRIAGE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:39192",
-    "CTRIAGE_KAFKA__CONTROLLER_PORT": "39193",
-    "CTRIAGE_TRITON__HTTP_PORT": "38100",
-    "CTRIAGE_TRITON__GRPC_PORT": "38101",
-    "CTRIAGE_TRITON__METRICS_PORT": "38102",
-    "CTRIAGE_WORKER__METRICS_PORT": "39110",
-    "CTRIAGE_WORKER__WEB_PORT": "36166",
-}
+KAFKA, CONTROLLER, TRITON, METRICS, WEB = 39192, 39193, 38100, 39110, 36166
+
+
+def _ports(offset: int) -> dict[str, str]:
+    return {
+        "CTRIAGE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{KAFKA + offset}",
+        "CTRIAGE_KAFKA__CONTROLLER_PORT": str(CONTROLLER + offset),
+        "CTRIAGE_TRITON__HTTP_PORT": str(TRITON + offset),
+        "CTRIAGE_TRITON__GRPC_PORT": str(TRITON + 1 + offset),
+        "CTRIAGE_TRITON__METRICS_PORT": str(TRITON + 2 + offset),
+        "CTRIAGE_WORKER__METRICS_PORT": str(METRICS + offset),
+        "CTRIAGE_WORKER__WEB_PORT": str(WEB + offset),
+    }
 
 
 def _port_open(port: int) -> bool:
@@ -30,8 +34,13 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_demo_reduced(tmp_path: Path) -> None:
-    env = {**os.environ, **PORTS, "CTRIAGE_RUN_DIR": str(tmp_path / "run"), "COLUMNS": "200"}
+def test_demo_reduced(tmp_path: Path, port_offset: int) -> None:
+    env = {
+        **os.environ,
+        **_ports(port_offset),
+        "CTRIAGE_RUN_DIR": str(tmp_path / "run"),
+        "COLUMNS": "200",
+    }
     result = subprocess.run(
         [
             sys.executable,
@@ -63,6 +72,6 @@ def test_demo_reduced(tmp_path: Path) -> None:
     assert "SYNTHETIC" in out
     assert "stopped" in out
     # services stopped cleanly: nothing listens on the demo's ports any more
-    assert not _port_open(39192)
-    assert not _port_open(38100)
-    assert not _port_open(39110)
+    assert not _port_open(KAFKA + port_offset)
+    assert not _port_open(TRITON + port_offset)
+    assert not _port_open(METRICS + port_offset)

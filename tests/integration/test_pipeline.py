@@ -29,7 +29,9 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def settings(kafka_broker, triton_server, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def settings(
+    kafka_broker, triton_server, port_offset: int, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     run_dir = tmp_path_factory.mktemp("pipeline")
     triton_port = int(triton_server.http_url.rsplit(":", 1)[1])
     return Settings(
@@ -40,8 +42,8 @@ def settings(kafka_broker, triton_server, tmp_path_factory: pytest.TempPathFacto
         worker={
             "app_id": "ctriage-it",
             "data_dir": run_dir / "worker",
-            "metrics_port": 29100,
-            "web_port": 26066,
+            "metrics_port": 29100 + port_offset,
+            "web_port": 26066 + port_offset,
         },
     )
 
