@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated
 
 import psutil
 import typer
-from dashboards.cli import app as dashboards_app
-from inference.cli import app as quantify_app
 
+from dashboards.cli import app as dashboards_app
 from deploy.cli import app as services_app
+from inference.cli import app as quantify_app
 from streams.settings import load_settings
 from triage.cli import app as triage_app
 from triage.cohort.cli import app as cohort_app
@@ -101,6 +102,7 @@ def demo(
     from streams.summary import latency_summary, simulated_ventilation, synthetic_match
 
     _logging("warning")
+    _interrupt_on_signals()
     console = screen.make_console()
     options = d.DemoOptions(patients, seed, speed, matrix, slices, timeout_s)
     settings = d.demo_settings(load_settings())
@@ -168,10 +170,26 @@ def demo(
         console.print("[yellow]interrupted; stopping services[/]")
         raise typer.Exit(130) from None
     finally:
+        # an interrupted replay's producer thread may still be connected: its reconnect errors
+        # while the broker stops are expected, not news
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
         worker_process.stop()
         if services is not None and not keep_services:
             services.down()
             console.print("[green]✓[/] worker, Kafka and Triton stopped")
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM both end the demo through its clean-up path (services stopped).
+
+    A shell that starts a job in the background makes it ignore SIGINT; the demo wants it back.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _sample_rss(processes: dict[str, int | None], peak: dict[str, float]) -> None:

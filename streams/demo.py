@@ -49,7 +49,7 @@ class DemoError(RuntimeError):
 
 def demo_settings(settings: Settings) -> Settings:
     """The demo's own run folder and store, so it never touches another run's state."""
-    run_dir = settings.run_dir.parent / "demo"
+    run_dir = settings.run_dir / "demo"
     return settings.model_copy(
         update={
             "run_dir": run_dir,
@@ -64,7 +64,7 @@ def demo_settings(settings: Settings) -> Settings:
 def cohort_for(settings: Settings, options: DemoOptions) -> Path:
     """Generate the synthetic cohort once per size and seed; reuse it afterwards."""
     name = f"n{options.patients}-s{options.seed}-{options.matrix}x{options.slices}"
-    cohort_dir = settings.run_dir.parent / "cohorts" / name
+    cohort_dir = settings.run_dir / "cohorts" / name
     if not (cohort_dir / "manifest.json").exists():
         shutil.rmtree(cohort_dir, ignore_errors=True)
         generate_cohort(
@@ -199,16 +199,20 @@ def run_pipeline(
     producer = threading.Thread(target=produce, name="replay", daemon=True)
     producer.start()
     deadline = started + options.timeout_s
-    while time.monotonic() < deadline:
-        collector.poll(0.5)
-        if on_poll is not None:
-            on_poll(collector.outcome, reports[0] if reports else None)
-        if errors:
-            raise DemoError(f"replay failed: {errors[0]}") from errors[0]
-        if reports and _all_accounted(collector.outcome, reports[0]):
-            break
-    producer.join(timeout=5)
-    collector.poll(1.0)  # late alerts and forecasts of the last study
+    try:
+        while time.monotonic() < deadline:
+            collector.poll(0.5)
+            if on_poll is not None:
+                on_poll(collector.outcome, reports[0] if reports else None)
+            if errors:
+                raise DemoError(f"replay failed: {errors[0]}") from errors[0]
+            if reports and _all_accounted(collector.outcome, reports[0]):
+                break
+        producer.join(timeout=5)
+        collector.poll(1.0)  # late alerts and forecasts of the last study
+    except BaseException:
+        collector.close()
+        raise
     if not reports:
         raise DemoError(f"replay did not finish within {options.timeout_s:.0f}s")
     return reports[0], collector, time.monotonic() - started

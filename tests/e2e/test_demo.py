@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -75,3 +76,35 @@ def test_demo_reduced(tmp_path: Path, port_offset: int) -> None:
     assert not _port_open(KAFKA + port_offset)
     assert not _port_open(TRITON + port_offset)
     assert not _port_open(METRICS + port_offset)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_demo_interrupted_stops_services(tmp_path: Path, port_offset: int, sig: int) -> None:
+    """Ctrl-C (or a SIGTERM from a supervisor) in the middle of a replay stops every service."""
+    offset = port_offset + 7
+    env = {
+        **os.environ,
+        **_ports(offset),
+        "CTRIAGE_RUN_DIR": str(tmp_path / "run"),
+        "COLUMNS": "200",
+    }
+    command = [sys.executable, "-m", "streams.cli", "demo", "--patients", "12"]
+    command += ["--speed", "600", "--matrix", "64", "--slices", "32"]
+    demo = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert demo.stdout is not None
+    seen: list[str] = []
+    for line in demo.stdout:
+        seen.append(line)
+        if "replaying" in line:
+            break
+    demo.send_signal(sig)
+    rest, _ = demo.communicate(timeout=120)
+    out = "".join(seen) + rest
+    assert demo.returncode == 130, out[-3000:]
+    assert "interrupted; stopping services" in out
+    assert "Kafka and Triton stopped" in out
+    assert "ECONNREFUSED" not in out
+    for port in (KAFKA, TRITON, METRICS):
+        assert not _port_open(port + offset)
