@@ -26,6 +26,10 @@ system-deps:
 	@command -v java >/dev/null && command -v mvn >/dev/null || { \
 	  echo "installing Java and Maven (Debian packages)"; \
 	  apt-get update -qq && apt-get install -y -qq default-jdk-headless maven; }
+	@# Orthanc + its DICOMweb plugin: the PACS that the ingestion tests send to and pull from.
+	@[ -x /usr/sbin/Orthanc ] && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || { \
+	  echo "installing Orthanc and its DICOMweb plugin (Debian packages)"; \
+	  apt-get update -qq && apt-get install -y -qq orthanc orthanc-dicomweb; }
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: ctriage needs Python 3.11"; exit 1; }

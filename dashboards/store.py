@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -26,7 +27,9 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
@@ -87,6 +90,12 @@ forecasts = Table(
     Column("upper80", Float, nullable=False),
     Column("capacity", Integer, nullable=False),
     Column("p_exceed", Float, nullable=False),
+    # added with the capacity forecasts of issue 7; nullable, so older rows stay valid
+    Column("unit", String(64)),
+    Column("lower95", Float),
+    Column("upper95", Float),
+    Column("p_breach", Float),
+    Column("breach_alert", Boolean),
 )
 
 dead_letters = Table(
@@ -123,8 +132,18 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables (existing ones are left as they are)."""
+    """Create missing tables; add missing nullable columns to existing ones (no other change)."""
     metadata.create_all(engine)
+    existing = inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have and column.nullable and not column.primary_key:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(
+                        text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                    )
 
 
 def _upsert(conn: Connection, table: Table, rows: Iterable[dict[str, Any]]) -> None:

@@ -24,17 +24,24 @@ from enum import StrEnum
 class SeriesRejectionReason(StrEnum):
     """Closed list of reasons a DICOM series is refused before quantification."""
 
-    NOT_DICOM = "not_dicom"
-    NO_PIXEL_DATA = "no_pixel_data"
-    NON_CT_MODALITY = "non_ct_modality"
-    MIXED_SERIES = "mixed_series"
-    TOO_FEW_SLICES = "too_few_slices"
-    NON_UNIFORM_SPACING = "non_uniform_spacing"
-    IMPLAUSIBLE_DIMENSIONS = "implausible_dimensions"
-    UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"
-    HOSTILE_UID = "hostile_uid"
-    EMPTY_INPUT = "empty_input"
-    RESOURCE_LIMIT = "resource_limit"
+    NOT_DICOM = "not_dicom"  # no file under the path parses as DICOM
+    MALFORMED_HEADER = "malformed_header"  # a header value cannot be read as its type
+    NO_PIXEL_DATA = "no_pixel_data"  # images without Pixel Data or without an image pixel module
+    TRUNCATED_FILE = "truncated_file"  # a DICOM file ends early (header or pixel data cut off)
+    CORRUPT_PIXEL_DATA = "corrupt_pixel_data"  # pixel data present but the decoder refuses it
+    NON_CT_MODALITY = "non_ct_modality"  # no CT image at all
+    LOCALIZER_ONLY = "localizer_only"  # the only CT images are scouts / localizers
+    MIXED_SERIES = "mixed_series"  # images of one series disagree, or two series tie
+    TOO_FEW_SLICES = "too_few_slices"  # no CT series has enough slices for a volume
+    NON_UNIFORM_SPACING = "non_uniform_spacing"  # uneven slice gaps: missing slices
+    GANTRY_TILT = "gantry_tilt"  # slices shifted in-plane along the stack (tilted acquisition)
+    IMPLAUSIBLE_DIMENSIONS = "implausible_dimensions"  # matrix, spacing, orientation out of range
+    UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"  # lossy or no decoder installed
+    HOSTILE_UID = "hostile_uid"  # a UID over 64 characters or not digits and dots
+    EMPTY_INPUT = "empty_input"  # no file at the path
+    RESOURCE_LIMIT = "resource_limit"  # files, bytes, slices, voxels or memory over the limits
+    READER_CRASHED = "reader_crashed"  # the sandboxed reader process died (decoder crash, OOM)
+    READER_TIMEOUT = "reader_timeout"  # the sandboxed reader did not finish in its time budget
 
 
 class InferenceError(Exception):
@@ -48,6 +55,10 @@ class SeriesRejected(InferenceError):
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+
+    def __reduce__(self) -> tuple[type[SeriesRejected], tuple[SeriesRejectionReason, str]]:
+        # crosses the process boundary of the sandboxed reader intact
+        return (type(self), (self.reason, self.detail))
 
 
 class InvalidVolume(InferenceError, ValueError):

@@ -1,4 +1,4 @@
-"""Find the DICOM files under a path, read their headers only, and pick one CT series.
+"""Find the DICOM files under a path and read their headers only (no pixels).
 
 Nothing here decodes pixels: every check that can be made from headers and file sizes
 (resource limits, modality, UIDs, transfer syntax) is made before a single pixel is read, so a
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter, defaultdict
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import (
     UID,
@@ -59,7 +60,8 @@ class VolumeLimits:
 
     ``max_bytes`` bounds the total size of the files read, ``max_voxels`` the decoded volume
     (2 bytes per voxel), ``max_files`` the directory walk. ``spacing_tolerance_fraction`` is
-    the largest relative deviation of one slice gap from the median gap.
+    the largest relative deviation of one slice gap from the median gap; ``max_tilt_deg`` the
+    largest angle between the slice normal and the line through the slice positions (gantry tilt).
     """
 
     max_slices: int = 2048
@@ -68,6 +70,7 @@ class VolumeLimits:
     max_files: int = 10_000
     min_slices: int = 8
     spacing_tolerance_fraction: float = 0.1
+    max_tilt_deg: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -129,15 +132,31 @@ def check_uid(ds: Dataset, keyword: str) -> str:
 
 
 def read_headers(files: list[Path]) -> list[tuple[Path, FileDataset]]:
-    """Read the header of each DICOM file (pixels not loaded); non-DICOM files are skipped."""
+    """Read the header of each DICOM file (pixels not loaded); non-DICOM files are skipped.
+
+    A file that announces itself as DICOM (``DICM`` after the preamble) but does not parse is
+    a truncated or corrupt member of a study, not a stray file: the input is refused.
+    """
     found: list[tuple[Path, FileDataset]] = []
     skipped = 0
     for file in files:
         try:
-            found.append((file, dcmread(file, stop_before_pixels=True, defer_size=_DEFER_BYTES)))
-        except (InvalidDicomError, OSError, ValueError, EOFError) as e:
+            with quiet_pydicom():
+                # Pixel Data is deferred (its offset and length are noted, its bytes not read):
+                # that is what lets a cut-off file be told from a complete one.
+                ds = dcmread(file, defer_size=_DEFER_BYTES)
+        # pydicom raises many types on hostile bytes (struct.error, KeyError, OverflowError, ...):
+        # any of them means this file cannot be parsed, which the caller handles as a rejection.
+        except Exception as e:  # noqa: BLE001
+            if _looks_like_dicom(file):
+                raise SeriesRejected(
+                    R.TRUNCATED_FILE, f"{file.name} is a DICOM file that does not parse: {e}"
+                ) from e
             skipped += 1
             logger.debug("skipped %s: not readable as DICOM (%s)", file, e)
+            continue
+        _check_complete(file, ds)
+        found.append((file, ds))
     if skipped:
         logger.info("skipped %d of %d files that are not DICOM", skipped, len(files))
     if not found:
@@ -145,44 +164,51 @@ def read_headers(files: list[Path]) -> list[tuple[Path, FileDataset]]:
     return found
 
 
-def select_ct_series(found: list[tuple[Path, FileDataset]]) -> SeriesHeaders:
-    """Keep CT images, group them by series and return the series with the most images."""
-    modalities = Counter(str(ds.get("Modality", "")) or "<none>" for _, ds in found)
-    ct = [(f, ds) for f, ds in found if ds.get("Modality", "") == "CT"]
-    if not ct:
-        raise SeriesRejected(R.NON_CT_MODALITY, f"no CT images; modalities {dict(modalities)}")
-    if len(ct) < len(found):
-        logger.info("ignored %d non-CT images (modalities %s)", len(found) - len(ct), modalities)
-    groups: dict[str, list[tuple[Path, FileDataset]]] = defaultdict(list)
-    for file, ds in ct:
-        check_uid(ds, "StudyInstanceUID")
-        check_uid(ds, "SOPInstanceUID")
-        groups[check_uid(ds, "SeriesInstanceUID")].append((file, ds))
-    ranked = sorted(groups.items(), key=lambda item: len(item[1]), reverse=True)
-    series_uid, members = ranked[0]
-    if len(ranked) > 1 and len(ranked[1][1]) == len(members):
+def _check_complete(file: Path, ds: FileDataset) -> None:
+    """Reject a file that ends before its Pixel Data does, or before its SOP Instance UID.
+
+    pydicom stops quietly at the end of a cut-off file and returns what it read; every DICOM
+    object has a SOP Instance UID, so a dataset without one ended early.
+    """
+    if "SOPInstanceUID" not in ds:
         raise SeriesRejected(
-            R.MIXED_SERIES,
-            f"{len(ranked)} CT series, the largest two both have {len(members)} images: "
-            "cannot tell which one to quantify",
+            R.TRUNCATED_FILE, f"{file.name} ends before its SOP Instance UID (truncated?)"
         )
-    for other_uid, other in ranked[1:]:
-        logger.info(
-            "skipped CT series %s (%d images): series %s has more (%d)",
-            other_uid,
-            len(other),
-            series_uid,
-            len(members),
+    element = ds.get_item("PixelData") if "PixelData" in ds else None
+    tell = getattr(element, "value_tell", None)
+    length = getattr(element, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return
+    size = file.stat().st_size
+    if tell + length > size:
+        raise SeriesRejected(
+            R.TRUNCATED_FILE,
+            f"{file.name} is {size} bytes; its Pixel Data needs {tell + length}",
         )
-    members = _drop_localizers(_drop_duplicates(members))
-    studies = {raw_text(ds, "StudyInstanceUID") for _, ds in members}
-    if len(studies) > 1:
-        raise SeriesRejected(R.MIXED_SERIES, f"series {series_uid} spans studies {sorted(studies)}")
-    return SeriesHeaders(
-        series_uid=series_uid,
-        files=tuple(f for f, _ in members),
-        headers=tuple(ds for _, ds in members),
-    )
+
+
+def _looks_like_dicom(file: Path) -> bool:
+    try:
+        with file.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Turn pydicom's warnings about malformed values into debug logs.
+
+    Hostile files make pydicom warn about each bad value; those warnings are not the caller's to
+    see (the reader rejects or tolerates the file itself). ``catch_warnings`` is process-wide, so
+    another thread's warning can be swallowed too while a file is read; it is still logged.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught[:5]:
+        logger.debug("pydicom: %s", warning.message)
 
 
 def check_transfer_syntax(headers: SeriesHeaders) -> None:
@@ -211,27 +237,3 @@ def check_transfer_syntax(headers: SeriesHeaders) -> None:
 def _transfer_syntax(ds: FileDataset) -> str:
     meta = getattr(ds, "file_meta", None)
     return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-
-
-def _drop_duplicates(members: list[tuple[Path, FileDataset]]) -> list[tuple[Path, FileDataset]]:
-    """The same SOP instance stored twice counts once."""
-    unique: dict[str, tuple[Path, FileDataset]] = {}
-    for file, ds in members:
-        unique.setdefault(raw_text(ds, "SOPInstanceUID"), (file, ds))
-    if len(unique) < len(members):
-        logger.warning("ignored %d duplicate SOP instances", len(members) - len(unique))
-    return list(unique.values())
-
-
-def _drop_localizers(members: list[tuple[Path, FileDataset]]) -> list[tuple[Path, FileDataset]]:
-    """Scout (localizer) images share some series with the axial images; they are not slices."""
-    kept = [(f, ds) for f, ds in members if "LOCALIZER" not in _image_type(ds)]
-    if len(kept) < len(members):
-        logger.info("ignored %d localizer images", len(members) - len(kept))
-    return kept
-
-
-def _image_type(ds: FileDataset) -> list[str]:
-    value = ds.get("ImageType", [])
-    values = [value] if isinstance(value, str) else list(value)
-    return [str(v).upper() for v in values]

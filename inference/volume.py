@@ -1,14 +1,17 @@
 """DICOM CT series -> Hounsfield-unit volume, validated from headers before pixels are decoded.
 
-``load_series`` walks a folder (a series, or a study with several series), keeps the CT images
-of the series with the most images, checks limits, UIDs, transfer syntax and geometry from the
-headers, then decodes the slices in order along the slice normal and rescales them to HU.
-Every refusal is a :class:`~inference.exceptions.SeriesRejected` with a closed reason code.
+``load_series`` walks a folder (a series, or a study with several series), selects the series
+to quantify (:mod:`inference.series`), checks limits, UIDs, transfer syntax and geometry from the
+headers (orientation, uniform spacing, duplicates, gantry tilt), then decodes the slices in order
+along the slice normal and rescales them to HU. Every refusal is a
+:class:`~inference.exceptions.SeriesRejected` with a reason code from a closed list: files are
+untrusted, so any error raised while parsing them becomes a rejection, never a crash.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,10 +26,11 @@ from inference.headers import (
     VolumeLimits,
     check_transfer_syntax,
     list_files,
+    quiet_pydicom,
     raw_text,
     read_headers,
-    select_ct_series,
 )
+from inference.series import SkippedSeries, select_series
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,24 @@ class CtVolume:
     series_uid: str
     patient_id: str
     study_datetime: datetime | None
+    skipped_series: tuple[SkippedSeries, ...] = ()
+    source_files: tuple[Path, ...] = ()  # the slices' files, in the order of ``hu``
+
+
+#: What pydicom and the decoders raise on malformed values; turned into MALFORMED_HEADER.
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    struct.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +89,20 @@ class _Geometry:
 
 def load_series(path: Path, limits: VolumeLimits = VolumeLimits()) -> CtVolume:  # noqa: B008
     """Load the CT series under ``path`` as an HU volume, or raise ``SeriesRejected``."""
-    series = select_ct_series(read_headers(list_files(Path(path), limits)))
+    try:
+        with quiet_pydicom():
+            return _load(Path(path), limits)
+    except SeriesRejected:
+        raise
+    except _PARSE_ERRORS as e:
+        raise SeriesRejected(
+            R.MALFORMED_HEADER, f"{type(e).__name__} while reading {path}: {e}"
+        ) from e
+
+
+def _load(path: Path, limits: VolumeLimits) -> CtVolume:
+    choice = select_series(read_headers(list_files(path, limits)), limits)
+    series = choice.selected
     count = len(series.headers)
     if count < limits.min_slices:
         raise SeriesRejected(
@@ -99,6 +134,8 @@ def load_series(path: Path, limits: VolumeLimits = VolumeLimits()) -> CtVolume: 
         series_uid=series.series_uid,
         patient_id=str(first.get("PatientID", "")),
         study_datetime=study_datetime(first),
+        skipped_series=choice.skipped,
+        source_files=tuple(series.files[int(i)] for i in geometry.order),
     )
 
 
@@ -160,6 +197,7 @@ def _geometry(series: SeriesHeaders, limits: VolumeLimits) -> _Geometry:
     ):
         if not low <= value <= high:
             raise SeriesRejected(R.IMPLAUSIBLE_DIMENSIONS, f"{name} {value:g} mm")
+    _check_tilt(headers, order, normal, limits)
     deviation = float(np.max(np.abs(gaps - dz)))
     if deviation > limits.spacing_tolerance_fraction * dz:
         raise SeriesRejected(
@@ -170,21 +208,44 @@ def _geometry(series: SeriesHeaders, limits: VolumeLimits) -> _Geometry:
     return _Geometry(order=order, spacing_mm=(dz, dy, dx), rows=rows, columns=columns)
 
 
+def _check_tilt(
+    headers: tuple[Dataset, ...], order: np.ndarray, normal: np.ndarray, limits: VolumeLimits
+) -> None:
+    """Reject a stack whose slice positions drift in-plane (gantry tilt).
+
+    A tilted acquisition makes a sheared volume that a (z, y, x) array with one spacing would
+    misrepresent.
+    """
+    positions = np.array([_floats(headers[int(i)], "ImagePositionPatient", 3) for i in order])
+    offsets = positions - positions[0]
+    along = offsets @ normal
+    across = np.linalg.norm(offsets - np.outer(along, normal), axis=1)
+    extent = float(abs(along[-1]))
+    if extent <= 0:
+        return
+    tilt_deg = float(np.degrees(np.arctan2(across.max(), extent)))
+    if tilt_deg > limits.max_tilt_deg:
+        header = str(headers[int(order[0])].get("GantryDetectorTilt", "absent"))
+        raise SeriesRejected(
+            R.GANTRY_TILT,
+            f"slice positions drift {tilt_deg:.2f} deg off the slice normal "
+            f"(limit {limits.max_tilt_deg:g}; GantryDetectorTilt {header})",
+        )
+
+
 def _decode(series: SeriesHeaders, geometry: _Geometry) -> np.ndarray:
     """Decode the slices in geometric order and rescale them to int16 HU."""
     shape = (len(geometry.order), geometry.rows, geometry.columns)
     hu = np.empty(shape, dtype=np.int16)
     for k, index in enumerate(geometry.order):
         file = series.files[int(index)]
-        ds = dcmread(file)
+        try:
+            ds = dcmread(file)
+        except _PARSE_ERRORS as e:
+            raise SeriesRejected(R.TRUNCATED_FILE, f"{file.name} no longer parses: {e}") from e
         if "PixelData" not in ds:
             raise SeriesRejected(R.NO_PIXEL_DATA, f"{file.name} has no Pixel Data")
-        try:
-            pixels = ds.pixel_array
-        except (ValueError, RuntimeError, NotImplementedError, AttributeError) as e:
-            raise SeriesRejected(
-                R.NO_PIXEL_DATA, f"{file.name}: pixels cannot be decoded: {e}"
-            ) from e
+        pixels = _pixels(ds, file)
         if pixels.shape != shape[1:]:
             raise SeriesRejected(
                 R.IMPLAUSIBLE_DIMENSIONS,
@@ -195,6 +256,17 @@ def _decode(series: SeriesHeaders, geometry: _Geometry) -> np.ndarray:
         np.clip(values, *HU_RANGE, out=values)
         hu[k] = values
     return hu
+
+
+def _pixels(ds: Dataset, file: Path) -> np.ndarray:
+    """Decode one image; a short Pixel Data element is a truncated file, anything else corrupt."""
+    try:
+        return ds.pixel_array
+    except _PARSE_ERRORS as e:
+        text = str(e)
+        truncated = "less than expected" in text or "missing" in text or "end of" in text
+        reason = R.TRUNCATED_FILE if truncated else R.CORRUPT_PIXEL_DATA
+        raise SeriesRejected(reason, f"{file.name}: pixels cannot be decoded: {text}") from e
 
 
 def _rescale(ds: Dataset) -> tuple[float, float]:

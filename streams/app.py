@@ -8,12 +8,15 @@ environment and opens no connection. Agents live in ``streams/agents/``; each mo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import faust
 from sqlalchemy.engine import Engine
 
+from inference.volume import CtVolume, load_series
 from streams import topics as t
 from streams.metrics import ASSIGNED_PARTITIONS
 from streams.settings import Settings
@@ -45,6 +48,8 @@ class Dependencies:
     default_policy: AlertPolicy
     hospital_capacity_beds: dict[str, int]
     default_capacity_beds: int
+    # how a study folder becomes a volume: in a sandboxed child process in the worker
+    read_series: Callable[[Path], CtVolume] = load_series
 
 
 @dataclass
@@ -92,7 +97,7 @@ def _faust_app(settings: Settings) -> faust.App:
 
 def build_app(settings: Settings, deps: Dependencies) -> Pipeline:
     """Declare topics, tables and agents on a new Faust app."""
-    from streams.agents import capacity, clinical, config, quantify, risk, sinks
+    from streams.agents import capacity, clinical, config, quantify, risk, sinks, writeback
 
     app = _faust_app(settings)
     pipeline = Pipeline(app=app, settings=settings, deps=deps)
@@ -104,7 +109,7 @@ def build_app(settings: Settings, deps: Dependencies) -> Pipeline:
             value_serializer="raw",
             internal=False,
         )
-    for module in (config, clinical, quantify, risk, capacity, sinks):
+    for module in (config, clinical, quantify, risk, capacity, sinks, writeback):
         module.register(pipeline)
 
     async def _count_partitions(sender: Any, **_: Any) -> None:

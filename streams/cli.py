@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import psutil
 import typer
@@ -13,9 +13,12 @@ import typer
 from dashboards.cli import app as dashboards_app
 from deploy.cli import app as services_app
 from inference.cli import app as quantify_app
-from streams.settings import load_settings
+from streams.settings import Settings, load_settings
 from triage.cli import app as triage_app
 from triage.cohort.cli import app as cohort_app
+
+if TYPE_CHECKING:
+    from streams.sources.publish import StudyPublisher
 
 app = typer.Typer(
     name="ctriage",
@@ -82,6 +85,193 @@ def replay_command(
         f"published {report.studies} CT studies and {report.fhir_resources} FHIR resources "
         f"({report.rejected} bundles rejected at ingress)"
     )
+
+
+def _publisher(settings: Settings) -> StudyPublisher:
+    from streams.sources.publish import StudyPublisher
+    from streams.sources.replay import Pseudonymiser
+
+    return StudyPublisher(
+        settings.kafka.bootstrap_servers,
+        Pseudonymiser(
+            settings.pseudonym.key.get_secret_value().encode(), settings.pseudonym.key_version
+        ),
+        settings.worker.hospital,
+    )
+
+
+@app.command("ingest")
+def ingest_command(
+    path: Annotated[Path, typer.Argument(help="Folder of DICOM files, or a DICOMDIR.")],
+) -> None:
+    """Store the DICOM studies under PATH and publish one ct.studies event per study."""
+    from streams.sources.folder import ingest_folder
+    from streams.sources.study_store import StudyStore
+
+    settings = load_settings()
+    publisher = _publisher(settings)
+    try:
+        report = ingest_folder(path, StudyStore(settings.ingest.study_store), publisher)
+    finally:
+        publisher.close()
+    for event in report.events:
+        typer.echo(f"published  {event.study_uid}  {event.study_uri}")
+    for letter in report.rejections:
+        typer.echo(f"rejected   {letter.reason_code}  {letter.source_topic}: {letter.error}")
+    typer.echo(
+        f"{report.instances} DICOM instances in {len(report.events)} studies, "
+        f"{report.not_dicom} files not DICOM, {len(report.rejections)} rejected"
+    )
+    if report.rejections and not report.events:
+        raise typer.Exit(1)
+
+
+@app.command("receive")
+def receive_command(
+    stability_s: Annotated[
+        float | None, typer.Option(help="Seconds without a new instance before a study is sent.")
+    ] = None,
+) -> None:
+    """Run the DICOM C-STORE receiver and publish each stable study (Ctrl-C stops)."""
+    import signal
+    import threading
+
+    from streams.sources.dicom_receiver import DicomReceiver
+    from streams.sources.study_store import StudyStore
+
+    _logging("info")
+    settings = load_settings()
+    publisher = _publisher(settings)
+    receiver = DicomReceiver(
+        StudyStore(settings.ingest.study_store),
+        on_stable=lambda study: publisher.publish(study.arrival, "dicom-cstore"),
+        on_rejected=publisher.reject,
+        ae_title=settings.ingest.ae_title,
+        host=settings.ingest.host,
+        port=settings.ingest.port,
+        stability_s=settings.ingest.stability_s if stability_s is None else stability_s,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    receiver.start()
+    typer.echo(f"receiving as {settings.ingest.ae_title} on port {settings.ingest.port}")
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.stop()
+        publisher.close()
+
+
+@app.command("poll-dicomweb")
+def poll_dicomweb_command(
+    url: Annotated[
+        str | None, typer.Option(help="DICOMweb root (QIDO-RS/WADO-RS), e.g. Orthanc's /dicom-web.")
+    ] = None,
+    interval_s: Annotated[float | None, typer.Option(help="Seconds between searches.")] = None,
+    once: Annotated[bool, typer.Option(help="Search once, publish what is stable, exit.")] = False,
+) -> None:
+    """Poll a PACS over DICOMweb and publish each new stable CT study (Ctrl-C stops)."""
+    import threading
+
+    from streams.sources.dicomweb import DicomwebPoller
+    from streams.sources.publish import StudyArrival
+    from streams.sources.study_store import StudyStore
+
+    _logging("info")
+    settings = load_settings()
+    publisher = _publisher(settings)
+
+    def announce(arrival: StudyArrival) -> None:
+        publisher.publish(arrival, "dicomweb")
+
+    poller = DicomwebPoller(
+        url or settings.ingest.dicomweb_url,
+        StudyStore(settings.ingest.study_store),
+        on_study=announce,
+        on_rejected=publisher.reject,
+        stability_s=0.0 if once else settings.ingest.stability_s,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if once:
+            arrivals = poller.poll_once()
+            typer.echo(f"{len(arrivals)} studies published")
+        else:
+            typer.echo(f"polling {poller.client.base_url}")
+            poller.run(interval_s or settings.ingest.poll_interval_s, stop.is_set)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        publisher.close()
+
+
+@app.command("ingest-fhir")
+def ingest_fhir_command(
+    path: Annotated[Path, typer.Argument(help="FHIR .json (resource/Bundle), .ndjson, or folder.")],
+    fhir_version: Annotated[
+        str, typer.Option(help="FHIR release of the files: 4.0 or 5.0.")
+    ] = "4.0",
+    dry_run: Annotated[bool, typer.Option(help="Validate and count; publish nothing.")] = False,
+) -> None:
+    """Validate, pseudonymise and publish FHIR resources to fhir.resources; print counts."""
+    from streams.sources.fhir_ingest import (
+        CollectingSink,
+        FhirIngress,
+        FhirSink,
+        KafkaFhirSink,
+        report_lines,
+    )
+    from streams.sources.replay import Pseudonymiser
+    from triage.fhir_parse import declared_version
+
+    settings = load_settings()
+    sink: FhirSink = (
+        CollectingSink() if dry_run else KafkaFhirSink(settings.kafka.bootstrap_servers)
+    )
+    key = settings.pseudonym.key.get_secret_value().encode()
+    ingress = FhirIngress(
+        Pseudonymiser(key, settings.pseudonym.key_version),
+        settings.worker.hospital,
+        sink,
+        source="ingest-fhir",
+        quarantine_dir=settings.run_dir / "quarantine",
+    )
+    try:
+        report = ingress.ingest_path(path, declared_version(fhir_version))
+    finally:
+        if isinstance(sink, KafkaFhirSink):
+            sink.close()
+    for line in report_lines(report):
+        typer.echo(line)
+    if report.rejections and not report.used:
+        raise typer.Exit(1)
+
+
+@app.command("fhir-endpoint")
+def fhir_endpoint_command(
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Serve the FHIR REST ingress (POST /fhir, OpenAPI at /openapi.json) until Ctrl-C."""
+    from aiohttp import web
+
+    from streams.sources.fhir_http import build_app
+    from streams.sources.fhir_ingest import KafkaFhirSink
+    from streams.sources.replay import Pseudonymiser
+
+    _logging(loglevel)
+    settings = load_settings()
+    sink = KafkaFhirSink(settings.kafka.bootstrap_servers)
+    key = settings.pseudonym.key.get_secret_value().encode()
+    http = build_app(
+        Pseudonymiser(key, settings.pseudonym.key_version), settings.worker.hospital, sink
+    )
+    try:
+        web.run_app(http, host=settings.fhir.http_host, port=settings.fhir.http_port)
+    finally:
+        sink.close()
 
 
 @app.command()

@@ -23,7 +23,7 @@ from pathlib import Path
 from deploy.cli import services_from_settings
 from deploy.services import LocalServices
 from streams.collector import OutputCollector
-from streams.settings import Settings
+from streams.settings import Settings, settings_env
 from streams.sources.replay import Pseudonymiser, ReplayReport, replay
 from streams.summary import ReplayOutcome
 from triage.cohort import generate_cohort
@@ -79,23 +79,9 @@ def cohort_for(settings: Settings, options: DemoOptions) -> Path:
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    """Environment that points a worker process at the demo's services and store."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "CTRIAGE_RUN_DIR": str(settings.run_dir),
-            "CTRIAGE_STORE__URL": settings.store.url,
-            "CTRIAGE_WORKER__DATA_DIR": str(settings.worker.data_dir),
-            "CTRIAGE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "CTRIAGE_TRITON__HTTP_PORT": str(settings.triton.http_port),
-            "CTRIAGE_WORKER__METRICS_PORT": str(settings.worker.metrics_port),
-            "CTRIAGE_WORKER__WEB_PORT": str(settings.worker.web_port),
-            "CTRIAGE_WORKER__APP_ID": settings.worker.app_id,
-            "CTRIAGE_WORKER__RISK_MODEL_PATH": str(settings.worker.risk_model_path),
-            "CTRIAGE_KAFKA__PARTITIONS": str(settings.kafka.partitions),
-        }
-    )
-    return env
+    """Environment that gives a worker process exactly the parent's settings."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CTRIAGE_")}
+    return {**inherited, **settings_env(settings)}
 
 
 class WorkerProcess:

@@ -31,6 +31,7 @@ class StreamReason(StrEnum):
     FORECAST_FAILED = "forecast_failed"
     STORE_UNAVAILABLE = "store_unavailable"
     INVALID_CONFIG = "invalid_config"
+    PACS_WRITEBACK_FAILED = "pacs_writeback_failed"
     INTERNAL_ERROR = "internal_error"
 
 

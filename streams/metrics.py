@@ -42,3 +42,25 @@ ASSIGNED_PARTITIONS = Gauge(
     "Partitions currently assigned to this worker (0 until the worker has joined its group).",
     registry=REGISTRY,
 )
+INGESTED_STUDIES = Counter(
+    "ctriage_ingested_studies",
+    "CT studies announced on ct.studies by an ingress source (folder, C-STORE, DICOMweb).",
+    ["source"],
+    registry=REGISTRY,
+)
+RECEIVED_INSTANCES = Counter(
+    "ctriage_received_instances",
+    "DICOM instances accepted by an ingress source, by source.",
+    ["source"],
+    registry=REGISTRY,
+)
+RESCORES = Counter(
+    "ctriage_rescores",
+    "Risk records re-issued because late clinical data changed a recent study's features.",
+    registry=REGISTRY,
+)
+PENDING_FHIR = Gauge(
+    "ctriage_pending_fhir_resources",
+    "FHIR resources held on this worker until their patient is known.",
+    registry=REGISTRY,
+)

@@ -35,7 +35,7 @@ class CtStudy(_Record):
 
 
 class FhirResourceEvent(_Record):
-    """One pseudonymised FHIR R4 resource for one patient."""
+    """One pseudonymised FHIR resource (R4 unless ``fhir_version`` says 5.0) for one patient."""
 
     event_id: str
     patient_pseudonym: str
@@ -45,6 +45,7 @@ class FhirResourceEvent(_Record):
     event_time: str = Field(description="clinical time the resource became known (ISO 8601)")
     published_at: float
     hospital: str
+    fhir_version: str = Field(default="4.0", description="FHIR release: 4.0 (R4) or 5.0 (R5)")
 
 
 class StageTimings(_Record):
@@ -67,6 +68,7 @@ class Quantification(_Record):
     published_at: float
     hospital: str
     timings: StageTimings
+    study_uri: str = ""  # the claim check it was computed from (for results sent back to PACS)
 
 
 class Contribution(_Record):
@@ -98,6 +100,9 @@ class RiskAssessment(_Record):
     published_at: float
     scored_at: float
     timings: StageTimings
+    revision: int = Field(
+        default=0, description="0: scored on arrival; n: n-th re-score after late clinical data"
+    )
 
     @property
     def latency_s(self) -> float:
@@ -151,6 +156,7 @@ class CapacityEvent(_Record):
     patient_pseudonym: str
     event_time: str
     probability: float | None = None
+    unit: str | None = Field(default=None, description="ICU unit; None: the hospital's ICU")
 
 
 class ForecastDay(_Record):
@@ -161,6 +167,8 @@ class ForecastDay(_Record):
     lower80: float
     upper80: float
     p_exceed: float
+    lower95: float | None = None
+    upper95: float | None = None
 
 
 class CapacityForecast(_Record):
@@ -174,6 +182,14 @@ class CapacityForecast(_Record):
     occupancy_now: int
     pipeline_patients: int
     days: list[ForecastDay]
+    unit: str | None = None
+    expected_arrivals: float | None = Field(
+        default=None, description="unannounced admissions expected over the horizon"
+    )
+    p_breach: float | None = Field(
+        default=None, description="P(occupancy > capacity on some day of the horizon)"
+    )
+    breach_alert: bool = Field(default=False, description="p_breach reached the alert level")
 
 
 class DeadLetter(_Record):

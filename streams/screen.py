@@ -44,9 +44,15 @@ def forecast_table(forecast: CapacityForecast) -> Table:
             f"ICU occupancy forecast, {forecast.hospital} (capacity {forecast.capacity} beds; "
             f"{forecast.occupancy_now} in ICU now, "
             f"{forecast.pipeline_patients} at-risk in pipeline)"
+            + (
+                f"\n[bold red]BREACH ALERT[/]: P(over capacity within the horizon) = "
+                f"{forecast.p_breach:.0%}"
+                if forecast.breach_alert and forecast.p_breach is not None
+                else ""
+            )
         )
     )
-    for column in ("day", "expected", "80% interval", "P(over capacity)", ""):
+    for column in ("day", "expected", "80% interval", "95% interval", "P(over capacity)", ""):
         table.add_column(column, justify="right")
     for day in forecast.days:
         bar = "█" * round(day.expected) + "░" * max(0, round(day.upper80) - round(day.expected))
@@ -55,6 +61,9 @@ def forecast_table(forecast: CapacityForecast) -> Table:
             day.date,
             f"{day.expected:.1f}",
             f"{day.lower80:.0f}-{day.upper80:.0f}",
+            f"{day.lower95:.0f}-{day.upper95:.0f}"
+            if day.lower95 is not None and day.upper95 is not None
+            else "n/a",
             f"{day.p_exceed:.0%}",
             f"[red]{bar}[/]" if over else bar,
         )

@@ -7,6 +7,7 @@ the CLI and the stream wiring pass explicit values to them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr
@@ -71,6 +72,37 @@ class WorkerSettings(BaseModel, frozen=True):
     threshold_version: str = "t1"
     hospital: str = "demo-hospital"
     icu_capacity_beds: int = 12
+    forecast_days: int = 7  # ICU forecast horizon (1..14)
+    capacity_breach_probability: float = 0.2  # breach alert when P(over capacity) reaches this
+    capacity_refresh_s: float = 3600.0  # scheduled recompute of live forecasts (0: off)
+    reader_memory_limit_mb: int = 6144  # address space of the sandboxed DICOM reader process
+    reader_timeout_s: float = 300.0  # a study that takes longer to read is refused
+
+
+class IngestSettings(BaseModel, frozen=True):
+    """CT ingress: the study store, the C-STORE receiver and the DICOMweb poller."""
+
+    study_store: Path = REPO_ROOT / ".ctriage" / "studies"
+    ae_title: str = "CTRIAGE"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    stability_s: float = 5.0
+    dicomweb_url: str = "http://127.0.0.1:8042/dicom-web"
+    poll_interval_s: float = 5.0
+    # STOW-RS root where each quantified study's SEG + SR is stored (None: results stay here)
+    writeback_url: str | None = None
+
+
+class FhirSettings(BaseModel, frozen=True):
+    """Clinical context from FHIR: the HTTP endpoint, observation window, pending, re-scoring."""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 18080
+    observation_window_h: float = 72.0
+    pending_ttl_s: float = 300.0
+    pending_max_per_patient: int = 1000
+    pending_sweep_s: float = 5.0
+    rescore_horizon_h: float = 24.0
 
 
 class Settings(BaseSettings):
@@ -87,8 +119,38 @@ class Settings(BaseSettings):
     pseudonym: PseudonymSettings = PseudonymSettings()
     store: StoreSettings = StoreSettings()
     worker: WorkerSettings = WorkerSettings()
+    ingest: IngestSettings = IngestSettings()
+    fhir: FhirSettings = FhirSettings()
 
 
 def load_settings() -> Settings:
     """Read the environment once and return frozen settings."""
     return Settings()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``CTRIAGE_*`` variables that make :func:`load_settings` rebuild ``settings``.
+
+    How a parent (the demo, a test) hands its exact settings to a child process. Secrets are
+    written in clear: the environment of one's own child is the place they already live in.
+    """
+    env: dict[str, str] = {}
+
+    def put(name: str, value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str | Path | int | float | bool):
+            env[name] = str(value)
+        else:
+            env[name] = json.dumps(value, default=str)
+
+    for field in type(settings).model_fields:
+        value = getattr(settings, field)
+        if isinstance(value, BaseModel):
+            for sub in type(value).model_fields:
+                put(f"CTRIAGE_{field.upper()}__{sub.upper()}", getattr(value, sub))
+        else:
+            put(f"CTRIAGE_{field.upper()}", value)
+    return env

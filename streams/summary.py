@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +20,19 @@ class ReplayOutcome:
     alerts: dict[str, Alert] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     forecast: CapacityForecast | None = None
-    risk_records: int = 0  # including redeliveries, to check "exactly one per study"
+    risk_records: int = 0  # including redeliveries and re-scorings
+    # first scorings (revision 0) per study, to check "exactly one per study"; late clinical
+    # data adds revisions 1, 2, ... that supersede it
+    first_scorings: Counter[str] = field(default_factory=Counter)
 
     def add_risk(self, risk: RiskAssessment) -> None:
-        """Keep the latest risk of each study."""
+        """Keep the latest revision of each study's risk."""
         self.risk_records += 1
-        self.risks[risk.study_uid] = risk
+        if risk.revision == 0:
+            self.first_scorings[risk.study_uid] += 1
+        latest = self.risks.get(risk.study_uid)
+        if latest is None or risk.revision >= latest.revision:
+            self.risks[risk.study_uid] = risk
 
     def rejected_studies(self) -> set[str]:
         """Study UIDs dead-lettered by any stage."""

@@ -9,6 +9,7 @@ from prometheus_client import start_http_server
 
 from dashboards.store import create_schema, make_engine
 from inference.client import TritonQuantifier
+from inference.sandbox import SandboxedReader
 from streams.app import Dependencies, Pipeline, build_app
 from streams.metrics import REGISTRY
 from streams.settings import Settings
@@ -37,6 +38,9 @@ def build_dependencies(settings: Settings) -> Dependencies:
         ),
         hospital_capacity_beds={worker.hospital: worker.icu_capacity_beds},
         default_capacity_beds=worker.icu_capacity_beds,
+        read_series=SandboxedReader(
+            memory_limit_mb=worker.reader_memory_limit_mb, timeout_s=worker.reader_timeout_s
+        ).load_series,
     )
 
 

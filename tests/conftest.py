@@ -1,6 +1,7 @@
 """Shared fixtures: the repository root, the real data folder, and real Kafka / Triton servers.
 
-The service fixtures start real processes on test ports (Kafka 29092/29093, Triton 28000-28002)
+The service fixtures start real processes on test ports (Kafka 29092/29093, Triton 28000-28002,
+Orthanc 28042/24242 with our C-STORE receiver as its modality on 21112)
 that do not clash with a running demo (19092, 18000). They fail the test loudly, with the server's
 log tail, when the service cannot start: an integration test never skips for a missing service.
 ``CTRIAGE_TEST_PORT_OFFSET`` shifts every test port, so two checkouts can run their suites at once.
@@ -16,6 +17,7 @@ import pytest
 
 from deploy.exceptions import ServiceError
 from deploy.kafka import KafkaBroker
+from deploy.orthanc import OrthancServer
 from deploy.triton import TritonServer
 from streams.settings import load_settings
 
@@ -27,6 +29,11 @@ KAFKA_TEST_CONTROLLER_PORT = 29093 + PORT_OFFSET
 TRITON_TEST_HTTP_PORT = 28000 + PORT_OFFSET
 TRITON_TEST_GRPC_PORT = 28001 + PORT_OFFSET
 TRITON_TEST_METRICS_PORT = 28002 + PORT_OFFSET
+ORTHANC_TEST_HTTP_PORT = 28042 + PORT_OFFSET
+ORTHANC_TEST_DICOM_PORT = 24242 + PORT_OFFSET
+#: Our C-STORE receiver in tests; Orthanc knows it as modality "ctriage".
+RECEIVER_TEST_PORT = 21112 + PORT_OFFSET
+RECEIVER_TEST_AET = "CTRIAGE"
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +93,26 @@ def triton_server(
         pytest.fail(f"the Triton server for the tests did not start: {e}", pytrace=False)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """A real Orthanc PACS (DICOMweb on) whose modality ``ctriage`` is our test receiver."""
+    server = OrthancServer(
+        run_dir=tmp_path_factory.mktemp("orthanc"),
+        http_port=ORTHANC_TEST_HTTP_PORT,
+        dicom_port=ORTHANC_TEST_DICOM_PORT,
+        modalities={"ctriage": (RECEIVER_TEST_AET, "127.0.0.1", RECEIVER_TEST_PORT)},
+    )
+    try:
+        server.start(timeout_s=60)
+    except ServiceError as e:
+        pytest.fail(f"the Orthanc server for the tests did not start: {e}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def receiver_address() -> tuple[str, int]:
+    """AE title and port of our C-STORE receiver in tests (Orthanc's modality ``ctriage``)."""
+    return RECEIVER_TEST_AET, RECEIVER_TEST_PORT

@@ -1,4 +1,4 @@
-"""``ctriage train``, ``ctriage thresholds show``, ``ctriage capacity forecast``.
+"""``ctriage train``, ``ctriage thresholds show``, ``ctriage capacity forecast|backtest|plot``.
 
 Mounted at the root of the ``ctriage`` command (``root.add_typer(triage.cli.app)``, no name).
 """
@@ -16,7 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from triage.capacity import backtest as capacity_backtest
 from triage.capacity import forecast_icu, occupants_from_census
+from triage.capacity.series import DailySeries, read_daily_csv
 from triage.exceptions import TriageError
 from triage.risk import SYNTHETIC_LABEL, RiskModel, load_card, train_from_cohort
 
@@ -25,7 +27,9 @@ logger = logging.getLogger(__name__)
 app = typer.Typer(help="Risk model: training and operating thresholds.", no_args_is_help=True)
 thresholds_app = typer.Typer(help="Operating points of a trained risk model.", no_args_is_help=True)
 app.add_typer(thresholds_app, name="thresholds")
-capacity_app = typer.Typer(help="ICU occupancy forecasts.", no_args_is_help=True)
+capacity_app = typer.Typer(
+    help="ICU occupancy forecasts, backtests and plots.", no_args_is_help=True
+)
 app.add_typer(capacity_app, name="capacity")
 
 console = Console()
@@ -155,6 +159,97 @@ def capacity_forecast(
             f"{day.p_exceed:.3f}",
         )
     console.print(table)
+
+
+@capacity_app.command("backtest")
+def capacity_backtest_command(
+    csv: Annotated[
+        Path, typer.Option("--csv", help="Daily series CSV (date, icu_occupancy, ...).")
+    ],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON here.")
+    ] = None,
+    population: Annotated[
+        float | None,
+        typer.Option("--population", help="People in the region (CHIME runs only with it)."),
+    ] = None,
+    horizon: Annotated[int, typer.Option("--horizon", help="Days ahead (1..14).")] = 14,
+    step_days: Annotated[int, typer.Option("--step-days", help="Days between origins.")] = 7,
+    start: Annotated[str | None, typer.Option("--start", help="First origin (ISO date).")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="Last origin (ISO date).")] = None,
+) -> None:
+    """Rolling-origin backtest of our forecast against persistence, trend and CHIME."""
+    started = time.perf_counter()
+    try:
+        series = read_daily_csv(csv)
+        rows = capacity_backtest.run_backtest(
+            series,
+            capacity_backtest.default_models(population),
+            horizon=horizon,
+            step_days=step_days,
+            start=start,
+            end=end,
+        )
+    except (TriageError, ValueError) as e:
+        console.print(f"[red]cannot backtest[/red]: {e}")
+        raise typer.Exit(code=2) from e
+    table = Table(
+        title=f"ICU occupancy backtest, {series.name} ({series.dates[0].date()} .. "
+        f"{series.dates[-1].date()}, origins every {step_days} days)"
+    )
+    for column in ("model", "h (days)", "n", "MAE", "MAPE %", "cover 80%", "cover 95%"):
+        table.add_column(column, justify="right")
+    for row in sorted(rows, key=lambda r: (int(str(r["horizon_days"])), str(r["model"]))):
+        table.add_row(
+            str(row["model"]),
+            str(row["horizon_days"]),
+            str(row["n"]),
+            _fmt(row["mae"]),
+            _fmt(row["mape"]),
+            _fmt(row["coverage80"]),
+            _fmt(row["coverage95"]),
+        )
+    console.print(table)
+    if population is None:
+        console.print("CHIME not run: pass --population to fit it.")
+    console.print(f"{time.perf_counter() - started:.1f} s")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+
+
+@capacity_app.command("plot")
+def capacity_plot(
+    csv: Annotated[
+        Path, typer.Option("--csv", help="Daily series CSV (date, icu_occupancy, ...).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
+    origin: Annotated[
+        str | None, typer.Option("--origin", help="Forecast from this date (default: last day).")
+    ] = None,
+    capacity: Annotated[
+        float | None, typer.Option("--capacity", help="Capacity line (default: icu_capacity).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Hospital or region shown.")] = None,
+    horizon: Annotated[int, typer.Option("--horizon", help="Days ahead.")] = 14,
+    history_days: Annotated[int, typer.Option("--history-days", help="Days of history.")] = 90,
+) -> None:
+    """Write a PNG: history, forecast fan (80/95%) and the capacity line."""
+    from triage.capacity.plot import plot_forecast
+
+    try:
+        series: DailySeries = read_daily_csv(csv, name)
+        at = series.dates.size - 1
+        if origin is not None:
+            at = int(series.dates.searchsorted(datetime.fromisoformat(origin)))
+            if not 0 <= at < series.dates.size:
+                raise ValueError(f"origin {origin} outside the series")
+        forecast = capacity_backtest.forecast_at(series, at, horizon)
+        plot_forecast(series, forecast, out, capacity=capacity, history_days=history_days)
+    except (TriageError, ValueError, OSError) as e:
+        console.print(f"[red]cannot plot[/red]: {e}")
+        raise typer.Exit(code=2) from e
+    console.print(f"wrote {out}")
 
 
 def _fmt(value: Any) -> str:

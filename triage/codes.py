@@ -1,9 +1,11 @@
 """Clinical codes shared by the cohort generator and the clinical feature extraction.
 
 Every clinical concept that ctriage reads from or writes to FHIR is named here, once, with its
-code system. The generator writes the *primary* coding of each concept; the feature extraction
-accepts every coding listed in a value set (no terminology server is available, so value sets
-are explicit code lists plus ICD-10 category prefixes instead of SNOMED CT subsumption).
+code system. The value sets themselves are data files in ``triage/valuesets/`` (conditions,
+observations with their UCUM conversions and plausible ranges), each naming its sources; this
+module loads them once. The generator writes the *primary* coding of each concept; the feature
+extraction accepts every coding listed in a value set (no terminology server is available, so
+value sets are explicit code lists plus ICD-10 category prefixes instead of SNOMED CT subsumption).
 
 Sources of the values:
 
@@ -21,8 +23,11 @@ Sources of the values:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
+from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
@@ -108,120 +113,40 @@ class ConditionValueSet:
         return False
 
 
-CONDITION_VALUE_SETS: MappingProxyType[ConditionKey, ConditionValueSet] = MappingProxyType(
-    {
-        vs.key: vs
-        for vs in (
-            ConditionValueSet(
-                ConditionKey.DIABETES,
-                "Diabetes mellitus",
-                (
-                    _sct("44054006", "Diabetes mellitus type 2"),
-                    _sct("46635009", "Diabetes mellitus type 1"),
-                    _sct("73211009", "Diabetes mellitus"),
-                ),
-                (_icd("E11.9", "Type 2 diabetes mellitus without complications"),),
-                ("E10", "E11", "E12", "E13", "E14"),
-            ),
-            ConditionValueSet(
-                ConditionKey.HYPERTENSION,
-                "Hypertension",
-                (
-                    _sct("38341003", "Hypertensive disorder, systemic arterial"),
-                    _sct("59621000", "Essential hypertension"),
-                ),
-                (_icd("I10", "Essential (primary) hypertension"),),
-                ("I10", "I11", "I12", "I13", "I15"),
-            ),
-            ConditionValueSet(
-                ConditionKey.CARDIOVASCULAR,
-                "Cardiovascular disease",
-                (
-                    _sct("53741008", "Coronary arteriosclerosis"),
-                    _sct("414545008", "Ischemic heart disease"),
-                    _sct("84114007", "Heart failure"),
-                    _sct("22298006", "Myocardial infarction"),
-                    _sct("49436004", "Atrial fibrillation"),
-                    _sct("49601007", "Disorder of cardiovascular system"),
-                ),
-                (_icd("I25.1", "Atherosclerotic heart disease"),),
-                ("I20", "I21", "I22", "I23", "I24", "I25", "I48", "I50"),
-            ),
-            ConditionValueSet(
-                ConditionKey.COPD,
-                "Chronic obstructive pulmonary disease",
-                (
-                    _sct("13645005", "Chronic obstructive lung disease"),
-                    _sct("185086009", "Chronic obstructive bronchitis"),
-                    _sct("87433001", "Pulmonary emphysema"),
-                ),
-                (_icd("J44.9", "Chronic obstructive pulmonary disease, unspecified"),),
-                ("J43", "J44"),
-            ),
-            ConditionValueSet(
-                ConditionKey.ASTHMA,
-                "Asthma",
-                (_sct("195967001", "Asthma"),),
-                (_icd("J45.9", "Asthma, unspecified"),),
-                ("J45", "J46"),
-            ),
-            ConditionValueSet(
-                ConditionKey.CKD,
-                "Chronic kidney disease",
-                (
-                    _sct("709044004", "Chronic kidney disease"),
-                    _sct("433144002", "Chronic kidney disease stage 3"),
-                    _sct("46177005", "End-stage renal disease"),
-                ),
-                (_icd("N18.9", "Chronic kidney disease, unspecified"),),
-                ("N18",),
-            ),
-            ConditionValueSet(
-                ConditionKey.OBESITY,
-                "Obesity",
-                (
-                    _sct("414916001", "Obesity"),
-                    _sct("238136002", "Morbid obesity"),
-                ),
-                (_icd("E66.9", "Obesity, unspecified"),),
-                ("E66",),
-            ),
-            ConditionValueSet(
-                ConditionKey.IMMUNOSUPPRESSION,
-                "Immunosuppression",
-                (
-                    _sct("370388006", "Patient immunocompromised"),
-                    _sct("234532001", "Immunodeficiency disorder"),
-                    _sct("86406008", "Human immunodeficiency virus infection"),
-                ),
-                (_icd("D84.9", "Immunodeficiency, unspecified"),),
-                ("D80", "D81", "D82", "D83", "D84", "B20", "B21", "B22", "B23", "B24"),
-            ),
-            ConditionValueSet(
-                ConditionKey.CANCER,
-                "Malignant neoplasm",
-                (
-                    _sct("363346000", "Malignant neoplastic disease"),
-                    _sct("254637007", "Non-small cell lung cancer"),
-                    _sct("254837009", "Malignant neoplasm of breast"),
-                ),
-                (_icd("C80.9", "Malignant neoplasm, primary site unspecified"),),
-                ("C",),
-            ),
-            ConditionValueSet(
-                ConditionKey.SMOKING,
-                "Tobacco smoking",
-                (
-                    _sct("77176002", "Smoker"),
-                    _sct("65568007", "Cigarette smoker"),
-                    _sct("449868002", "Smokes tobacco daily"),
-                ),
-                (_icd("Z72.0", "Tobacco use"), _icd("F17.2", "Tobacco dependence syndrome")),
-                ("F17", "Z72.0"),
-            ),
+def _load(name: str) -> dict[str, Any]:
+    """Read a value-set data file shipped in ``triage/valuesets/``."""
+    text = resources.files("triage.valuesets").joinpath(name).read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def _condition_value_sets(data: dict[str, Any]) -> dict[ConditionKey, ConditionValueSet]:
+    sets = {}
+    for row in data["conditions"]:
+        key = ConditionKey(row["key"])
+        sets[key] = ConditionValueSet(
+            key,
+            row["display"],
+            tuple(_sct(code, display) for code, display in row["snomed"]),
+            tuple(_icd(code, display) for code, display in row["icd10"]),
+            tuple(row["icd10_prefixes"]),
         )
+    return sets
+
+
+_CONDITIONS_FILE = _load("conditions.json")
+CONDITION_VALUE_SETS: MappingProxyType[ConditionKey, ConditionValueSet] = MappingProxyType(
+    _condition_value_sets(_CONDITIONS_FILE)
+)
+"""Comorbidity value sets, from ``triage/valuesets/conditions.json`` (sources listed there)."""
+
+STATUS_OBSERVATIONS: MappingProxyType[str, ConditionKey] = MappingProxyType(
+    {
+        row["loinc"]: ConditionKey(row["condition"])
+        for row in _CONDITIONS_FILE["status_observations"]
     }
 )
+"""LOINC codes of Observations whose coded value states a condition (e.g. smoking status)."""
 
 
 def condition_key_for(system: str, code: str) -> ConditionKey | None:
@@ -243,6 +168,18 @@ class ObservationKey(StrEnum):
     D_DIMER = "d_dimer"
     LYMPHOCYTES = "lymphocytes"
     LDH = "ldh"
+    O2_FLOW = "o2_flow"
+    FIO2 = "fio2"
+    SYSTOLIC_BP = "systolic_bp"
+    DIASTOLIC_BP = "diastolic_bp"
+    BMI = "bmi"
+    WEIGHT = "weight"
+    HEIGHT = "height"
+    FERRITIN = "ferritin"
+    CREATININE = "creatinine"
+    UREA_NITROGEN = "urea_nitrogen"
+    PLATELETS = "platelets"
+    TROPONIN = "troponin"
 
 
 class ObservationCategory(StrEnum):
@@ -265,6 +202,8 @@ class ObservationDefinition:
     ``loinc[0]`` is the primary code; every code in ``loinc`` is accepted on input and the
     generator writes all of them (the R4 oxygen-saturation profile wants both SpO2 codes).
     Values outside ``[plausible_min, plausible_max]`` (in ``unit``) are data errors.
+    ``conversions`` maps each accepted UCUM code to ``(scale, offset)`` into ``unit``;
+    ``feature`` names the feature and ``in_model`` says whether the risk model scores it.
     """
 
     key: ObservationKey
@@ -273,6 +212,9 @@ class ObservationDefinition:
     category: ObservationCategory
     plausible_min: float
     plausible_max: float
+    feature: str = ""
+    in_model: bool = False
+    conversions: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def unit_coding(self) -> Coding:
@@ -291,93 +233,38 @@ def _loinc(code: str, display: str) -> Coding:
 _VITAL = ObservationCategory.VITAL_SIGNS
 _LAB = ObservationCategory.LABORATORY
 
-OBSERVATION_DEFINITIONS: MappingProxyType[ObservationKey, ObservationDefinition] = MappingProxyType(
-    {
-        d.key: d
-        for d in (
-            ObservationDefinition(
-                ObservationKey.SPO2,
-                (
-                    _loinc("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry"),
-                    _loinc("2708-6", "Oxygen saturation in Arterial blood"),
-                ),
-                unit="%",
-                category=_VITAL,
-                plausible_min=40.0,
-                plausible_max=100.0,
-            ),
-            ObservationDefinition(
-                ObservationKey.RESPIRATORY_RATE,
-                (_loinc("9279-1", "Respiratory rate"),),
-                unit="/min",
-                category=_VITAL,
-                plausible_min=4.0,
-                plausible_max=70.0,
-            ),
-            ObservationDefinition(
-                ObservationKey.HEART_RATE,
-                (_loinc("8867-4", "Heart rate"),),
-                unit="/min",
-                category=_VITAL,
-                plausible_min=20.0,
-                plausible_max=250.0,
-            ),
-            ObservationDefinition(
-                ObservationKey.TEMPERATURE,
-                (_loinc("8310-5", "Body temperature"),),
-                unit="Cel",
-                category=_VITAL,
-                plausible_min=30.0,
-                plausible_max=43.5,
-            ),
-            ObservationDefinition(
-                ObservationKey.CRP,
-                (_loinc("1988-5", "C reactive protein [Mass/volume] in Serum or Plasma"),),
-                unit="mg/L",
-                category=_LAB,
-                plausible_min=0.0,
-                plausible_max=700.0,
-            ),
-            ObservationDefinition(
-                ObservationKey.D_DIMER,
-                (_loinc("48065-7", "Fibrin D-dimer FEU [Mass/volume] in Platelet poor plasma"),),
-                unit="ng/mL{FEU}",
-                category=_LAB,
-                plausible_min=0.0,
-                plausible_max=100000.0,
-            ),
-            ObservationDefinition(
-                ObservationKey.LYMPHOCYTES,
-                (_loinc("731-0", "Lymphocytes [#/volume] in Blood by Automated count"),),
-                unit="10*3/uL",
-                category=_LAB,
-                plausible_min=0.0,
-                plausible_max=100.0,
-            ),
-            ObservationDefinition(
-                ObservationKey.LDH,
-                (
-                    _loinc(
-                        "2532-0",
-                        "Lactate dehydrogenase [Enzymatic activity/volume] in Serum or Plasma",
-                    ),
-                ),
-                unit="U/L",
-                category=_LAB,
-                plausible_min=10.0,
-                plausible_max=10000.0,
+
+def _observation_definitions(data: dict[str, Any]) -> dict[ObservationKey, ObservationDefinition]:
+    definitions = {}
+    for row in data["observations"]:
+        key = ObservationKey(row["key"])
+        low, high = row["plausible"]
+        definitions[key] = ObservationDefinition(
+            key,
+            tuple(_loinc(code, display) for code, display in row["loinc"]),
+            unit=row["unit"],
+            category=ObservationCategory(row["category"]),
+            plausible_min=float(low),
+            plausible_max=float(high),
+            feature=row["feature"],
+            in_model=bool(row["in_model"]),
+            conversions=MappingProxyType(
+                {unit: (float(a), float(b)) for unit, (a, b) in row["units"].items()}
             ),
         )
-    }
+    return definitions
+
+
+OBSERVATION_DEFINITIONS: MappingProxyType[ObservationKey, ObservationDefinition] = MappingProxyType(
+    _observation_definitions(_load("observations.json"))
 )
+"""Observations by LOINC code, from ``triage/valuesets/observations.json`` (sources there)."""
+_LOINC_TO_KEY = {c.code: d.key for d in OBSERVATION_DEFINITIONS.values() for c in d.loinc}
 
 
 def observation_key_for(system: str, code: str) -> ObservationKey | None:
     """Return the observation that ``system``/``code`` codes, or ``None`` if none does."""
-    for d in OBSERVATION_DEFINITIONS.values():
-        if d.matches(system, code):
-            return d.key
-    return None
+    return _LOINC_TO_KEY.get(code) if system == CodeSystem.LOINC else None
 
 
 # --- ICU encounters (the census of pre-existing ICU occupants) -----------------------------

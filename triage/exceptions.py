@@ -25,6 +25,9 @@ class FhirRejectionReason(StrEnum):
     UNIT_MISMATCH = "unit_mismatch"
     IMPLAUSIBLE_VALUE = "implausible_value"
     UNKNOWN_PATIENT = "unknown_patient"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNSUPPORTED_BUNDLE_TYPE = "unsupported_bundle_type"
+    R5_CONTENT_AS_R4 = "r5_content_as_r4"
 
 
 class ModelArtifactReason(StrEnum):
@@ -58,6 +61,7 @@ class ConfigRejectionReason(StrEnum):
     PROBABILITY_OUT_OF_RANGE = "probability_out_of_range"
     NEGATIVE_CAPACITY = "negative_capacity"
     INVALID_LOS_PARAMETERS = "invalid_los_parameters"
+    INVALID_ARRIVALS = "invalid_arrivals"
     NAIVE_DATETIME = "naive_datetime"
 
 
@@ -86,6 +90,7 @@ class FhirRejected(TriageError):
     ) -> None:
         where = f"{resource_type or '?'}/{resource_id or '?'}"
         super().__init__(reason, f"{where}: {detail}")
+        self.why = detail  # without the resource id: safe for an OperationOutcome at ingress
         self.resource_type = resource_type
         self.resource_id = resource_id
 

@@ -5,6 +5,11 @@ resources one at a time (:meth:`ClinicalContext.apply`, pure) and serialises to 
 :func:`clinical_features` reads it at the CT time; :func:`feature_vector` puts imaging biomarkers
 and clinical features in the model's order. A missing value stays ``None``: nothing is imputed
 (XGBoost learns a direction for missing values).
+
+Value sets, UCUM conversions and plausible ranges are data (``triage/valuesets/``, loaded by
+:mod:`triage.codes`). Observations whose ``in_model`` is false there (blood pressure, BMI,
+supplemental oxygen, ferritin, creatinine, ...) are extracted into :data:`CONTEXT_FEATURES` but
+are not part of the model vector :data:`FEATURES` until a model is trained on data that has them.
 """
 
 from __future__ import annotations
@@ -19,10 +24,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import ValidationError
-
 from triage.codes import (
     OBSERVATION_DEFINITIONS,
+    STATUS_OBSERVATIONS,
     CodeSystem,
     ConditionKey,
     ObservationCategory,
@@ -31,6 +35,9 @@ from triage.codes import (
     observation_key_for,
 )
 from triage.exceptions import FhirRejected, FhirRejectionReason
+from triage.fhir_parse import FhirVersionValues, normalise_r5
+from triage.fhir_parse import validate_resource as _validate
+from triage.icu import icu_change
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +49,13 @@ IMAGING_FEATURES: tuple[str, ...] = (
     "consolidation_percent",
     "well_aerated_percent",
 )
-# Feature name of each observation: key + canonical UCUM unit as a suffix.
+# Feature name of each observation the model scores: key + canonical UCUM unit as a suffix.
 OBSERVATION_FEATURES: dict[ObservationKey, str] = {
-    ObservationKey.SPO2: "spo2_percent",
-    ObservationKey.RESPIRATORY_RATE: "respiratory_rate_per_min",
-    ObservationKey.HEART_RATE: "heart_rate_per_min",
-    ObservationKey.TEMPERATURE: "temperature_cel",
-    ObservationKey.CRP: "crp_mg_per_l",
-    ObservationKey.D_DIMER: "d_dimer_ng_per_ml_feu",
-    ObservationKey.LYMPHOCYTES: "lymphocytes_10e3_per_ul",
-    ObservationKey.LDH: "ldh_u_per_l",
+    key: d.feature for key, d in OBSERVATION_DEFINITIONS.items() if d.in_model
+}
+# Observations kept in the context and shown, not (yet) scored.
+CONTEXT_OBSERVATION_FEATURES: dict[ObservationKey, str] = {
+    key: d.feature for key, d in OBSERVATION_DEFINITIONS.items() if not d.in_model
 }
 CONDITION_FEATURES: dict[ConditionKey, str] = {key: f"has_{key.value}" for key in ConditionKey}
 DEMOGRAPHIC_FEATURES: tuple[str, ...] = ("age_years", "sex_male")
@@ -61,6 +65,9 @@ CLINICAL_FEATURES: tuple[str, ...] = (
     *OBSERVATION_FEATURES.values(),
 )
 FEATURES: tuple[str, ...] = (*IMAGING_FEATURES, *CLINICAL_FEATURES)
+"""The model vector, in the order of the risk model's card."""
+CONTEXT_FEATURES: tuple[str, ...] = (*CLINICAL_FEATURES, *CONTEXT_OBSERVATION_FEATURES.values())
+"""Every clinical feature extracted (the model's and the context-only ones)."""
 
 FEATURE_UNITS: dict[str, str] = {
     "lung_volume_ml": "mL",
@@ -69,40 +76,16 @@ FEATURE_UNITS: dict[str, str] = {
     "age_years": "a",
     "sex_male": "1 (0 = female, 1 = male)",
     **{name: "1 (0 = absent, 1 = present)" for name in CONDITION_FEATURES.values()},
-    **{OBSERVATION_FEATURES[k]: d.unit for k, d in OBSERVATION_DEFINITIONS.items()},
+    **{d.feature: d.unit for d in OBSERVATION_DEFINITIONS.values()},
 }
 
-# Accepted UCUM units per observation -> (scale, offset) to the canonical unit of triage.codes.
+# Accepted UCUM units per observation -> (scale, offset) to the canonical unit (from the data).
 UNIT_CONVERSIONS: dict[ObservationKey, dict[str, tuple[float, float]]] = {
-    ObservationKey.SPO2: {"%": (1.0, 0.0)},
-    ObservationKey.RESPIRATORY_RATE: {"/min": (1.0, 0.0), "{breaths}/min": (1.0, 0.0)},
-    ObservationKey.HEART_RATE: {"/min": (1.0, 0.0), "{beats}/min": (1.0, 0.0)},
-    ObservationKey.TEMPERATURE: {
-        "Cel": (1.0, 0.0),
-        "[degF]": (5 / 9, -32 * 5 / 9),
-        "K": (1.0, -273.15),
-    },
-    ObservationKey.CRP: {"mg/L": (1.0, 0.0), "mg/dL": (10.0, 0.0), "ug/mL": (1.0, 0.0)},
-    # LOINC 48065-7 is the FEU measurement, so an unannotated mass concentration is FEU too.
-    ObservationKey.D_DIMER: {
-        "ng/mL{FEU}": (1.0, 0.0),
-        "ng/mL": (1.0, 0.0),
-        "ug/mL{FEU}": (1000.0, 0.0),
-        "ug/mL": (1000.0, 0.0),
-        "mg/L{FEU}": (1000.0, 0.0),
-        "mg/L": (1000.0, 0.0),
-    },
-    ObservationKey.LYMPHOCYTES: {
-        "10*3/uL": (1.0, 0.0),
-        "10*9/L": (1.0, 0.0),
-        "10*3/mm3": (1.0, 0.0),
-        "/uL": (0.001, 0.0),
-        "/mm3": (0.001, 0.0),
-    },
-    ObservationKey.LDH: {"U/L": (1.0, 0.0), "[IU]/L": (1.0, 0.0), "ukat/L": (60.0, 0.0)},
+    key: dict(d.conversions) for key, d in OBSERVATION_DEFINITIONS.items()
 }
 
 _ACTIVE_CLINICAL = {"active", "recurrence", "relapse"}
+_PAST_CLINICAL = {"inactive", "remission", "resolved"}
 _COUNTED_VERIFICATION = {"confirmed", None}  # absent verificationStatus counts as asserted
 _USABLE_OBSERVATION_STATUS = {"final", "amended", "corrected", "preliminary"}
 _SEX = {"male": 1.0, "female": 0.0}
@@ -120,30 +103,45 @@ class CompletenessValues(StrEnum):
     PARTIAL = "partial"
 
 
+ConditionRecord = tuple[str, bool, str | None, str | None, str | None]
+"""One Condition as kept: (key, verified, clinical status, onset, abatement), times ISO UTC."""
+
+
 @dataclass
 class ClinicalContext:
     """What we know of one patient's record: JSON-safe, folded one FHIR resource at a time.
 
-    ``conditions`` is derived from ``condition_records`` (resource id -> [key, counts]) so that an
-    update of one Condition (e.g. to ``resolved``) replaces its earlier version.
-    ``observations`` maps an :class:`ObservationKey` value to ``[iso_time_utc, value]`` pairs in
-    canonical units, sorted by time.
+    ``condition_records`` maps a Condition's resource id to a :data:`ConditionRecord`, so that an
+    update of one Condition (e.g. to ``resolved``) replaces its earlier version; ``conditions``
+    (comorbidity -> active now) is derived from it. ``observations`` maps an
+    :class:`ObservationKey` value to ``[iso_time_utc, value]`` pairs in canonical units, sorted
+    by time. ``has_patient`` says whether the Patient resource itself has been seen.
     """
 
     birth_year: int | None = None
     sex: str | None = None
     conditions: dict[str, bool] = field(default_factory=dict)
     observations: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
-    condition_records: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    condition_records: dict[str, ConditionRecord] = field(default_factory=dict)
     resources_seen: int = 0
+    has_patient: bool = False
 
-    def apply(self, resource: dict[str, Any]) -> ClinicalContext:
+    def apply(
+        self, resource: dict[str, Any], version: FhirVersionValues = FhirVersionValues.R4
+    ) -> ClinicalContext:
         """Return a new context with ``resource`` folded in; raises :class:`FhirRejected`.
 
-        Every resource is validated as FHIR R4 (``fhir.resources.R4B``). Patient, Condition and
-        Observation change the context; other valid resource types leave it as it is.
+        Every resource is validated (``fhir.resources.R4B`` for R4, R5 models for R5). Patient,
+        Condition and Observation change the context; other valid resource types leave it as
+        it is.
         """
-        validate_resource(resource)
+        _validate(resource, version)
+        if version is FhirVersionValues.R5:
+            resource = normalise_r5(resource)
+        return self.fold(resource)
+
+    def fold(self, resource: dict[str, Any]) -> ClinicalContext:
+        """Like :meth:`apply` for a resource already validated (and in R4 shape)."""
         new = copy.deepcopy(self)
         new.resources_seen += 1
         rtype = resource["resourceType"]
@@ -164,13 +162,14 @@ class ClinicalContext:
             "sex": self.sex,
             "conditions": dict(self.conditions),
             "observations": {k: [[t, v] for t, v in pts] for k, pts in self.observations.items()},
-            "condition_records": {k: [c, a] for k, (c, a) in self.condition_records.items()},
+            "condition_records": {k: list(rec) for k, rec in self.condition_records.items()},
             "resources_seen": self.resources_seen,
+            "has_patient": self.has_patient,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClinicalContext:
-        """Rebuild a context from :meth:`to_dict` output."""
+        """Rebuild a context from :meth:`to_dict` output (older two-field records too)."""
         return cls(
             birth_year=data.get("birth_year"),
             sex=data.get("sex"),
@@ -180,43 +179,69 @@ class ClinicalContext:
                 for k, pts in (data.get("observations") or {}).items()
             },
             condition_records={
-                str(k): (str(c), bool(a))
-                for k, (c, a) in (data.get("condition_records") or {}).items()
+                str(k): _condition_record(rec)
+                for k, rec in (data.get("condition_records") or {}).items()
             },
             resources_seen=int(data.get("resources_seen", 0)),
+            has_patient=bool(data.get("has_patient", data.get("birth_year") is not None)),
         )
+
+    def conditions_at(self, at_iso: str) -> dict[str, bool]:
+        """Comorbidity -> whether some record of it was active at ``at_iso`` (ISO UTC)."""
+        active: dict[str, bool] = {}
+        for record in self.condition_records.values():
+            active[record[0]] = active.get(record[0], False) or _active_at(record, at_iso)
+        return active
 
     def _apply_patient(self, resource: dict[str, Any]) -> None:
         birth = resource.get("birthDate")
         self.birth_year = int(str(birth)[:4]) if birth else None
         self.sex = resource.get("gender")
+        self.has_patient = True
 
     def _apply_condition(self, resource: dict[str, Any]) -> None:
         key = _first_key(resource.get("code"), condition_key_for)
         if key is None:
             return
-        clinical = _status_code(resource.get("clinicalStatus"))
         verification = _status_code(resource.get("verificationStatus"))
-        counts = (clinical in _ACTIVE_CLINICAL) and (verification in _COUNTED_VERIFICATION)
-        if clinical is None and verification in _COUNTED_VERIFICATION:
-            counts = True  # R4 allows no clinicalStatus on a problem-list entry: take it as current
-        self.condition_records[_resource_key(resource)] = (key.value, counts)
-        keys = {c for c, _ in self.condition_records.values()}
-        self.conditions = {
-            c: any(a for k, a in self.condition_records.values() if k == c) for c in sorted(keys)
-        }
+        self._set_condition(
+            _resource_key(resource),
+            (
+                key.value,
+                verification in _COUNTED_VERIFICATION,
+                _status_code(resource.get("clinicalStatus")),
+                _time_of(resource, "onsetDateTime", "onsetPeriod"),
+                _time_of(resource, "abatementDateTime", "abatementPeriod"),
+            ),
+        )
+
+    def _set_condition(self, record_id: str, record: ConditionRecord) -> None:
+        self.condition_records[record_id] = record
+        now = "9999-12-31T00:00:00.000000+00:00"  # "currently": after every recorded time
+        self.conditions = dict(sorted(self.conditions_at(now).items()))
 
     def _apply_observation(self, resource: dict[str, Any]) -> None:
-        key = _first_key(resource.get("code"), observation_key_for)
-        if key is None:
-            return
         status = resource.get("status")
-        quantity = resource.get("valueQuantity")
+        if _first_code(resource.get("code"), CodeSystem.LOINC) in STATUS_OBSERVATIONS:
+            self._apply_status_observation(resource, status)
+            return
+        measured: list[tuple[ObservationKey, Any]] = []
+        key = _first_key(resource.get("code"), observation_key_for)
+        if key is not None:
+            measured.append((key, resource.get("valueQuantity")))
+        for component in resource.get("component") or []:
+            part = _first_key(component.get("code"), observation_key_for)
+            if part is not None:
+                measured.append((part, component.get("valueQuantity")))
+        if not measured:
+            return
         when = _effective_time(resource)
         if status == "entered-in-error":
-            self._retract(key, quantity, when, resource)
+            for part, quantity in measured:
+                self._retract(part, quantity, when, resource)
             return
-        if status not in _USABLE_OBSERVATION_STATUS or quantity is None:
+        measured = [(part, q) for part, q in measured if q is not None]
+        if status not in _USABLE_OBSERVATION_STATUS or not measured:
             return  # registered / cancelled / no numeric value (e.g. dataAbsentReason)
         if when is None:
             raise FhirRejected(
@@ -225,10 +250,25 @@ class ClinicalContext:
                 "Observation",
                 resource.get("id"),
             )
-        value = convert_quantity(key, quantity, resource)
-        points = set(self.observations.get(key.value, []))
-        points.add((when, value))
-        self.observations[key.value] = sorted(points)
+        values = [(part, convert_quantity(part, q, resource)) for part, q in measured]
+        for part, value in values:  # all converted first: one bad component rejects the whole
+            points = set(self.observations.get(part.value, []))
+            points.add((when, value))
+            self.observations[part.value] = sorted(points)
+
+    def _apply_status_observation(self, resource: dict[str, Any], status: Any) -> None:
+        """An Observation whose coded value states a condition (e.g. tobacco smoking status)."""
+        condition = STATUS_OBSERVATIONS[str(_first_code(resource.get("code"), CodeSystem.LOINC))]
+        when = _effective_time(resource)
+        record_id = f"status:{condition.value}"
+        earlier = self.condition_records.get(record_id)
+        if status not in _USABLE_OBSERVATION_STATUS or (
+            earlier is not None and when is not None and (earlier[3] or "") > when
+        ):
+            return  # not usable, or older than the status we hold
+        stated = _first_key(resource.get("valueCodeableConcept"), condition_key_for)
+        clinical = "active" if stated is condition else "inactive"
+        self._set_condition(record_id, (condition.value, True, clinical, when, None))
 
     def _retract(
         self, key: ObservationKey, quantity: Any, when: str | None, resource: dict[str, Any]
@@ -244,25 +284,35 @@ class ClinicalContext:
         self.observations[key.value] = [p for p in points if p != (when, value)]
 
 
-def validate_resource(resource: dict[str, Any]) -> None:
-    """Validate a FHIR R4 resource with ``fhir.resources.R4B``; raises :class:`FhirRejected`."""
-    from fhir.resources.R4B import get_fhir_model_class
+def maps_to_context(resource: dict[str, Any]) -> bool:
+    """Whether a resource carries anything the clinical context or the ICU census reads.
 
-    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        raise FhirRejected(FhirRejectionReason.INVALID_JSON, "not a JSON object with resourceType")
-    rtype = resource["resourceType"]
-    try:
-        model = get_fhir_model_class(rtype)
-    except (ValueError, KeyError, AttributeError) as e:
-        raise FhirRejected(
-            FhirRejectionReason.UNKNOWN_RESOURCE_TYPE, str(e), rtype, resource.get("id")
-        ) from e
-    try:
-        model.model_validate(resource)
-    except (ValidationError, ValueError, TypeError) as e:
-        raise FhirRejected(
-            FhirRejectionReason.VALIDATION_FAILED, str(e)[:500], rtype, resource.get("id")
-        ) from e
+    Patient always; a Condition coded in a comorbidity value set; an Observation (or one of
+    its components) with a known LOINC code; an ICU Encounter. Everything else is ignored at
+    ingress (counted, not published: data minimisation).
+    """
+    rtype = resource.get("resourceType")
+    if rtype == "Patient":
+        return True
+    if rtype == "Condition":
+        return _first_key(resource.get("code"), condition_key_for) is not None
+    if rtype == "Observation":
+        if _first_code(resource.get("code"), CodeSystem.LOINC) in STATUS_OBSERVATIONS:
+            return True
+        concepts = [resource.get("code")] + [
+            c.get("code") for c in resource.get("component") or [] if isinstance(c, dict)
+        ]
+        return any(_first_key(c, observation_key_for) is not None for c in concepts)
+    if rtype == "Encounter":
+        return icu_change(resource) is not None
+    return False
+
+
+def validate_resource(
+    resource: dict[str, Any], version: FhirVersionValues = FhirVersionValues.R4
+) -> None:
+    """Validate a FHIR resource (R4 by default); raises :class:`FhirRejected`."""
+    _validate(resource, version)
 
 
 def convert_quantity(
@@ -274,12 +324,12 @@ def convert_quantity(
     unit = quantity.get("code") if system == CodeSystem.UCUM else None
     if unit is None and system is None:
         unit = quantity.get("unit")  # display unit only; accepted when it is a known UCUM string
-    conversion = UNIT_CONVERSIONS[key].get(str(unit)) if unit is not None else None
+    conversions = OBSERVATION_DEFINITIONS[key].conversions
+    conversion = conversions.get(str(unit)) if unit is not None else None
     if conversion is None or quantity.get("value") is None:
         raise FhirRejected(
             FhirRejectionReason.UNIT_MISMATCH,
-            f"{key.value}: unit {unit!r} (system {system!r}) is not one of "
-            f"{sorted(UNIT_CONVERSIONS[key])}",
+            f"{key.value}: unit {unit!r} (system {system!r}) is not one of {sorted(conversions)}",
             "Observation",
             rid,
         )
@@ -300,27 +350,30 @@ def convert_quantity(
 def clinical_features(
     ctx: ClinicalContext, at: datetime, window_h: float = 72
 ) -> dict[str, float | None]:
-    """Return the clinical features at time ``at`` (timezone-aware).
+    """Return every clinical feature (:data:`CONTEXT_FEATURES`) at time ``at`` (tz-aware).
 
-    Age from the birth year, sex as 0/1, comorbidity flags (0 when the record has no such active
-    condition, ``None`` when there is no record at all), and for each observation the latest
-    value taken at or before ``at`` and no earlier than ``window_h`` hours before it.
+    Age from the birth year (the only part of the birth date that passes ingress), sex as 0/1,
+    comorbidity flags as of ``at`` (onset, abatement and statuses honoured; 0 when the record
+    has no such condition, ``None`` when there is no record at all), and for each observation
+    the value nearest before ``at`` (at or before it, no earlier than ``window_h`` hours).
     """
     if at.tzinfo is None:
         raise ValueError("clinical_features needs a timezone-aware time")
-    out: dict[str, float | None] = dict.fromkeys(CLINICAL_FEATURES)
+    out: dict[str, float | None] = dict.fromkeys(CONTEXT_FEATURES)
     out["age_years"] = float(at.year - ctx.birth_year) if ctx.birth_year is not None else None
     out["sex_male"] = _SEX.get(ctx.sex or "")
-    if ctx.resources_seen > 0:
-        for condition, name in CONDITION_FEATURES.items():
-            out[name] = 1.0 if ctx.conditions.get(condition.value, False) else 0.0
     end = at.astimezone(UTC)
+    at_iso = end.isoformat(timespec="microseconds")
+    if ctx.resources_seen > 0:
+        active = ctx.conditions_at(at_iso)
+        for condition, name in CONDITION_FEATURES.items():
+            out[name] = 1.0 if active.get(condition.value, False) else 0.0
     start = end - timedelta(hours=window_h)
-    for key, name in OBSERVATION_FEATURES.items():
+    for key, definition in OBSERVATION_DEFINITIONS.items():
         for when, value in reversed(ctx.observations.get(key.value, [])):
             moment = datetime.fromisoformat(when)
             if moment <= end:
-                out[name] = value if moment >= start else None
+                out[definition.feature] = value if moment >= start else None
                 break
     return out
 
@@ -366,9 +419,9 @@ def _require_subject(resource: dict[str, Any]) -> None:
 
 def _group_present(features: Mapping[str, float | None], category: ObservationCategory) -> bool:
     return any(
-        features.get(OBSERVATION_FEATURES[key]) is not None
-        for key, d in OBSERVATION_DEFINITIONS.items()
-        if d.category is category
+        features.get(name) is not None
+        for key, name in OBSERVATION_FEATURES.items()
+        if OBSERVATION_DEFINITIONS[key].category is category
     )
 
 
@@ -380,6 +433,47 @@ def _first_key(concept: Any, lookup: Any) -> Any:
         if key is not None:
             return key
     return None
+
+
+def _first_code(concept: Any, system: str) -> str | None:
+    if isinstance(concept, dict):
+        for coding in concept.get("coding") or []:
+            if coding.get("system") == system and coding.get("code"):
+                return str(coding["code"])
+    return None
+
+
+def _condition_record(raw: Any) -> ConditionRecord:
+    """A stored record; the two-field form ``[key, counts]`` of older contexts is upgraded."""
+    if len(raw) == 2:
+        key, counts = raw
+        return (str(key), bool(counts), "active" if counts else "inactive", None, None)
+    key, verified, clinical, onset, abatement = raw
+    return (str(key), bool(verified), clinical, onset, abatement)
+
+
+def _active_at(record: ConditionRecord, at_iso: str) -> bool:
+    """Whether a Condition record describes a comorbidity present at ``at_iso``."""
+    _, verified, clinical, onset, abatement = record
+    if not verified or (onset is not None and onset > at_iso):
+        return False
+    if clinical is None or clinical in _ACTIVE_CLINICAL:
+        return abatement is None or abatement > at_iso
+    if clinical in _PAST_CLINICAL:
+        return abatement is not None and abatement > at_iso  # resolved only after ``at``
+    return False
+
+
+def _time_of(resource: dict[str, Any], datetime_field: str, period_field: str) -> str | None:
+    """A dateTime (or a Period's start) as fixed-width ISO UTC; None if absent or unreadable."""
+    period = resource.get(period_field) or {}
+    raw = resource.get(datetime_field) or (
+        period.get("start") if isinstance(period, dict) else None
+    )
+    try:
+        return _iso_utc(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def _status_code(concept: Any) -> str | None:
@@ -401,23 +495,27 @@ def _effective_time(resource: dict[str, Any]) -> str | None:
     )
     if not raw:
         return None
+    try:
+        return _iso_utc(raw)
+    except ValueError as e:
+        raise FhirRejected(
+            FhirRejectionReason.VALIDATION_FAILED,
+            f"bad effective time {str(raw)[:40]!r}",
+            "Observation",
+            resource.get("id"),
+        ) from e
+
+
+def _iso_utc(raw: Any) -> str:
+    """FHIR date/dateTime/instant text -> fixed-width ISO UTC (string order is time order)."""
     text = str(raw).replace("Z", "+00:00")
     if len(text) == 4:  # FHIR partial dates: YYYY or YYYY-MM
         text += "-01-01"
     elif len(text) == 7:
         text += "-01"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as e:
-        raise FhirRejected(
-            FhirRejectionReason.VALIDATION_FAILED,
-            f"bad effective time {raw!r}",
-            "Observation",
-            resource.get("id"),
-        ) from e
+    moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:  # a bare date (or a date-time without zone): take it as UTC
         moment = moment.replace(tzinfo=UTC)
-    # One fixed-width format, so that string order is time order.
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 

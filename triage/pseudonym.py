@@ -52,16 +52,26 @@ def pseudonymise_id(raw_id: str, key: bytes, key_version: str) -> str:
     return f"{key_version}-{digest[:PSEUDONYM_HEX_CHARS]}"
 
 
-def pseudonymise_resource(resource: dict[str, Any], key: bytes, key_version: str) -> dict[str, Any]:
+def pseudonymise_resource(
+    resource: dict[str, Any],
+    key: bytes,
+    key_version: str,
+    patient_urls: dict[str, str] | None = None,
+    check_type: bool = True,
+) -> dict[str, Any]:
     """Return a pseudonymised deep copy of a FHIR R4 resource (Patient, any resource, or Bundle).
 
-    Raises :class:`FhirRejected` for a payload that is not a FHIR resource, an unknown resource
-    type, or a patient reference we cannot pseudonymise (identifier-only logical reference).
+    ``patient_urls`` (from :func:`bundle_patient_urls`) resolves ``urn:uuid:`` references of a
+    resource taken out of its Bundle. Raises :class:`FhirRejected` for a payload that is not a
+    FHIR resource, an unknown resource type (unless ``check_type`` is off because the caller
+    validated it, e.g. as R5), or a patient reference we cannot pseudonymise (identifier-only).
     """
-    _check_resource(resource)
+    if check_type:
+        _check_resource(resource)
     out = copy.deepcopy(resource)
-    patient_urls = _bundle_patient_urls(out) if out["resourceType"] == "Bundle" else {}
-    return _pseudonymise(out, key, key_version, patient_urls, contained=False)
+    if out["resourceType"] == "Bundle":
+        patient_urls = {**(patient_urls or {}), **bundle_patient_urls(out)}
+    return _pseudonymise(out, key, key_version, patient_urls or {}, contained=False)
 
 
 def patient_key(resource: dict[str, Any]) -> str:
@@ -98,7 +108,7 @@ def _check_resource(resource: Any) -> None:
         ) from e
 
 
-def _bundle_patient_urls(bundle: dict[str, Any]) -> dict[str, str]:
+def bundle_patient_urls(bundle: dict[str, Any]) -> dict[str, str]:
     """Map each Patient entry's fullUrl (e.g. urn:uuid:...) to its raw id, nested bundles too."""
     urls: dict[str, str] = {}
     for entry in bundle.get("entry") or []:
@@ -108,7 +118,7 @@ def _bundle_patient_urls(bundle: dict[str, Any]) -> dict[str, str]:
         if res.get("resourceType") == "Patient" and entry.get("fullUrl") and res.get("id"):
             urls[str(entry["fullUrl"])] = str(res["id"])
         elif res.get("resourceType") == "Bundle":
-            urls.update(_bundle_patient_urls(res))
+            urls.update(bundle_patient_urls(res))
     return urls
 
 

@@ -3,40 +3,73 @@
 The table ``patient_to_context`` is keyed by the pseudonymous patient id and changelog-backed,
 so a restarted worker recovers it; ``fhir.resources`` is co-partitioned with
 ``ct.quantification``, so the risk agent reads the context of its own patients locally.
+
+A Condition or Observation of a patient whose Patient resource has not arrived yet is valid but
+*pending*: it waits in ``patient_to_pending`` (changelog-backed too) and is folded in when the
+Patient comes. After ``pending_ttl_s`` it is dead-lettered as ``unknown_patient``: by a timer
+that reads the table (Faust tables cannot be written outside a stream), and by the next event of
+that patient, which also clears it from the table. Once a context changes, recent CT studies of
+the patient are re-scored (:func:`streams.agents.risk.rescore_recent`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, parse_or_dead_letter
+from streams.agents.risk import rescore_recent
 from streams.app import Pipeline
-from streams.dlq import dead_letter
-from streams.metrics import MESSAGES
-from streams.records import CapacityEvent, CapacityEventKind, FhirResourceEvent
-from triage.exceptions import FhirRejected
+from streams.dlq import build_dead_letter, dead_letter
+from streams.metrics import MESSAGES, PENDING_FHIR
+from streams.records import CapacityEvent, CapacityEventKind, DeadLetter, FhirResourceEvent
+from triage.exceptions import FhirRejected, FhirRejectionReason
 from triage.features import ClinicalContext
+from triage.fhir_parse import FhirVersionValues, declared_version, normalise_r5
 from triage.icu import IcuChange, icu_change
 
 logger = logging.getLogger(__name__)
 
 STAGE = "clinical_context"
+NEEDS_PATIENT = frozenset({"Condition", "Observation"})
 
 
 def register(pipeline: Pipeline) -> None:
-    """Declare the clinical context table and its agent."""
+    """Declare the clinical context and pending tables, their agent and the pending sweep."""
     app = pipeline.app
+    fhir = pipeline.settings.fhir
     patient_to_context = app.Table(
         "patient_to_context",
         default=None,
         partitions=pipeline.settings.kafka.partitions,
     )
+    patient_to_pending = app.Table(
+        "patient_to_pending",
+        default=None,
+        partitions=pipeline.settings.kafka.partitions,
+    )
     pipeline.tables["patient_to_context"] = patient_to_context
+    pipeline.tables["patient_to_pending"] = patient_to_pending
     dlq = pipeline.topic(t.FHIR_RESOURCES.dlq)
     capacity_events = pipeline.topic(t.CAPACITY_EVENTS.name)
+    expired_sent: set[str] = set()  # event ids already dead-lettered by the sweep
+
+    async def expire(
+        pseudonym: str, held: list[dict[str, Any]], now: float
+    ) -> list[dict[str, Any]]:
+        """Dead-letter held entries past their time; return the ones still waiting."""
+        waiting = []
+        for item in held:
+            if now - float(item["held_at"]) < fhir.pending_ttl_s:
+                waiting.append(item)
+            elif item["event"]["event_id"] not in expired_sent:
+                expired_sent.add(item["event"]["event_id"])
+                await dlq.send(key=pseudonym.encode(), value=_expired_letter(item).to_bytes())
+        return waiting
 
     @app.agent(pipeline.topic(t.FHIR_RESOURCES.name), name="update_clinical_context")
     async def update_clinical_context(stream: Any) -> None:
@@ -44,25 +77,92 @@ def register(pipeline: Pipeline) -> None:
             record = await parse_or_dead_letter(event, FhirResourceEvent, dlq, STAGE)
             if record is None:
                 return
+            key = record.patient_pseudonym
             try:
-                stored = patient_to_context.get(record.patient_pseudonym)
+                version = declared_version(record.fhir_version)
+                stored = patient_to_context.get(key)
                 context = ClinicalContext.from_dict(stored) if stored else ClinicalContext()
-                patient_to_context[record.patient_pseudonym] = context.apply(
-                    record.resource
-                ).to_dict()
+                if record.resource_type in NEEDS_PATIENT and not context.has_patient:
+                    ClinicalContext().apply(record.resource, version)  # bad input fails now
+                    await hold(key, record)
+                    return
+                context = context.apply(record.resource, version)
             except FhirRejected as e:
                 await dead_letter(dlq, event, stage=STAGE, reason=e.reason, error=e)
                 return
-            change = icu_change(record.resource)
+            if record.resource_type == "Patient":
+                context = await release_pending(key, context)
+            patient_to_context[key] = context.to_dict()
+            shaped = normalise_r5(record.resource) if version is FhirVersionValues.R5 else None
+            change = icu_change(shaped or record.resource)
             if change is not None:
                 await capacity_events.send(
                     key=record.hospital.encode(),
                     value=_capacity_event(record, change).to_bytes(),
                 )
+            await rescore_recent(pipeline, key, record.event_time)
             MESSAGES.labels(stage=STAGE).inc()
 
         async for event in stream.events():
             await handle_or_dead_letter(handle, event, dlq, STAGE)
+
+    async def hold(key: str, record: FhirResourceEvent) -> None:
+        now = time.time()
+        held = await expire(key, list(patient_to_pending.get(key) or []), now)
+        if len(held) >= fhir.pending_max_per_patient:
+            oldest = held.pop(0)
+            expired_sent.add(oldest["event"]["event_id"])
+            await dlq.send(key=key.encode(), value=_expired_letter(oldest).to_bytes())
+        held.append({"event": record.model_dump(mode="json"), "held_at": now})
+        patient_to_pending[key] = held
+        logger.debug("holding %d resources until the Patient of %s arrives", len(held), key)
+
+    async def release_pending(key: str, context: ClinicalContext) -> ClinicalContext:
+        held = patient_to_pending.get(key)
+        if not held:
+            return context
+        waiting = await expire(key, list(held), time.time())
+        for item in waiting:
+            record = FhirResourceEvent.model_validate(item["event"])
+            try:
+                context = context.apply(record.resource, declared_version(record.fhir_version))
+            except FhirRejected as e:
+                letter = _held_letter(item, e.reason, f"{type(e).__name__}: {e}")
+                await dlq.send(key=key.encode(), value=letter.to_bytes())
+        del patient_to_pending[key]
+        return context
+
+    @app.timer(interval=fhir.pending_sweep_s)
+    async def sweep_pending() -> None:
+        """Dead-letter resources whose patient did not arrive in time (table is read only)."""
+        now = time.time()
+        count = 0
+        for key, held in list(patient_to_pending.items()):
+            count += len(held or [])
+            await expire(key, list(held or []), now)
+        PENDING_FHIR.set(count)
+
+
+def _expired_letter(item: dict[str, Any]) -> DeadLetter:
+    return _held_letter(
+        item,
+        FhirRejectionReason.UNKNOWN_PATIENT,
+        "no Patient resource arrived for this patient within the pending time",
+    )
+
+
+def _held_letter(item: dict[str, Any], reason: str, error: str) -> DeadLetter:
+    record = item["event"]
+    return build_dead_letter(
+        stage=STAGE,
+        reason=reason,
+        error=error,
+        source_topic=t.FHIR_RESOURCES.name,
+        source_partition=None,
+        source_offset=None,
+        key=record["patient_pseudonym"],
+        payload=json.dumps(record),
+    )
 
 
 def _capacity_event(record: FhirResourceEvent, change: IcuChange) -> CapacityEvent:

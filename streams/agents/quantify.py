@@ -16,7 +16,6 @@ from inference.exceptions import (
     TritonTimeout,
     TritonUnavailable,
 )
-from inference.volume import load_series
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, in_thread, parse_or_dead_letter
 from streams.app import Pipeline
@@ -64,7 +63,8 @@ def register(pipeline: Pipeline) -> None:
     app = pipeline.app
     dlq = pipeline.topic(t.CT_STUDIES.dlq)
     out = pipeline.topic(t.CT_QUANTIFICATION.name)
-    quantifier = pipeline.deps.quantifier
+    deps = pipeline.deps
+    quantifier = deps.quantifier
 
     async def infer_with_retry(volume: Any) -> Any:
         delay_s = TRITON_BACKOFF_S
@@ -89,7 +89,7 @@ def register(pipeline: Pipeline) -> None:
                 return
             try:
                 started = time.perf_counter()
-                volume = await in_thread(load_series, study_path(study.study_uri))
+                volume = await in_thread(deps.read_series, study_path(study.study_uri))
                 loaded = time.perf_counter()
                 biomarkers = await infer_with_retry(volume)
                 inferred = time.perf_counter()
@@ -113,6 +113,7 @@ def register(pipeline: Pipeline) -> None:
                 published_at=study.published_at,
                 hospital=study.hospital,
                 timings=timings,
+                study_uri=study.study_uri,
             )
             await out.send(key=event.key, value=result.to_bytes())
             MESSAGES.labels(stage=STAGE).inc()

@@ -4,20 +4,28 @@
 the local partition of ``patient_to_context``. Every study yields one ``triage.risk`` record
 (same ``risk_id`` on a redelivery); an alert is raised once per study, model version and
 threshold version: ``alerted_studies`` remembers it across restarts and replays.
+
+Late clinical data: ``patient_to_recent_studies`` keeps each patient's recently scored studies.
+When the clinical agent folds a resource into a context, :func:`rescore_recent` scores those
+studies again whose CT lies within ``rescore_horizon_h`` of the resource's arrival; a new
+``triage.risk`` record (same ``risk_id``, ``revision`` + 1) supersedes the old one in the
+store's upsert, and only when the model's features actually changed (idempotent on replays).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, parse_or_dead_letter
 from streams.app import Pipeline
 from streams.dlq import StreamReason, dead_letter
-from streams.metrics import ALERTS, END_TO_END_SECONDS, MESSAGES, STAGE_SECONDS
+from streams.metrics import ALERTS, END_TO_END_SECONDS, MESSAGES, RESCORES, STAGE_SECONDS
 from streams.records import (
     Alert,
     CapacityEvent,
@@ -45,10 +53,15 @@ def register(pipeline: Pipeline) -> None:
         partitions=settings.kafka.partitions,
     )
     pipeline.tables["alerted_studies"] = alerted_studies
+    patient_to_recent_studies = app.Table(
+        "patient_to_recent_studies",
+        default=None,
+        partitions=settings.kafka.partitions,
+    )
+    pipeline.tables["patient_to_recent_studies"] = patient_to_recent_studies
     patient_to_context = pipeline.tables["patient_to_context"]
     dlq = pipeline.topic(t.CT_QUANTIFICATION.dlq)
     risk_topic = pipeline.topic(t.TRIAGE_RISK.name)
-    alert_topic = pipeline.topic(t.TRIAGE_ALERTS.name)
     capacity_events = pipeline.topic(t.CAPACITY_EVENTS.name)
 
     @app.agent(pipeline.topic(t.CT_QUANTIFICATION.name), name="score_risk")
@@ -64,6 +77,7 @@ def register(pipeline: Pipeline) -> None:
                 await dead_letter(dlq, event, stage=STAGE, reason=reason, error=e)
                 return
             await risk_topic.send(key=event.key, value=risk.to_bytes())
+            remember_study(pipeline, quantification, risk)
             END_TO_END_SECONDS.observe(risk.latency_s)
             STAGE_SECONDS.labels(stage="scoring").observe(risk.timings.scoring_s)
             await capacity_events.send(
@@ -76,16 +90,97 @@ def register(pipeline: Pipeline) -> None:
                     probability=risk.probability,
                 ).to_bytes(),
             )
-            if risk.alert:
-                alert = to_alert(risk)
-                if alerted_studies.get(alert.alert_id) is None:
-                    await alert_topic.send(key=event.key, value=alert.to_bytes())
-                    alerted_studies[alert.alert_id] = {"raised_at": alert.raised_at}
-                    ALERTS.labels(level=alert.level).inc()
+            await raise_alert_once(pipeline, risk)
             MESSAGES.labels(stage=STAGE).inc()
 
         async for event in stream.events():
             await handle_or_dead_letter(handle, event, dlq, STAGE)
+
+
+async def raise_alert_once(pipeline: Pipeline, risk: RiskAssessment) -> None:
+    """Send the alert of a risk above threshold, once per study, model and threshold version."""
+    if not risk.alert:
+        return
+    alerted_studies = pipeline.tables["alerted_studies"]
+    alert = to_alert(risk)
+    if alerted_studies.get(alert.alert_id) is None:
+        await pipeline.topic(t.TRIAGE_ALERTS.name).send(
+            key=risk.patient_pseudonym.encode(), value=alert.to_bytes()
+        )
+        alerted_studies[alert.alert_id] = {"raised_at": alert.raised_at}
+        ALERTS.labels(level=alert.level).inc()
+
+
+def features_for(
+    pipeline: Pipeline, quantification: Quantification, contexts: Any
+) -> dict[str, float | None]:
+    """The model's feature vector of one study: biomarkers + the clinical context at CT time."""
+    stored = contexts.get(quantification.patient_pseudonym)
+    context = ClinicalContext.from_dict(stored) if stored else None
+    ct_time = datetime.fromisoformat(quantification.ct_time)
+    window_h = pipeline.settings.fhir.observation_window_h
+    clinical = clinical_features(context, ct_time, window_h) if context else {}
+    return feature_vector(quantification.biomarkers, clinical)
+
+
+def features_digest(features: dict[str, float | None]) -> str:
+    """A short stable digest of a feature vector (did late data change what the model sees?)."""
+    return hashlib.sha256(json.dumps(features, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def remember_study(
+    pipeline: Pipeline, quantification: Quantification, risk: RiskAssessment
+) -> None:
+    """Keep a scored study for re-scoring when late clinical data arrives (bounded per patient)."""
+    table = pipeline.tables["patient_to_recent_studies"]
+    recent = dict(table.get(quantification.patient_pseudonym) or {})
+    recent[quantification.study_uid] = {
+        "quantification": quantification.model_dump(mode="json"),
+        "digest": features_digest(features_for(pipeline, quantification, _contexts(pipeline))),
+        "revision": risk.revision,
+    }
+    newest = sorted(recent.items(), key=lambda kv: kv[1]["quantification"]["ct_time"])
+    table[quantification.patient_pseudonym] = dict(newest[-MAX_RECENT_STUDIES:])
+
+
+MAX_RECENT_STUDIES = 10
+
+
+async def rescore_recent(pipeline: Pipeline, pseudonym: str, arrived: str) -> int:
+    """Re-score the patient's studies with a CT within the horizon before ``arrived`` (ISO).
+
+    Returns how many new risk records were sent: a study is re-scored only when its model
+    features changed since its last score, so a redelivered resource sends nothing.
+    """
+    table = pipeline.tables["patient_to_recent_studies"]
+    recent = table.get(pseudonym)
+    if not recent:
+        return 0
+    horizon = timedelta(hours=pipeline.settings.fhir.rescore_horizon_h)
+    arrived_at = datetime.fromisoformat(arrived)
+    updated = dict(recent)
+    sent = 0
+    for study_uid, item in recent.items():
+        quantification = Quantification.model_validate(item["quantification"])
+        if arrived_at - datetime.fromisoformat(quantification.ct_time) > horizon:
+            continue
+        digest = features_digest(features_for(pipeline, quantification, _contexts(pipeline)))
+        if digest == item["digest"]:
+            continue
+        risk = assess(pipeline, quantification, _contexts(pipeline))
+        risk = risk.model_copy(update={"revision": int(item["revision"]) + 1})
+        await pipeline.topic(t.TRIAGE_RISK.name).send(key=pseudonym.encode(), value=risk.to_bytes())
+        await raise_alert_once(pipeline, risk)
+        updated[study_uid] = {**item, "digest": digest, "revision": risk.revision}
+        RESCORES.inc()
+        sent += 1
+    if sent:
+        table[pseudonym] = updated
+    return sent
+
+
+def _contexts(pipeline: Pipeline) -> Any:
+    return pipeline.tables["patient_to_context"]
 
 
 def assess(pipeline: Pipeline, quantification: Quantification, contexts: Any) -> RiskAssessment:
@@ -93,11 +188,7 @@ def assess(pipeline: Pipeline, quantification: Quantification, contexts: Any) ->
     started = time.perf_counter()
     model = pipeline.deps.risk_model
     policy = pipeline.policy_for(quantification.hospital)
-    stored = contexts.get(quantification.patient_pseudonym)
-    context = ClinicalContext.from_dict(stored) if stored else None
-    ct_time = datetime.fromisoformat(quantification.ct_time)
-    clinical = clinical_features(context, ct_time) if context else {}
-    features = feature_vector(quantification.biomarkers, clinical)
+    features = features_for(pipeline, quantification, contexts)
     score = model.score(features)
     probability = float(score.probability)
     scoring_s = time.perf_counter() - started

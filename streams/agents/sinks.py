@@ -102,6 +102,11 @@ def write_forecast(engine: Engine, forecast: CapacityForecast) -> None:
             "upper80": day.upper80,
             "capacity": forecast.capacity,
             "p_exceed": day.p_exceed,
+            "unit": forecast.unit,
+            "lower95": day.lower95,
+            "upper95": day.upper95,
+            "p_breach": forecast.p_breach,
+            "breach_alert": forecast.breach_alert,
         }
         for i, day in enumerate(forecast.days)
     ]

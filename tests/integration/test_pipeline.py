@@ -115,25 +115,30 @@ def test_replay_end_to_end(settings, worker, cohort, tmp_path):
     outcome = collector.outcome
     assert report.studies == PATIENTS
 
-    # every CT study yields exactly one risk record
-    assert set(outcome.risks) == set(report.study_uids)
-    assert outcome.risk_records == PATIENTS
+    # every CT study yields exactly one first risk record (late clinical data may add revisions);
+    # other tests share the broker, so only this replay's studies count
+    ours = set(report.study_uids)
+    assert ours <= set(outcome.risks)
+    assert all(outcome.first_scorings[uid] == 1 for uid in ours), outcome.first_scorings
 
     # at most one alert per study, each carrying model and threshold versions
-    alerted = [a.study_uid for a in outcome.alerts.values()]
+    our_alerts = [a for a in outcome.alerts.values() if a.study_uid in ours]
+    alerted = [a.study_uid for a in our_alerts]
     assert len(alerted) == len(set(alerted))
-    for alert in outcome.alerts.values():
+    for alert in our_alerts:
         assert alert.model_version and alert.threshold_version
         assert alert.probability >= 0.5
         assert alert.top_features
-    assert any(r.alert for r in outcome.risks.values()), "a 30-patient cohort raises no alert"
-    assert all(r.completeness for r in outcome.risks.values())
+    our_risks = [r for r in outcome.risks.values() if r.study_uid in ours]
+    assert any(r.alert for r in our_risks), "a 30-patient cohort raises no alert"
+    assert all(r.completeness for r in our_risks)
 
     # every malformed message is in its dead-letter twin, with a reason, while the rest flowed
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         by_topic: dict[str, int] = {}
-        for letter in outcome.dead_letters:
+        mine = [letter for letter in outcome.dead_letters if letter.key == "k1-bad"]
+        for letter in mine:
             by_topic[f"{letter.source_topic}.dlq"] = (
                 by_topic.get(f"{letter.source_topic}.dlq", 0) + 1
             )
@@ -141,11 +146,11 @@ def test_replay_end_to_end(settings, worker, cohort, tmp_path):
             break
         collector.poll(1.0)
     assert by_topic == expected_dead
-    reasons = {letter.reason_code for letter in outcome.dead_letters}
+    reasons = {letter.reason_code for letter in mine}
     assert "malformed_record" in reasons
     assert "unsupported_uri" in reasons
     assert "not_dicom" in reasons
-    assert all(letter.payload for letter in outcome.dead_letters)
+    assert all(letter.payload for letter in mine)
 
     # a forecast for the next 7 days exists
     assert outcome.forecast is not None
@@ -156,7 +161,9 @@ def test_replay_end_to_end(settings, worker, cohort, tmp_path):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with engine.connect() as conn:
-            risks = conn.execute(store.risks.select()).fetchall()
+            risks = conn.execute(
+                store.risks.select().where(store.risks.c.study_uid.in_(ours))
+            ).fetchall()
         if len(risks) == PATIENTS:
             break
         time.sleep(1)
@@ -207,3 +214,19 @@ def test_no_identifiers_downstream(settings, worker, cohort):
     consumer.close()
     assert seen > PATIENTS
     assert not leaks, f"identifiers leaked downstream: {sorted(set(leaks))[:5]}"
+
+    # nor in the reporting store that the dashboards read, nor in the worker's log
+    engine = store.make_engine(settings.store.url)
+    rows = 0
+    with engine.connect() as conn:
+        for table in store.metadata.sorted_tables:
+            for row in conn.execute(table.select()):
+                rows += 1
+                for cell in map(str, row):
+                    # a whole cell that is an identifier, or one inside a JSON payload
+                    leaks += [c for c in canaries if c in cell or c.strip('"') == cell]
+    assert rows > PATIENTS
+    assert not leaks, f"identifiers leaked into the store: {sorted(set(leaks))[:5]}"
+    log = WorkerProcess(settings).log_path.read_text(errors="replace")
+    leaks = [c for c in canaries if c in log]
+    assert not leaks, f"identifiers leaked into the worker log: {sorted(set(leaks))[:5]}"

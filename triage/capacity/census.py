@@ -1,12 +1,18 @@
-"""ICU occupancy forecast for the next days: pure arithmetic, no fitting at run time.
+"""Patient-level ICU (or ventilator) occupancy forecast of one hospital unit.
 
 Model: the length of an ICU stay is lognormal (``los_mean_days``, log-scale ``los_sigma``).
 Each current occupant, already ``e`` days in, is still there ``d`` days from now with probability
 ``S(e + d) / S(e)`` (``S`` the survival function). Each pipeline patient (a scored CT) is admitted
 with probability ``p_icu`` at ``max(ct_time + admission_delay_days, now)`` and then stays like any
-other patient. Occupancy on a day is a sum of independent Bernoulli variables (Poisson-binomial):
-its exact distribution comes from a dynamic programme, and with it the expectation, the 80%
-interval (10th and 90th percentiles) and ``P(occupancy > capacity)``.
+other patient. Unannounced arrivals (forecast by ``triage.capacity.arrivals`` from recent
+admissions) come as a Poisson process of daily rate ``arrivals[j]`` whose level is itself uncertain
+(lognormal multiplier, log-sd ``arrival_log_sd``), arriving mid-day and staying like the others.
+
+Occupancy on a day is a Poisson-binomial (occupants and pipeline, exact dynamic programme)
+convolved with a Poisson-lognormal mixture (arrivals, Gauss-Hermite nodes): from it the
+expectation, the 80% and 95% intervals and ``P(occupancy > capacity)``. The probability that
+capacity is breached on *any* day of the horizon needs the joint path, so it is simulated
+(seeded, 2,000 paths).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
+from scipy.special import erfc, ndtri
+from scipy.stats import poisson
 
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
 
@@ -90,6 +98,8 @@ class DayForecast:
     lower80: int
     upper80: int
     p_exceed: float
+    lower95: int = 0
+    upper95: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,8 @@ class CapacityForecast:
     issued_at: datetime
     capacity: int
     days: list[DayForecast] = field(default_factory=list)
+    #: P(occupancy > capacity on at least one day of the horizon), simulated.
+    p_breach: float = 0.0
 
     def rows(self) -> list[dict[str, Any]]:
         """Return one row per day for the ``forecasts`` table (deterministic ``forecast_id``)."""
@@ -117,6 +129,8 @@ class CapacityForecast:
                 "upper80": d.upper80,
                 "capacity": self.capacity,
                 "p_exceed": d.p_exceed,
+                "lower95": d.lower95,
+                "upper95": d.upper95,
             }
             for d in self.days
         ]
@@ -149,14 +163,28 @@ def forecast_icu(
     los_sigma: float = 0.8,
     admission_delay_days: float = 1.0,
     hospital: str = "unknown",
+    arrivals: Sequence[float] | None = None,
+    arrival_log_sd: float = 0.0,
+    simulations: int = 2000,
 ) -> CapacityForecast:
-    """Forecast ICU occupancy for days 1..``days`` after ``now`` (timezone-aware datetimes)."""
+    """Forecast occupancy for days 1..``days`` after ``now`` (timezone-aware datetimes).
+
+    ``arrivals[j]`` is the expected number of unannounced admissions on day ``j + 1`` (patients
+    not already counted in ``pipeline``); missing days count as none.
+    """
     if capacity_beds < 0:
         raise ConfigRejected(ConfigRejectionReason.NEGATIVE_CAPACITY, f"{capacity_beds} beds")
     los = LengthOfStay(los_mean_days, los_sigma)
     _check_aware(now, "now")
     occupants = list(occupants)
     pipeline = list(pipeline)
+    rates = [float(r) for r in (arrivals or [])][:days]
+    rates += [0.0] * (days - len(rates))
+    if any(not (r >= 0.0 and math.isfinite(r)) for r in rates) or not arrival_log_sd >= 0.0:
+        raise ConfigRejected(
+            ConfigRejectionReason.INVALID_ARRIVALS,
+            f"arrival rates {rates} and log-sd {arrival_log_sd} must be finite and >= 0",
+        )
     for occ in occupants:
         _check_aware(occ.admitted_at, f"admitted_at of {occ.patient}")
     for pat in pipeline:
@@ -167,36 +195,124 @@ def forecast_icu(
                 f"p_icu {pat.p_icu} of {pat.patient}",
             )
     delay = timedelta(days=admission_delay_days)
+    elapsed = [(now - occ.admitted_at).total_seconds() / _DAY_S for occ in occupants]
+    admit_offsets = [(max(pat.at + delay, now) - now).total_seconds() / _DAY_S for pat in pipeline]
     out: list[DayForecast] = []
     for d in range(1, days + 1):
         target = now + timedelta(days=d)
-        probs = [
-            los.still_there((now - occ.admitted_at).total_seconds() / _DAY_S, float(d))
-            for occ in occupants
-        ]
-        for pat in pipeline:
-            admit_at = max(pat.at + delay, now)
-            if target >= admit_at:
-                stay_days = (target - admit_at).total_seconds() / _DAY_S
-                probs.append(pat.p_icu * los.survival(stay_days))
+        probs = [los.still_there(e, float(d)) for e in elapsed]
+        for pat, offset in zip(pipeline, admit_offsets, strict=True):
+            if d >= offset:
+                probs.append(pat.p_icu * los.survival(d - offset))
         dist = poisson_binomial(probs)
+        arriving_mean = sum(rates[j] * los.survival(d - j - 0.5) for j in range(d))
+        if arriving_mean > 0.0:
+            dist = np.convolve(dist, poisson_lognormal(arriving_mean, arrival_log_sd))
         out.append(
             DayForecast(
                 day=d,
                 date=target.date(),
-                expected=float(sum(probs)),
+                expected=float(sum(probs) + arriving_mean),
                 lower80=quantile(dist, 0.1),
                 upper80=quantile(dist, 0.9),
                 p_exceed=float(min(1.0, max(0.0, dist[capacity_beds + 1 :].sum()))),
+                lower95=quantile(dist, 0.025),
+                upper95=quantile(dist, 0.975),
             )
         )
+    p_breach = _simulate_breach(
+        los,
+        elapsed,
+        [(pat.p_icu, offset) for pat, offset in zip(pipeline, admit_offsets, strict=True)],
+        rates,
+        arrival_log_sd,
+        capacity_beds,
+        simulations,
+        seed=f"{hospital}|{now.isoformat()}",
+    )
     logger.debug(
-        "ICU forecast for %s: %d occupants, %d pipeline patients",
+        "ICU forecast for %s: %d occupants, %d pipeline patients, %.1f arrivals",
         hospital,
         len(occupants),
         len(pipeline),
+        sum(rates),
     )
-    return CapacityForecast(hospital=hospital, issued_at=now, capacity=capacity_beds, days=out)
+    return CapacityForecast(
+        hospital=hospital,
+        issued_at=now,
+        capacity=capacity_beds,
+        days=out,
+        p_breach=max(p_breach, max((d.p_exceed for d in out), default=0.0)),
+    )
+
+
+def poisson_lognormal(mean: float, log_sd: float, nodes: int = 7) -> np.ndarray:
+    """Return ``P(K = k)`` for K ~ Poisson(mean * M), M lognormal with E[M] = 1 and log-sd."""
+    if log_sd <= 0.0:
+        scales = np.array([1.0])
+        weights = np.array([1.0])
+    else:
+        x, w = np.polynomial.hermite_e.hermegauss(nodes)
+        scales = np.exp(log_sd * x - log_sd**2 / 2.0)
+        weights = w / w.sum()
+    top = int(mean * scales.max() + 10.0 * math.sqrt(mean * scales.max()) + 20.0)
+    k = np.arange(top + 1)
+    pmf = sum(wi * poisson.pmf(k, mean * si) for wi, si in zip(weights, scales, strict=True))
+    return np.asarray(pmf / pmf.sum())
+
+
+def _simulate_breach(
+    los: LengthOfStay,
+    elapsed: Sequence[float],
+    pipeline: Sequence[tuple[float, float]],
+    rates: Sequence[float],
+    arrival_log_sd: float,
+    capacity: int,
+    simulations: int,
+    seed: str,
+) -> float:
+    """Return P(occupancy > capacity on some day 1..len(rates)) over simulated paths."""
+    days = len(rates)
+    if simulations <= 0 or days == 0:
+        return 0.0
+    rng = np.random.default_rng(uuid.uuid5(_FORECAST_NAMESPACE, seed).int % 2**63)
+    horizon = np.arange(1, days + 1, dtype=float)
+    occupancy = np.zeros((simulations, days))
+
+    def stays(n: int, at_least: np.ndarray | float = 0.0) -> np.ndarray:
+        # Inverse survival sampling, conditioned on having stayed ``at_least`` days already.
+        t = np.maximum(np.broadcast_to(np.asarray(at_least, dtype=float), (n,)), 1e-300)
+        alive = 0.5 * erfc((np.log(t) - los.mu) / (los.sigma * math.sqrt(2.0)))
+        u = rng.uniform(size=n) * alive
+        return np.asarray(np.exp(los.mu + los.sigma * ndtri(1.0 - u)))
+
+    if elapsed:
+        e = np.asarray(elapsed, dtype=float)
+        total = stays(simulations * len(e), np.tile(np.maximum(e, 0.0), simulations))
+        remaining = total.reshape(simulations, len(e)) - np.maximum(e, 0.0)
+        occupancy += (remaining[:, :, None] > horizon).sum(axis=1)
+    if pipeline:
+        p = np.array([v[0] for v in pipeline])
+        offset = np.array([v[1] for v in pipeline])
+        admitted = rng.uniform(size=(simulations, len(p))) < p
+        stay = stays(simulations * len(p)).reshape(simulations, len(p))
+        since = horizon[None, None, :] - offset[None, :, None]
+        present = admitted[:, :, None] & (since >= 0) & (stay[:, :, None] > since)
+        occupancy += present.sum(axis=1)
+    if any(r > 0 for r in rates):
+        level = np.exp(arrival_log_sd * rng.standard_normal(simulations) - arrival_log_sd**2 / 2)
+        counts = rng.poisson(level[:, None] * np.asarray(rates)[None, :])
+        draw, day = np.nonzero(counts)
+        n = counts[draw, day]
+        draw, day = np.repeat(draw, n), np.repeat(day, n)
+        stay = stays(len(draw))
+        since = horizon[None, :] - (day[:, None] + 0.5)
+        present = (since >= 0) & (stay[:, None] > since)
+        rows, cols = np.nonzero(present)
+        occupancy += np.bincount(draw[rows] * days + cols, minlength=simulations * days).reshape(
+            simulations, days
+        )
+    return float((occupancy > capacity).any(axis=1).mean())
 
 
 def occupants_from_census(bundle: Mapping[str, Any]) -> list[Occupant]:

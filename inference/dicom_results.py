@@ -1,0 +1,232 @@
+"""Results back to the PACS: a DICOM Segmentation (lung, lesion) and a TID 1500 measurement SR.
+
+Built with highdicom from the headers of the quantified series (in volume order), the boolean
+masks and the biomarkers. Anatomy and findings are SNOMED CT codes, units UCUM. The lesion
+percentages have no standard code: they carry local codes (coding scheme ``99CTRIAGE``, the
+``99`` prefix that DICOM reserves for private schemes), defined once below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from inference.biomarkers import threshold_masks
+from inference.exceptions import InvalidVolume
+from inference.volume import CtVolume
+
+MANUFACTURER = "ctriage"
+LOCAL_SCHEME = "99CTRIAGE"
+SEG_SERIES_NUMBER = 901
+SR_SERIES_NUMBER = 902
+
+LUNG = hd.sr.CodedConcept("39607008", "SCT", "Lung")
+LESION = hd.sr.CodedConcept("52988006", "SCT", "Lesion")
+ANATOMICAL_STRUCTURE = hd.sr.CodedConcept("123037004", "SCT", "Anatomical Structure")
+ALTERED_STRUCTURE = hd.sr.CodedConcept("49755003", "SCT", "Morphologically Altered Structure")
+VOLUME = hd.sr.CodedConcept("118565006", "SCT", "Volume")
+CT_CHEST = hd.sr.CodedConcept("24627-2", "LN", "CT Chest")
+ML = hd.sr.CodedConcept("mL", "UCUM", "milliliter")
+PERCENT = hd.sr.CodedConcept("%", "UCUM", "percent")
+#: biomarker name -> local code of "percent of lung volume" measures
+PERCENT_CODES = {
+    "lesion_percent": hd.sr.CodedConcept("LESION-PCT", LOCAL_SCHEME, "Lesion percent of lung"),
+    "ggo_percent": hd.sr.CodedConcept("GGO-PCT", LOCAL_SCHEME, "Ground-glass percent of lung"),
+    "consolidation_percent": hd.sr.CodedConcept(
+        "CONS-PCT", LOCAL_SCHEME, "Consolidation percent of lung"
+    ),
+    "well_aerated_percent": hd.sr.CodedConcept(
+        "AERATED-PCT", LOCAL_SCHEME, "Well-aerated percent of lung"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResultObjects:
+    """The two objects to store in the study."""
+
+    segmentation: hd.seg.Segmentation
+    report: hd.sr.Comprehensive3DSR
+
+
+#: Type 2 attributes (present, possibly empty) that the result objects copy from the source
+#: images; scanners fill them, a minimal or anonymised source may lack them.
+_COPIED_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+
+
+def source_headers(files: Sequence[Path]) -> list[Dataset]:
+    """Headers (no pixels) of the quantified slices, in volume order, type 2 fields present."""
+    headers: list[Dataset] = []
+    for file in files:
+        ds = dcmread(file, stop_before_pixels=True)
+        for keyword in _COPIED_TYPE2:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+        headers.append(ds)
+    return headers
+
+
+def build_results(
+    sources: Sequence[Dataset],
+    lung: np.ndarray,
+    lesion: np.ndarray,
+    biomarkers: dict[str, float],
+    algorithm: str,
+    algorithm_version: str,
+    uid_seed: str | None = None,
+) -> ResultObjects:
+    """Segmentation of ``lung`` and ``lesion`` (z, y, x booleans over ``sources``) and the SR.
+
+    With ``uid_seed`` every UID is derived from it, so storing the results of the same study and
+    algorithm version twice (an at-least-once redelivery) replaces them instead of adding copies.
+    """
+    uid = _uids(uid_seed)
+    if lung.shape != lesion.shape or lung.shape[0] != len(sources):
+        raise InvalidVolume(
+            f"masks {lung.shape}/{lesion.shape} do not match {len(sources)} source images"
+        )
+    algorithm_id = hd.AlgorithmIdentificationSequence(
+        name=algorithm, version=algorithm_version, family=codes.cid7162.ArtificialIntelligence
+    )
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=label,
+            segmented_property_category=category,
+            segmented_property_type=kind,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm_id,
+        )
+        for number, label, category, kind in (
+            (1, "Lung", ANATOMICAL_STRUCTURE, LUNG),
+            (2, "Lesion", ALTERED_STRUCTURE, LESION),
+        )
+    ]
+    segmentation = hd.seg.Segmentation(
+        source_images=list(sources),
+        pixel_array=np.stack([lung, lesion], axis=-1).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments,
+        series_instance_uid=uid("seg-series"),
+        series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=uid("seg-instance"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=algorithm,
+        software_versions=algorithm_version,
+        device_serial_number="0",
+        series_description="ctriage lung and lesion masks",
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    report = _report(sources, segmentation, biomarkers, algorithm, algorithm_version, uid)
+    return ResultObjects(segmentation=segmentation, report=report)
+
+
+def _report(
+    sources: Sequence[Dataset],
+    segmentation: hd.seg.Segmentation,
+    biomarkers: dict[str, float],
+    algorithm: str,
+    algorithm_version: str,
+    uid: Callable[[str], hd.UID],
+) -> hd.sr.Comprehensive3DSR:
+    algorithm_id = hd.sr.AlgorithmIdentification(name=algorithm, version=algorithm_version)
+    source_series = hd.sr.SourceSeriesForSegmentation(str(sources[0].SeriesInstanceUID))
+
+    def group(number: int, finding: hd.sr.CodedConcept, measures: list[hd.sr.Measurement]):  # noqa: ANN202
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=uid(f"tracking-{number}"), identifier=f"{finding.meaning} (segment {number})"
+            ),
+            referenced_segment=hd.sr.ReferencedSegment(
+                sop_class_uid=segmentation.SOPClassUID,
+                sop_instance_uid=segmentation.SOPInstanceUID,
+                segment_number=number,
+                source_series=source_series,
+            ),
+            finding_type=finding,
+            algorithm_id=algorithm_id,
+            measurements=measures,
+        )
+
+    def measure(name: hd.sr.CodedConcept, value: float, unit: hd.sr.CodedConcept):  # noqa: ANN202
+        return hd.sr.Measurement(
+            name=name, value=float(value), unit=unit, algorithm_id=algorithm_id
+        )
+
+    lung = [measure(VOLUME, biomarkers["lung_volume_ml"], ML)]
+    lesion = [measure(VOLUME, biomarkers["lesion_volume_ml"], ML)] + [
+        measure(code, biomarkers[name], PERCENT) for name, code in PERCENT_CODES.items()
+    ]
+    observation = hd.sr.ObservationContext(
+        observer_person_context=None,
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=uid("device"), name=algorithm, manufacturer_name=MANUFACTURER
+            ),
+        ),
+    )
+    content = hd.sr.MeasurementReport(
+        observation_context=observation,
+        procedure_reported=CT_CHEST,
+        imaging_measurements=[group(1, LUNG, lung), group(2, LESION, lesion)],
+        title=codes.cid7021.ImagingMeasurementReport,
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=[*sources, segmentation],
+        content=content[0],
+        series_instance_uid=uid("sr-series"),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=uid("sr-instance"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        series_description="ctriage lung lesion measurements",
+        is_complete=True,
+    )
+
+
+def _uids(seed: str | None) -> Callable[[str], hd.UID]:
+    """UID factory: random UIDs, or UIDs derived from ``seed`` and the object's role."""
+
+    def uid(role: str) -> hd.UID:
+        if seed is None:
+            return hd.UID()
+        return hd.UID(generate_uid(entropy_srcs=[seed, role]))
+
+    return uid
+
+
+def results_for_volume(
+    volume: CtVolume, biomarkers: dict[str, float], algorithm: str, algorithm_version: str
+) -> list[Dataset]:
+    """SEG + SR of a quantified volume, ready to store in its study (deterministic UIDs)."""
+    lung, lesion = threshold_masks(volume.hu, volume.spacing_mm)
+    results = build_results(
+        source_headers(volume.source_files),
+        lung,
+        lesion,
+        biomarkers,
+        algorithm,
+        algorithm_version,
+        uid_seed=f"{volume.series_uid}/{algorithm}/{algorithm_version}",
+    )
+    return [results.segmentation, results.report]

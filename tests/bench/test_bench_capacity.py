@@ -1,0 +1,121 @@
+"""Capacity forecasts: recompute time for 50 hospitals (SYNTHETIC censuses) and the backtests on
+the REAL Italian DPC series (national and the 21 regions).
+
+    CTRIAGE_TEST_PORT_OFFSET=300 .venv/bin/pytest -m bench -s tests/bench/test_bench_capacity.py
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from streams.agents.capacity import forecast_from_census
+from triage.capacity import backtest as bt
+from triage.capacity import dpc
+
+pytestmark = pytest.mark.bench
+
+DPC = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "capacity" / "italy-dpc"
+NOW = datetime(2024, 1, 15, 8, tzinfo=UTC)
+
+
+def synthetic_census(rng: np.random.Generator) -> dict[str, object]:
+    """SYNTHETIC: ~20 occupants, ~10 scored patients, two weeks of admissions."""
+    occupants = {
+        f"o{i}": (NOW - timedelta(days=float(rng.uniform(0, 20)))).isoformat()
+        for i in range(int(rng.integers(10, 30)))
+    }
+    pipeline = {
+        f"p{i}": [float(rng.uniform(0, 0.8)),
+                  (NOW - timedelta(hours=float(rng.uniform(0, 72)))).isoformat()]
+        for i in range(int(rng.integers(0, 20)))
+    }  # fmt: skip
+    admissions = {
+        (NOW - timedelta(days=k)).date().isoformat(): int(rng.poisson(3)) for k in range(1, 29)
+    }
+    return {"occupants": occupants, "pipeline": pipeline, "admissions": admissions,
+            "clock": NOW.isoformat()}  # fmt: skip
+
+
+def test_bench_recompute_50_hospitals(record_result) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    censuses = [synthetic_census(rng) for _ in range(50)]
+    numbers: dict[str, object] = {"data": "SYNTHETIC censuses", "hospitals": 50}
+    for days in (7, 14):
+        forecast_from_census("warm-up", censuses[0], 24, days=days)
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            for i, census in enumerate(censuses):
+                forecast_from_census(f"h{i}", census, 24, days=days)
+            runs.append(time.perf_counter() - started)
+        numbers[f"all_50_hospitals_{days}d_s_median_of_3"] = round(sorted(runs)[1], 3)
+    record_result("capacity_recompute_50_hospitals", numbers)
+
+
+@pytest.mark.skipif(not DPC.is_dir(), reason="shared real data folder absent")
+def test_bench_backtest_italy(record_result) -> None:  # type: ignore[no-untyped-def]
+    regions = [dpc.ITALY, *sorted(r for r in dpc.POPULATION if r != dpc.ITALY)]
+    frames = []
+    timings: dict[str, float] = {}
+    for region in regions:
+        series = dpc.load(DPC, region)
+        started = time.perf_counter()
+        rows = bt.run_backtest(series, bt.default_models(dpc.POPULATION[region]), 14, 7)
+        timings[region] = round(time.perf_counter() - started, 2)
+        frames.append(pd.DataFrame(rows).assign(region=region))
+    table = pd.concat(frames)
+    national = table[table.region == dpc.ITALY]
+    regional = table[table.region != dpc.ITALY]
+    pooled = (
+        regional.assign(w=regional.n)
+        .groupby(["model", "horizon_days"])
+        .apply(
+            lambda g: pd.Series(
+                {
+                    "mae": np.average(g.mae, weights=g.w),
+                    "mape": np.average(g.mape.fillna(0), weights=g.w),
+                    "coverage80": np.average(g.coverage80.fillna(np.nan), weights=g.w)
+                    if g.coverage80.notna().all()
+                    else None,
+                    "coverage95": np.average(g.coverage95, weights=g.w)
+                    if g.coverage95.notna().all()
+                    else None,
+                }
+            ),
+            include_groups=False,
+        )
+        .reset_index()
+    )
+    wins = {
+        "national_h_where_ctriage_best_mae": int(
+            sum(
+                national[national.horizon_days == h].set_index("model").mae.idxmin() == "ctriage"
+                for h in range(1, 15)
+            )
+        ),
+        "regions_x_h_where_ctriage_best_mae": int(
+            sum(
+                g.set_index("model").mae.idxmin() == "ctriage"
+                for _, g in regional.groupby(["region", "horizon_days"])
+            )
+        ),
+        "regions_x_h_total": 14 * (len(regions) - 1),
+    }
+    record_result(
+        "capacity_backtest_italy",
+        {
+            "data": "REAL: Italian Civil Protection (pcm-dpc/COVID-19), ICU occupancy, "
+            "2020-02-24..2025-01-08, origins every 7 days",
+            "runtime_s": {"national": timings[dpc.ITALY], "all_21_regions": round(
+                sum(v for k, v in timings.items() if k != dpc.ITALY), 2)},
+            **wins,
+            "national": national.drop(columns="region").to_dict(orient="records"),
+            "regions_pooled": pooled.to_dict(orient="records"),
+        },
+    )  # fmt: skip

@@ -1,0 +1,73 @@
+"""The sandboxed reader: same volume as in process; a crash, a memory blow-up or a hang in the
+child costs one study (typed rejection) and the next study is read by a fresh child."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dicom_factory import write_ct_series
+
+from inference.exceptions import SeriesRejected, SeriesRejectionReason
+from inference.sandbox import SandboxedReader
+from inference.volume import load_series
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("series")
+    write_ct_series(folder, 12)
+    return folder
+
+
+@pytest.fixture
+def reader():
+    sandbox = SandboxedReader(memory_limit_mb=1024, timeout_s=60)
+    yield sandbox
+    sandbox.close()
+
+
+def test_child_reads_the_same_volume(reader: SandboxedReader, series: Path) -> None:
+    here = load_series(series)
+    there = reader.load_series(series)
+    assert np.array_equal(here.hu, there.hu)
+    assert there.spacing_mm == here.spacing_mm
+
+
+def test_typed_rejections_still_come_back(reader: SandboxedReader, tmp_path: Path) -> None:
+    (tmp_path / "x.dcm").write_bytes(b"not dicom at all")
+    with pytest.raises(SeriesRejected) as info:
+        reader.load_series(tmp_path)
+    assert info.value.reason == SeriesRejectionReason.NOT_DICOM
+
+
+def test_a_crashing_decoder_costs_one_study(reader: SandboxedReader, series: Path) -> None:
+    with pytest.raises(SeriesRejected) as info:
+        reader.run(os.abort)
+    assert info.value.reason == SeriesRejectionReason.READER_CRASHED
+    assert reader.load_series(series).hu.shape == (12, 32, 32)
+
+
+def test_memory_blow_up_is_refused(reader: SandboxedReader, series: Path) -> None:
+    with pytest.raises(SeriesRejected) as info:
+        reader.run(np.ones, (2**28,))  # 2 GiB of float64, over the 1 GiB limit
+    assert info.value.reason == SeriesRejectionReason.RESOURCE_LIMIT
+    assert reader.load_series(series).hu.shape == (12, 32, 32)
+
+
+def test_a_hung_reader_is_stopped(series: Path) -> None:
+    sandbox = SandboxedReader(memory_limit_mb=1024, timeout_s=1.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(SeriesRejected) as info:
+            sandbox.run(time.sleep, 30)
+        assert info.value.reason == SeriesRejectionReason.READER_TIMEOUT
+        assert time.monotonic() - started < 20
+        assert sandbox.load_series(series).hu.shape == (12, 32, 32)
+    finally:
+        sandbox.close()

@@ -1,0 +1,227 @@
+"""Rolling-origin backtest of ICU occupancy forecasts against baselines, on daily series.
+
+At every origin ``T`` each model sees only days ``<= T`` and forecasts days ``T+1..T+H``. Scored
+origins are every ``step_days`` after a warm-up; every model is scored on the same (origin,
+horizon) pairs, those whose observed occupancy is known (gaps are never scored). MAPE skips
+observed zeros.
+
+Prediction intervals (every model but CHIME, which has none): split-conformal on the log scale.
+The point forecasts of the ``calibration_days`` origins before ``T - h`` (whose outcomes are known
+at ``T``) give log errors ``log1p(y) - log1p(forecast)``; their 2.5/10/90/97.5% quantiles shift
+the forecast (quantile levels widened by the finite-sample factor ``(n + 1) / n``). Nothing
+after ``T`` is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from triage.capacity.chime import chime_forecast
+from triage.capacity.series import DailySeries, flow_forecast
+
+logger = logging.getLogger(__name__)
+
+Forecaster = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+LEVELS = (0.025, 0.1, 0.9, 0.975)
+WARMUP_DAYS = 28
+CALIBRATION_DAYS = 90
+MIN_CALIBRATION = 30
+
+
+def persistence(occupancy: np.ndarray, _admissions: np.ndarray, horizon: int) -> np.ndarray:
+    """Tomorrow and every later day as today."""
+    return np.full(horizon, float(occupancy[-1]))
+
+
+def seasonal_naive(occupancy: np.ndarray, _admissions: np.ndarray, horizon: int) -> np.ndarray:
+    """Day ``T+h`` as the same weekday of the last observed week."""
+    week = occupancy[-7:]
+    return np.array([float(week[(h - 1) % 7]) for h in range(1, horizon + 1)])
+
+
+def linear_trend(occupancy: np.ndarray, _admissions: np.ndarray, horizon: int) -> np.ndarray:
+    """Least-squares line through the last 14 days, extended (floored at 0)."""
+    recent = occupancy[-14:]
+    t = np.arange(recent.size, dtype=float)
+    slope, intercept = np.polyfit(t, recent, 1)
+    future = t[-1] + np.arange(1, horizon + 1)
+    return np.asarray(np.maximum(0.0, intercept + slope * future))
+
+
+def ctriage_flow(occupancy: np.ndarray, admissions: np.ndarray, horizon: int) -> np.ndarray:
+    """Ours: survivors of today's census plus forecast admissions (``flow_forecast``)."""
+    return flow_forecast(occupancy, admissions, horizon)
+
+
+def chime_for(population: float) -> Forecaster:
+    """CHIME fitted before each origin, for a region of ``population`` people."""
+
+    def forecast(occupancy: np.ndarray, admissions: np.ndarray, horizon: int) -> np.ndarray:
+        return chime_forecast(occupancy, admissions, population, horizon)
+
+    return forecast
+
+
+def default_models(population: float | None) -> dict[str, Forecaster]:
+    """Ours and the baselines; CHIME only where the population is known."""
+    models: dict[str, Forecaster] = {
+        "ctriage": ctriage_flow,
+        "persistence": persistence,
+        "seasonal_naive": seasonal_naive,
+        "linear_trend": linear_trend,
+    }
+    if population:
+        models["chime"] = chime_for(population)
+    return models
+
+
+#: Models whose forecasts get no interval (CHIME publishes none).
+NO_INTERVALS = frozenset({"chime"})
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Forecasts of one model at the scored origins: ``point`` and ``bands`` [origin, h, level]."""
+
+    point: np.ndarray
+    bands: np.ndarray | None
+
+
+def point_forecasts(
+    series: DailySeries, model: Forecaster, origins: Iterable[int], horizon: int
+) -> np.ndarray:
+    """Return [len(origins), horizon] point forecasts, each from the history up to its origin."""
+    occ, adm = series.model_occupancy, series.admissions
+    return np.array([model(occ[: t + 1], adm[: t + 1], horizon) for t in origins])
+
+
+def conformal_bands(
+    series: DailySeries, all_points: np.ndarray, first_origin: int, scored: np.ndarray
+) -> np.ndarray:
+    """Intervals at ``scored`` origins from ``all_points`` (forecasts at every origin)."""
+    horizon = all_points.shape[1]
+    y = series.occupancy
+    n = y.size
+    log_err = np.full(all_points.shape, np.nan)
+    for h in range(1, horizon + 1):
+        t = np.arange(first_origin, first_origin + all_points.shape[0])
+        target = t + h
+        ok = target < n
+        log_err[ok, h - 1] = np.log1p(y[target[ok]]) - np.log1p(all_points[ok, h - 1])
+    bands = np.full((scored.size, horizon, len(LEVELS)), np.nan)
+    for i, origin in enumerate(scored):
+        row = origin - first_origin
+        for h in range(1, horizon + 1):
+            # Errors known at the origin: forecasts made at t with t + h <= origin.
+            hi = row - h + 1
+            errs = log_err[max(0, hi - CALIBRATION_DAYS) : max(0, hi), h - 1]
+            errs = errs[~np.isnan(errs)]
+            if errs.size < MIN_CALIBRATION:
+                continue
+            shift = np.quantile(errs, conformal_levels(errs.size))
+            bands[i, h - 1] = np.maximum(0.0, np.expm1(np.log1p(all_points[row, h - 1]) + shift))
+    return bands
+
+
+def conformal_levels(n: int) -> list[float]:
+    """``LEVELS`` widened by the finite-sample correction of split-conformal prediction."""
+    grow = (n + 1) / n
+    return [min(1.0, q * grow) if q > 0.5 else max(0.0, 1.0 - (1.0 - q) * grow) for q in LEVELS]
+
+
+def run_backtest(
+    series: DailySeries,
+    models: dict[str, Forecaster],
+    horizon: int = 14,
+    step_days: int = 7,
+    start: str | None = None,
+    end: str | None = None,
+) -> list[dict[str, object]]:
+    """Score every model at every horizon; one dict per model and horizon (see module doc)."""
+    n = series.dates.size
+    first = WARMUP_DAYS
+    last = n - 2
+    scored_from = first + CALIBRATION_DAYS + horizon
+    if start:
+        scored_from = max(scored_from, int(series.dates.searchsorted(np.datetime64(start))))
+    if end:
+        last = min(last, int(series.dates.searchsorted(np.datetime64(end), side="right")) - 1)
+    scored = np.arange(scored_from, last + 1, step_days)
+    y = series.occupancy
+    results: list[dict[str, object]] = []
+    for name, model in models.items():
+        if name in NO_INTERVALS:
+            points = point_forecasts(series, model, scored, horizon)
+            bands = None
+        else:
+            calib_from = max(first, scored_from - CALIBRATION_DAYS - horizon)
+            every = point_forecasts(series, model, range(calib_from, last + 1), horizon)
+            points = every[scored - calib_from]
+            bands = conformal_bands(series, every, calib_from, scored)
+        results.extend(_score(name, y, scored, points, bands))
+        logger.info("backtest %s: %s scored at %d origins", series.name, name, scored.size)
+    return results
+
+
+def _score(
+    name: str, y: np.ndarray, scored: np.ndarray, points: np.ndarray, bands: np.ndarray | None
+) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for h in range(1, points.shape[1] + 1):
+        target = scored + h
+        ok = target < y.size
+        actual = np.full(scored.size, np.nan)
+        actual[ok] = y[target[ok]]
+        known = ~np.isnan(actual)
+        err = np.abs(points[known, h - 1] - actual[known])
+        nonzero = actual[known] > 0
+        row: dict[str, object] = {
+            "model": name,
+            "horizon_days": h,
+            "n": int(known.sum()),
+            "mae": float(err.mean()) if err.size else None,
+            "mape": float((err[nonzero] / actual[known][nonzero]).mean() * 100.0)
+            if nonzero.any()
+            else None,
+            "coverage80": None,
+            "coverage95": None,
+        }
+        if bands is not None:
+            b = bands[known, h - 1]
+            a = actual[known]
+            has = ~np.isnan(b[:, 0])
+            if has.any():
+                row["coverage80"] = float(((a[has] >= b[has, 1]) & (a[has] <= b[has, 2])).mean())
+                row["coverage95"] = float(((a[has] >= b[has, 0]) & (a[has] <= b[has, 3])).mean())
+        rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class SeriesForecast:
+    """Our forecast from one origin: dates, expected and the 95/80/80/95% bounds per day."""
+
+    origin: np.datetime64
+    dates: list[np.datetime64]
+    expected: np.ndarray
+    bands: np.ndarray
+
+
+def forecast_at(series: DailySeries, origin: int, horizon: int = 14) -> SeriesForecast:
+    """Our forecast from ``origin`` (an index of the series) with conformal intervals."""
+    calib_from = max(WARMUP_DAYS, origin - CALIBRATION_DAYS - horizon)
+    every = point_forecasts(series, ctriage_flow, range(calib_from, origin + 1), horizon)
+    bands = conformal_bands(series, every, calib_from, np.array([origin]))[0]
+    start = series.dates[origin]
+    return SeriesForecast(
+        origin=np.datetime64(start.date()),
+        dates=[
+            np.datetime64((start + np.timedelta64(h, "D")).date()) for h in range(1, horizon + 1)
+        ],
+        expected=every[-1],
+        bands=bands,
+    )
