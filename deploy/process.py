@@ -34,7 +34,9 @@ from deploy.exceptions import (
 logger = logging.getLogger(__name__)
 
 _POLL_INTERVAL_S = 0.25
-_CREATE_TIME_TOLERANCE_S = 0.05
+# psutil adds the kernel's boot time, which some VMs report with a second of jitter between
+# reads; a recycled pid would also have to match the command-line markers.
+_CREATE_TIME_TOLERANCE_S = 2.0
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Quantify a CT volume on a Triton server over HTTP (binary tensors).
 
-``TritonQuantifier`` sends the int16 HU volume and its spacing to the ``lesion_threshold`` model
-and returns :class:`~inference.biomarkers.Biomarkers`. Every failure becomes one of the typed
+``TritonQuantifier`` sends the int16 HU volume and its spacing to a study model (by name:
+``lesion_threshold``, the default baseline, or ``lesion_unet``, the learned segmentation) and
+returns :class:`~inference.biomarkers.Biomarkers`; ``quantify_study`` also returns the regional
+biomarkers and masks of ``lesion_unet``. Every failure becomes one of the typed
 errors of :mod:`inference.exceptions` (raised ``from`` the original) with the model name, url
 and timeout in its message. It never waits forever: connecting and each network read are bounded.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
 
@@ -31,6 +34,7 @@ from inference.exceptions import (
     TritonTimeout,
     TritonUnavailable,
 )
+from inference.regional import RegionalBiomarkers
 from inference.volume import CtVolume
 
 logger = logging.getLogger(__name__)
@@ -40,6 +44,20 @@ DEFAULT_MODEL = "lesion_threshold"
 HU_INPUT = "HU"
 SPACING_INPUT = "SPACING_MM"
 MAX_CONNECTION_TIMEOUT_S = 10.0
+#: The learned study model (masks + regional biomarkers); ``DEFAULT_MODEL`` is the baseline.
+UNET_MODEL = "lesion_unet"
+SLICE_MODEL = "lesion_unet_onnx"
+MASK_OUTPUTS = ("CLASSES", "LUNG")
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What a study model returns: biomarkers and, when asked for, the (z, y, x) masks."""
+
+    biomarkers: Biomarkers
+    regional: RegionalBiomarkers
+    classes: np.ndarray | None = None  # uint8: 0 background, 1 ground glass, 2 consolidation
+    lung: np.ndarray | None = None  # bool
 
 
 def output_name(biomarker: str) -> str:
@@ -130,6 +148,36 @@ class TritonQuantifier:
         The array is not validated beyond its type: the model decides what it accepts, so a
         bad volume comes back as ``InferenceRejected``.
         """
+        values, _ = self._infer(hu, spacing_mm, Biomarkers.names(), ())
+        return Biomarkers(**values)
+
+    def quantify_study(
+        self, hu: np.ndarray, spacing_mm: tuple[float, float, float], masks: bool = False
+    ) -> StudyResult:
+        """Biomarkers, regional biomarkers and (``masks=True``) the masks from a study model.
+
+        Needs a model with the regional outputs (``lesion_unet``); the threshold model has only
+        the core biomarkers, and asking it for more is answered ``TritonServerError``.
+        """
+        arrays = MASK_OUTPUTS if masks else ()
+        names = Biomarkers.names() + RegionalBiomarkers.names()
+        values, tensors = self._infer(hu, spacing_mm, names, arrays)
+        core = {n: values[n] for n in Biomarkers.names()}
+        regional = {n: values[n] for n in RegionalBiomarkers.names()}
+        return StudyResult(
+            Biomarkers(**core),
+            RegionalBiomarkers(**regional),
+            tensors.get("CLASSES"),
+            tensors["LUNG"].astype(bool) if "LUNG" in tensors else None,
+        )
+
+    def _infer(
+        self,
+        hu: np.ndarray,
+        spacing_mm: tuple[float, float, float],
+        scalars: tuple[str, ...],
+        arrays: tuple[str, ...],
+    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         if not isinstance(hu, np.ndarray) or hu.dtype != np.int16:
             raise InvalidVolume(f"HU must be an int16 numpy array, got {getattr(hu, 'dtype', hu)}")
         spacing = np.asarray(spacing_mm, dtype=np.float32).reshape(-1)
@@ -137,22 +185,28 @@ class TritonQuantifier:
         hu_input.set_data_from_numpy(np.ascontiguousarray(hu), binary_data=True)
         spacing_input = httpclient.InferInput(SPACING_INPUT, list(spacing.shape), "FP32")
         spacing_input.set_data_from_numpy(spacing, binary_data=True)
-        names = Biomarkers.names()
-        outputs = [httpclient.InferRequestedOutput(output_name(n), binary_data=True) for n in names]
+        requested = [output_name(n) for n in scalars] + list(arrays)
+        outputs = [httpclient.InferRequestedOutput(n, binary_data=True) for n in requested]
         result = self._call(
             f"inference on a {hu.shape} volume",
             lambda c: c.infer(self.model_name, [hu_input, spacing_input], outputs=outputs),
         )
         values: dict[str, float] = {}
-        for name in names:
+        for name in scalars:
             array = result.as_numpy(output_name(name))
             if array is None or array.size != 1:
                 raise self._fail(TritonServerError, f"reply lacks a scalar {output_name(name)}")
             values[name] = float(array.reshape(-1)[0])
+        tensors: dict[str, np.ndarray] = {}
+        for name in arrays:
+            array = result.as_numpy(name)
+            if array is None or array.shape != hu.shape:
+                raise self._fail(TritonServerError, f"reply lacks a {hu.shape} {name}")
+            tensors[name] = array
         version = result.get_response().get("model_version")
         if version:
             self._served_version = str(version)
-        return Biomarkers(**values)
+        return values, tensors
 
     def model_version(self) -> str:
         """Version of the model that served the last request (asks the server before that)."""
@@ -191,3 +245,25 @@ class TritonQuantifier:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class TritonSlices(TritonQuantifier):
+    """The slice network on Triton (``lesion_unet_onnx``) as a ``segmentation.LogitsFn``."""
+
+    def __init__(self, url: str, model_name: str = SLICE_MODEL, timeout_s: float = 60.0) -> None:
+        super().__init__(url, model_name=model_name, timeout_s=timeout_s)
+
+    def __call__(self, slices: np.ndarray) -> np.ndarray:
+        """Logits (n, 2, s, s) of (n, 1, s, s) float32 network inputs."""
+        batch = np.ascontiguousarray(slices, dtype=np.float32)
+        tensor = httpclient.InferInput("SLICES", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch, binary_data=True)
+        wanted = [httpclient.InferRequestedOutput("LOGITS", binary_data=True)]
+        result = self._call(
+            f"inference on {len(batch)} slices",
+            lambda c: c.infer(self.model_name, [tensor], outputs=wanted),
+        )
+        logits = result.as_numpy("LOGITS")
+        if logits is None or logits.shape[0] != batch.shape[0]:
+            raise self._fail(TritonServerError, "reply lacks LOGITS for every slice")
+        return np.asarray(logits)

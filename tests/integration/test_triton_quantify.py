@@ -129,7 +129,17 @@ def test_cli_quantifies_on_triton(
     out = tmp_path / "p001.json"
     series = shared_data / "dicom" / "covid-ct-md" / "P001"
     result = CliRunner().invoke(
-        root, ["quantify", str(series), "--url", triton_server.http_url, "--out", str(out)]
+        root,
+        [
+            "quantify",
+            str(series),
+            "--model",
+            "lesion_threshold",
+            "--url",
+            triton_server.http_url,
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     written = json.loads(out.read_text())

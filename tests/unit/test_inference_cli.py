@@ -64,7 +64,16 @@ def test_local_quantify_writes_json(root: typer.Typer, tmp_path: Path) -> None:
     write_phantom_series(phantom, tmp_path / "series")
     out = tmp_path / "out" / "result.json"
     result = CliRunner().invoke(
-        root, ["quantify", str(tmp_path / "series"), "--local", "--out", str(out)]
+        root,
+        [
+            "quantify",
+            str(tmp_path / "series"),
+            "--local",
+            "--model",
+            "lesion_threshold",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "lesion_percent" in result.output

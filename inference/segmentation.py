@@ -1,0 +1,211 @@
+"""Learned lesion segmentation (compact 2-D U-Net, ONNX on onnxruntime) of slices and volumes.
+
+Input mapping, the same in training and at run time (see the model card):
+
+- 8-bit lung-windowed images (PNG/JPG, the training and test slices): ``value / 255``.
+- HU volumes: the lung window, level ``WINDOW_HU`` -> [0, 1] linearly, clipped:
+  ``(HU + 1350) / 1500``. An 8-bit image is taken to use the same window, so its
+  approximate HU (for the ground-glass / consolidation split) is ``value / 255 * 1500 - 1350``.
+
+Each slice is resized to ``INPUT_SIZE`` squared (bilinear), the network returns lesion and lung
+logits, which are resized back (bilinear on logits) and thresholded at 0. Lesion voxels are
+split into ground glass (< -300 HU) and consolidation (>= -300 HU) by density, the definition
+of :mod:`inference.biomarkers`, rather than by a learned class: only 50 real slices carry class
+labels and they are the held-out test set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from inference.biomarkers import (
+    CONSOLIDATION_HU,
+    GGO_HU,
+    WELL_AERATED_HU,
+    Biomarkers,
+    check_volume,
+)
+from inference.exceptions import InvalidVolume
+from inference.lungmask import close_and_fill, lung_mask
+from inference.regional import RegionalBiomarkers, regional_biomarkers
+
+logger = logging.getLogger(__name__)
+
+INPUT_SIZE = 256
+WINDOW_HU = (-1350.0, 150.0)  # level -600, width 1500
+MODEL_PATH = Path(__file__).parent / "model_repository" / "lesion_unet_onnx" / "1" / "model.onnx"
+BATCH_SLICES = 16
+GGO_BELOW_HU = GGO_HU[1]  # -300
+
+#: (n, 1, s, s) float32 -> (n, 2, s, s) float32 logits; onnxruntime locally, Triton remotely.
+LogitsFn = Callable[[np.ndarray], np.ndarray]
+
+
+def hu_to_unit(hu: np.ndarray) -> np.ndarray:
+    """HU -> network input scale [0, 1] through the lung window."""
+    low, high = WINDOW_HU
+    return np.clip((hu.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+
+
+def unit_to_hu(unit: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hu_to_unit` inside the window (for 8-bit images: approximate HU)."""
+    low, high = WINDOW_HU
+    return unit.astype(np.float32) * (high - low) + low
+
+
+def _down2(stack: np.ndarray) -> np.ndarray:
+    """Halve (y, x) by 2x2 means: what bilinear zoom by 0.5 with grid_mode computes, faster."""
+    n, h, w = stack.shape
+    blocks = stack.astype(np.float32, copy=False).reshape(n, h // 2, 2, w // 2, 2)
+    return np.asarray(blocks.mean(axis=(2, 4), dtype=np.float32))
+
+
+def _up2(stack: np.ndarray) -> np.ndarray:
+    """Double (y, x): bilinear zoom by 2 with grid_mode and edge clamping, vectorised."""
+    for axis in (1, 2):
+        size = stack.shape[axis]
+        before = np.take(stack, np.r_[0, np.arange(size - 1)], axis=axis)
+        after = np.take(stack, np.r_[np.arange(1, size), size - 1], axis=axis)
+        even, odd = 0.75 * stack + 0.25 * before, 0.75 * stack + 0.25 * after
+        stack = np.stack([even, odd], axis=axis + 1).reshape(
+            *stack.shape[:axis], 2 * size, *stack.shape[axis + 1 :]
+        )
+    return stack.astype(np.float32, copy=False)
+
+
+def _resize(stack: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+    """Resize (n, y, x) to ``shape``; exact factors of 2 take the fast equivalent paths."""
+    h, w = stack.shape[1], stack.shape[2]
+    if (h, w) == shape:
+        return stack.astype(np.float32, copy=False)
+    if order == 1 and (h, w) == (2 * shape[0], 2 * shape[1]):
+        return _down2(stack)
+    if order == 1 and (2 * h, 2 * w) == shape:
+        return _up2(stack.astype(np.float32, copy=False))
+    factors = (1.0, shape[0] / h, shape[1] / w)
+    return ndimage.zoom(stack.astype(np.float32, copy=False), factors, order=order, grid_mode=True,
+                        mode="nearest")  # fmt: skip
+
+
+def network_input(unit: np.ndarray) -> np.ndarray:
+    """(n, h, w) slices in [0, 1] -> (n, 1, INPUT_SIZE, INPUT_SIZE) float32."""
+    return _resize(unit, (INPUT_SIZE, INPUT_SIZE), order=1)[:, None]
+
+
+class OnnxSegmenter:
+    """The ONNX network on onnxruntime (CPU), as a :data:`LogitsFn`."""
+
+    def __init__(self, model_path: Path = MODEL_PATH, threads: int = 0) -> None:
+        import onnxruntime as ort  # imported here: only segmentation needs it
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            str(model_path), options, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, slices: np.ndarray) -> np.ndarray:
+        """Logits (n, 2, s, s) of network inputs (n, 1, s, s)."""
+        return np.asarray(self.session.run(["LOGITS"], {"SLICES": slices})[0])
+
+
+def segment_slices(unit: np.ndarray, logits_fn: LogitsFn) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean (lesion, lung) masks at the slices' own size for (n, h, w) inputs in [0, 1]."""
+    if unit.ndim != 3 or min(unit.shape) < 1:
+        raise InvalidVolume(f"expected (n, h, w) slices, got shape {unit.shape}")
+    lesion = np.zeros(unit.shape, dtype=bool)
+    lung = np.zeros(unit.shape, dtype=bool)
+    for start in range(0, unit.shape[0], BATCH_SLICES):
+        chunk = unit[start : start + BATCH_SLICES]
+        logits = logits_fn(network_input(chunk))
+        size = (unit.shape[1], unit.shape[2])
+        back = _resize(logits.reshape(-1, INPUT_SIZE, INPUT_SIZE), size, order=1)
+        back = back.reshape(len(chunk), 2, *unit.shape[1:])
+        lesion[start : start + len(chunk)] = back[:, 0] > 0
+        lung[start : start + len(chunk)] = back[:, 1] > 0
+    return lesion, lung
+
+
+def lesion_classes(lesion: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """uint8 classes: 0 background, 1 ground glass (< -300 HU), 2 consolidation."""
+    classes = np.zeros(lesion.shape, dtype=np.uint8)
+    classes[lesion & (hu < GGO_BELOW_HU)] = 1
+    classes[lesion & (hu >= GGO_BELOW_HU)] = 2
+    return classes
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Masks of a volume or a stack of slices, and what was measured on them."""
+
+    lung: np.ndarray  # bool (z, y, x)
+    classes: np.ndarray  # uint8 (z, y, x): 0 background, 1 ground glass, 2 consolidation
+    biomarkers: Biomarkers
+    regional: RegionalBiomarkers
+
+    @property
+    def lesion(self) -> np.ndarray:
+        """Boolean lesion mask (ground glass or consolidation)."""
+        return self.classes > 0
+
+
+def measure(
+    hu: np.ndarray, spacing_mm: tuple[float, float, float], lung: np.ndarray, lesion: np.ndarray
+) -> Segmentation:
+    """Biomarkers of given lung and lesion masks (lesion is clipped to the lung)."""
+    lesion = lesion & lung
+    classes = lesion_classes(lesion, hu)
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    total = int(lung.sum())
+
+    def pct(count: int) -> float:
+        return 100.0 * count / total if total else 0.0
+
+    lung_hu = hu[lung]
+    ggo, consolidation = int((classes == 1).sum()), int((classes == 2).sum())
+    aerated = int(((lung_hu >= WELL_AERATED_HU[0]) & (lung_hu < WELL_AERATED_HU[1])).sum())
+    biomarkers = Biomarkers(
+        lung_volume_ml=total * voxel_ml,
+        lesion_volume_ml=(ggo + consolidation) * voxel_ml,
+        lesion_percent=pct(ggo + consolidation),
+        ggo_percent=pct(ggo),
+        consolidation_percent=pct(consolidation),
+        well_aerated_percent=pct(aerated),
+    )
+    regional = regional_biomarkers(hu, spacing_mm, lung, lesion)
+    return Segmentation(lung, classes, biomarkers, regional)
+
+
+def segment_volume(
+    hu: np.ndarray, spacing_mm: tuple[float, float, float], logits_fn: LogitsFn
+) -> Segmentation:
+    """Segment a (z, y, x) HU volume: classical lung mask, learned lesions inside it.
+
+    The lung mask is :func:`inference.lungmask.lung_mask` (HU threshold) closed and filled so
+    that dense lesions at the pleura count as lung; the network's lesions outside it are
+    dropped. Denser-than-consolidation voxels (> +100 HU: bone, contrast) are never lesion.
+    """
+    spacing = check_volume(hu, spacing_mm)
+    lung = lung_mask(hu, spacing)
+    if lung.any():
+        lung = close_and_fill(lung, max(1, round(3.0 / min(spacing[1:]))))
+    lesion, _ = segment_slices(hu_to_unit(hu), logits_fn)
+    lesion &= hu <= CONSOLIDATION_HU[1]
+    return measure(hu, spacing, lung, lesion)
+
+
+def segment_images(unit: np.ndarray, logits_fn: LogitsFn) -> Segmentation:
+    """Segment 8-bit-derived 2-D slices (n, h, w) in [0, 1]; lung mask learned.
+
+    Volumes are per slice at a nominal 1 x 1 x 1 mm voxel (the pixel size of an image file is
+    unknown), so the mL values are pixel counts / 1000: read the percentages.
+    """
+    lesion, lung = segment_slices(unit, logits_fn)
+    return measure(unit_to_hu(unit), (1.0, 1.0, 1.0), lung, lesion)

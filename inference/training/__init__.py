@@ -1,0 +1,1 @@
+"""Training of the lesion segmentation model (``train`` extra: torch; not used at run time)."""

@@ -1,0 +1,141 @@
+"""Learned lesion segmentation: preprocessing, regional biomarkers, the committed ONNX model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from inference.cli import app as quantify_app
+from inference.regional import RegionalBiomarkers, regional_biomarkers, zone_score
+from inference.segmentation import (
+    INPUT_SIZE,
+    MODEL_PATH,
+    OnnxSegmenter,
+    hu_to_unit,
+    lesion_classes,
+    segment_images,
+    segment_slices,
+    unit_to_hu,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def read(path: Path, size: int | None = None) -> np.ndarray:
+    with Image.open(path) as image:
+        gray = image.convert("L")
+        return np.asarray(gray.resize((size, size)) if size else gray)
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> OnnxSegmenter:
+    return OnnxSegmenter(MODEL_PATH, threads=1)
+
+
+def test_window_round_trip() -> None:
+    hu = np.array([-2000, -1350, -600, -300, 150, 900], dtype=np.int16)
+    unit = hu_to_unit(hu)
+    assert unit.min() == 0.0 and unit.max() == 1.0
+    np.testing.assert_allclose(unit_to_hu(unit)[1:5], hu[1:5], atol=1e-3)
+
+
+def test_classes_split_by_density() -> None:
+    lesion = np.array([True, True, True, False])
+    hu = np.array([-600, -300, 40, -600])
+    assert lesion_classes(lesion, hu).tolist() == [1, 2, 2, 0]
+
+
+@pytest.mark.parametrize(
+    ("percent", "score"),
+    [(0, 0), (0.4, 0), (0.5, 1), (5, 2), (24.9, 2), (25, 3), (60, 4), (100, 5)],
+)
+def test_zone_score(percent: float, score: int) -> None:
+    assert zone_score(percent) == score
+
+
+def test_regional_biomarkers_of_known_masks() -> None:
+    lung = np.zeros((30, 64, 64), dtype=bool)
+    lung[:, 8:56, 4:28] = True  # right lung (image left)
+    lung[:, 8:56, 36:60] = True  # left lung
+    lesion = np.zeros_like(lung)
+    lesion[20:30, 8:56, 4:28] = True  # all of the right upper zone
+    lesion[0:2, 30:34, 40:44] = True  # a speck in the left lower zone (0.28 %)
+    hu = np.where(lesion, -500, -850).astype(np.int16)
+    hu[0:2, 30:34, 40:44] = 0
+    result = regional_biomarkers(hu, (2.0, 1.0, 1.0), lung, lesion)
+    assert result.right_upper_zone_percent == pytest.approx(100.0)
+    assert result.right_middle_zone_percent == 0.0
+    assert 0 < result.left_lower_zone_percent < 5
+    assert result.ct_severity_score == 5  # the speck is below the 0.5 % floor
+    assert result.bilateral == 0.0
+    assert result.lesion_count == 1.0  # the speck (0.064 mL) is below 0.5 mL
+    assert result.lesion_hu_std > 0
+    assert 0 < result.peripheral_lesion_percent <= 100
+    assert regional_biomarkers(hu, (2.0, 1.0, 1.0), ~lung & lung, lesion) == RegionalBiomarkers()
+
+
+def test_segment_slices_maps_back_to_the_input_size() -> None:
+    def half_lesion(slices: np.ndarray) -> np.ndarray:
+        logits = -np.ones((len(slices), 2, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+        logits[:, 0, :, : INPUT_SIZE // 2] = 1.0
+        logits[:, 1] = 1.0
+        return logits
+
+    unit = np.full((3, 100, 60), 0.5, dtype=np.float32)
+    lesion, lung = segment_slices(unit, half_lesion)
+    assert lesion.shape == lung.shape == unit.shape
+    assert lung.all()
+    assert lesion[:, :, :28].all() and not lesion[:, :, 32:].any()
+    seg = segment_images(unit, half_lesion)
+    assert seg.biomarkers.lesion_percent == pytest.approx(50.0, abs=5)
+
+
+def test_onnx_model_is_small_and_finds_lesions_on_held_out_medseg(
+    segmenter: OnnxSegmenter, shared_data: Path
+) -> None:
+    """MedSeg slices were never used in training (see the model card)."""
+    assert MODEL_PATH.stat().st_size < 10 * 2**20
+    folder = shared_data / "ct-lesions" / "medseg-train" / "binary"
+    names = ["3", "10", "25", "40"]
+    images = np.stack([read(folder / "Imgs" / f"{n}.jpg", 256) for n in names]).astype(np.float32)
+    truth = np.stack([read(folder / "GT" / f"{n}.png", 256) for n in names]) > 127
+    lesion, lung = segment_slices(images / 255.0, segmenter)
+    dice = 2 * (lesion & truth).sum() / (lesion.sum() + truth.sum())
+    print(f"MedSeg 4-slice Dice {dice:.3f}")
+    assert dice > 0.4
+    assert lung.mean() > 0.2
+
+
+def test_quantify_images_writes_masks_of_the_input_size(shared_data: Path, tmp_path: Path) -> None:
+    source = shared_data / "ct-lesions" / "medseg-train" / "binary" / "Imgs"
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("3.jpg", "10.jpg"):
+        (images / name).write_bytes((source / name).read_bytes())
+    root = typer.Typer()
+    root.add_typer(quantify_app, name="quantify")
+
+    @root.command()
+    def other() -> None:
+        """A sibling command."""
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(root, ["quantify", str(images), "--local", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for stem in ("3", "10"):
+        shape = read(images / f"{stem}.jpg").shape
+        lesion = read(out / f"{stem}.lesion.png")
+        classes = read(out / f"{stem}.classes.png")
+        assert lesion.shape == classes.shape == shape
+        assert set(np.unique(lesion)) <= {0, 255}
+        assert set(np.unique(classes)) <= {0, 1, 2}
+        assert ((lesion > 0) == (classes > 0)).all()
+        written = json.loads((out / f"{stem}.json").read_text())
+        assert written["biomarkers"]["lesion_percent"] > 0
+        assert "ct_severity_score" in written["regional"]
