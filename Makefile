@@ -30,6 +30,11 @@ system-deps:
 	@[ -x /usr/sbin/Orthanc ] && [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || { \
 	  echo "installing Orthanc and its DICOMweb plugin (Debian packages)"; \
 	  apt-get update -qq && apt-get install -y -qq orthanc orthanc-dicomweb; }
+	@# PostgreSQL (the reporting store) and Prometheus (metrics, alert rules): our own instances
+	@# are started by the launchers in deploy/, never the packaged services.
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing PostgreSQL and Prometheus (Debian packages)"; \
+	  apt-get update -qq && apt-get install -y -qq postgresql prometheus; }
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: ctriage needs Python 3.11"; exit 1; }

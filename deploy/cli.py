@@ -1,4 +1,4 @@
-"""``ctriage services up|down|status``: the local Kafka broker and Triton server."""
+"""``ctriage services up|down|status``: local Kafka, Triton, PostgreSQL and Prometheus."""
 
 from __future__ import annotations
 
@@ -44,6 +44,10 @@ def services_from_settings(
         triton_http_port=settings.triton.http_port,
         triton_grpc_port=settings.triton.grpc_port,
         triton_metrics_port=settings.triton.metrics_port,
+        postgres_port=settings.store.local_port,
+        prometheus_port=settings.monitoring.prometheus_port,
+        prometheus_targets=[f"127.0.0.1:{settings.worker.metrics_port}"],
+        scrape_interval_s=settings.monitoring.scrape_interval_s,
     )
 
 

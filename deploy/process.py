@@ -150,9 +150,16 @@ def port_is_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
 
 
 def spawn_detached(
-    cmd: Sequence[str], log_path: Path, cwd: Path, env: dict[str, str] | None = None
+    cmd: Sequence[str],
+    log_path: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session (it outlives us), stdout and stderr appended to a log."""
+    """Start ``cmd`` in its own session (it outlives us), stdout and stderr appended to a log.
+
+    ``user``: run as this OS account (needs root; PostgreSQL refuses to run as root).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     logger.info("starting %s", " ".join(cmd))
     with log_path.open("ab") as log:
@@ -164,6 +171,8 @@ def spawn_detached(
             cwd=cwd,
             env=env,
             start_new_session=True,
+            user=user,
+            group=user,
         )
 
 
@@ -279,11 +288,16 @@ class LocalService:
     """
 
     service: str
+    run_dir: Path
     pid_file: PidFile
     _process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90) -> None:
         """Launch the service and wait until it is healthy."""
+        raise NotImplementedError
+
+    def is_healthy(self) -> bool:
+        """Tell whether the service answers its health check."""
         raise NotImplementedError
 
     @property

@@ -1,7 +1,8 @@
-"""Start, stop and inspect the local Kafka broker and Triton server together.
+"""Start, stop and inspect the local services together: Kafka, Triton, PostgreSQL, Prometheus.
 
-Each service keeps its files in its own folder under ``run_dir`` (``kafka/``, ``triton/``), so
-a later process (``ctriage services status|down``) finds them again through the pid files.
+Each service keeps its files in its own folder under ``run_dir`` (``kafka/``, ``triton/``,
+``postgres/``, ``prometheus/``), so a later process (``ctriage services status|down``) finds them
+again through the pid files. Orthanc (the PACS) is the hospital's, not ours: tests start it.
 """
 
 from __future__ import annotations
@@ -13,17 +14,21 @@ from enum import StrEnum
 from pathlib import Path
 
 from deploy.kafka import HOST, KafkaBroker
-from deploy.process import PidFile, port_is_open, rss_mb
+from deploy.postgres import PostgresServer
+from deploy.process import LocalService, port_is_open, rss_mb
+from deploy.prometheus import PrometheusServer
 from deploy.triton import TritonServer
 
 logger = logging.getLogger(__name__)
 
 
 class ServiceNameValues(StrEnum):
-    """The services this module manages."""
+    """The services this module manages, in start order."""
 
     KAFKA = "kafka"
     TRITON = "triton"
+    POSTGRES = "postgres"
+    PROMETHEUS = "prometheus"
 
 
 class ServiceStateValues(StrEnum):
@@ -48,7 +53,7 @@ class ServiceStatus:
 
 
 class LocalServices:
-    """The local Kafka broker and Triton server, configured by explicit arguments."""
+    """The local services, configured by explicit arguments."""
 
     def __init__(
         self,
@@ -65,6 +70,10 @@ class LocalServices:
         python_executable: Path | None = None,
         model_config_name: str | None = None,
         triton_extra_args: Sequence[str] = (),
+        postgres_port: int = 15432,
+        prometheus_port: int = 19090,
+        prometheus_targets: Sequence[str] = (),
+        scrape_interval_s: float = 5.0,
     ) -> None:
         self.kafka = KafkaBroker(
             run_dir / "kafka",
@@ -84,13 +93,20 @@ class LocalServices:
             model_config_name=model_config_name,
             extra_args=triton_extra_args,
         )
-
-    def _selected(self, names: Sequence[ServiceNameValues]) -> list[KafkaBroker | TritonServer]:
-        services: dict[ServiceNameValues, KafkaBroker | TritonServer] = {
+        self.postgres = PostgresServer(run_dir / "postgres", port=postgres_port)
+        # Triton's own metrics next to the workers': one place for every latency and queue
+        self.prometheus = PrometheusServer(
+            run_dir / "prometheus",
+            targets=[*prometheus_targets, self.triton.metrics_url.split("/")[2]],
+            port=prometheus_port,
+            scrape_interval_s=scrape_interval_s,
+        )
+        self._services: dict[ServiceNameValues, LocalService] = {
             ServiceNameValues.KAFKA: self.kafka,
             ServiceNameValues.TRITON: self.triton,
+            ServiceNameValues.POSTGRES: self.postgres,
+            ServiceNameValues.PROMETHEUS: self.prometheus,
         }
-        return [services[name] for name in names]
 
     def up(
         self,
@@ -103,62 +119,66 @@ class LocalServices:
         Raises the launcher's ``ServiceError`` on the first failure; services started before it
         keep running (``down`` stops them).
         """
-        for service in self._selected(names):
+        timeouts = {
+            ServiceNameValues.KAFKA: kafka_timeout_s,
+            ServiceNameValues.TRITON: triton_timeout_s,
+        }
+        for name in _ordered(names):
+            service = self._services[name]
             if service.pid_file.live_process() is not None:
-                logger.info("%s already running", _name(service))
+                logger.info("%s already running", name)
                 continue
-            if isinstance(service, KafkaBroker):
-                service.start(timeout_s=kafka_timeout_s)
-            else:
-                service.start(timeout_s=triton_timeout_s)
+            service.start(timeout_s=timeouts.get(name, 60))
         return self.status(names)
 
     def down(
         self, names: Sequence[ServiceNameValues] = tuple(ServiceNameValues), timeout_s: float = 30
     ) -> list[ServiceStatus]:
-        """Stop the named services (Triton first: workers may still be draining Kafka)."""
-        for service in reversed(self._selected(names)):
-            service.stop(timeout_s=timeout_s)
+        """Stop the named services in reverse start order (workers may still be draining Kafka)."""
+        for name in reversed(_ordered(names)):
+            self._services[name].stop(timeout_s=timeout_s)
         return self.status(names)
 
     def status(
         self, names: Sequence[ServiceNameValues] = tuple(ServiceNameValues)
     ) -> list[ServiceStatus]:
         """One :class:`ServiceStatus` per named service."""
-        return [_status(service) for service in self._selected(names)]
+        return [self._status(name) for name in _ordered(names)]
+
+    def _endpoint(self, name: ServiceNameValues) -> tuple[str, str, int]:
+        """What users connect to, and the host and port whose owner tells "port busy"."""
+        match name:
+            case ServiceNameValues.KAFKA:
+                return self.kafka.bootstrap_servers, HOST, self.kafka.port
+            case ServiceNameValues.TRITON:
+                triton = self.triton
+                return f"http://{triton.http_url}", triton.host, triton.http_port
+            case ServiceNameValues.POSTGRES:
+                return self.postgres.url, HOST, self.postgres.port
+            case ServiceNameValues.PROMETHEUS:
+                return self.prometheus.url, HOST, self.prometheus.port
+
+    def _status(self, name: ServiceNameValues) -> ServiceStatus:
+        service = self._services[name]
+        endpoint, host, port = self._endpoint(name)
+        process = service.pid_file.live_process()
+        if process is None:
+            busy = port_is_open(host, port)
+            state = ServiceStateValues.PORT_BUSY if busy else ServiceStateValues.STOPPED
+        elif service.is_healthy():
+            state = ServiceStateValues.RUNNING
+        else:
+            state = ServiceStateValues.UNHEALTHY
+        return ServiceStatus(
+            name=name,
+            state=state,
+            endpoint=endpoint,
+            pid=process.pid if process is not None else None,
+            # Triton runs each model instance in a child stub, PostgreSQL a process per client
+            rss_mb=rss_mb(process, include_children=True) if process is not None else None,
+            run_dir=service.run_dir,
+        )
 
 
-def _name(service: KafkaBroker | TritonServer) -> ServiceNameValues:
-    return ServiceNameValues.KAFKA if isinstance(service, KafkaBroker) else ServiceNameValues.TRITON
-
-
-def _host_port(service: KafkaBroker | TritonServer) -> tuple[str, int]:
-    if isinstance(service, KafkaBroker):
-        return HOST, service.port
-    return service.host, service.http_port
-
-
-def _status(service: KafkaBroker | TritonServer) -> ServiceStatus:
-    pid_file: PidFile = service.pid_file
-    process = pid_file.live_process()
-    endpoint = (
-        service.bootstrap_servers
-        if isinstance(service, KafkaBroker)
-        else f"http://{service.http_url}"
-    )
-    if process is None:
-        busy = port_is_open(*_host_port(service))
-        state = ServiceStateValues.PORT_BUSY if busy else ServiceStateValues.STOPPED
-    elif service.is_healthy():
-        state = ServiceStateValues.RUNNING
-    else:
-        state = ServiceStateValues.UNHEALTHY
-    return ServiceStatus(
-        name=_name(service),
-        state=state,
-        endpoint=endpoint,
-        pid=process.pid if process is not None else None,
-        # the Triton Python backend runs each model instance in a child stub process
-        rss_mb=rss_mb(process, include_children=True) if process is not None else None,
-        run_dir=service.run_dir,
-    )
+def _ordered(names: Sequence[ServiceNameValues]) -> list[ServiceNameValues]:
+    return [name for name in ServiceNameValues if name in names]

@@ -300,9 +300,15 @@ def demo(
     worker_process = d.WorkerProcess(settings)
     peak_rss: dict[str, float] = {}
     try:
-        with console.status("Starting Kafka and Triton (first run resolves Kafka with Maven)..."):
+        with console.status(
+            "Starting Kafka, Triton, PostgreSQL and Prometheus "
+            "(the first run resolves Kafka with Maven)..."
+        ):
             services = d.start_services(settings)
-        console.print("[green]✓[/] Kafka and Triton are up")
+        console.print(
+            "[green]✓[/] Kafka, Triton, PostgreSQL (store) and Prometheus "
+            f"({services.prometheus.url}) are up"
+        )
         with console.status(f"Generating a synthetic cohort of {patients} patients..."):
             cohort_dir = d.cohort_for(settings, options)
         console.print(f"[green]✓[/] synthetic cohort in {cohort_dir}")
@@ -353,6 +359,7 @@ def demo(
             console.print(screen.forecast_table(outcome.forecast))
         match = synthetic_match(outcome, simulated_ventilation(cohort_dir))
         console.print(screen.synthetic_table(match))
+        console.print(screen.monitoring_line(d.monitoring_snapshot(services.prometheus)))
     except d.DemoError as e:
         console.print(f"[red]demo failed:[/] {e}")
         raise typer.Exit(1) from e
@@ -366,7 +373,7 @@ def demo(
         worker_process.stop()
         if services is not None and not keep_services:
             services.down()
-            console.print("[green]✓[/] worker, Kafka and Triton stopped")
+            console.print("[green]✓[/] worker, Kafka, Triton, PostgreSQL and Prometheus stopped")
 
 
 def _interrupt_on_signals() -> None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.cli import services_from_settings
+from deploy.postgres import local_store_url
+from deploy.prometheus import PrometheusServer
 from deploy.services import LocalServices
 from streams.collector import OutputCollector
 from streams.settings import Settings, settings_env
@@ -48,15 +50,17 @@ class DemoError(RuntimeError):
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The demo's own run folder and store, so it never touches another run's state."""
+    """The demo's own run folder and store (its local PostgreSQL), never another run's state."""
     run_dir = settings.run_dir / "demo"
     return settings.model_copy(
         update={
             "run_dir": run_dir,
             "store": settings.store.model_copy(
-                update={"url": f"sqlite:///{run_dir / 'store.sqlite'}"}
+                update={"url": local_store_url(settings.store.local_port)}
             ),
             "worker": settings.worker.model_copy(update={"data_dir": run_dir / "worker"}),
+            # an accelerated replay lasts seconds: scrape often enough to see it
+            "monitoring": settings.monitoring.model_copy(update={"scrape_interval_s": 1.0}),
         }
     )
 
@@ -137,10 +141,11 @@ class WorkerProcess:
 
 
 def start_services(settings: Settings) -> LocalServices:
-    """Start fresh local Kafka and Triton for the demo (old demo broker data is wiped)."""
+    """Start fresh local services for the demo (old demo broker and store data are wiped)."""
     services = services_from_settings(settings)
     services.down()  # a demo left running by a killed session is ours to replace
     shutil.rmtree(settings.run_dir / "kafka", ignore_errors=True)
+    services.postgres.purge()  # a fresh store: the summary counts this replay only
     services.up()
     return services
 
@@ -207,3 +212,35 @@ def run_pipeline(
 def _all_accounted(outcome: ReplayOutcome, report: ReplayReport) -> bool:
     done = set(outcome.risks) | outcome.rejected_studies()
     return all(uid in done for uid in report.study_uids)
+
+
+@dataclass(frozen=True)
+class MonitoringSnapshot:
+    """What Prometheus saw of the replay: the worker's counters and the alerts firing."""
+
+    url: str
+    messages: float | None
+    dead_letters: float | None
+    firing: tuple[str, ...]
+
+
+def monitoring_snapshot(prometheus: PrometheusServer) -> MonitoringSnapshot:
+    """Ask the demo's Prometheus for totals and firing alerts (``None`` where it has no data)."""
+
+    def total(metric: str) -> float | None:
+        try:
+            result = prometheus.query(f"sum({metric})")
+        except (OSError, ValueError):
+            return None
+        return float(result[0]["value"][1]) if result else None
+
+    try:
+        firing = tuple(sorted(prometheus.firing_alerts()))
+    except (OSError, ValueError):
+        firing = ()
+    return MonitoringSnapshot(
+        url=prometheus.url,
+        messages=total("ctriage_messages_total"),
+        dead_letters=total("ctriage_dead_letters_total"),
+        firing=firing,
+    )

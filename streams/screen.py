@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from streams.records import Alert, CapacityForecast, Contribution, DeadLetter
 from streams.summary import LatencySummary, SyntheticMatch
+
+if TYPE_CHECKING:
+    from streams.demo import MonitoringSnapshot
 
 _LEVEL_STYLE = {"high": "bold red", "moderate": "yellow", "low": "green"}
 
@@ -121,6 +125,19 @@ def synthetic_table(match: SyntheticMatch) -> Table:
     table.add_row("PPV (synthetic)", pct(match.ppv))
     table.add_row("AUC of risk (synthetic)", "n/a" if match.auc is None else f"{match.auc:.2f}")
     return table
+
+
+def monitoring_line(snapshot: MonitoringSnapshot) -> str:
+    """One line on what Prometheus recorded of the run."""
+
+    def number(value: float | None) -> str:
+        return "not scraped yet" if value is None else f"{value:.0f}"
+
+    firing = ", ".join(snapshot.firing) if snapshot.firing else "none"
+    return (
+        f"Prometheus {snapshot.url}: messages processed {number(snapshot.messages)}, "
+        f"dead-lettered {number(snapshot.dead_letters)}; alerts firing: {firing}"
+    )
 
 
 def make_console() -> Console:

@@ -55,9 +55,20 @@ class PseudonymSettings(BaseModel, frozen=True):
 
 
 class StoreSettings(BaseModel, frozen=True):
-    """The reporting store (SQLite file by default, PostgreSQL by URL)."""
+    """The reporting store: PostgreSQL (the local one of ``ctriage services up`` by default).
 
-    url: str = f"sqlite:///{REPO_ROOT / '.ctriage' / 'store.sqlite'}"
+    Any SQLAlchemy URL works; ``sqlite:///PATH`` serves a laptop without PostgreSQL.
+    """
+
+    url: str = "postgresql+psycopg://ctriage@127.0.0.1:15432/ctriage"
+    local_port: int = 15432  # where ``ctriage services up`` starts its PostgreSQL
+
+
+class MonitoringSettings(BaseModel, frozen=True):
+    """The local Prometheus that scrapes the worker and Triton."""
+
+    prometheus_port: int = 19090
+    scrape_interval_s: float = 5.0
 
 
 class WorkerSettings(BaseModel, frozen=True):
@@ -118,6 +129,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = TritonSettings()
     pseudonym: PseudonymSettings = PseudonymSettings()
     store: StoreSettings = StoreSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
     fhir: FhirSettings = FhirSettings()

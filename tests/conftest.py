@@ -1,7 +1,7 @@
 """Shared fixtures: the repository root, the real data folder, and real Kafka / Triton servers.
 
 The service fixtures start real processes on test ports (Kafka 29092/29093, Triton 28000-28002,
-Orthanc 28042/24242 with our C-STORE receiver as its modality on 21112)
+Orthanc 28042/24242 with our C-STORE receiver as its modality on 21112, PostgreSQL 25432)
 that do not clash with a running demo (19092, 18000). They fail the test loudly, with the server's
 log tail, when the service cannot start: an integration test never skips for a missing service.
 ``CTRIAGE_TEST_PORT_OFFSET`` shifts every test port, so two checkouts can run their suites at once.
@@ -18,6 +18,7 @@ import pytest
 from deploy.exceptions import ServiceError
 from deploy.kafka import KafkaBroker
 from deploy.orthanc import OrthancServer
+from deploy.postgres import PostgresServer
 from deploy.triton import TritonServer
 from streams.settings import load_settings
 
@@ -34,6 +35,7 @@ ORTHANC_TEST_DICOM_PORT = 24242 + PORT_OFFSET
 #: Our C-STORE receiver in tests; Orthanc knows it as modality "ctriage".
 RECEIVER_TEST_PORT = 21112 + PORT_OFFSET
 RECEIVER_TEST_AET = "CTRIAGE"
+POSTGRES_TEST_PORT = 25432 + PORT_OFFSET
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +112,21 @@ def orthanc_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc
         pytest.fail(f"the Orthanc server for the tests did not start: {e}", pytrace=False)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL for the reporting store (fsync off; each test module its own database)."""
+    server = PostgresServer(
+        run_dir=tmp_path_factory.mktemp("postgres"), port=POSTGRES_TEST_PORT, durable=False
+    )
+    try:
+        server.start(timeout_s=60)
+    except ServiceError as e:
+        pytest.fail(f"the PostgreSQL server for the tests did not start: {e}", pytrace=False)
+    yield server
+    server.stop()
+    server.purge()
 
 
 @pytest.fixture(scope="session")

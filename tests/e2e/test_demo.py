@@ -15,6 +15,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 KAFKA, CONTROLLER, TRITON, METRICS, WEB = 39192, 39193, 38100, 39110, 36166
+POSTGRES, PROMETHEUS = 35442, 39190
 
 
 def _ports(offset: int) -> dict[str, str]:
@@ -26,6 +27,8 @@ def _ports(offset: int) -> dict[str, str]:
         "CTRIAGE_TRITON__METRICS_PORT": str(TRITON + 2 + offset),
         "CTRIAGE_WORKER__METRICS_PORT": str(METRICS + offset),
         "CTRIAGE_WORKER__WEB_PORT": str(WEB + offset),
+        "CTRIAGE_STORE__LOCAL_PORT": str(POSTGRES + offset),
+        "CTRIAGE_MONITORING__PROMETHEUS_PORT": str(PROMETHEUS + offset),
     }
 
 
@@ -76,6 +79,8 @@ def test_demo_reduced(tmp_path: Path, port_offset: int) -> None:
     assert not _port_open(KAFKA + port_offset)
     assert not _port_open(TRITON + port_offset)
     assert not _port_open(METRICS + port_offset)
+    assert not _port_open(POSTGRES + port_offset)
+    assert not _port_open(PROMETHEUS + port_offset)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -104,7 +109,7 @@ def test_demo_interrupted_stops_services(tmp_path: Path, port_offset: int, sig: 
     out = "".join(seen) + rest
     assert demo.returncode == 130, out[-3000:]
     assert "interrupted; stopping services" in out
-    assert "Kafka and Triton stopped" in out
+    assert "Kafka, Triton, PostgreSQL and Prometheus stopped" in out
     assert "ECONNREFUSED" not in out
-    for port in (KAFKA, TRITON, METRICS):
+    for port in (KAFKA, TRITON, METRICS, POSTGRES, PROMETHEUS):
         assert not _port_open(port + offset)

@@ -30,7 +30,11 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def settings(
-    kafka_broker, triton_server, port_offset: int, tmp_path_factory: pytest.TempPathFactory
+    kafka_broker,
+    triton_server,
+    postgres_server,
+    port_offset: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
     run_dir = tmp_path_factory.mktemp("pipeline")
     triton_port = int(triton_server.http_url.rsplit(":", 1)[1])
@@ -38,7 +42,7 @@ def settings(
         run_dir=run_dir,
         kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "partitions": 4},
         triton={"http_port": triton_port},
-        store={"url": f"sqlite:///{run_dir / 'store.sqlite'}"},
+        store={"url": postgres_server.create_database("pipeline_it")},  # the real store engine
         worker={
             "app_id": "ctriage-it",
             "data_dir": run_dir / "worker",
@@ -167,6 +171,7 @@ def test_replay_end_to_end(settings, worker, cohort, tmp_path):
         if len(risks) == PATIENTS:
             break
         time.sleep(1)
+    engine.dispose()
     assert len(risks) == PATIENTS
     collector.close()
 
@@ -225,6 +230,7 @@ def test_no_identifiers_downstream(settings, worker, cohort):
                 for cell in map(str, row):
                     # a whole cell that is an identifier, or one inside a JSON payload
                     leaks += [c for c in canaries if c in cell or c.strip('"') == cell]
+    engine.dispose()
     assert rows > PATIENTS
     assert not leaks, f"identifiers leaked into the store: {sorted(set(leaks))[:5]}"
     log = WorkerProcess(settings).log_path.read_text(errors="replace")

@@ -177,18 +177,24 @@ def test_triton_serves_a_python_backend_model(tmp_path: Path) -> None:
     assert_gone(pid)
 
 
-def test_cli_up_outlives_the_cli_then_down_stops_everything(tmp_path: Path) -> None:
+def test_cli_up_outlives_the_cli_then_down_stops_everything(
+    tmp_path: Path, port_offset: int
+) -> None:
+    kafka_port = 29292 + port_offset
     repository = write_add_one_repository(tmp_path / "models")
     env = {
         **os.environ,
         "CTRIAGE_RUN_DIR": str(tmp_path / "run"),
-        "CTRIAGE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:29292",
-        "CTRIAGE_KAFKA__CONTROLLER_PORT": "29293",
+        "CTRIAGE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+        "CTRIAGE_KAFKA__CONTROLLER_PORT": str(29293 + port_offset),
         "CTRIAGE_KAFKA__HEAP_MB": "384",
-        "CTRIAGE_TRITON__HTTP_PORT": "28020",
-        "CTRIAGE_TRITON__GRPC_PORT": "28021",
-        "CTRIAGE_TRITON__METRICS_PORT": "28022",
+        "CTRIAGE_TRITON__HTTP_PORT": str(28020 + port_offset),
+        "CTRIAGE_TRITON__GRPC_PORT": str(28021 + port_offset),
+        "CTRIAGE_TRITON__METRICS_PORT": str(28022 + port_offset),
         "CTRIAGE_TRITON__MODEL_REPOSITORY": str(repository),
+        "CTRIAGE_STORE__LOCAL_PORT": str(25532 + port_offset),
+        "CTRIAGE_MONITORING__PROMETHEUS_PORT": str(29390 + port_offset),
+        "CTRIAGE_WORKER__METRICS_PORT": str(29391 + port_offset),
         "COLUMNS": "200",
     }
 
@@ -208,12 +214,14 @@ def test_cli_up_outlives_the_cli_then_down_stops_everything(tmp_path: Path) -> N
         assert up.returncode == 0, up.stdout + up.stderr
         status = cli("status")
         assert status.returncode == 0, status.stderr
-        assert status.stdout.count("running") == 2, status.stdout
-        kafka_pid = KafkaBroker(tmp_path / "run" / "kafka", load_settings().cache_dir, 29292).pid
+        assert status.stdout.count("running") == 4, status.stdout
+        kafka_pid = KafkaBroker(
+            tmp_path / "run" / "kafka", load_settings().cache_dir, kafka_port
+        ).pid
         assert kafka_pid is not None
     finally:
         down = cli("down")
     assert down.returncode == 0, down.stdout + down.stderr
-    assert down.stdout.count("stopped") == 2, down.stdout
+    assert down.stdout.count("stopped") == 4, down.stdout
     assert_gone(kafka_pid)
     assert not list((tmp_path / "run").glob("*/*.pid"))

@@ -17,13 +17,23 @@ pytestmark = pytest.mark.unit
 
 def test_status_of_nothing_is_stopped(tmp_path: Path) -> None:
     services = LocalServices(
-        tmp_path / "run", tmp_path / "cache", tmp_path / "models", kafka_port=1, triton_http_port=2
+        tmp_path / "run",
+        tmp_path / "cache",
+        tmp_path / "models",
+        kafka_port=1,
+        triton_http_port=2,
+        postgres_port=3,
+        prometheus_port=4,
     )
     statuses = services.status()
-    assert [s.name for s in statuses] == [ServiceNameValues.KAFKA, ServiceNameValues.TRITON]
+    assert [s.name for s in statuses] == list(ServiceNameValues)
     assert {s.state for s in statuses} == {ServiceStateValues.STOPPED}
-    assert statuses[0].endpoint == "127.0.0.1:1"
-    assert statuses[1].endpoint == "http://127.0.0.1:2"
+    assert [s.endpoint for s in statuses] == [
+        "127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "postgresql+psycopg://ctriage@127.0.0.1:3/ctriage",
+        "http://127.0.0.1:4",
+    ]
     assert statuses[0].run_dir == (tmp_path / "run" / "kafka").resolve()
 
 
@@ -45,6 +55,13 @@ def test_settings_map_onto_the_launchers(tmp_path: Path) -> None:
     assert services.kafka.heap_mb == settings.kafka.heap_mb
     assert services.triton.http_port == settings.triton.http_port
     assert services.triton.model_repository == settings.triton.model_repository.resolve()
+    assert services.postgres.port == settings.store.local_port
+    assert services.prometheus.port == settings.monitoring.prometheus_port
+    # Prometheus scrapes the worker and Triton
+    assert services.prometheus.targets == [
+        f"127.0.0.1:{settings.worker.metrics_port}",
+        f"127.0.0.1:{settings.triton.metrics_port}",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -65,12 +82,14 @@ def test_cli_status_prints_a_table(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CTRIAGE_RUN_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("CTRIAGE_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("CTRIAGE_TRITON__HTTP_PORT", str(free_port()))
+    monkeypatch.setenv("CTRIAGE_STORE__LOCAL_PORT", str(free_port()))
+    monkeypatch.setenv("CTRIAGE_MONITORING__PROMETHEUS_PORT", str(free_port()))
     monkeypatch.setenv("COLUMNS", "200")
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 0, result.output
-    assert "kafka" in result.output
-    assert "triton" in result.output
-    assert result.output.count("stopped") == 2
+    for name in ("kafka", "triton", "postgres", "prometheus"):
+        assert name in result.output
+    assert result.output.count("stopped") == 4
 
 
 def test_cli_up_reports_a_missing_model_repository(
@@ -92,7 +111,7 @@ def test_a_port_held_by_someone_else_is_reported(tmp_path: Path) -> None:
         services = LocalServices(
             tmp_path / "run", tmp_path / "cache", tmp_path / "models", kafka_port=busy
         )
-        kafka, triton = services.status()
+        kafka, triton, *_ = services.status()
     assert kafka.state is ServiceStateValues.PORT_BUSY
     assert kafka.pid is None
     assert triton.state is ServiceStateValues.STOPPED
