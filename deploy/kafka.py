@@ -24,8 +24,6 @@ from deploy.process import (
     log_tail,
     port_is_open,
     require_binary,
-    spawn_detached,
-    wait_until_healthy,
 )
 
 logger = logging.getLogger(__name__)
@@ -129,18 +127,7 @@ class KafkaBroker(LocalService):
     def start(self, timeout_s: float = 90) -> None:
         """Resolve jars, write config, format storage if needed, launch and wait until healthy."""
         java = require_binary("java", SERVICE, INSTALL_HINT)
-        running = self.pid_file.live_process()
-        if running is not None:
-            raise ServiceStartError(
-                SERVICE,
-                ServiceReason.ALREADY_RUNNING,
-                f"pid {running.pid} already serves {self.run_dir}",
-            )
-        for busy in (self.port, self.controller_port):
-            if port_is_open(HOST, busy):
-                raise ServiceStartError(
-                    SERVICE, ServiceReason.PORT_IN_USE, f"{HOST}:{busy} is already in use"
-                )
+        self._refuse_start(HOST, (self.port, self.controller_port), str(self.run_dir))
         lib = resolve_kafka_jars(self.cache_dir, timeout_s=self.resolve_timeout_s)
         self._write_config()
         classpath = f"{lib}/*"
@@ -156,26 +143,7 @@ class KafkaBroker(LocalService):
             "kafka.Kafka",
             str(self.server_properties),
         ]
-        self._process = spawn_detached(cmd, self.stdout_log, cwd=self.run_dir)
-        self.pid_file.write(self._process.pid)
-        try:
-            waited = wait_until_healthy(
-                SERVICE,
-                self._process,
-                self.is_healthy,
-                timeout_s,
-                logs=(self.stdout_log, self.server_log),
-            )
-        except ServiceStartError:
-            self._process = None
-            self.pid_file.remove()
-            raise
-        logger.info(
-            "kafka %s healthy after %.1f s (pid %d)",
-            self.bootstrap_servers,
-            waited,
-            self._process.pid,
-        )
+        self._launch(cmd, self.stdout_log, timeout_s, logs=(self.stdout_log, self.server_log))
 
     def _write_config(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from deploy.exceptions import ServiceDependencyMissing, ServiceReason, ServiceStartError
-from deploy.process import LocalService, PidFile, port_is_open, spawn_detached, wait_until_healthy
+from deploy.exceptions import ServiceDependencyMissing, ServiceReason
+from deploy.process import LocalService, PidFile
 
 logger = logging.getLogger(__name__)
 
@@ -102,36 +102,13 @@ class OrthancServer(LocalService):
 
     def start(self, timeout_s: float = 60) -> None:
         """Write the configuration, launch Orthanc and wait until ``/system`` answers."""
-        running = self.pid_file.live_process()
-        if running is not None:
-            raise ServiceStartError(
-                SERVICE, ServiceReason.ALREADY_RUNNING, f"pid {running.pid} serves {self.url}"
-            )
-        for busy in (self.http_port, self.dicom_port):
-            if port_is_open(HOST, busy):
-                raise ServiceStartError(
-                    SERVICE, ServiceReason.PORT_IN_USE, f"{HOST}:{busy} is already in use"
-                )
+        self._refuse_start(HOST, (self.http_port, self.dicom_port), self.url)
         binary = orthanc_binary()
         storage = self.run_dir / "storage"
         storage.mkdir(parents=True, exist_ok=True)
         config = render_config(storage, self.http_port, self.dicom_port, self.aet, self.modalities)
         self.config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-        self._process = spawn_detached(
-            [binary, str(self.config_path)],
-            self.log_path,
-            cwd=self.run_dir,
-        )
-        self.pid_file.write(self._process.pid)
-        try:
-            waited = wait_until_healthy(
-                SERVICE, self._process, self.is_healthy, timeout_s, logs=(self.log_path,)
-            )
-        except ServiceStartError:
-            self._process = None
-            self.pid_file.remove()
-            raise
-        logger.info("orthanc %s ready after %.1f s (pid %d)", self.url, waited, self._process.pid)
+        self._launch([binary, str(self.config_path)], self.log_path, timeout_s)
 
     def is_healthy(self) -> bool:
         """Tell whether the REST API answers ``/system``."""

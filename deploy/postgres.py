@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from deploy.exceptions import ServiceDependencyMissing, ServiceReason, ServiceStartError
-from deploy.process import LocalService, PidFile, port_is_open, spawn_detached, wait_until_healthy
+from deploy.process import LocalService, PidFile
 
 logger = logging.getLogger(__name__)
 
@@ -104,15 +104,7 @@ class PostgresServer(LocalService):
 
     def start(self, timeout_s: float = 60) -> None:
         """Create the cluster if needed, launch the server, wait for it, create the database."""
-        running = self.pid_file.live_process()
-        if running is not None:
-            raise ServiceStartError(
-                SERVICE, ServiceReason.ALREADY_RUNNING, f"pid {running.pid} serves {self.url}"
-            )
-        if port_is_open(HOST, self.port):
-            raise ServiceStartError(
-                SERVICE, ServiceReason.PORT_IN_USE, f"{HOST}:{self.port} is already in use"
-            )
+        self._refuse_start(HOST, (self.port,), self.url)
         bin_dir = postgres_bin_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not (self.data_dir / "PG_VERSION").is_file():
@@ -124,24 +116,11 @@ class PostgresServer(LocalService):
         ]  # fmt: skip
         if not self.durable:
             options += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
-        self._process = spawn_detached(
-            [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), *options],
-            self.log_path,
-            cwd=self.data_dir,
-            user=self.as_account,
+        command = [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
+        self._launch(
+            [*command, *options], self.log_path, timeout_s, user=self.as_account, cwd=self.data_dir
         )
-        self.pid_file.write(self._process.pid)
-        try:
-            waited = wait_until_healthy(
-                SERVICE, self._process, self.is_healthy, timeout_s, logs=(self.log_path,)
-            )
-        except ServiceStartError:
-            self._process = None
-            self.pid_file.remove()
-            raise
         self.create_database(self.database)
-        pid = self._process.pid
-        logger.info("postgres %s ready after %.1f s (pid %d)", self.url, waited, pid)
 
     def stop(self, timeout_s: float = 30) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, drop clients), then the base stop."""

@@ -300,6 +300,47 @@ class LocalService:
         """Tell whether the service answers its health check."""
         raise NotImplementedError
 
+    def _refuse_start(self, host: str, ports: Sequence[int], serves: str) -> None:
+        """Raise when our service already runs or another process holds one of ``ports``."""
+        running = self.pid_file.live_process()
+        if running is not None:
+            raise ServiceStartError(
+                self.service, ServiceReason.ALREADY_RUNNING, f"pid {running.pid} serves {serves}"
+            )
+        for busy in ports:
+            if port_is_open(host, busy):
+                raise ServiceStartError(
+                    self.service, ServiceReason.PORT_IN_USE, f"{host}:{busy} is already in use"
+                )
+
+    def _launch(
+        self,
+        cmd: Sequence[str],
+        log_path: Path,
+        timeout_s: float,
+        logs: Sequence[Path] = (),
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        cwd: Path | None = None,
+    ) -> float:
+        """Spawn ``cmd`` detached, record its pid, wait until healthy; return seconds waited.
+
+        On failure the pid file is removed and the launcher's ``ServiceStartError`` (with the
+        tails of ``logs``, default ``log_path``) propagates.
+        """
+        self._process = spawn_detached(cmd, log_path, cwd=cwd or self.run_dir, env=env, user=user)
+        self.pid_file.write(self._process.pid)
+        try:
+            waited = wait_until_healthy(
+                self.service, self._process, self.is_healthy, timeout_s, logs=logs or (log_path,)
+            )
+        except ServiceStartError:
+            self._process = None
+            self.pid_file.remove()
+            raise
+        logger.info("%s ready after %.1f s (pid %d)", self.service, waited, self._process.pid)
+        return waited
+
     @property
     def pid(self) -> int | None:
         """Pid of the running service (started here or found through the pid file)."""

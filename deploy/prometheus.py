@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deploy.exceptions import ServiceDependencyMissing, ServiceReason, ServiceStartError
-from deploy.process import LocalService, PidFile, port_is_open, spawn_detached, wait_until_healthy
+from deploy.exceptions import ServiceDependencyMissing, ServiceReason
+from deploy.process import LocalService, PidFile
 
 logger = logging.getLogger(__name__)
 
@@ -144,40 +144,18 @@ class PrometheusServer(LocalService):
 
     def start(self, timeout_s: float = 60) -> None:
         """Write the configuration, launch Prometheus and wait until ``/-/ready`` answers."""
-        running = self.pid_file.live_process()
-        if running is not None:
-            raise ServiceStartError(
-                SERVICE, ServiceReason.ALREADY_RUNNING, f"pid {running.pid} serves {self.url}"
-            )
-        if port_is_open(HOST, self.port):
-            raise ServiceStartError(
-                SERVICE, ServiceReason.PORT_IN_USE, f"{HOST}:{self.port} is already in use"
-            )
+        self._refuse_start(HOST, (self.port,), self.url)
         binary = prometheus_binary()
         self.write_config()
-        self._process = spawn_detached(
-            [
-                binary,
-                f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={self.run_dir / 'data'}",
-                f"--storage.tsdb.retention.time={self.retention}",
-                f"--web.listen-address={HOST}:{self.port}",
-                "--web.enable-lifecycle",  # POST /-/reload after a new target list
-            ],
-            self.log_path,
-            cwd=self.run_dir,
-        )
-        self.pid_file.write(self._process.pid)
-        try:
-            waited = wait_until_healthy(
-                SERVICE, self._process, self.is_healthy, timeout_s, logs=(self.log_path,)
-            )
-        except ServiceStartError:
-            self._process = None
-            self.pid_file.remove()
-            raise
-        pid = self._process.pid
-        logger.info("prometheus %s ready after %.1f s (pid %d)", self.url, waited, pid)
+        command = [
+            binary,
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.run_dir / 'data'}",
+            f"--storage.tsdb.retention.time={self.retention}",
+            f"--web.listen-address={HOST}:{self.port}",
+            "--web.enable-lifecycle",  # POST /-/reload after a new target list
+        ]
+        self._launch(command, self.log_path, timeout_s)
 
     def is_healthy(self) -> bool:
         """Tell whether Prometheus answers ``/-/ready``."""

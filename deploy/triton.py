@@ -30,9 +30,6 @@ from deploy.exceptions import ServiceDependencyMissing, ServiceReason, ServiceSt
 from deploy.process import (
     LocalService,
     PidFile,
-    port_is_open,
-    spawn_detached,
-    wait_until_healthy,
 )
 
 logger = logging.getLogger(__name__)
@@ -210,37 +207,13 @@ class TritonServer(LocalService):
                 ServiceReason.MODEL_REPOSITORY_MISSING,
                 f"{self.model_repository} is not a folder",
             )
-        running = self.pid_file.live_process()
-        if running is not None:
-            raise ServiceStartError(
-                SERVICE,
-                ServiceReason.ALREADY_RUNNING,
-                f"pid {running.pid} already serves {self.http_url}",
-            )
-        for busy in (self.http_port, self.grpc_port, self.metrics_port):
-            if port_is_open(self.host, busy):
-                raise ServiceStartError(
-                    SERVICE, ServiceReason.PORT_IN_USE, f"{self.host}:{busy} is already in use"
-                )
+        ports = (self.http_port, self.grpc_port, self.metrics_port)
+        self._refuse_start(self.host, ports, self.http_url)
         dist = locate_distribution()
         python = describe_python(self.python_executable)
         backends = assemble_backends(dist, python, self.run_dir)
         env = server_environment(dist, python, dict(os.environ))
-        self._process = spawn_detached(
-            self.command(dist, backends), self.log_path, cwd=self.run_dir, env=env
-        )
-        self.pid_file.write(self._process.pid)
-        try:
-            waited = wait_until_healthy(
-                SERVICE, self._process, self.is_healthy, timeout_s, logs=(self.log_path,)
-            )
-        except ServiceStartError:
-            self._process = None
-            self.pid_file.remove()
-            raise
-        logger.info(
-            "triton %s ready after %.1f s (pid %d)", self.http_url, waited, self._process.pid
-        )
+        self._launch(self.command(dist, backends), self.log_path, timeout_s, env=env)
 
     def is_healthy(self) -> bool:
         """Tell whether ``/v2/health/ready`` answers 200 (server up and every model ready)."""
