@@ -111,7 +111,7 @@ def _check_resource(resource: Any) -> None:
 def bundle_patient_urls(bundle: dict[str, Any]) -> dict[str, str]:
     """Map each Patient entry's fullUrl (e.g. urn:uuid:...) to its raw id, nested bundles too."""
     urls: dict[str, str] = {}
-    for entry in bundle.get("entry") or []:
+    for entry in _as_list(bundle.get("entry")):
         res = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(res, dict):
             continue
@@ -131,13 +131,14 @@ def _pseudonymise(
 ) -> dict[str, Any]:
     rtype = res.get("resourceType")
     if rtype == "Bundle":
-        for entry in res.get("entry") or []:
-            _pseudonymise_entry(entry, key, key_version, patient_urls)
+        for entry in _as_list(res.get("entry")):
+            if isinstance(entry, dict):
+                _pseudonymise_entry(entry, key, key_version, patient_urls)
         return res
     res.pop("text", None)
     if rtype == "Patient":
         _strip_patient(res, key, key_version, keep_id=contained)
-    for item in res.get("contained") or []:
+    for item in _as_list(res.get("contained")):
         if isinstance(item, dict):
             _pseudonymise(item, key, key_version, patient_urls, contained=True)
     _rewrite_references(res, key, key_version, patient_urls, field=None)
@@ -238,3 +239,8 @@ def _rewrite_reference(
     ref["reference"] = f"Patient/{pseudonymise_id(raw_id, key, key_version)}"
     ref.pop("display", None)
     ref.pop("identifier", None)
+
+
+def _as_list(value: Any) -> list[Any]:
+    """A JSON array as a list; anything else (absent, ``true``, an object) as no items."""
+    return value if isinstance(value, list) else []

@@ -214,3 +214,12 @@ def test_patient_key_needs_a_subject() -> None:
     with pytest.raises(FhirRejected) as info:
         patient_key({"resourceType": "Observation", "id": "o"})
     assert info.value.reason is FhirRejectionReason.MISSING_SUBJECT
+
+
+@pytest.mark.parametrize("odd", [True, 3, "x", {"resource": {}}, None])
+def test_non_array_entry_or_contained_is_no_items(odd: Any) -> None:
+    """Found by the property test: ``"entry": true`` once crashed the pseudonymiser."""
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": odd}
+    assert pseudonymise_resource(bundle, KEY, "k1")["entry"] == odd
+    patient = {"resourceType": "Patient", "id": "p1", "contained": odd}
+    assert pseudonymise_resource(patient, KEY, "k1").get("id") != "p1"
