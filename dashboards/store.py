@@ -8,6 +8,7 @@ same row. Only pseudonyms are stored: never names or birth dates.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,29 @@ alerts = Table(
     Column("lesion_percent", Float),
     Column("top_features", JSON),
     Column("raised_at", DateTime(timezone=True), nullable=False, index=True),
+    # added with escalation (issue 6); nullable, so older rows stay valid
+    Column("kind", String(16)),
+    Column("escalated_from", String(16)),
+    Column("completeness", String(32)),
+    Column("completeness_note", Text),
+    Column("hospital", String(64)),
+)
+
+threshold_audit = Table(
+    "threshold_audit",
+    metadata,
+    Column("audit_id", String(36), primary_key=True),
+    Column("hospital", String(64), nullable=False, index=True),
+    Column("changed_by", String(128), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("old_version", String(64)),
+    Column("new_version", String(64), nullable=False),
+    Column("old_policy", JSON),
+    Column("new_policy", JSON, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("audit_event", JSON, nullable=False),
 )
 
 forecasts = Table(
@@ -96,6 +120,11 @@ forecasts = Table(
     Column("upper95", Float),
     Column("p_breach", Float),
     Column("breach_alert", Boolean),
+    # ventilators next to ICU beds: "icu_beds" | "ventilators" (NULL in older rows: ICU beds),
+    # and the census when the forecast was issued (the dashboards' occupancy history)
+    Column("resource", String(16), index=True),
+    Column("occupancy_now", Integer),
+    Column("median", Float),
 )
 
 dead_letters = Table(
@@ -175,6 +204,20 @@ def upsert_risk(conn: Connection, row: dict[str, Any]) -> None:
 def upsert_alert(conn: Connection, row: dict[str, Any]) -> None:
     """Insert or update an alert by ``alert_id``."""
     _upsert(conn, alerts, [row])
+
+
+def upsert_threshold_audit(conn: Connection, row: dict[str, Any]) -> None:
+    """Insert or update a policy change's audit record by ``audit_id``."""
+    _upsert(conn, threshold_audit, [row])
+
+
+def recent_studies_per_day(conn: Connection, now: datetime, days: float = 7.0) -> float:
+    """Studies scored or rejected per day over the ``days`` before ``now`` (the study volume)."""
+    since = now - timedelta(days=days)
+    count = conn.execute(
+        select(func.count()).select_from(studies).where(studies.c.updated_at >= since)
+    ).scalar_one()
+    return float(count) / days
 
 
 def upsert_forecast_rows(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:

@@ -13,6 +13,7 @@ import typer
 from dashboards.cli import app as dashboards_app
 from deploy.cli import app as services_app
 from inference.cli import app as quantify_app
+from streams.admin.cli import app as thresholds_app
 from streams.settings import Settings, load_settings
 from triage.cli import app as triage_app
 from triage.cohort.cli import app as cohort_app
@@ -31,7 +32,10 @@ app.add_typer(cohort_app, name="cohort", help="Synthetic cohorts (FHIR + DICOM +
 app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards as code.")
 app.add_typer(quantify_app, name="quantify", help="Quantify lesions on a CT series.")
 app.registered_commands.extend(triage_app.registered_commands)
-app.registered_groups.extend(triage_app.registered_groups)
+# `thresholds` of the root command reads triage.config (Kafka): the streams-level group replaces
+# the card-only one of triage.cli
+app.registered_groups.extend(g for g in triage_app.registered_groups if g.name != "thresholds")
+app.add_typer(thresholds_app, name="thresholds")
 
 
 def _logging(level: str) -> None:
@@ -266,12 +270,27 @@ def fhir_endpoint_command(
     sink = KafkaFhirSink(settings.kafka.bootstrap_servers)
     key = settings.pseudonym.key.get_secret_value().encode()
     http = build_app(
-        Pseudonymiser(key, settings.pseudonym.key_version), settings.worker.hospital, sink
+        Pseudonymiser(key, settings.pseudonym.key_version),
+        settings.worker.hospital,
+        sink,
+        quarantine_dir=settings.run_dir / "quarantine",
     )
     try:
         web.run_app(http, host=settings.fhir.http_host, port=settings.fhir.http_port)
     finally:
         sink.close()
+
+
+@app.command("admin-api")
+def admin_api_command(
+    port: Annotated[int | None, typer.Option(help="Port (default CTRIAGE_ADMIN__PORT).")] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Serve the threshold administration API (OpenAPI at /openapi.json) until Ctrl-C."""
+    from streams.admin.cli import serve_admin_api
+
+    _logging(loglevel)
+    serve_admin_api(load_settings(), port)
 
 
 @app.command()

@@ -103,6 +103,9 @@ class RiskAssessment(_Record):
     revision: int = Field(
         default=0, description="0: scored on arrival; n: n-th re-score after late clinical data"
     )
+    completeness_note: str = Field(
+        default="", description="what the model did not know, in a physician's words"
+    )
 
     @property
     def latency_s(self) -> float:
@@ -127,17 +130,49 @@ class Alert(_Record):
     ct_time: str
     hospital: str
     raised_at: float
+    # issue 6: escalation and what a physician reads (defaults keep older records valid)
+    kind: str = Field(default="initial", description="initial | escalation")
+    escalated_from: str | None = Field(default=None, description="level of the earlier alert")
+    previous_alert_id: str | None = None
+    level_threshold: float | None = Field(default=None, description="where the level starts")
+    completeness_note: str = ""
+    revision: int = Field(default=0, description="the risk revision that raised it")
 
 
 class TriageConfig(_Record):
-    """Alert threshold settings; compacted ``triage.config`` keeps the latest per hospital."""
+    """A hospital's alert policy; compacted ``triage.config`` keeps the latest per hospital.
+
+    ``levels`` maps moderate/high/critical to the probability each starts at; records written
+    before named levels carry one ``threshold`` instead (read as ``high``; see
+    :func:`triage.alerts.levels_from_threshold`).
+    """
 
     hospital: str
-    threshold: float = Field(ge=0.0, le=1.0)
     threshold_version: str
+    levels: dict[str, float] | None = None
+    alert_from: str = "high"
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     changed_by: str
     reason: str
     changed_at: float
+    previous_version: str | None = None
+
+
+class ThresholdAudit(_Record):
+    """One change of a hospital's alert policy: who, when, old -> new, why (``triage.audit``)."""
+
+    audit_id: str
+    hospital: str
+    changed_by: str
+    role: str
+    source: str = Field(description="admin-api | cli")
+    changed_at: float
+    old_version: str | None
+    new_version: str
+    old_policy: dict[str, Any] | None
+    new_policy: dict[str, Any]
+    reason: str
+    audit_event: dict[str, Any] = Field(description="the same change as a FHIR R4 AuditEvent")
 
 
 class CapacityEventKind(StrEnum):
@@ -146,10 +181,15 @@ class CapacityEventKind(StrEnum):
     ICU_ADMISSION = "icu_admission"
     ICU_DISCHARGE = "icu_discharge"
     PIPELINE_RISK = "pipeline_risk"
+    VENTILATION_START = "ventilation_start"
+    VENTILATION_END = "ventilation_end"
 
 
 class CapacityEvent(_Record):
-    """A change to the ICU census or to the pipeline of at-risk patients of one hospital."""
+    """A change to the ICU or ventilator census or to the pipeline of at-risk patients.
+
+    ``probability`` of a ``pipeline_risk`` event is the patient's ventilation risk.
+    """
 
     kind: CapacityEventKind
     hospital: str
@@ -160,7 +200,7 @@ class CapacityEvent(_Record):
 
 
 class ForecastDay(_Record):
-    """ICU occupancy forecast for one day."""
+    """ICU occupancy (or ventilators in use) forecast for one day."""
 
     date: str
     expected: float
@@ -169,10 +209,22 @@ class ForecastDay(_Record):
     p_exceed: float
     lower95: float | None = None
     upper95: float | None = None
+    median: float | None = None
+
+
+class VentilatorForecast(_Record):
+    """Ventilators in use over the horizon, against the unit's ventilators."""
+
+    capacity: int
+    in_use_now: int
+    days: list[ForecastDay]
+    expected_arrivals: float | None = None
+    p_breach: float | None = None
+    breach_alert: bool = False
 
 
 class CapacityForecast(_Record):
-    """An ICU occupancy forecast for one hospital."""
+    """An ICU occupancy forecast for one hospital (unit), with its ventilators when known."""
 
     forecast_id: str
     hospital: str
@@ -190,6 +242,9 @@ class CapacityForecast(_Record):
         default=None, description="P(occupancy > capacity on some day of the horizon)"
     )
     breach_alert: bool = Field(default=False, description="p_breach reached the alert level")
+    ventilators: VentilatorForecast | None = Field(
+        default=None, description="ventilators in use, same days and issue time"
+    )
 
 
 class DeadLetter(_Record):

@@ -27,6 +27,7 @@ class TopicSpec:
     copartitioned: bool
     compacted: bool = False
     has_dlq: bool = False
+    retention_ms: int | None = None  # None: the broker's default; -1: keep forever
 
     @property
     def dlq(self) -> str:
@@ -46,6 +47,10 @@ TRIAGE_ALERTS = TopicSpec("triage.alerts", key="patient_pseudonym", copartitione
 TRIAGE_CONFIG = TopicSpec(
     "triage.config", key="hospital", copartitioned=False, compacted=True, has_dlq=True
 )
+#: Alerts as FHIR R4 RiskAssessment resources, ready to POST to an EHR (key: pseudonym).
+TRIAGE_ALERTS_FHIR = TopicSpec("triage.alerts.fhir", key="patient_pseudonym", copartitioned=True)
+#: Every change of an alert policy (who, when, old -> new, why; FHIR AuditEvent inside).
+TRIAGE_AUDIT = TopicSpec("triage.audit", key="hospital", copartitioned=False, retention_ms=-1)
 CAPACITY_EVENTS = TopicSpec("capacity.events", key="hospital", copartitioned=False, has_dlq=True)
 CAPACITY_FORECASTS = TopicSpec("capacity.forecasts", key="hospital", copartitioned=False)
 
@@ -56,6 +61,8 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     TRIAGE_RISK,
     TRIAGE_ALERTS,
     TRIAGE_CONFIG,
+    TRIAGE_ALERTS_FHIR,
+    TRIAGE_AUDIT,
     CAPACITY_EVENTS,
     CAPACITY_FORECASTS,
 )
@@ -94,7 +101,7 @@ def ensure_topics(bootstrap_servers: str, patient_partitions: int, timeout_s: fl
                 name,
                 num_partitions=partitions,
                 replication_factor=1,
-                topic_configs={"cleanup.policy": "compact"} if compacted else {},
+                topic_configs=_topic_configs(name, compacted),
             )
             for name, (partitions, compacted) in layout.items()
         ]
@@ -106,6 +113,14 @@ def ensure_topics(bootstrap_servers: str, patient_partitions: int, timeout_s: fl
         check_topic_layout(admin, layout, timeout_s)
     finally:
         admin.close()
+
+
+def _topic_configs(name: str, compacted: bool) -> dict[str, str]:
+    configs = {"cleanup.policy": "compact"} if compacted else {}
+    spec = next((s for s in ALL_TOPICS if s.name == name), None)
+    if spec is not None and spec.retention_ms is not None:
+        configs["retention.ms"] = str(spec.retention_ms)
+    return configs
 
 
 def check_topic_layout(

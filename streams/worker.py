@@ -33,9 +33,7 @@ def build_dependencies(settings: Settings) -> Dependencies:
         ),
         risk_model=RiskModel.load(worker.risk_model_path),
         store=engine,
-        default_policy=AlertPolicy(
-            threshold=worker.alert_threshold, threshold_version=worker.threshold_version
-        ),
+        default_policy=AlertPolicy.single(worker.alert_threshold, worker.threshold_version),
         hospital_capacity_beds={worker.hospital: worker.icu_capacity_beds},
         default_capacity_beds=worker.icu_capacity_beds,
         read_series=SandboxedReader(

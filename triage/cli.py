@@ -16,11 +16,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from triage import risk_cli
 from triage.capacity import backtest as capacity_backtest
 from triage.capacity import forecast_icu, occupants_from_census
 from triage.capacity.series import DailySeries, read_daily_csv
 from triage.exceptions import TriageError
-from triage.risk import SYNTHETIC_LABEL, RiskModel, load_card, train_from_cohort
+from triage.risk import SYNTHETIC_LABEL, RiskModel, load_card
+from triage.risk_synthetic import train_from_cohort
+from triage.thresholds import OperatingPointRow, operating_point_rows
 
 logger = logging.getLogger(__name__)
 
@@ -31,17 +34,31 @@ capacity_app = typer.Typer(
     help="ICU occupancy forecasts, backtests and plots.", no_args_is_help=True
 )
 app.add_typer(capacity_app, name="capacity")
+app.add_typer(risk_cli.app, name="risk")
 
 console = Console()
 
 
 @app.command()
 def train(
-    cohort: Annotated[
-        Path, typer.Option("--cohort", help="Cohort folder (manifest.json, outcomes.csv, ...).")
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="--cohort: model path (.ubj), card beside; --mexico: models folder."
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Model path (.ubj); the card goes beside.")],
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and of XGBoost.")] = 0,
+    cohort: Annotated[
+        Path | None,
+        typer.Option("--cohort", help="SYNTHETIC cohort folder (manifest.json, outcomes.csv)."),
+    ] = None,
+    mexico: Annotated[
+        Path | None,
+        typer.Option("--mexico", help="REAL Mexico case-file folder: trains every outcome."),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the split and XGBoost (default 0; --mexico 2020)."),
+    ] = None,
     target: Annotated[
         str, typer.Option("--target", help="Outcome column: ventilation_14d or icu_admission.")
     ] = "ventilation_14d",
@@ -53,13 +70,19 @@ def train(
         int, typer.Option("--workers", help="Processes quantifying the DICOM studies.")
     ] = 1,
 ) -> None:
-    """Train the risk model on a (synthetic) cohort and print its held-out metrics."""
+    """Train risk models (--mexico: the shipped ones; --cohort: SYNTHETIC) and print metrics."""
+    if mexico is not None and cohort is None:
+        risk_cli.train_real(mexico, out, risk_cli.DEFAULT_SEED if seed is None else seed, console)
+        return
+    if cohort is None or mexico is not None:
+        console.print("[red]training failed[/red]: give exactly one of --cohort and --mexico")
+        raise typer.Exit(code=2)
     started = time.perf_counter()
     try:
         card = train_from_cohort(
             cohort,
             out,
-            seed,
+            0 if seed is None else seed,
             target=target,
             policy_thresholds=tuple(threshold or (0.5,)),
             workers=workers,
@@ -93,29 +116,46 @@ def train(
 @thresholds_app.command("show")
 def show(
     model: Annotated[Path, typer.Option("--model", help="Model path (.ubj) with its card.")],
+    studies_per_day: Annotated[
+        float | None,
+        typer.Option("--studies-per-day", help="Study volume for the expected alerts per day."),
+    ] = None,
 ) -> None:
-    """Print the operating-point table of a trained model (from its card)."""
+    """Print the operating-point table of a trained model (from its card).
+
+    ``ctriage thresholds show`` (the root command) adds the levels in force and the volume
+    measured in the store; this one reads the card only.
+    """
     try:
         RiskModel.load(model)  # refuses a model whose card or features do not match
         card = load_card(model)
     except TriageError as e:
         console.print(f"[red]cannot read model[/red] ({e.reason.value}): {e.detail}")
         raise typer.Exit(code=2) from e
+    volume = "given" if studies_per_day is not None else "unknown: pass --studies-per-day"
+    console.print(operating_points_table(card, operating_point_rows(card, studies_per_day), volume))
+
+
+def operating_points_table(
+    card: dict[str, Any], rows: list[OperatingPointRow], volume_note: str
+) -> Table:
+    """The operating-point table of a model card (rows from :func:`operating_point_rows`)."""
+    per_day = rows[0].alerts_per_day is not None if rows else False
     table = Table(
         title=f"{card['name']} {card['version']} ({card['target']}): operating points\n"
-        f"[yellow]{card.get('operating_points_label', SYNTHETIC_LABEL)}[/yellow]"
+        f"[yellow]{card.get('operating_points_label', SYNTHETIC_LABEL)}[/yellow]",
+        caption=f"studies per day: {volume_note}",
     )
-    for column in ("threshold", "sensitivity", "specificity", "PPV", "alerts / 100 studies"):
+    columns = ["threshold", "sensitivity", "specificity", "PPV", "alerts / 100 studies"]
+    columns += ["alerts / day"] if per_day else []
+    for column in columns:
         table.add_column(column, justify="right")
-    for point in card["operating_points"]:
-        table.add_row(
-            _fmt(point["threshold"]),
-            _fmt(point["sensitivity"]),
-            _fmt(point["specificity"]),
-            _fmt(point["ppv"]),
-            _fmt(point["alerts_per_100"]),
-        )
-    console.print(table)
+    table.add_column("level in force")
+    for row in rows:
+        cells = [row.threshold, row.sensitivity, row.specificity, row.ppv, row.alerts_per_100]
+        cells += [row.alerts_per_day] if per_day else []
+        table.add_row(*(_fmt(c) for c in cells), ", ".join(row.levels))
+    return table
 
 
 @capacity_app.command("forecast")

@@ -63,6 +63,13 @@ class ConfigRejectionReason(StrEnum):
     INVALID_LOS_PARAMETERS = "invalid_los_parameters"
     INVALID_ARRIVALS = "invalid_arrivals"
     NAIVE_DATETIME = "naive_datetime"
+    # threshold administration (issue 6)
+    UNKNOWN_LEVEL = "unknown_level"
+    MISSING_LEVEL = "missing_level"
+    EMPTY_REASON = "empty_reason"
+    EMPTY_USER = "empty_user"
+    VERSION_CONFLICT = "version_conflict"
+    UNKNOWN_HOSPITAL = "unknown_hospital"
 
 
 class TriageError(Exception):

@@ -37,7 +37,7 @@ from triage.codes import (
 from triage.exceptions import FhirRejected, FhirRejectionReason
 from triage.fhir_parse import FhirVersionValues, normalise_r5
 from triage.fhir_parse import validate_resource as _validate
-from triage.icu import icu_change
+from triage.icu import census_candidate
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +59,13 @@ CONTEXT_OBSERVATION_FEATURES: dict[ObservationKey, str] = {
 }
 CONDITION_FEATURES: dict[ConditionKey, str] = {key: f"has_{key.value}" for key in ConditionKey}
 DEMOGRAPHIC_FEATURES: tuple[str, ...] = ("age_years", "sex_male")
+# Diagnoses of the current illness that the risk model was trained with (the Mexico case file's
+# NEUMONIA flag) but that the FHIR extraction does not fill yet: always None in the stream.
+DIAGNOSIS_FEATURES: tuple[str, ...] = ("has_pneumonia",)
 CLINICAL_FEATURES: tuple[str, ...] = (
     *DEMOGRAPHIC_FEATURES,
     *CONDITION_FEATURES.values(),
+    *DIAGNOSIS_FEATURES,
     *OBSERVATION_FEATURES.values(),
 )
 FEATURES: tuple[str, ...] = (*IMAGING_FEATURES, *CLINICAL_FEATURES)
@@ -76,6 +80,7 @@ FEATURE_UNITS: dict[str, str] = {
     "age_years": "a",
     "sex_male": "1 (0 = female, 1 = male)",
     **{name: "1 (0 = absent, 1 = present)" for name in CONDITION_FEATURES.values()},
+    "has_pneumonia": "1 (0 = absent, 1 = present)",
     **{d.feature: d.unit for d in OBSERVATION_DEFINITIONS.values()},
 }
 
@@ -288,7 +293,9 @@ def maps_to_context(resource: dict[str, Any]) -> bool:
     """Whether a resource carries anything the clinical context or the ICU census reads.
 
     Patient always; a Condition coded in a comorbidity value set; an Observation (or one of
-    its components) with a known LOINC code; an ICU Encounter. Everything else is ignored at
+    its components) with a known LOINC code; an ICU Encounter (or an inpatient one at a
+    ``Location/<id>``, which the worker may know as an ICU); an invasive-ventilation Procedure.
+    Everything else is ignored at
     ingress (counted, not published: data minimisation).
     """
     rtype = resource.get("resourceType")
@@ -303,8 +310,8 @@ def maps_to_context(resource: dict[str, Any]) -> bool:
             c.get("code") for c in resource.get("component") or [] if isinstance(c, dict)
         ]
         return any(_first_key(c, observation_key_for) is not None for c in concepts)
-    if rtype == "Encounter":
-        return icu_change(resource) is not None
+    if rtype in {"Encounter", "Procedure"}:
+        return census_candidate(resource)  # ICU stays, transfers, invasive ventilation
     return False
 
 
@@ -400,7 +407,7 @@ def completeness(features: Mapping[str, float | None]) -> CompletenessValues:
         return CompletenessValues.NO_LABS
     if not vitals:
         return CompletenessValues.NO_VITALS
-    if any(features.get(name) is None for name in FEATURES):
+    if any(features.get(name) is None for name in FEATURES if name not in DIAGNOSIS_FEATURES):
         return CompletenessValues.PARTIAL
     return CompletenessValues.COMPLETE
 

@@ -1,4 +1,4 @@
-"""FHIR resources -> per-patient clinical context table (and ICU census changes).
+"""FHIR resources -> per-patient clinical context table (and ICU / ventilator census changes).
 
 The table ``patient_to_context`` is keyed by the pseudonymous patient id and changelog-backed,
 so a restarted worker recovers it; ``fhir.resources`` is co-partitioned with
@@ -22,6 +22,7 @@ from typing import Any
 
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, parse_or_dead_letter
+from streams.agents.capacity import load_registry
 from streams.agents.risk import rescore_recent
 from streams.app import Pipeline
 from streams.dlq import build_dead_letter, dead_letter
@@ -30,7 +31,7 @@ from streams.records import CapacityEvent, CapacityEventKind, DeadLetter, FhirRe
 from triage.exceptions import FhirRejected, FhirRejectionReason
 from triage.features import ClinicalContext
 from triage.fhir_parse import FhirVersionValues, declared_version, normalise_r5
-from triage.icu import IcuChange, icu_change
+from triage.icu import CensusChange, census_changes
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def register(pipeline: Pipeline) -> None:
     pipeline.tables["patient_to_pending"] = patient_to_pending
     dlq = pipeline.topic(t.FHIR_RESOURCES.dlq)
     capacity_events = pipeline.topic(t.CAPACITY_EVENTS.name)
+    icu_locations = load_registry(pipeline.settings).icu_locations  # Location ids of ICU units
     expired_sent: set[str] = set()  # event ids already dead-lettered by the sweep
 
     async def expire(
@@ -94,8 +96,7 @@ def register(pipeline: Pipeline) -> None:
                 context = await release_pending(key, context)
             patient_to_context[key] = context.to_dict()
             shaped = normalise_r5(record.resource) if version is FhirVersionValues.R5 else None
-            change = icu_change(shaped or record.resource)
-            if change is not None:
+            for change in census_changes(shaped or record.resource, icu_locations):
                 await capacity_events.send(
                     key=record.hospital.encode(),
                     value=_capacity_event(record, change).to_bytes(),
@@ -165,12 +166,12 @@ def _held_letter(item: dict[str, Any], reason: str, error: str) -> DeadLetter:
     )
 
 
-def _capacity_event(record: FhirResourceEvent, change: IcuChange) -> CapacityEvent:
-    kind = CapacityEventKind.ICU_ADMISSION if change.admitted else CapacityEventKind.ICU_DISCHARGE
+def _capacity_event(record: FhirResourceEvent, change: CensusChange) -> CapacityEvent:
     when: datetime = change.at
     return CapacityEvent(
-        kind=kind,
+        kind=CapacityEventKind(change.kind.value),
         hospital=record.hospital,
         patient_pseudonym=record.patient_pseudonym,
         event_time=when.isoformat(),
+        unit=change.unit,
     )

@@ -1,7 +1,10 @@
 """``triage.config`` -> the alert policy in force, on every worker.
 
 The topic is compacted and read in full by every worker with a group-less consumer (not an
-agent): each worker must know every hospital's threshold, whichever partitions it owns.
+agent): each worker must know every hospital's levels, whichever partitions it owns, and a change
+applies to the next score without a restart. A record that is not a valid policy (levels out of
+[0, 1] or out of order, unknown level, no levels at all) is dead-lettered with its reason code
+and the previous policy stays in force.
 """
 
 from __future__ import annotations
@@ -23,15 +26,22 @@ logger = logging.getLogger(__name__)
 STAGE = "config"
 
 
+def policy_of(config: TriageConfig) -> AlertPolicy:
+    """The policy a record sets: named levels or an old single threshold (or ConfigRejected)."""
+    return AlertPolicy.from_dict(config.model_dump())
+
+
 def apply_config(pipeline: Pipeline, config: TriageConfig) -> None:
     """Make ``config`` the policy in force for its hospital (raises ConfigRejected)."""
-    policy = AlertPolicy(threshold=config.threshold, threshold_version=config.threshold_version)
+    policy = policy_of(config)
     pipeline.policies[config.hospital] = policy
+    levels = ", ".join(f"{k} {v:g}" for k, v in policy.to_dict()["levels"].items())
     logger.info(
-        "threshold for %s is now %.3f (%s) by %s: %s",
+        "alert policy of %s is now %s (%s; alerts from %s) by %s: %s",
         config.hospital,
-        config.threshold,
-        config.threshold_version,
+        policy.threshold_version,
+        levels,
+        policy.alert_from,
         config.changed_by,
         config.reason,
     )

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streams import topics as t
@@ -34,9 +34,18 @@ from streams.records import (
     Quantification,
     RiskAssessment,
 )
-from triage.alerts import alert_id, risk_id
+from triage.alerts import (
+    AlertDecision,
+    AlertKindValues,
+    RiskLevelValues,
+    alert_id,
+    completeness_note,
+    decide_alert,
+    risk_id,
+)
 from triage.exceptions import TriageError
 from triage.features import ClinicalContext, clinical_features, completeness, feature_vector
+from triage.fhir_out import risk_assessment
 
 logger = logging.getLogger(__name__)
 
@@ -97,18 +106,45 @@ def register(pipeline: Pipeline) -> None:
             await handle_or_dead_letter(handle, event, dlq, STAGE)
 
 
-async def raise_alert_once(pipeline: Pipeline, risk: RiskAssessment) -> None:
-    """Send the alert of a risk above threshold, once per study, model and threshold version."""
-    if not risk.alert:
-        return
+async def raise_alert_once(pipeline: Pipeline, risk: RiskAssessment) -> Alert | None:
+    """Send the alert a risk raises, once per study, model version and threshold version.
+
+    A later score of the study that reaches a higher level sends one escalation alert per level
+    reached (``alerted_studies`` remembers the highest level sent, across restarts). The
+    alert goes to ``triage.alerts`` and, as a FHIR R4 RiskAssessment, to
+    ``triage.alerts.fhir``. Returns it (None when nothing new was raised).
+    """
     alerted_studies = pipeline.tables["alerted_studies"]
-    alert = to_alert(risk)
-    if alerted_studies.get(alert.alert_id) is None:
-        await pipeline.topic(t.TRIAGE_ALERTS.name).send(
-            key=risk.patient_pseudonym.encode(), value=alert.to_bytes()
-        )
-        alerted_studies[alert.alert_id] = {"raised_at": alert.raised_at}
-        ALERTS.labels(level=alert.level).inc()
+    key = alert_id(risk.study_uid, risk.model_version, risk.threshold_version)
+    policy = pipeline.policy_for(risk.hospital)
+    alert_from = policy.alert_from if policy.threshold_version == risk.threshold_version else None
+    decision = decide_alert(
+        risk.study_uid,
+        risk.model_version,
+        risk.threshold_version,
+        risk.level,
+        risk.alert,
+        alerted_studies.get(key),
+        alert_from=alert_from or RiskLevelValues.HIGH,
+    )
+    if decision is None:
+        return None
+    level_threshold = (
+        policy.levels.get(RiskLevelValues(decision.level)) if alert_from is not None else None
+    )
+    alert = to_alert(risk, decision, level_threshold)
+    key_bytes = risk.patient_pseudonym.encode()
+    await pipeline.topic(t.TRIAGE_ALERTS.name).send(key=key_bytes, value=alert.to_bytes())
+    await pipeline.topic(t.TRIAGE_ALERTS_FHIR.name).send(
+        key=key_bytes, value=json.dumps(fhir_risk_assessment(alert)).encode()
+    )
+    alerted_studies[key] = {
+        "level": str(decision.level),
+        "alert_id": alert.alert_id,
+        "raised_at": alert.raised_at,
+    }
+    ALERTS.labels(level=alert.level).inc()
+    return alert
 
 
 def features_for(
@@ -213,6 +249,7 @@ def assess(pipeline: Pipeline, quantification: Quantification, contexts: Any) ->
             for c in score.top_features
         ],
         completeness=str(completeness(features)),
+        completeness_note=completeness_note(features, pipeline.settings.fhir.observation_window_h),
         ct_time=quantification.ct_time,
         hospital=quantification.hospital,
         published_at=quantification.published_at,
@@ -221,10 +258,16 @@ def assess(pipeline: Pipeline, quantification: Quantification, contexts: Any) ->
     )
 
 
-def to_alert(risk: RiskAssessment) -> Alert:
+def to_alert(
+    risk: RiskAssessment,
+    decision: AlertDecision | None = None,
+    level_threshold: float | None = None,
+) -> Alert:
     """The alert an emergency physician sees for a risk above threshold."""
     return Alert(
-        alert_id=alert_id(risk.study_uid, risk.model_version, risk.threshold_version),
+        alert_id=decision.alert_id
+        if decision is not None
+        else alert_id(risk.study_uid, risk.model_version, risk.threshold_version),
         risk_id=risk.risk_id,
         study_uid=risk.study_uid,
         patient_pseudonym=risk.patient_pseudonym,
@@ -238,4 +281,29 @@ def to_alert(risk: RiskAssessment) -> Alert:
         ct_time=risk.ct_time,
         hospital=risk.hospital,
         raised_at=risk.scored_at,
+        kind=str(decision.kind) if decision is not None else AlertKindValues.INITIAL,
+        escalated_from=str(decision.previous_level)
+        if decision is not None and decision.previous_level is not None
+        else None,
+        previous_alert_id=decision.previous_alert_id if decision is not None else None,
+        level_threshold=level_threshold,
+        completeness_note=risk.completeness_note,
+        revision=risk.revision,
+    )
+
+
+def fhir_risk_assessment(alert: Alert) -> dict[str, Any]:
+    """The alert as a FHIR R4 RiskAssessment (validated), ready to POST to an EHR."""
+    return risk_assessment(
+        alert_id=alert.alert_id,
+        patient_pseudonym=alert.patient_pseudonym,
+        study_uid=alert.study_uid,
+        probability=alert.probability,
+        level=alert.level,
+        occurrence=datetime.fromtimestamp(alert.raised_at, tz=UTC).isoformat(),
+        model_version=alert.model_version,
+        threshold_version=alert.threshold_version,
+        top_features=[c.model_dump() for c in alert.top_features],
+        completeness=alert.completeness_note or alert.completeness,
+        escalated_from=alert.escalated_from,
     )

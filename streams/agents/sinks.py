@@ -22,7 +22,7 @@ from streams.agents.base import handle_or_dead_letter, in_thread, parse_or_dead_
 from streams.app import Pipeline
 from streams.dlq import StreamReason, dead_letter
 from streams.metrics import MESSAGES
-from streams.records import Alert, CapacityForecast, DeadLetter, RiskAssessment
+from streams.records import Alert, CapacityForecast, DeadLetter, RiskAssessment, ThresholdAudit
 
 logger = logging.getLogger(__name__)
 
@@ -84,31 +84,68 @@ def write_alert(engine: Engine, alert: Alert) -> None:
                 "lesion_percent": alert.lesion_percent,
                 "top_features": [c.model_dump() for c in alert.top_features],
                 "raised_at": _utc(alert.raised_at),
+                "kind": alert.kind,
+                "escalated_from": alert.escalated_from,
+                "completeness": alert.completeness,
+                "completeness_note": alert.completeness_note,
+                "hospital": alert.hospital,
+            },
+        )
+
+
+def write_audit(engine: Engine, audit: ThresholdAudit) -> None:
+    """Upsert a policy change's audit record (who, when, old -> new, why)."""
+    with engine.begin() as conn:
+        store.upsert_threshold_audit(
+            conn,
+            {
+                "audit_id": audit.audit_id,
+                "hospital": audit.hospital,
+                "changed_by": audit.changed_by,
+                "role": audit.role,
+                "source": audit.source,
+                "changed_at": _utc(audit.changed_at),
+                "old_version": audit.old_version,
+                "new_version": audit.new_version,
+                "old_policy": audit.old_policy,
+                "new_policy": audit.new_policy,
+                "reason": audit.reason,
+                "audit_event": audit.audit_event,
             },
         )
 
 
 def write_forecast(engine: Engine, forecast: CapacityForecast) -> None:
-    """Upsert one row per forecast day."""
+    """Upsert one row per forecast day and resource (ICU beds, then ventilators when known)."""
     issued_at = datetime.fromisoformat(forecast.issued_for)
+    parts = [("icu_beds", "", forecast.capacity, forecast.occupancy_now, forecast.days,
+              forecast.p_breach, forecast.breach_alert)]  # fmt: skip
+    vent = forecast.ventilators
+    if vent is not None:
+        parts.append(("ventilators", "v", vent.capacity, vent.in_use_now, vent.days,
+                      vent.p_breach, vent.breach_alert))  # fmt: skip
     rows = [
         {
-            "forecast_id": f"{forecast.forecast_id}-{i + 1}",
+            "forecast_id": f"{forecast.forecast_id}-{tag}{i + 1}",
             "hospital": forecast.hospital,
             "issued_at": issued_at,
             "day": datetime.fromisoformat(day.date).date(),
             "expected": day.expected,
             "lower80": day.lower80,
             "upper80": day.upper80,
-            "capacity": forecast.capacity,
+            "capacity": capacity,
             "p_exceed": day.p_exceed,
             "unit": forecast.unit,
             "lower95": day.lower95,
             "upper95": day.upper95,
-            "p_breach": forecast.p_breach,
-            "breach_alert": forecast.breach_alert,
+            "p_breach": p_breach,
+            "breach_alert": breach_alert,
+            "resource": resource,
+            "occupancy_now": occupancy_now,
+            "median": day.median,
         }
-        for i, day in enumerate(forecast.days)
+        for resource, tag, capacity, occupancy_now, days, p_breach, breach_alert in parts
+        for i, day in enumerate(days)
     ]
     with engine.begin() as conn:
         store.upsert_forecast_rows(conn, rows)
@@ -213,6 +250,7 @@ def register(pipeline: Pipeline) -> None:
     """Declare one sink agent per stored topic."""
     _sink(pipeline, t.TRIAGE_RISK.name, RiskAssessment, write_risk)
     _sink(pipeline, t.TRIAGE_ALERTS.name, Alert, write_alert)
+    _sink(pipeline, t.TRIAGE_AUDIT.name, ThresholdAudit, write_audit)
     _sink(pipeline, t.CAPACITY_FORECASTS.name, CapacityForecast, write_forecast)
     for spec in t.ALL_TOPICS:
         if spec.has_dlq:

@@ -17,6 +17,7 @@ import asyncio
 import functools
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -44,11 +45,22 @@ _INGRESS = web.AppKey("ingress", FhirIngress)
 _SINK = web.AppKey("sink", object)
 
 
-def build_app(pseudonymiser: Pseudonymiser, hospital: str, sink: FhirSink) -> web.Application:
-    """The aiohttp application; ``sink`` receives what is published (Kafka in production)."""
+def build_app(
+    pseudonymiser: Pseudonymiser,
+    hospital: str,
+    sink: FhirSink,
+    quarantine_dir: Path | None = None,
+) -> web.Application:
+    """The aiohttp application; ``sink`` receives what is published (Kafka in production).
+
+    ``quarantine_dir`` keeps the original of each rejected payload on the ingress side (it may
+    hold identifiers); its dead letter names the file.
+    """
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[_SINK] = sink
-    app[_INGRESS] = FhirIngress(pseudonymiser, hospital, CollectingSink(), SOURCE)
+    app[_INGRESS] = FhirIngress(
+        pseudonymiser, hospital, CollectingSink(), SOURCE, quarantine_dir=quarantine_dir
+    )
     app.router.add_post("/fhir", post_payload)
     app.router.add_post("/fhir/subscription-notification", post_payload)
     app.router.add_post("/fhir/{resource_type}", post_payload)
@@ -208,7 +220,9 @@ def _ingest(
     version: FhirVersionValues,
     ndjson: bool,
 ) -> IngestReport:
-    one = FhirIngress(ingress.pseudonymiser, ingress.hospital, staged, SOURCE)
+    one = FhirIngress(
+        ingress.pseudonymiser, ingress.hospital, staged, SOURCE, ingress.quarantine_dir
+    )
     if ndjson:
         return one.ingest_ndjson(body, version, origin="body")
     return one.ingest_json(body, version, origin="body")

@@ -131,7 +131,7 @@ def test_replay_end_to_end(settings, worker, cohort, tmp_path):
     assert len(alerted) == len(set(alerted))
     for alert in our_alerts:
         assert alert.model_version and alert.threshold_version
-        assert alert.probability >= 0.5
+        assert alert.probability >= settings.worker.alert_threshold
         assert alert.top_features
     our_risks = [r for r in outcome.risks.values() if r.study_uid in ours]
     assert any(r.alert for r in our_risks), "a 30-patient cohort raises no alert"

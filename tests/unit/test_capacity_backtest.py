@@ -90,7 +90,13 @@ def test_synthetic_backtest_intervals_and_no_look_ahead() -> None:
     series = from_frame(synthetic_wave(), "synthetic")
     rows = bt.run_backtest(series, bt.default_models(None), horizon=7, step_days=1)
     by = {(r["model"], r["horizon_days"]): r for r in rows}
-    assert {m for m, _ in by} == {"ctriage", "persistence", "seasonal_naive", "linear_trend"}
+    assert {m for m, _ in by} == {
+        "ctriage",
+        "ctriage_flow",
+        "persistence",
+        "seasonal_naive",
+        "linear_trend",
+    }
     assert by[("ctriage", 7)]["mae"] < by[("persistence", 7)]["mae"]
     assert 0.6 <= by[("ctriage", 7)]["coverage80"] <= 0.95
     # Changing the future must not change a forecast made before it.
@@ -99,6 +105,21 @@ def test_synthetic_backtest_intervals_and_no_look_ahead() -> None:
     altered.loc[151:, "icu_occupancy"] = 0
     again = bt.point_forecasts(from_frame(altered, "x"), bt.ctriage_flow, [150], 7)
     assert early == pytest.approx(again)
+    # nor a blend weight: the blend learns only from outcomes known at its origin
+    ours = bt.default_models(None)["ctriage"]
+    blended = bt.every_forecast(series, ours, range(100, 151), 7)
+    blended_again = bt.every_forecast(from_frame(altered, "x"), ours, range(100, 151), 7)
+    assert blended == pytest.approx(blended_again)
+
+
+def test_blend_picks_the_model_that_was_right_before_the_origin() -> None:
+    """Two constant forecasters, the truth equal to the second: the blend moves to it."""
+    y = np.full(200, 10.0)
+    first = np.full((150, 3), 20.0)
+    second = np.full((150, 3), 10.0)
+    out = bt.blend_forecasts(y, first, second, first_origin=30)
+    assert out[:10] == pytest.approx(20.0)  # no known errors yet: the first model alone
+    assert out[-1] == pytest.approx(10.0)
 
 
 @pytest.mark.skipif(not DPC.is_dir(), reason="shared real data folder absent")
@@ -125,7 +146,7 @@ def test_cli_backtest_writes_json(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
-    assert len(rows) == 5 * 3 and all(set(r) >= KEYS for r in rows)
+    assert len(rows) == 6 * 3 and all(set(r) >= KEYS for r in rows)
     assert {r["model"] for r in rows} >= {"chime", "ctriage"}
     assert all(r["coverage80"] is None for r in rows if r["model"] == "chime")
     bad = CliRunner().invoke(app, ["capacity", "backtest", "--csv", str(tmp_path / "no.csv")])

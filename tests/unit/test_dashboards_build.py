@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,6 +26,8 @@ from dashboards.catalog import DASHBOARDS
 from dashboards.datasources import POSTGRES_PLUGIN_ID, SqlDataquery, sql_variant_config
 from dashboards.ed_triage import build_ed_triage
 from streams import metrics
+from streams.agents.capacity import forecast_from_census
+from streams.agents.sinks import write_forecast
 
 pytestmark = pytest.mark.unit
 
@@ -144,10 +146,13 @@ def test_panels_fit_the_grid_without_overlapping(name: str) -> None:
     assert len(set(ids)) == len(ids)
 
 
-# Grafana's PostgreSQL macros, expanded the way SQLite can run them (no time range here).
+# Grafana's PostgreSQL macros, expanded the way SQLite can run them (no time range here), and
+# the dashboards' template variables set to the census that ``filled_store`` holds.
 MACROS = [
     (re.compile(r"\$__timeFilter\((\w+)\)"), r"(\1 IS NOT NULL)"),
     (re.compile(r"\$__timeGroupAlias\((\w+)\s*,[^)]*\)"), r"\1 AS time"),
+    (re.compile(r"\$hospital\b"), "h1"),
+    (re.compile(r"\$unit\b"), "icu-a"),
 ]
 
 
@@ -179,6 +184,15 @@ def filled_store() -> Engine:
             {**common, "risk_id": "r1", "completeness": "complete", "scored_at": NOW},
         )
         store.upsert_alert(conn, {**common, "alert_id": "a1", "raised_at": NOW})
+    census = {
+        "occupants": {"p1": (NOW - timedelta(days=2)).isoformat()},
+        "pipeline": {"p2": [0.6, NOW.isoformat()]},
+        "ventilated": {"p1": (NOW - timedelta(days=1)).isoformat()},
+        "at_risk": {"p2": [0.6, NOW.isoformat()]},
+        "clock": NOW.isoformat(),
+    }
+    forecast = forecast_from_census("h1", census, capacity=4, unit="icu-a", ventilators=2)
+    write_forecast(engine, forecast)  # the sink's own rows: ICU beds and ventilators
     return engine
 
 

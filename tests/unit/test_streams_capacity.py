@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.agents.capacity import apply_event, census_key, forecast_from_census, is_live
+from streams.agents.capacity import (
+    apply_event,
+    census_key,
+    forecast_from_census,
+    is_live,
+    unit_of_patient,
+)
 from streams.records import CapacityEvent, CapacityEventKind
 
 pytestmark = pytest.mark.unit
@@ -108,3 +114,78 @@ def test_only_live_census_is_refreshed_on_schedule() -> None:
     wall = datetime(2024, 1, 1, 12, tzinfo=UTC)
     assert is_live({"clock": (wall - timedelta(hours=3)).isoformat()}, wall)
     assert not is_live({"clock": "2020-11-02T08:00:00+00:00"}, wall)
+
+
+def test_ventilation_census_and_at_risk_patients() -> None:
+    t0 = "2020-11-02T08:00:00+00:00"
+    census = apply_event({}, _event(CapacityEventKind.PIPELINE_RISK, "a", t0, 0.8))
+    census = apply_event(census, _event(CapacityEventKind.ICU_ADMISSION, "a", t0))
+    # in the ICU, so out of the ICU pipeline, but still at risk of ventilation
+    assert census["pipeline"] == {} and census["at_risk"] == {"a": [0.8, t0]}
+    census = apply_event(
+        census, _event(CapacityEventKind.VENTILATION_START, "a", "2020-11-03T01:00:00+00:00")
+    )
+    assert census["ventilated"] == {"a": "2020-11-03T01:00:00+00:00"}
+    assert census["at_risk"] == {} and census["ventilation_starts"] == {"2020-11-03": 1}
+    # a redelivered start counts once; an end frees the ventilator, the bed stays taken
+    census = apply_event(
+        census, _event(CapacityEventKind.VENTILATION_START, "a", "2020-11-03T01:00:00+00:00")
+    )
+    assert census["ventilation_starts"] == {"2020-11-03": 1}
+    census = apply_event(
+        census, _event(CapacityEventKind.VENTILATION_END, "a", "2020-11-08T01:00:00+00:00")
+    )
+    assert census["ventilated"] == {} and set(census["occupants"]) == {"a"}
+    census = apply_event(
+        census, _event(CapacityEventKind.VENTILATION_START, "b", "2020-11-08T02:00:00+00:00")
+    )
+    census = apply_event(
+        census, _event(CapacityEventKind.ICU_DISCHARGE, "b", "2020-11-09T02:00:00+00:00")
+    )
+    assert census["ventilated"] == {}  # leaving the ICU ends a ventilation we were not told of
+
+
+def test_ventilator_forecast_next_to_icu_beds() -> None:
+    clock = datetime(2020, 11, 20, 8, tzinfo=UTC)
+    census = {
+        "occupants": {f"o{i}": (clock - timedelta(days=i % 5)).isoformat() for i in range(8)},
+        "pipeline": {},
+        "ventilated": {f"o{i}": (clock - timedelta(days=i % 3)).isoformat() for i in range(5)},
+        "at_risk": {"o7": [0.9, clock.isoformat()], "o6": [0.9, clock.isoformat()]},
+        "ventilation_starts": {
+            (clock - timedelta(days=k)).date().isoformat(): 1 for k in range(1, 15)
+        },
+        "clock": clock.isoformat(),
+    }
+    forecast = forecast_from_census("h", census, capacity=10, ventilators=5, breach_probability=0.5)
+    vent = forecast.ventilators
+    assert vent is not None and vent.capacity == 5 and vent.in_use_now == 5
+    assert len(vent.days) == len(forecast.days) == 7
+    assert all(
+        d.lower95 <= d.lower80 <= d.median <= d.upper80 <= d.upper95  # type: ignore[operator]
+        for d in vent.days
+    )
+    # five ventilated, two at 90% risk and daily starts: a full unit of 5 is likely breached
+    assert vent.breach_alert and vent.p_breach is not None and vent.p_breach >= 0.5
+    assert vent.expected_arrivals is not None and vent.expected_arrivals > 0
+    roomy = forecast_from_census("h", census, capacity=10, ventilators=30)
+    assert roomy.ventilators is not None and not roomy.ventilators.breach_alert
+    # the at-risk patients weigh by their ventilation risk
+    calm = {**census, "at_risk": {}, "ventilation_starts": {}}
+    risky = {**census, "ventilation_starts": {}}
+    low = forecast_from_census("h", calm, capacity=10, ventilators=5).ventilators
+    high = forecast_from_census("h", risky, capacity=10, ventilators=5).ventilators
+    assert low is not None and high is not None
+    assert high.days[2].expected == pytest.approx(low.days[2].expected + 2 * 0.9 * 0.95, abs=0.2)
+    assert forecast_from_census("h", census, capacity=10).ventilators is None
+
+
+def test_ventilation_without_location_goes_to_the_unit_holding_the_patient() -> None:
+    censuses = {
+        "h/icu-a": {"hospital": "h", "unit": "icu-a", "occupants": {"x": "t"}},
+        "h/icu-b": {"hospital": "h", "unit": "icu-b", "occupants": {"y": "t"}},
+        "g/icu-b": {"hospital": "g", "unit": "icu-b", "occupants": {"x": "t"}},
+    }
+    assert unit_of_patient(censuses, "h", "x") == "icu-a"
+    assert unit_of_patient(censuses, "g", "x") == "icu-b"
+    assert unit_of_patient(censuses, "h", "z") is None

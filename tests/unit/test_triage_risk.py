@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from triage.cli import app
+from triage.evaluation import calibration_error, roc_auc, stratified_split
 from triage.exceptions import (
     ModelArtifactError,
     ModelArtifactReason,
@@ -22,17 +23,8 @@ from triage.exceptions import (
     TrainingDataReason,
 )
 from triage.features import FEATURES, IMAGING_FEATURES
-from triage.risk import (
-    OPERATING_THRESHOLDS,
-    RiskModel,
-    build_training_table,
-    calibration_error,
-    card_path,
-    dicom_biomarkers,
-    roc_auc,
-    stratified_split,
-    train_from_cohort,
-)
+from triage.risk import OPERATING_THRESHOLDS, RiskModel, card_path
+from triage.risk_synthetic import build_training_table, dicom_biomarkers, train_from_cohort
 
 pytestmark = pytest.mark.unit
 
@@ -329,7 +321,7 @@ def test_dicom_biomarkers_uses_inference_package(
 def test_cli_train_and_thresholds_show(
     cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("triage.risk.dicom_biomarkers", stand_in_biomarkers)
+    monkeypatch.setattr("triage.risk_synthetic.dicom_biomarkers", stand_in_biomarkers)
     runner = CliRunner()
     out = tmp_path / "cli.ubj"
     result = runner.invoke(

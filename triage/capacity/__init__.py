@@ -1,6 +1,8 @@
 """ICU and ventilator capacity forecasting.
 
-- ``census``: patient-level forecast of one hospital unit (occupants, pipeline, arrivals).
+- ``census``: patient-level forecast of one hospital unit (occupants, pipeline, arrivals), for
+  ICU beds and for ventilators in use (same model, its own length of stay).
+- ``locations``: staffed ICU beds and ventilators per unit from FHIR Locations and Devices.
 - ``arrivals``: admissions forecast (damped exponential growth) from recent admissions.
 - ``series``: daily census series and the stock-flow forecast on them.
 - ``chime``: the CHIME model (Penn Medicine), re-implemented as a baseline.

@@ -5,6 +5,12 @@ origins are every ``step_days`` after a warm-up; every model is scored on the sa
 horizon) pairs, those whose observed occupancy is known (gaps are never scored). MAPE skips
 observed zeros.
 
+``ctriage`` is the stock-flow model (``ctriage_flow``, also scored alone) blended with persistence
+per horizon (:class:`AdaptiveBlend`): at each origin the weight of the flow model is the one of
+0, 0.1, ..., 1 with the lowest MAE over the last ``BLEND_WINDOW_DAYS`` origins whose outcomes are
+known at that origin. Window, grid and minimum were fixed before the first run, not tuned on the
+scored origins; like the intervals, the weights use nothing after ``T``.
+
 Prediction intervals (every model but CHIME, which has none): split-conformal on the log scale.
 The point forecasts of the ``calibration_days`` origins before ``T - h`` (whose outcomes are known
 at ``T``) give log errors ``log1p(y) - log1p(forecast)``; their 2.5/10/90/97.5% quantiles shift
@@ -30,6 +36,9 @@ LEVELS = (0.025, 0.1, 0.9, 0.975)
 WARMUP_DAYS = 28
 CALIBRATION_DAYS = 90
 MIN_CALIBRATION = 30
+BLEND_WINDOW_DAYS = 56
+BLEND_MIN_ERRORS = 14
+BLEND_WEIGHTS = np.linspace(0.0, 1.0, 11)
 
 
 def persistence(occupancy: np.ndarray, _admissions: np.ndarray, horizon: int) -> np.ndarray:
@@ -57,6 +66,62 @@ def ctriage_flow(occupancy: np.ndarray, admissions: np.ndarray, horizon: int) ->
     return flow_forecast(occupancy, admissions, horizon)
 
 
+@dataclass(frozen=True)
+class AdaptiveBlend:
+    """``w * first + (1 - w) * second``, ``w`` per origin and horizon from past errors only."""
+
+    first: Forecaster
+    second: Forecaster
+
+    def __call__(self, occupancy: np.ndarray, admissions: np.ndarray, horizon: int) -> np.ndarray:
+        """Without a history of scored forecasts the weight is 1: the first model alone."""
+        return self.first(occupancy, admissions, horizon)
+
+
+def blend_forecasts(
+    y: np.ndarray, first: np.ndarray, second: np.ndarray, first_origin: int
+) -> np.ndarray:
+    """Blend two [origins, horizon] forecast arrays made at every origin from ``first_origin``."""
+    rows, horizon = first.shape
+    out = first.copy()
+    t = np.arange(first_origin, first_origin + rows)
+    for h in range(1, horizon + 1):
+        target = t + h
+        actual = np.full(rows, np.nan)
+        ok = target < y.size
+        actual[ok] = y[target[ok]]
+        # candidates[w, row]: the blend of each weight, and its absolute error where known
+        candidates = (
+            BLEND_WEIGHTS[:, None] * first[:, h - 1]
+            + (1.0 - BLEND_WEIGHTS[:, None]) * second[:, h - 1]
+        )
+        errors = np.abs(candidates - actual[None, :])
+        for row in range(rows):
+            hi = row - h + 1  # forecasts made at t with t + h <= origin have known outcomes
+            window = errors[:, max(0, hi - BLEND_WINDOW_DAYS) : max(0, hi)]
+            known = ~np.isnan(window[0])
+            if known.sum() < BLEND_MIN_ERRORS:
+                continue
+            mae = window[:, known].mean(axis=1)
+            best = int(np.flatnonzero(mae <= mae.min() + 1e-12)[-1])  # ties: more model
+            out[row, h - 1] = candidates[best, row]
+    return out
+
+
+def every_forecast(
+    series: DailySeries, model: Forecaster, origins: range, horizon: int
+) -> np.ndarray:
+    """Point forecasts at every origin of ``origins``; a blend learns from earlier ones too."""
+    if not isinstance(model, AdaptiveBlend):
+        return point_forecasts(series, model, origins, horizon)
+    since = max(WARMUP_DAYS, origins.start - BLEND_WINDOW_DAYS - horizon)
+    wider = range(since, origins.stop)
+    first = point_forecasts(series, model.first, wider, horizon)
+    second = point_forecasts(series, model.second, wider, horizon)
+    blended = blend_forecasts(series.occupancy, first, second, since)
+    return blended[origins.start - since :]
+
+
 def chime_for(population: float) -> Forecaster:
     """CHIME fitted before each origin, for a region of ``population`` people."""
 
@@ -69,7 +134,8 @@ def chime_for(population: float) -> Forecaster:
 def default_models(population: float | None) -> dict[str, Forecaster]:
     """Ours and the baselines; CHIME only where the population is known."""
     models: dict[str, Forecaster] = {
-        "ctriage": ctriage_flow,
+        "ctriage": AdaptiveBlend(ctriage_flow, persistence),
+        "ctriage_flow": ctriage_flow,
         "persistence": persistence,
         "seasonal_naive": seasonal_naive,
         "linear_trend": linear_trend,
@@ -159,7 +225,7 @@ def run_backtest(
             bands = None
         else:
             calib_from = max(first, scored_from - CALIBRATION_DAYS - horizon)
-            every = point_forecasts(series, model, range(calib_from, last + 1), horizon)
+            every = every_forecast(series, model, range(calib_from, last + 1), horizon)
             points = every[scored - calib_from]
             bands = conformal_bands(series, every, calib_from, scored)
         results.extend(_score(name, y, scored, points, bands))
@@ -214,7 +280,8 @@ class SeriesForecast:
 def forecast_at(series: DailySeries, origin: int, horizon: int = 14) -> SeriesForecast:
     """Our forecast from ``origin`` (an index of the series) with conformal intervals."""
     calib_from = max(WARMUP_DAYS, origin - CALIBRATION_DAYS - horizon)
-    every = point_forecasts(series, ctriage_flow, range(calib_from, origin + 1), horizon)
+    ours = AdaptiveBlend(ctriage_flow, persistence)
+    every = every_forecast(series, ours, range(calib_from, origin + 1), horizon)
     bands = conformal_bands(series, every, calib_from, np.array([origin]))[0]
     start = series.dates[origin]
     return SeriesForecast(

@@ -88,6 +88,14 @@ class LengthOfStay:
         return min(1.0, self.survival(max(elapsed_days, 0.0) + extra_days) / alive)
 
 
+#: Length of an ICU stay (COVID-19 pneumonia; assumption, not fitted: the live model has no
+#: per-patient history to fit it on). Mean 9 days, log-sd 0.8 (median 6.6, 95th pct. 25 days).
+ICU_STAY = LengthOfStay(mean_days=9.0, sigma=0.8)
+#: Duration of invasive mechanical ventilation (assumption of the same kind): mean 10 days,
+#: log-sd 0.7 (median 7.8 days), in the range reported for COVID-19 ventilated patients.
+VENTILATION = LengthOfStay(mean_days=10.0, sigma=0.7)
+
+
 @dataclass(frozen=True)
 class DayForecast:
     """Occupancy forecast for ``day`` days after issue (on calendar ``date``)."""
@@ -100,6 +108,7 @@ class DayForecast:
     p_exceed: float
     lower95: int = 0
     upper95: int = 0
+    median: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,6 +227,7 @@ def forecast_icu(
                 p_exceed=float(min(1.0, max(0.0, dist[capacity_beds + 1 :].sum()))),
                 lower95=quantile(dist, 0.025),
                 upper95=quantile(dist, 0.975),
+                median=quantile(dist, 0.5),
             )
         )
     p_breach = _simulate_breach(

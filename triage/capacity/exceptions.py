@@ -1,7 +1,8 @@
 """Errors of capacity forecasting on daily series.
 
 TriageError
- └── CapacityDataRejected   a daily series (CSV) that cannot be back-tested or forecast
+ └── CapacityDataRejected   a daily series (CSV) that cannot be back-tested or forecast, or a
+                            capacity file (FHIR Locations) that cannot be read
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class CapacityDataReason(StrEnum):
     NEGATIVE_COUNT = "negative_count"
     TOO_SHORT = "too_short"
     UNKNOWN_REGION = "unknown_region"
+    INVALID_LOCATION = "invalid_location"
 
 
 class CapacityDataRejected(TriageError):

@@ -1,0 +1,278 @@
+"""``ctriage thresholds show|set|history`` and ``ctriage admin-api``: policies from Kafka.
+
+``show`` prints the model card's operating points with the expected alerts per day (volume from
+``--studies-per-day`` or the store's last 7 days) and the levels in force for one hospital (from
+``triage.config``). ``set`` publishes a change the way the admin API does (same validation,
+same audit record, ``source`` = cli). ``history`` prints the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from kafka.errors import KafkaError
+from rich.console import Console
+from rich.table import Table
+
+from streams.admin.policy_log import PolicyLog, PolicyLogError
+from streams.admin.volume import study_volume
+from streams.settings import Settings, load_settings
+from triage.alerts import NAMED_LEVELS, AlertPolicy
+from triage.cli import operating_points_table
+from triage.exceptions import ConfigRejected, TriageError
+from triage.risk import RiskModel, load_card
+from triage.thresholds import ThresholdChange, operating_point_rows, parse_level_name
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    help="Alert levels per hospital: operating points, changes, audit trail.",
+    no_args_is_help=True,
+)
+console = Console()
+T = TypeVar("T")
+
+
+def default_policy(settings: Settings) -> AlertPolicy:
+    """The policy in force where ``triage.config`` has none (from the worker settings)."""
+    return AlertPolicy.single(settings.worker.alert_threshold, settings.worker.threshold_version)
+
+
+def administered_hospitals(settings: Settings) -> tuple[str, ...]:
+    """Hospitals whose policy may be changed here."""
+    return settings.admin.hospitals or (settings.worker.hospital,)
+
+
+def policy_log(settings: Settings, create_topics: bool = True) -> PolicyLog:
+    """A policy log on the configured broker (for writers: topics created if missing)."""
+    from streams.topics import ensure_topics
+
+    if create_topics:
+        try:
+            ensure_topics(
+                settings.kafka.bootstrap_servers,
+                settings.kafka.partitions,
+                timeout_s=settings.admin.read_timeout_s,
+            )
+        except KafkaError as e:
+            raise PolicyLogError(f"Kafka at {settings.kafka.bootstrap_servers}: {e!r}") from e
+    return PolicyLog(
+        settings.kafka.bootstrap_servers,
+        default_policy(settings),
+        administered_hospitals(settings),
+        timeout_s=settings.admin.read_timeout_s,
+    )
+
+
+def with_log(
+    settings: Settings, work: Callable[[PolicyLog], Awaitable[T]], writes: bool = False
+) -> T:
+    """Start a policy log, run ``work`` on it, stop it."""
+
+    async def run() -> T:
+        log = policy_log(settings, create_topics=writes)
+        await log.start()
+        try:
+            return await work(log)
+        finally:
+            await log.stop()
+
+    return asyncio.run(run())
+
+
+@app.command("show")
+def show(
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model (.ubj); default: the worker's.")
+    ] = None,
+    hospital: Annotated[
+        str | None, typer.Option("--hospital", help="Hospital; default: the worker's.")
+    ] = None,
+    studies_per_day: Annotated[
+        float | None,
+        typer.Option("--studies-per-day", help="Study volume (default: the store's last 7 days)."),
+    ] = None,
+) -> None:
+    """Operating points of the model, expected alerts per day, and the levels in force."""
+    settings = load_settings()
+    path = model or settings.worker.risk_model_path
+    where = hospital or settings.worker.hospital
+    try:
+        RiskModel.load(path)  # refuses a model whose card or features do not match the code
+        card = load_card(path)
+    except TriageError as e:
+        console.print(f"[red]cannot read model[/red] ({e.reason.value}): {e.detail}")
+        raise typer.Exit(code=2) from e
+
+    async def read(log: PolicyLog) -> tuple[AlertPolicy, str]:
+        found = log.in_force(where)
+        record = found.record
+        origin = (
+            f"triage.config, set by {record.changed_by}: {record.reason}"
+            if record is not None
+            else "default (worker settings; no triage.config record)"
+        )
+        return found.policy, origin
+
+    try:
+        policy, origin = with_log(settings, read)
+    except PolicyLogError as e:
+        policy, origin = default_policy(settings), f"default: Kafka not reachable ({e})"
+        console.print(f"[yellow]{origin}[/yellow]")
+    volume = study_volume(settings.store.url, studies_per_day)
+    rows = operating_point_rows(card, volume.studies_per_day, policy)
+    console.print(operating_points_table(card, rows, volume.source))
+    console.print(levels_table(where, policy, origin))
+
+
+def levels_table(hospital: str, policy: AlertPolicy, origin: str) -> Table:
+    """The levels in force for one hospital."""
+    table = Table(
+        title=f"levels in force for {hospital}: version {policy.threshold_version}",
+        caption=origin,
+    )
+    for column in ("level", "from probability", "alerts"):
+        table.add_column(column)
+    for level in NAMED_LEVELS:
+        alerts = "yes" if level.rank >= policy.alert_from.rank else "no"
+        table.add_row(str(level), f"{policy.levels[level]:g}", alerts)
+    return table
+
+
+@app.command("set")
+def set_level(
+    level: Annotated[str, typer.Option("--level", help="moderate, high or critical.")],
+    value: Annotated[float, typer.Option("--value", help="Probability the level starts at.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit trail).")],
+    hospital: Annotated[
+        str | None, typer.Option("--hospital", help="Hospital; default: the worker's.")
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who; default: the OS user.")] = None,
+    alert_from: Annotated[
+        str | None, typer.Option("--alert-from", help="Lowest alerting level (optional).")
+    ] = None,
+    expected_version: Annotated[
+        str | None,
+        typer.Option("--expected-version", help="Refuse if the version in force differs."),
+    ] = None,
+) -> None:
+    """Change one level of a hospital's policy: a new version on triage.config + an audit record."""
+    settings = load_settings()
+    try:
+        named = parse_level_name(level)
+        if alert_from is not None:
+            parse_level_name(alert_from)
+    except ConfigRejected as e:
+        console.print(f"[red]refused[/red] ({e.reason.value}): {e.detail}")
+        raise typer.Exit(code=2) from e
+    change = ThresholdChange(
+        hospital=hospital or settings.worker.hospital,
+        levels={str(named): value},
+        reason=reason,
+        changed_by=by or getpass.getuser(),
+        alert_from=alert_from,
+        expected_version=expected_version,
+    )
+
+    async def apply(log: PolicyLog) -> tuple[AlertPolicy, str | None, str | None]:
+        result = await log.change(change, "threshold-admin", "cli")
+        policy = log.in_force(change.hospital).policy
+        if result is None:
+            return policy, None, None
+        applied, audit = result
+        return policy, applied.old.threshold_version, audit.audit_id
+
+    try:
+        policy, old_version, audit_id = with_log(settings, apply, writes=True)
+    except ConfigRejected as e:
+        console.print(f"[red]refused[/red] ({e.reason.value}): {e.detail}")
+        raise typer.Exit(code=2) from e
+    except PolicyLogError as e:
+        console.print(f"[red]Kafka unavailable[/red]: {e}")
+        raise typer.Exit(code=3) from e
+    if old_version is None:
+        console.print(f"unchanged: {change.hospital} is already at {policy.threshold_version}")
+    else:
+        console.print(
+            f"{change.hospital}: {old_version} -> {policy.threshold_version} "
+            f"(audit {audit_id}); workers apply it to their next score"
+        )
+    console.print(levels_table(change.hospital, policy, f"set by {change.changed_by}"))
+
+
+@app.command("history")
+def history(
+    hospital: Annotated[
+        str | None, typer.Option("--hospital", help="Hospital; default: the worker's.")
+    ] = None,
+) -> None:
+    """The audit trail of a hospital's policy (from triage.audit), oldest first."""
+    settings = load_settings()
+    where = hospital or settings.worker.hospital
+
+    async def read(log: PolicyLog) -> list[tuple[str, ...]]:
+        return [
+            (
+                f"{a.changed_at:.0f}",
+                a.changed_by,
+                a.role,
+                a.source,
+                f"{a.old_version} -> {a.new_version}",
+                _levels_text(a.old_policy),
+                _levels_text(a.new_policy),
+                a.reason,
+            )
+            for a in log.audit_trail(where)
+        ]
+
+    try:
+        rows = with_log(settings, read)
+    except PolicyLogError as e:
+        console.print(f"[red]Kafka unavailable[/red]: {e}")
+        raise typer.Exit(code=3) from e
+    table = Table(title=f"alert policy changes of {where}")
+    for column in ("epoch s", "by", "role", "via", "version", "old", "new", "reason"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def serve_admin_api(settings: Settings, port: int | None = None) -> None:
+    """Run the admin API until interrupted (``ctriage admin-api``)."""
+    from aiohttp import web
+
+    from streams.admin.auth import TokenBook
+    from streams.admin.http import build_app
+
+    tokens = TokenBook(settings.admin.tokens)
+    if not len(tokens):
+        logger.warning("no admin tokens configured (CTRIAGE_ADMIN__TOKENS): every call gets 401")
+
+    async def make_app() -> web.Application:
+        log = policy_log(settings)
+        await log.start()
+        http = build_app(log, tokens, settings.worker.risk_model_path, settings.store.url)
+
+        async def stop(_: web.Application) -> None:
+            await log.stop()
+
+        http.on_cleanup.append(stop)
+        return http
+
+    web.run_app(make_app(), host=settings.admin.host, port=port or settings.admin.port)
+
+
+def _levels_text(policy: dict[str, object] | None) -> str:
+    if not policy:
+        return "-"
+    levels = policy.get("levels")
+    if not isinstance(levels, dict):
+        return "-"
+    return ", ".join(f"{k} {v}" for k, v in levels.items())

@@ -1,0 +1,200 @@
+"""Threshold changes (validation, versions, no-op), operating-point rows, FHIR output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fhir.resources.R4B.auditevent import AuditEvent
+from fhir.resources.R4B.riskassessment import RiskAssessment
+
+from triage.alerts import AlertPolicy, RiskLevelValues
+from triage.exceptions import ConfigRejected, ConfigRejectionReason
+from triage.fhir_out import (
+    RISK_PROBABILITY_SYSTEM,
+    risk_assessment,
+    threshold_audit_event,
+)
+from triage.thresholds import (
+    ThresholdChange,
+    apply_change,
+    audit_id,
+    next_version,
+    operating_point_rows,
+    parse_level_name,
+)
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+CURRENT = AlertPolicy({"moderate": 0.2, "high": 0.4, "critical": 0.7}, "t4")
+
+
+def change(**kwargs: object) -> ThresholdChange:
+    args: dict[str, object] = {
+        "hospital": "h1",
+        "levels": {"high": 0.5},
+        "reason": "fewer false alarms in winter",
+        "changed_by": "ana",
+    }
+    args.update(kwargs)
+    return ThresholdChange(**args)  # type: ignore[arg-type]
+
+
+def test_a_change_makes_a_new_version() -> None:
+    applied = apply_change(CURRENT, change())
+    assert applied is not None
+    assert applied.old == CURRENT
+    assert applied.new.threshold_version == "t5"
+    assert applied.new.levels[RiskLevelValues.HIGH] == 0.5
+    assert applied.new.levels[RiskLevelValues.CRITICAL] == 0.7  # untouched levels stay
+    assert applied.audit_id == audit_id("h1", "t4", "t5")
+    moved = apply_change(CURRENT, change(levels={}, alert_from="critical"))
+    assert moved is not None and moved.new.alert_from is RiskLevelValues.CRITICAL
+
+
+def test_a_change_that_changes_nothing_is_no_change() -> None:
+    assert apply_change(CURRENT, change(levels={"high": 0.4})) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"levels": {"high": 1.5}}, ConfigRejectionReason.THRESHOLD_OUT_OF_RANGE),
+        ({"levels": {"high": -0.1}}, ConfigRejectionReason.THRESHOLD_OUT_OF_RANGE),
+        ({"levels": {"high": 0.8}}, ConfigRejectionReason.LEVELS_NOT_ORDERED),
+        ({"levels": {"moderate": 0.4}}, ConfigRejectionReason.LEVELS_NOT_ORDERED),
+        ({"levels": {"severe": 0.4}}, ConfigRejectionReason.UNKNOWN_LEVEL),
+        ({"alert_from": "low"}, ConfigRejectionReason.UNKNOWN_LEVEL),
+        ({"levels": {}}, ConfigRejectionReason.MISSING_LEVEL),
+        ({"reason": ""}, ConfigRejectionReason.EMPTY_REASON),
+        ({"reason": "   "}, ConfigRejectionReason.EMPTY_REASON),
+        ({"changed_by": ""}, ConfigRejectionReason.EMPTY_USER),
+        ({"expected_version": "t3"}, ConfigRejectionReason.VERSION_CONFLICT),
+    ],
+)
+def test_refused_changes_name_their_reason(
+    kwargs: dict[str, object], reason: ConfigRejectionReason
+) -> None:
+    with pytest.raises(ConfigRejected) as info:
+        apply_change(CURRENT, change(**kwargs))
+    assert info.value.reason is reason
+    assert info.value.detail  # a sentence an administrator can act on
+
+
+def test_expected_version_in_force_is_accepted() -> None:
+    assert apply_change(CURRENT, change(expected_version="t4")) is not None
+
+
+@pytest.mark.parametrize(
+    ("before", "after"), [("t1", "t2"), ("t9", "t10"), ("v-41", "v-42"), ("x", "x-2")]
+)
+def test_next_version(before: str, after: str) -> None:
+    assert next_version(before) == after
+
+
+def test_level_names() -> None:
+    assert parse_level_name("critical") is RiskLevelValues.CRITICAL
+    with pytest.raises(ConfigRejected):
+        parse_level_name("low")
+
+
+CARD = {
+    "operating_points": [
+        {"threshold": t, "sensitivity": 1 - t, "specificity": t, "ppv": 0.5, "alerts_per_100": a}
+        for t, a in ((0.2, 40.0), (0.4, 20.0), (0.6, 10.0), (0.8, 2.0))
+    ]
+}
+
+
+def test_operating_points_with_volume_and_levels() -> None:
+    rows = operating_point_rows(CARD, 50.0, CURRENT)
+    assert [r.alerts_per_day for r in rows] == [20.0, 10.0, 5.0, 1.0]
+    assert rows[0].levels == ("moderate 0.2",)
+    assert rows[1].levels == ("high 0.4 (alerts)",)
+    assert rows[2].levels == ("critical 0.7",)  # 0.7 is as near 0.6 as 0.8: the lower wins
+    assert rows[3].levels == ()
+    assert all(r.alerts_per_day is None for r in operating_point_rows(CARD, None))
+
+
+def test_operating_points_of_the_shipped_card() -> None:
+    card = json.loads((REPO / "triage" / "models" / "ventilation.card.json").read_text())
+    rows = operating_point_rows(card, 100.0)
+    assert rows and all(r.alerts_per_day == r.alerts_per_100 for r in rows)
+
+
+FEATURES = [
+    {"feature": "lesion_percent", "value": 31.5, "contribution": 0.8, "direction": "raises"},
+    {"feature": "spo2_percent", "value": None, "contribution": 0.1, "direction": "raises"},
+]
+
+
+def build_risk(level: str = "critical", escalated_from: str | None = "high") -> dict:
+    return risk_assessment(
+        alert_id="7c0c5cbb-2f8b-5a52-9d69-0e0ae5a1f0c1",
+        patient_pseudonym="k1-4f2a9c",
+        study_uid="1.2.826.0.1.3680043.8.498.1",
+        probability=0.8123456,
+        level=level,
+        occurrence="2026-03-01T10:15:00+00:00",
+        model_version="d0f67df135e1",
+        threshold_version="t5",
+        top_features=FEATURES,
+        completeness="no labs yet (none in the 72 h before the CT)",
+        escalated_from=escalated_from,
+    )
+
+
+def test_alert_as_fhir_r4_risk_assessment() -> None:
+    resource = build_risk()
+    RiskAssessment.model_validate(resource)  # R4 (R4B models)
+    assert resource["status"] == "final"
+    assert resource["subject"]["reference"] == "Patient/k1-4f2a9c"
+    assert resource["occurrenceDateTime"] == "2026-03-01T10:15:00Z"  # normalised UTC
+    prediction = resource["prediction"][0]
+    codes = [(c["system"], c["code"]) for c in prediction["outcome"]["coding"]]
+    assert ("http://snomed.info/sct", "1258985005") in codes  # invasive mechanical ventilation
+    assert prediction["probabilityDecimal"] == 0.8123
+    assert prediction["qualitativeRisk"]["coding"][0] == {
+        "system": RISK_PROBABILITY_SYSTEM,
+        "code": "high",
+        "display": "High likelihood",
+    }
+    assert prediction["qualitativeRisk"]["text"] == "critical"
+    assert "lesion_percent = 31.5 (raises risk)" in prediction["rationale"]
+    assert "spo2_percent = unknown" in prediction["rationale"]
+    assert resource["basis"][0]["identifier"] == {
+        "system": "urn:dicom:uid",
+        "value": "urn:oid:1.2.826.0.1.3680043.8.498.1",
+    }
+    assert resource["method"]["coding"][0]["version"] == "d0f67df135e1"
+    note = resource["note"][0]["text"]
+    assert "escalated from high" in note and "t5" in note and "no labs yet" in note
+    moderate = build_risk("moderate", None)
+    assert moderate["prediction"][0]["qualitativeRisk"]["coding"][0]["code"] == "moderate"
+
+
+def test_policy_change_as_fhir_r4_audit_event() -> None:
+    applied = apply_change(CURRENT, change())
+    assert applied is not None
+    event = threshold_audit_event(
+        audit_id=applied.audit_id,
+        hospital="h1",
+        recorded="2026-03-01T10:15:00+00:00",
+        changed_by="ana",
+        role="threshold-admin",
+        source="admin-api",
+        old_policy=applied.old.to_dict(),
+        new_policy=applied.new.to_dict(),
+        reason=applied.reason,
+    )
+    AuditEvent.model_validate(event)
+    assert event["action"] == "U" and event["outcome"] == "0"
+    assert event["agent"][0]["who"]["identifier"]["value"] == "ana"
+    assert event["agent"][0]["requestor"] is True
+    details = {d["type"]: d["valueString"] for d in event["entity"][0]["detail"]}
+    assert json.loads(details["old"])["threshold_version"] == "t4"
+    assert json.loads(details["new"])["levels"]["high"] == 0.5
+    assert details["reason"] == "fewer false alarms in winter"
+    assert event["outcomeDesc"] == "alert policy of h1: t4 -> t5"
