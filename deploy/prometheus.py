@@ -6,7 +6,7 @@ Layout under ``run_dir``::
 
 The configuration is generated: one scrape job ``ctriage`` over the workers' metrics endpoints
 (``host:port``), the alerting rules of :data:`ALERT_RULES` (dead letters, latency, a worker without
-partitions, a capacity breach risk). The web UI and HTTP API listen on loopback only.
+partitions, a likely capacity breach, a target down). Web UI and HTTP API listen on loopback only.
 """
 
 from __future__ import annotations
@@ -69,6 +69,20 @@ ALERT_RULES: dict[str, Any] = {
                     "annotations": {
                         "summary": "no ctriage worker owns a partition",
                         "description": "Studies are not being scored: the worker group is empty.",
+                    },
+                },
+                {
+                    "alert": "CtriageCapacityBreachRisk",
+                    # the worker's own breach alert uses CTRIAGE_WORKER__CAPACITY_BREACH_PROBABILITY
+                    # (0.2 by default); paging starts higher
+                    "expr": "max by (hospital, unit, resource) "
+                    "(ctriage_capacity_breach_probability) >= 0.5",
+                    "labels": {"severity": "warning"},
+                    "annotations": {
+                        "summary": "{{ $labels.hospital }} {{ $labels.unit }}: "
+                        "{{ $labels.resource }} likely over capacity within the horizon",
+                        "description": "P(breach) = {{ $value | humanizePercentage }} in the "
+                        "latest forecast; see the ICU forecast dashboard.",
                     },
                 },
                 {

@@ -64,3 +64,15 @@ PENDING_FHIR = Gauge(
     "FHIR resources held on this worker until their patient is known.",
     registry=REGISTRY,
 )
+CAPACITY_BREACH_PROBABILITY = Gauge(
+    "ctriage_capacity_breach_probability",
+    "P(demand above capacity on some day of the horizon) in the latest forecast of a unit.",
+    ["hospital", "unit", "resource"],
+    registry=REGISTRY,
+)
+CAPACITY_IN_USE = Gauge(
+    "ctriage_capacity_in_use",
+    "ICU beds or ventilators in use now, per unit (the census of the latest forecast).",
+    ["hospital", "unit", "resource"],
+    registry=REGISTRY,
+)

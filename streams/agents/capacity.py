@@ -31,7 +31,7 @@ from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, parse_or_dead_letter
 from streams.app import Pipeline
 from streams.dlq import StreamReason, dead_letter
-from streams.metrics import MESSAGES
+from streams.metrics import CAPACITY_BREACH_PROBABILITY, CAPACITY_IN_USE, MESSAGES
 from streams.records import (
     CapacityEvent,
     CapacityEventKind,
@@ -345,6 +345,7 @@ def register(pipeline: Pipeline) -> None:
             ventilators=registry.ventilators(hospital, unit),
         )
         where = f"{hospital}/{unit}" if unit else hospital
+        publish_capacity_gauges(forecast)
         if forecast.breach_alert:
             logger.warning(
                 "ICU capacity breach alert %s: P(> %d beds within %d days) = %.2f",
@@ -417,3 +418,17 @@ def is_live(census: dict[str, Any], wall: datetime) -> bool:
     """A census fed in (near) real time: its clinical clock is within a day of the wall clock."""
     clock = datetime.fromisoformat(census["clock"])
     return clock.tzinfo is not None and abs(wall - clock) < timedelta(days=1)
+
+
+def publish_capacity_gauges(forecast: CapacityForecast) -> None:
+    """Expose the forecast's breach probabilities and census to Prometheus (alert rules)."""
+    unit = forecast.unit or ""
+    parts = [("icu_beds", forecast.p_breach, forecast.occupancy_now)]
+    if forecast.ventilators is not None:
+        vent = forecast.ventilators
+        parts.append(("ventilators", vent.p_breach, vent.in_use_now))
+    for resource, p_breach, in_use in parts:
+        labels = {"hospital": forecast.hospital, "unit": unit, "resource": resource}
+        if p_breach is not None:
+            CAPACITY_BREACH_PROBABILITY.labels(**labels).set(p_breach)
+        CAPACITY_IN_USE.labels(**labels).set(in_use)

@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from deploy.exceptions import ServiceError
 from deploy.prometheus import PrometheusServer
 from streams.dlq import StreamReason
-from streams.metrics import DEAD_LETTERS, MESSAGES, REGISTRY
+from streams.metrics import CAPACITY_BREACH_PROBABILITY, DEAD_LETTERS, MESSAGES, REGISTRY
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +106,20 @@ def test_dead_letters_fire_the_shipped_alert(prometheus: PrometheusServer, expor
     alert = wait_for(firing, timeout_s=30)[0]
     assert alert["labels"]["reason"] == reason
     assert "dead-lettered" in alert["annotations"]["summary"]
+
+
+def test_capacity_breach_gauge_fires_the_breach_alert(
+    prometheus: PrometheusServer, exporter: str
+) -> None:
+    labels = {"hospital": "prom-test-hospital", "unit": "icu-a", "resource": "ventilators"}
+    CAPACITY_BREACH_PROBABILITY.labels(**labels).set(0.8)
+
+    def firing() -> list[str]:
+        return [a for a in prometheus.firing_alerts() if a.startswith("CtriageCapacityBreachRisk")]
+
+    assert wait_for(firing, timeout_s=30)
+    with urllib.request.urlopen(f"{prometheus.url}/api/v1/alerts", timeout=5) as response:
+        alerts = json.loads(response.read())["data"]["alerts"]
+    ours = [a for a in alerts if a["labels"].get("hospital") == "prom-test-hospital"]
+    assert ours and ours[0]["labels"]["resource"] == "ventilators"
+    assert "over capacity" in ours[0]["annotations"]["summary"]

@@ -11,8 +11,10 @@ from streams.agents.capacity import (
     census_key,
     forecast_from_census,
     is_live,
+    publish_capacity_gauges,
     unit_of_patient,
 )
+from streams.metrics import REGISTRY
 from streams.records import CapacityEvent, CapacityEventKind
 
 pytestmark = pytest.mark.unit
@@ -170,6 +172,19 @@ def test_ventilator_forecast_next_to_icu_beds() -> None:
     assert vent.expected_arrivals is not None and vent.expected_arrivals > 0
     roomy = forecast_from_census("h", census, capacity=10, ventilators=30)
     assert roomy.ventilators is not None and not roomy.ventilators.breach_alert
+
+    # what Prometheus scrapes (the CtriageCapacityBreachRisk rule reads the breach gauge)
+    publish_capacity_gauges(forecast.model_copy(update={"hospital": "gauge-h", "unit": "icu-1"}))
+    labels = {"hospital": "gauge-h", "unit": "icu-1"}
+    breach = "ctriage_capacity_breach_probability"
+    assert REGISTRY.get_sample_value(breach, {**labels, "resource": "ventilators"}) == vent.p_breach
+    assert (
+        REGISTRY.get_sample_value(breach, {**labels, "resource": "icu_beds"}) == forecast.p_breach
+    )
+    in_use = REGISTRY.get_sample_value(
+        "ctriage_capacity_in_use", {**labels, "resource": "ventilators"}
+    )
+    assert in_use == 5
     # the at-risk patients weigh by their ventilation risk
     calm = {**census, "at_risk": {}, "ventilation_starts": {}}
     risky = {**census, "ventilation_starts": {}}
