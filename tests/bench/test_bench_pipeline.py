@@ -118,7 +118,14 @@ def test_bench_stages(big_cohort, triton_server, record_result):
 
 @pytest.mark.parametrize("mode", ["paced", "burst"])
 def test_bench_end_to_end(
-    mode, tmp_path_factory, port_offset, kafka_broker, triton_server, tmp_path, record_result
+    mode,
+    tmp_path_factory,
+    port_offset,
+    kafka_broker,
+    triton_server,
+    postgres_server,
+    tmp_path,
+    record_result,
 ):
     # each mode replays its own cohort: the collector reads the output topics from the start,
     # so reusing study UIDs would count the previous mode's results
@@ -128,7 +135,7 @@ def test_bench_end_to_end(
         run_dir=tmp_path,
         kafka={"bootstrap_servers": kafka_broker.bootstrap_servers},
         triton={"http_port": triton_port},
-        store={"url": f"sqlite:///{tmp_path / 'store.sqlite'}"},
+        store={"url": postgres_server.create_database(f"bench_{mode}")},
         worker={
             "app_id": f"ctriage-bench-{mode}",
             "data_dir": tmp_path / "w",
