@@ -80,7 +80,7 @@ STAGE_P95 = (
 )
 
 # Colours of triage.alerts.RiskLevelValues (not imported: dashboards do not depend on triage).
-LEVEL_COLOURS = {"low": "green", "moderate": "orange", "high": "red"}
+LEVEL_COLOURS = {"low": "green", "moderate": "orange", "high": "red", "critical": "dark-red"}
 
 
 def _legend() -> common_builder.VizLegendOptions:

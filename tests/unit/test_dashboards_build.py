@@ -245,3 +245,11 @@ def test_promql_uses_metrics_and_labels_the_worker_exports(
             assert labels <= exported[metric_name], f"{where}: {labels} on {metric_name}"
         for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
             assert label in exported[metric_name], f"{where}: legend label {label}"
+
+
+def test_every_risk_level_has_a_colour_in_the_alert_table() -> None:
+    from dashboards.ed_triage import LEVEL_COLOURS
+    from triage.alerts import RiskLevelValues
+
+    assert set(LEVEL_COLOURS) == {level.value for level in RiskLevelValues}
+    assert len(set(LEVEL_COLOURS.values())) == len(LEVEL_COLOURS)
