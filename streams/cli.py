@@ -376,6 +376,12 @@ def demo(
         )
         if outcome.forecast is not None:
             console.print(screen.forecast_table(outcome.forecast))
+            ventilators = screen.ventilator_table(outcome.forecast)
+            console.print(
+                ventilators
+                if ventilators is not None
+                else "[dim]no ventilator forecast: the unit's ventilator count is unknown[/]"
+            )
         match = synthetic_match(outcome, simulated_ventilation(cohort_dir))
         console.print(screen.synthetic_table(match))
         console.print(screen.monitoring_line(d.monitoring_snapshot(services.prometheus)))

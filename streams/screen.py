@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from streams.records import Alert, CapacityForecast, Contribution, DeadLetter
+from streams.records import Alert, CapacityForecast, Contribution, DeadLetter, ForecastDay
 from streams.summary import LatencySummary, SyntheticMatch
 
 if TYPE_CHECKING:
@@ -48,21 +48,48 @@ def forecast_table(forecast: CapacityForecast) -> Table:
             f"ICU occupancy forecast, {forecast.hospital} (capacity {forecast.capacity} beds; "
             f"{forecast.occupancy_now} in ICU now, "
             f"{forecast.pipeline_patients} at-risk in pipeline)"
-            + (
-                f"\n[bold red]BREACH ALERT[/]: P(over capacity within the horizon) = "
-                f"{forecast.p_breach:.0%}"
-                if forecast.breach_alert and forecast.p_breach is not None
-                else ""
-            )
+            + _breach_line("beds", forecast.breach_alert, forecast.p_breach)
         )
     )
-    for column in ("day", "expected", "80% interval", "95% interval", "P(over capacity)", ""):
+    _add_days(table, forecast.days, forecast.capacity)
+    return table
+
+
+def ventilator_table(forecast: CapacityForecast) -> Table | None:
+    """Ventilators in use for the same days against the unit's ventilators (None: not known)."""
+    vents = forecast.ventilators
+    if vents is None:
+        return None
+    table = Table(
+        title=(
+            f"Ventilators in use forecast, {forecast.hospital} (capacity {vents.capacity} "
+            f"ventilators; {vents.in_use_now} in use now)"
+            + _breach_line("ventilators", vents.breach_alert, vents.p_breach)
+        )
+    )
+    _add_days(table, vents.days, vents.capacity)
+    return table
+
+
+def _breach_line(resource: str, alert: bool, p_breach: float | None) -> str:
+    if not alert or p_breach is None:
+        return ""
+    return (
+        f"\n[bold red]BREACH ALERT ({resource})[/]: P(over capacity within the horizon) = "
+        f"{p_breach:.0%}"
+    )
+
+
+def _add_days(table: Table, days: list[ForecastDay], capacity: int) -> None:
+    columns = ("day", "median", "expected", "80% interval", "95% interval", "P(over capacity)")
+    for column in (*columns, ""):
         table.add_column(column, justify="right")
-    for day in forecast.days:
+    for day in days:
         bar = "█" * round(day.expected) + "░" * max(0, round(day.upper80) - round(day.expected))
-        over = day.upper80 > forecast.capacity
+        over = day.upper80 > capacity
         table.add_row(
             day.date,
+            "n/a" if day.median is None else f"{day.median:.0f}",
             f"{day.expected:.1f}",
             f"{day.lower80:.0f}-{day.upper80:.0f}",
             f"{day.lower95:.0f}-{day.upper95:.0f}"
@@ -71,7 +98,6 @@ def forecast_table(forecast: CapacityForecast) -> Table:
             f"{day.p_exceed:.0%}",
             f"[red]{bar}[/]" if over else bar,
         )
-    return table
 
 
 def summary_table(

@@ -87,9 +87,42 @@ def topic_layout(patient_partitions: int) -> dict[str, tuple[int, bool]]:
     return layout
 
 
-def ensure_topics(bootstrap_servers: str, patient_partitions: int, timeout_s: float = 30) -> None:
-    """Create missing topics and verify the partition counts of existing ones."""
+#: The worker's Faust tables -> partitions (``None``: the patient-keyed count). Their changelog
+#: topics (``<app id>-<table>-changelog``, compacted) are created with the other topics: left to
+#: Faust, a changelog created at start-up can be read before its metadata has propagated (0
+#: partitions), which Faust reports as a co-partitioning mismatch on the first events.
+TABLES: dict[str, int | None] = {
+    "patient_to_context": None,
+    "patient_to_pending": None,
+    "alerted_studies": None,
+    "patient_to_recent_studies": None,
+    "hospital_to_census": 1,
+}
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's changelog topic of ``table`` in the app ``app_id``."""
+    return f"{app_id}-{table}-changelog"
+
+
+def changelog_layout(app_id: str, patient_partitions: int) -> dict[str, tuple[int, bool]]:
+    """Changelog topic -> (partitions, compacted) of every table in :data:`TABLES`."""
+    return {
+        changelog_topic(app_id, table): (patient_partitions if n is None else n, True)
+        for table, n in TABLES.items()
+    }
+
+
+def ensure_topics(
+    bootstrap_servers: str,
+    patient_partitions: int,
+    timeout_s: float = 30,
+    app_id: str | None = None,
+) -> None:
+    """Create missing topics (and ``app_id``'s table changelogs); verify partition counts."""
     layout = topic_layout(patient_partitions)
+    if app_id is not None:
+        layout |= changelog_layout(app_id, patient_partitions)
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap_servers,
         client_id="ctriage-topics",

@@ -44,7 +44,9 @@ def build_dependencies(settings: Settings) -> Dependencies:
 
 def prepare(settings: Settings) -> Pipeline:
     """Check the topic layout and build the app (everything but running it)."""
-    ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.partitions)
+    ensure_topics(
+        settings.kafka.bootstrap_servers, settings.kafka.partitions, app_id=settings.worker.app_id
+    )
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
     return build_app(settings, build_dependencies(settings))
 

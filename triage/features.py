@@ -34,6 +34,7 @@ from triage.codes import (
     condition_key_for,
     observation_key_for,
 )
+from triage.diagnoses import DiagnosisKey, diagnosis_key_for
 from triage.exceptions import FhirRejected, FhirRejectionReason
 from triage.fhir_parse import FhirVersionValues, normalise_r5
 from triage.fhir_parse import validate_resource as _validate
@@ -59,9 +60,14 @@ CONTEXT_OBSERVATION_FEATURES: dict[ObservationKey, str] = {
 }
 CONDITION_FEATURES: dict[ConditionKey, str] = {key: f"has_{key.value}" for key in ConditionKey}
 DEMOGRAPHIC_FEATURES: tuple[str, ...] = ("age_years", "sex_male")
-# Diagnoses of the current illness that the risk model was trained with (the Mexico case file's
-# NEUMONIA flag) but that the FHIR extraction does not fill yet: always None in the stream.
-DIAGNOSIS_FEATURES: tuple[str, ...] = ("has_pneumonia",)
+# Diagnoses of the current illness the risk model was trained with (the Mexico case file's
+# NEUMONIA flag), read from Conditions coded in triage/valuesets/diagnoses.json. Unlike a
+# comorbidity, no such Condition in the record is not a "no": the diagnosis comes with the CT,
+# often after it. So 1 when one is present at the CT time, else missing (never 0).
+DIAGNOSIS_CONDITION_FEATURES: dict[DiagnosisKey, str] = {
+    key: f"has_{key.value}" for key in DiagnosisKey
+}
+DIAGNOSIS_FEATURES: tuple[str, ...] = tuple(DIAGNOSIS_CONDITION_FEATURES.values())
 CLINICAL_FEATURES: tuple[str, ...] = (
     *DEMOGRAPHIC_FEATURES,
     *CONDITION_FEATURES.values(),
@@ -80,7 +86,7 @@ FEATURE_UNITS: dict[str, str] = {
     "age_years": "a",
     "sex_male": "1 (0 = female, 1 = male)",
     **{name: "1 (0 = absent, 1 = present)" for name in CONDITION_FEATURES.values()},
-    "has_pneumonia": "1 (0 = absent, 1 = present)",
+    **{name: "1 (0 = absent, 1 = present)" for name in DIAGNOSIS_FEATURES},
     **{d.feature: d.unit for d in OBSERVATION_DEFINITIONS.values()},
 }
 
@@ -118,7 +124,7 @@ class ClinicalContext:
 
     ``condition_records`` maps a Condition's resource id to a :data:`ConditionRecord`, so that an
     update of one Condition (e.g. to ``resolved``) replaces its earlier version; ``conditions``
-    (comorbidity -> active now) is derived from it. ``observations`` maps an
+    (comorbidity or diagnosis -> active now) is derived from it. ``observations`` maps an
     :class:`ObservationKey` value to ``[iso_time_utc, value]`` pairs in canonical units, sorted
     by time. ``has_patient`` says whether the Patient resource itself has been seen.
     """
@@ -192,7 +198,7 @@ class ClinicalContext:
         )
 
     def conditions_at(self, at_iso: str) -> dict[str, bool]:
-        """Comorbidity -> whether some record of it was active at ``at_iso`` (ISO UTC)."""
+        """Comorbidity (or diagnosis) -> whether some record of it was active at ``at_iso``."""
         active: dict[str, bool] = {}
         for record in self.condition_records.values():
             active[record[0]] = active.get(record[0], False) or _active_at(record, at_iso)
@@ -205,7 +211,7 @@ class ClinicalContext:
         self.has_patient = True
 
     def _apply_condition(self, resource: dict[str, Any]) -> None:
-        key = _first_key(resource.get("code"), condition_key_for)
+        key = _first_key(resource.get("code"), _condition_key)
         if key is None:
             return
         verification = _status_code(resource.get("verificationStatus"))
@@ -292,7 +298,8 @@ class ClinicalContext:
 def maps_to_context(resource: dict[str, Any]) -> bool:
     """Whether a resource carries anything the clinical context or the ICU census reads.
 
-    Patient always; a Condition coded in a comorbidity value set; an Observation (or one of
+    Patient always; a Condition coded in a comorbidity or diagnosis value set (pneumonia); an
+    Observation (or one of
     its components) with a known LOINC code; an ICU Encounter (or an inpatient one at a
     ``Location/<id>``, which the worker may know as an ICU); an invasive-ventilation Procedure.
     Everything else is ignored at
@@ -302,7 +309,7 @@ def maps_to_context(resource: dict[str, Any]) -> bool:
     if rtype == "Patient":
         return True
     if rtype == "Condition":
-        return _first_key(resource.get("code"), condition_key_for) is not None
+        return _first_key(resource.get("code"), _condition_key) is not None
     if rtype == "Observation":
         if _first_code(resource.get("code"), CodeSystem.LOINC) in STATUS_OBSERVATIONS:
             return True
@@ -361,7 +368,9 @@ def clinical_features(
 
     Age from the birth year (the only part of the birth date that passes ingress), sex as 0/1,
     comorbidity flags as of ``at`` (onset, abatement and statuses honoured; 0 when the record
-    has no such condition, ``None`` when there is no record at all), and for each observation
+    has no such condition, ``None`` when there is no record at all), diagnosis flags
+    (``has_pneumonia``) honoured the same way but 1 or ``None`` (a diagnosis not yet made is
+    unknown, not absent), and for each observation
     the value nearest before ``at`` (at or before it, no earlier than ``window_h`` hours).
     """
     if at.tzinfo is None:
@@ -375,6 +384,8 @@ def clinical_features(
         active = ctx.conditions_at(at_iso)
         for condition, name in CONDITION_FEATURES.items():
             out[name] = 1.0 if active.get(condition.value, False) else 0.0
+        for diagnosis, name in DIAGNOSIS_CONDITION_FEATURES.items():
+            out[name] = 1.0 if active.get(diagnosis.value, False) else None
     start = end - timedelta(hours=window_h)
     for key, definition in OBSERVATION_DEFINITIONS.items():
         for when, value in reversed(ctx.observations.get(key.value, [])):
@@ -407,6 +418,8 @@ def completeness(features: Mapping[str, float | None]) -> CompletenessValues:
         return CompletenessValues.NO_LABS
     if not vitals:
         return CompletenessValues.NO_VITALS
+    # Diagnoses (has_pneumonia) do not count: they come with the CT, often after it, so a
+    # record without one yet is as complete as the EHR can be at scoring time.
     if any(features.get(name) is None for name in FEATURES if name not in DIAGNOSIS_FEATURES):
         return CompletenessValues.PARTIAL
     return CompletenessValues.COMPLETE
@@ -422,6 +435,11 @@ def _require_subject(resource: dict[str, Any]) -> None:
             resource.get("resourceType"),
             resource.get("id"),
         )
+
+
+def _condition_key(system: str, code: str) -> ConditionKey | DiagnosisKey | None:
+    """The comorbidity or diagnosis a Condition coding means (the two value sets are disjoint)."""
+    return condition_key_for(system, code) or diagnosis_key_for(system, code)
 
 
 def _group_present(features: Mapping[str, float | None], category: ObservationCategory) -> bool:

@@ -142,8 +142,8 @@ def build_card(
         "history_withheld_fraction": summary["history_withheld_fraction"],
         "withheld_why": "training rows with the pneumonia flag (and, independently, all "
         "comorbidity flags) set missing at random, so that a missing field means 'unknown' "
-        "(the stream has no pneumonia source; a CSV may omit fields), not the case file's "
-        "'se ignora'",
+        "(the stream knows pneumonia only once a Condition arrives; a CSV may omit fields), "
+        "not the case file's 'se ignora'",
         "seed": summary["seed"],
         "params": params,
         "calibration": {
@@ -174,7 +174,9 @@ def build_card(
             "Mexico 2020 first wave: one country, one case definition, outcomes as reported by "
             "the snapshot (no dates for intubation or ICU)",
             "no vitals, labs or cancer flag in the training data: the model ignores them",
-            "has_pneumonia is not extracted from FHIR yet: the stream scores with it missing",
+            "has_pneumonia comes from a pneumonia Condition only and is missing (never 0) until "
+            "one arrives; training withheld it from 30 % of rows so a missing flag reads as "
+            "unknown",
             "imaging effect sizes are assumptions from two single-centre studies (fused model)",
         ],
     }

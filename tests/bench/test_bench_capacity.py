@@ -74,6 +74,7 @@ def test_bench_recompute_50_hospitals(record_result) -> None:  # type: ignore[no
 def test_bench_backtest_italy(record_result) -> None:  # type: ignore[no-untyped-def]
     regions = [dpc.ITALY, *sorted(r for r in dpc.POPULATION if r != dpc.ITALY)]
     frames = []
+    local_only = []
     timings: dict[str, float] = {}
     for region in regions:
         series = dpc.load(DPC, region)
@@ -81,29 +82,18 @@ def test_bench_backtest_italy(record_result) -> None:  # type: ignore[no-untyped
         rows = bt.run_backtest(series, bt.default_models(dpc.POPULATION[region]), 14, 7)
         timings[region] = round(time.perf_counter() - started, 2)
         frames.append(pd.DataFrame(rows).assign(region=region))
+        # The same forecasts with the local conformal intervals alone (before recalibration).
+        ours = {"ctriage": bt.default_models(None)["ctriage"]}
+        before = bt.run_backtest(series, ours, 14, 7, recalibrate=False)
+        local_only.append(pd.DataFrame(before).assign(region=region))
     table = pd.concat(frames)
     national = table[table.region == dpc.ITALY]
     regional = table[table.region != dpc.ITALY]
-    pooled = (
-        regional.assign(w=regional.n)
-        .groupby(["model", "horizon_days"])
-        .apply(
-            lambda g: pd.Series(
-                {
-                    "mae": np.average(g.mae, weights=g.w),
-                    "mape": np.average(g.mape.fillna(0), weights=g.w),
-                    "coverage80": np.average(g.coverage80.fillna(np.nan), weights=g.w)
-                    if g.coverage80.notna().all()
-                    else None,
-                    "coverage95": np.average(g.coverage95, weights=g.w)
-                    if g.coverage95.notna().all()
-                    else None,
-                }
-            ),
-            include_groups=False,
-        )
-        .reset_index()
-    )
+    pooled = _pooled(regional)
+    before_table = pd.concat(local_only)
+    before_national = before_table[before_table.region == dpc.ITALY]
+    before_pooled = _pooled(before_table[before_table.region != dpc.ITALY])
+    interval_keys = ["horizon_days", "coverage80", "coverage95", "width80", "width95"]
     wins = {
         "national_h_where_ctriage_best_mae": int(
             sum(
@@ -129,5 +119,31 @@ def test_bench_backtest_italy(record_result) -> None:  # type: ignore[no-untyped
             **wins,
             "national": national.drop(columns="region").to_dict(orient="records"),
             "regions_pooled": pooled.to_dict(orient="records"),
+            "ctriage_local_intervals_only": {
+                "note": "same forecasts, intervals before recalibration (stage 1 of "
+                "triage/capacity/conformal.py alone)",
+                "national": before_national[interval_keys].to_dict(orient="records"),
+                "regions_pooled": before_pooled[interval_keys].to_dict(orient="records"),
+            },
         },
     )  # fmt: skip
+
+
+def _pooled(regional: pd.DataFrame) -> pd.DataFrame:
+    """Regional rows pooled per model and horizon, weighted by scored origins."""
+
+    def weighted(g: pd.DataFrame) -> pd.Series:
+        out = {
+            "mae": np.average(g.mae, weights=g.w),
+            "mape": np.average(g.mape.fillna(0), weights=g.w),
+        }
+        for key in ("coverage80", "coverage95", "width80", "width95"):
+            out[key] = np.average(g[key], weights=g.w) if g[key].notna().all() else None
+        return pd.Series(out)
+
+    return (
+        regional.assign(w=regional.n)
+        .groupby(["model", "horizon_days"])
+        .apply(weighted, include_groups=False)
+        .reset_index()
+    )

@@ -73,6 +73,9 @@ def test_demo_reduced(tmp_path: Path, port_offset: int) -> None:
     assert re.search(r"risk records \(one per study\)[\s│|]+8\b", out), out[-3000:]
     assert re.search(r"end-to-end latency p50 / p95[\s│|]+[\d.]+ s / [\d.]+ s", out)
     assert "ICU occupancy forecast" in out
+    # the ventilators next to the beds: the census bundle has ventilated ICU occupants
+    assert "Ventilators in use forecast" in out
+    assert re.search(r"capacity \d+ ventilators; [1-9]\d* in use now", out), out[-3000:]
     assert "SYNTHETIC" in out
     assert "stopped" in out
     # services stopped cleanly: nothing listens on the demo's ports any more

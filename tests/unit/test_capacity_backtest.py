@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from triage.capacity import backtest as bt
-from triage.capacity import dpc
+from triage.capacity import conformal, dpc
 from triage.capacity.exceptions import CapacityDataReason, CapacityDataRejected
 from triage.capacity.series import flow_forecast, from_frame, leaving_hazard, read_daily_csv
 from triage.cli import app
@@ -120,6 +120,71 @@ def test_blend_picks_the_model_that_was_right_before_the_origin() -> None:
     out = bt.blend_forecasts(y, first, second, first_origin=30)
     assert out[:10] == pytest.approx(20.0)  # no known errors yet: the first model alone
     assert out[-1] == pytest.approx(10.0)
+
+
+def test_intervals_use_no_outcome_after_their_origin() -> None:
+    """Changing the series after day 300 leaves every interval made up to day 300 as it was."""
+    frame = synthetic_wave(days=420)
+    series = from_frame(frame, "synthetic")
+    altered = frame.copy()
+    altered.loc[301:, "icu_occupancy"] = altered.loc[301:, "icu_occupancy"] * 3 + 50
+    changed = from_frame(altered, "x")
+    ours = bt.default_models(None)["ctriage"]
+    origins = range(bt.WARMUP_DAYS, 410)
+    points = bt.every_forecast(series, ours, origins, 7)
+    points_changed = bt.every_forecast(changed, ours, origins, 7)
+    past = np.arange(200, 301)
+    bands = bt.conformal_bands(series, points, origins.start, past)
+    again = bt.conformal_bands(changed, points_changed, origins.start, past)
+    assert not np.isnan(bands).any()
+    assert bands == pytest.approx(again)
+    # the same check is not vacuous: the intervals after day 301 do move
+    later = np.arange(330, 400)
+    moved = bt.conformal_bands(series, points, origins.start, later)
+    moved_again = bt.conformal_bands(changed, points_changed, origins.start, later)
+    assert not np.allclose(moved, moved_again)
+
+
+def test_recalibration_widens_intervals_after_large_errors_and_shrinks_after_small() -> None:
+    """SYNTHETIC log errors whose scale grows 1% (or shrinks 0.5%) a day: the local interval lags.
+
+    Where past outcomes fell outside their local intervals the recalibrated one is wider, and it
+    covers more of the next outcomes; where they fell well inside it is narrower.
+    """
+    rng = np.random.default_rng(11)
+    days, first = 400, 0
+    points = np.full((days, 1), 1e5)
+    noise = rng.standard_normal(days)
+    late = slice(250, days - 1)
+    for growth, wider in ((1.01, True), (0.995, False)):
+        scale = 0.05 * growth ** np.arange(days)
+        y = np.expm1(np.log1p(1e5) + scale * np.roll(noise, 1))  # y[t + 1] for the row t
+        local = conformal.log_bands(y, points, first, recalibrate=False)[:, 0]
+        calibrated = conformal.log_bands(y, points, first, recalibrate=True)[:, 0]
+        width_local = local[late, 3] - local[late, 0]
+        width_calibrated = calibrated[late, 3] - calibrated[late, 0]
+        assert bool(np.all(width_calibrated > width_local)) == wider
+        assert bool(np.all(width_calibrated < width_local)) == (not wider)
+        errors = conformal.log_errors(y, points, first)[late, 0]
+        covered_local = _covered(errors, local[late])
+        covered_calibrated = _covered(errors, calibrated[late])
+        if wider:
+            assert covered_local < 0.9 <= covered_calibrated
+        else:
+            assert covered_calibrated < covered_local
+
+
+def _covered(errors: np.ndarray, log_bands: np.ndarray) -> float:
+    """Share of ``errors`` inside the 95% log band of the same row."""
+    return float(np.mean((errors >= log_bands[:, 0]) & (errors <= log_bands[:, 3])))
+
+
+def test_trailing_quantiles_see_only_the_window_before_the_lag() -> None:
+    values = np.arange(10.0)
+    out = conformal.trailing_quantiles(values, lag=2, window=3, min_count=3, levels=(0.0, 1.0))
+    assert np.isnan(out[:4]).all()  # row 4 is the first with values 0..2 behind lag 2
+    assert out[4] == pytest.approx([0.0, 2.0])
+    assert out[9] == pytest.approx([5.0, 7.0])  # values 5, 6, 7
 
 
 @pytest.mark.skipif(not DPC.is_dir(), reason="shared real data folder absent")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,12 @@ from triage.features import (
     CLINICAL_FEATURES,
     CONTEXT_FEATURES,
     FEATURES,
+    IMAGING_FEATURES,
     ClinicalContext,
+    CompletenessValues,
     clinical_features,
+    completeness,
+    feature_vector,
     maps_to_context,
 )
 from triage.risk import RiskModel
@@ -184,3 +189,197 @@ def test_old_context_records_upgrade() -> None:
     ctx = ClinicalContext.from_dict(old)
     assert ctx.has_patient
     assert clinical_features(ctx, CT)["has_diabetes"] == 1.0
+
+
+def pneumonia(
+    rid: str,
+    codings: list[dict[str, str]],
+    onset: datetime | None = CT - timedelta(days=4),
+    clinical: str | None = "active",
+    verification: str | None = "confirmed",
+    **extra: Any,
+) -> dict[str, Any]:
+    """An R4 Condition shaped as EHRs send an encounter diagnosis (statuses with their systems)."""
+    resource: dict[str, Any] = {
+        "resourceType": "Condition",
+        "id": rid,
+        "meta": {"profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-condition"]},
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                        "code": "encounter-diagnosis",
+                        "display": "Encounter Diagnosis",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": codings, "text": "Pneumonia"},
+        "subject": SUBJECT,
+        "encounter": {"reference": "Encounter/e-1"},
+        "recordedDate": (CT - timedelta(hours=2)).isoformat(),
+        **extra,
+    }
+    if onset is not None:
+        resource["onsetDateTime"] = onset.isoformat()
+    if clinical is not None:
+        resource["clinicalStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": clinical,
+                }
+            ]
+        }
+    if verification is not None:
+        resource["verificationStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": verification,
+                }
+            ]
+        }
+    return resource
+
+
+SCT = "http://snomed.info/sct"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [
+        [{"system": SCT, "code": "233604007", "display": "Pneumonia"}],
+        [
+            {
+                "system": SCT,
+                "code": "882784691000119100",
+                "display": "Pneumonia caused by SARS-CoV-2",
+            }
+        ],
+        [{"system": SCT, "code": "75570004", "display": "Viral pneumonia"}],
+        [{"system": ICD10, "code": "J18.9", "display": "Pneumonia, unspecified"}],
+        [{"system": ICD10, "code": "J12.82", "display": "Pneumonia due to COVID-19"}],
+        [  # WHO coding of COVID-19 pneumonia: U07.1 plus J12.8 (U07.1 alone is not pneumonia)
+            {"system": ICD10, "code": "U07.1", "display": "COVID-19, virus identified"},
+            {"system": ICD10, "code": "J12.8", "display": "Other viral pneumonia"},
+        ],
+        [{"system": ICD10, "code": "J10.0", "display": "Influenza with pneumonia"}],
+    ],
+)
+def test_pneumonia_condition_sets_has_pneumonia(codings: list[dict[str, str]]) -> None:
+    resource = pneumonia("pn-1", codings)
+    assert maps_to_context(resource)
+    feats = clinical_features(fold(PATIENT, resource), CT)
+    assert feats["has_pneumonia"] == 1.0
+    assert all(feats[f"has_{k}"] == 0.0 for k in ("diabetes", "copd", "asthma"))
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [
+        [{"system": SCT, "code": "840539006", "display": "COVID-19"}],
+        [{"system": ICD10, "code": "U07.1", "display": "COVID-19, virus identified"}],
+        [{"system": SCT, "code": "6142004", "display": "Influenza"}],
+        [{"system": ICD10, "code": "J10.1", "display": "Influenza with other respiratory"}],
+    ],
+)
+def test_covid_or_influenza_without_pneumonia_is_not_pneumonia(
+    codings: list[dict[str, str]],
+) -> None:
+    resource = pneumonia("pn-2", codings)
+    assert not maps_to_context(resource)
+    assert clinical_features(fold(PATIENT, resource), CT)["has_pneumonia"] is None
+
+
+@pytest.mark.parametrize(
+    ("onset", "clinical", "verification", "abated", "expected"),
+    [
+        (CT - timedelta(days=4), "active", "confirmed", None, 1.0),
+        (CT - timedelta(days=4), None, None, None, 1.0),  # statuses absent: asserted, active
+        (CT - timedelta(days=4), "active", "provisional", None, None),
+        (CT - timedelta(days=4), "active", "unconfirmed", None, None),
+        (CT - timedelta(days=4), "active", "refuted", None, None),
+        (CT - timedelta(days=4), "active", "entered-in-error", None, None),
+        (CT + timedelta(hours=6), "active", "confirmed", None, None),  # diagnosed after the CT
+        (CT - timedelta(days=60), "resolved", "confirmed", CT - timedelta(days=30), None),
+        (CT - timedelta(days=4), "resolved", "confirmed", CT + timedelta(days=9), 1.0),
+    ],
+)
+def test_pneumonia_statuses_and_onset_honoured(
+    onset: datetime,
+    clinical: str | None,
+    verification: str | None,
+    abated: datetime | None,
+    expected: float | None,
+) -> None:
+    extra = {"abatementDateTime": abated.isoformat()} if abated is not None else {}
+    resource = pneumonia(
+        "pn-3", [{"system": SCT, "code": "233604007"}], onset, clinical, verification, **extra
+    )
+    assert clinical_features(fold(PATIENT, resource), CT)["has_pneumonia"] == expected
+
+
+def test_no_pneumonia_record_is_missing_not_absent() -> None:
+    """Comorbidities default to 0 once a record exists; a diagnosis not yet made stays unknown."""
+    diabetes = condition("44054006", "d")
+    feats = clinical_features(fold(PATIENT, diabetes), CT)
+    assert feats["has_diabetes"] == 1.0 and feats["has_copd"] == 0.0
+    assert feats["has_pneumonia"] is None
+    assert clinical_features(ClinicalContext(), CT)["has_pneumonia"] is None
+
+
+def test_pneumonia_update_to_entered_in_error_withdraws_it() -> None:
+    first = pneumonia("pn-4", [{"system": SCT, "code": "882784691000119100"}])
+    withdrawn = pneumonia(
+        "pn-4", [{"system": SCT, "code": "882784691000119100"}], verification="entered-in-error"
+    )
+    ctx = fold(PATIENT, first)
+    assert clinical_features(ctx, CT)["has_pneumonia"] == 1.0
+    ctx = ctx.apply(withdrawn)
+    assert clinical_features(ctx, CT)["has_pneumonia"] is None
+    again = ClinicalContext.from_dict(json.loads(json.dumps(ctx.apply(first).to_dict())))
+    assert clinical_features(again, CT)["has_pneumonia"] == 1.0
+
+
+def test_pneumonia_reaches_the_model_and_raises_risk() -> None:
+    """The shipped clinical model reads has_pneumonia from FHIR now (it was always missing)."""
+    model = RiskModel.load(
+        Path(__file__).parents[2] / "triage" / "models" / "ventilation_clinical.ubj"
+    )
+    without = clinical_features(fold(PATIENT, condition("44054006", "d")), CT)
+    with_pn = clinical_features(
+        fold(
+            PATIENT,
+            condition("44054006", "d"),
+            pneumonia("pn-5", [{"system": SCT, "code": "233604007"}]),
+        ),
+        CT,
+    )
+    p_without = model.score(feature_vector(None, without)).probability
+    p_with = model.score(feature_vector(None, with_pn)).probability
+    assert p_with > p_without
+
+
+def test_completeness_still_ignores_pneumonia() -> None:
+    """has_pneumonia comes with (or after) the CT: its absence does not make a record partial."""
+    ctx = fold(
+        PATIENT,
+        *(condition(code, code) for code in ("44054006",)),
+        *(
+            obs(
+                d.loinc[0].code,
+                (d.plausible_min + d.plausible_max) / 2,
+                d.unit,
+                id=f"x-{k.value}".replace("_", "-"),
+            )
+            for k, d in OBSERVATION_DEFINITIONS.items()
+            if d.in_model
+        ),
+    )
+    imaging = dict.fromkeys(IMAGING_FEATURES, 1.0)
+    feats = clinical_features(ctx, CT)
+    assert feats["has_pneumonia"] is None
+    assert completeness(feature_vector(imaging, feats)) is CompletenessValues.COMPLETE

@@ -7,6 +7,7 @@
 - ``series``: daily census series and the stock-flow forecast on them.
 - ``chime``: the CHIME model (Penn Medicine), re-implemented as a baseline.
 - ``backtest``: rolling-origin backtest against baselines; ``dpc``: the Italian series.
+- ``conformal``: interval recalibration from past errors known at each origin (no leakage).
 - ``plot``: a PNG for people.
 """
 

@@ -3,7 +3,8 @@
 At every origin ``T`` each model sees only days ``<= T`` and forecasts days ``T+1..T+H``. Scored
 origins are every ``step_days`` after a warm-up; every model is scored on the same (origin,
 horizon) pairs, those whose observed occupancy is known (gaps are never scored). MAPE skips
-observed zeros.
+observed zeros. Rows also carry ``width80``/``width95``, the mean width of the bands in beds
+(coverage alone would reward wide bands).
 
 ``ctriage`` is the stock-flow model (``ctriage_flow``, also scored alone) blended with persistence
 per horizon (:class:`AdaptiveBlend`): at each origin the weight of the flow model is the one of
@@ -11,11 +12,11 @@ per horizon (:class:`AdaptiveBlend`): at each origin the weight of the flow mode
 known at that origin. Window, grid and minimum were fixed before the first run, not tuned on the
 scored origins; like the intervals, the weights use nothing after ``T``.
 
-Prediction intervals (every model but CHIME, which has none): split-conformal on the log scale.
-The point forecasts of the ``calibration_days`` origins before ``T - h`` (whose outcomes are known
-at ``T``) give log errors ``log1p(y) - log1p(forecast)``; their 2.5/10/90/97.5% quantiles shift
-the forecast (quantile levels widened by the finite-sample factor ``(n + 1) / n``). Nothing
-after ``T`` is used.
+Prediction intervals (every model but CHIME, which has none): rolling split-conformal on the
+log scale (``triage.capacity.conformal``): a local interval from the quantiles of the model's
+log errors over the last 90 origins, rescaled by the conformal quantile of past errors normalised
+by their own local interval over the last 365 origins. Only forecasts whose outcomes are known at
+``T`` are used.
 """
 
 from __future__ import annotations
@@ -26,16 +27,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from triage.capacity import conformal
 from triage.capacity.chime import chime_forecast
 from triage.capacity.series import DailySeries, flow_forecast
 
 logger = logging.getLogger(__name__)
 
 Forecaster = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
-LEVELS = (0.025, 0.1, 0.9, 0.975)
+LEVELS = conformal.LEVELS
 WARMUP_DAYS = 28
-CALIBRATION_DAYS = 90
-MIN_CALIBRATION = 30
+CALIBRATION_DAYS = conformal.CALIBRATION_DAYS
+#: Origins before ``T`` whose forecasts the intervals at ``T`` learn from (both stages).
+INTERVAL_HISTORY_DAYS = conformal.CALIBRATION_DAYS + conformal.RECALIBRATION_DAYS
 BLEND_WINDOW_DAYS = 56
 BLEND_MIN_ERRORS = 14
 BLEND_WEIGHTS = np.linspace(0.0, 1.0, 11)
@@ -166,37 +169,15 @@ def point_forecasts(
 
 
 def conformal_bands(
-    series: DailySeries, all_points: np.ndarray, first_origin: int, scored: np.ndarray
+    series: DailySeries,
+    all_points: np.ndarray,
+    first_origin: int,
+    scored: np.ndarray,
+    recalibrate: bool = True,
 ) -> np.ndarray:
     """Intervals at ``scored`` origins from ``all_points`` (forecasts at every origin)."""
-    horizon = all_points.shape[1]
-    y = series.occupancy
-    n = y.size
-    log_err = np.full(all_points.shape, np.nan)
-    for h in range(1, horizon + 1):
-        t = np.arange(first_origin, first_origin + all_points.shape[0])
-        target = t + h
-        ok = target < n
-        log_err[ok, h - 1] = np.log1p(y[target[ok]]) - np.log1p(all_points[ok, h - 1])
-    bands = np.full((scored.size, horizon, len(LEVELS)), np.nan)
-    for i, origin in enumerate(scored):
-        row = origin - first_origin
-        for h in range(1, horizon + 1):
-            # Errors known at the origin: forecasts made at t with t + h <= origin.
-            hi = row - h + 1
-            errs = log_err[max(0, hi - CALIBRATION_DAYS) : max(0, hi), h - 1]
-            errs = errs[~np.isnan(errs)]
-            if errs.size < MIN_CALIBRATION:
-                continue
-            shift = np.quantile(errs, conformal_levels(errs.size))
-            bands[i, h - 1] = np.maximum(0.0, np.expm1(np.log1p(all_points[row, h - 1]) + shift))
-    return bands
-
-
-def conformal_levels(n: int) -> list[float]:
-    """``LEVELS`` widened by the finite-sample correction of split-conformal prediction."""
-    grow = (n + 1) / n
-    return [min(1.0, q * grow) if q > 0.5 else max(0.0, 1.0 - (1.0 - q) * grow) for q in LEVELS]
+    every = conformal.bands(series.occupancy, all_points, first_origin, recalibrate)
+    return every[np.asarray(scored) - first_origin]
 
 
 def run_backtest(
@@ -206,8 +187,13 @@ def run_backtest(
     step_days: int = 7,
     start: str | None = None,
     end: str | None = None,
+    recalibrate: bool = True,
 ) -> list[dict[str, object]]:
-    """Score every model at every horizon; one dict per model and horizon (see module doc)."""
+    """Score every model at every horizon; one dict per model and horizon (see module doc).
+
+    ``recalibrate=False`` scores the local conformal intervals alone (the intervals before
+    recalibration, kept for comparison).
+    """
     n = series.dates.size
     first = WARMUP_DAYS
     last = n - 2
@@ -224,10 +210,10 @@ def run_backtest(
             points = point_forecasts(series, model, scored, horizon)
             bands = None
         else:
-            calib_from = max(first, scored_from - CALIBRATION_DAYS - horizon)
+            calib_from = max(first, scored_from - INTERVAL_HISTORY_DAYS - 2 * horizon)
             every = every_forecast(series, model, range(calib_from, last + 1), horizon)
             points = every[scored - calib_from]
-            bands = conformal_bands(series, every, calib_from, scored)
+            bands = conformal_bands(series, every, calib_from, scored, recalibrate)
         results.extend(_score(name, y, scored, points, bands))
         logger.info("backtest %s: %s scored at %d origins", series.name, name, scored.size)
     return results
@@ -255,6 +241,8 @@ def _score(
             else None,
             "coverage80": None,
             "coverage95": None,
+            "width80": None,
+            "width95": None,
         }
         if bands is not None:
             b = bands[known, h - 1]
@@ -263,6 +251,8 @@ def _score(
             if has.any():
                 row["coverage80"] = float(((a[has] >= b[has, 1]) & (a[has] <= b[has, 2])).mean())
                 row["coverage95"] = float(((a[has] >= b[has, 0]) & (a[has] <= b[has, 3])).mean())
+                row["width80"] = float((b[has, 2] - b[has, 1]).mean())
+                row["width95"] = float((b[has, 3] - b[has, 0]).mean())
         rows.append(row)
     return rows
 
@@ -279,7 +269,7 @@ class SeriesForecast:
 
 def forecast_at(series: DailySeries, origin: int, horizon: int = 14) -> SeriesForecast:
     """Our forecast from ``origin`` (an index of the series) with conformal intervals."""
-    calib_from = max(WARMUP_DAYS, origin - CALIBRATION_DAYS - horizon)
+    calib_from = max(WARMUP_DAYS, origin - INTERVAL_HISTORY_DAYS - 2 * horizon)
     ours = AdaptiveBlend(ctriage_flow, persistence)
     every = every_forecast(series, ours, range(calib_from, origin + 1), horizon)
     bands = conformal_bands(series, every, calib_from, np.array([origin]))[0]

@@ -8,6 +8,7 @@ so that pseudonymising ``Patient.id`` and ``Patient/<id>`` references is enough 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,8 @@ from triage.codes import (
 )
 from triage.cohort.identity import Identity
 from triage.cohort.patients import ClinicalProfile, Measurement
+from triage.diagnoses import DIAGNOSIS_VALUE_SETS, DiagnosisKey
+from triage.icu import INVASIVE_VENTILATION
 
 Json = dict[str, Any]
 
@@ -89,6 +92,50 @@ def patient_resource(identity: Identity, sex: str, hospital: str) -> Json:
                 "country": "XX",
             }
         ],
+    }
+
+
+def _statuses() -> Json:
+    return {
+        "clinicalStatus": _concept(
+            {"system": CodeSystem.CONDITION_CLINICAL.value, "code": "active", "display": "Active"}
+        ),
+        "verificationStatus": _concept(
+            {
+                "system": CodeSystem.CONDITION_VER_STATUS.value,
+                "code": "confirmed",
+                "display": "Confirmed",
+            }
+        ),
+    }
+
+
+def pneumonia_resource(
+    rng: np.random.Generator, patient_id: str, ct_time: datetime, recorded: datetime
+) -> Json:
+    """Build the active, confirmed encounter diagnosis of viral pneumonia (SNOMED CT + ICD-10).
+
+    Onset is the symptom onset, 2-10 days before the CT; recorded at admission (``recorded``).
+    """
+    snomed, icd10 = DIAGNOSIS_VALUE_SETS[DiagnosisKey.PNEUMONIA].primary_codings
+    onset = ct_time - timedelta(hours=float(np.rint(rng.uniform(48.0, 240.0))))
+    return {
+        "resourceType": "Condition",
+        "id": resource_id(rng),
+        **_statuses(),
+        "category": [
+            _concept(
+                {
+                    "system": CodeSystem.CONDITION_CATEGORY.value,
+                    "code": "encounter-diagnosis",
+                    "display": "Encounter Diagnosis",
+                }
+            )
+        ],
+        "code": _concept(snomed.as_fhir(), icd10.as_fhir()),
+        "subject": _subject(patient_id),
+        "onsetDateTime": iso(min(onset, recorded)),
+        "recordedDate": iso(recorded),
     }
 
 
@@ -171,15 +218,32 @@ def patient_bundle(
     ct_time: datetime,
     assembled_at: datetime,
 ) -> Json:
-    """Build a collection Bundle: Patient, Conditions and Observations before ``ct_time``."""
+    """Build a collection Bundle: Patient, Conditions and Observations before ``ct_time``.
+
+    A pneumonia-grade patient (:attr:`ClinicalProfile.pneumonia`) also gets the pneumonia
+    diagnosis, recorded at admission with the comorbidities.
+    """
     pid = identity.patient_id
     recorded = ct_time - timedelta(hours=float(rng.uniform(8, 72)))
     resources = [patient_resource(identity, profile.sex, hospital)]
     resources += [condition_resource(rng, key, pid, recorded) for key in profile.conditions]
+    if profile.pneumonia:
+        resources.append(pneumonia_resource(rng, pid, ct_time, recorded))
     resources += [
         observation_resource(rng, m, pid, ct_time, assembled_at) for m in profile.measurements
     ]
     return _bundle(rng, resources, assembled_at)
+
+
+def _icu_location() -> Json:
+    return {
+        "resourceType": "Location",
+        "id": "icu",
+        "status": "active",
+        "name": ICU_LOCATION_DISPLAY,
+        "mode": "instance",
+        "type": [_concept(ICU_LOCATION_TYPE.as_fhir())],
+    }
 
 
 def icu_encounter(rng: np.random.Generator, patient_id: str, admitted_at: datetime) -> Json:
@@ -187,16 +251,7 @@ def icu_encounter(rng: np.random.Generator, patient_id: str, admitted_at: dateti
     return {
         "resourceType": "Encounter",
         "id": resource_id(rng),
-        "contained": [
-            {
-                "resourceType": "Location",
-                "id": "icu",
-                "status": "active",
-                "name": ICU_LOCATION_DISPLAY,
-                "mode": "instance",
-                "type": [_concept(ICU_LOCATION_TYPE.as_fhir())],
-            }
-        ],
+        "contained": [_icu_location()],
         "status": "in-progress",
         "class": ENCOUNTER_CLASS_INPATIENT.as_fhir(),
         "type": [_concept(ICU_ENCOUNTER_TYPE.as_fhir())],
@@ -212,17 +267,57 @@ def icu_encounter(rng: np.random.Generator, patient_id: str, admitted_at: dateti
     }
 
 
+def ventilation_procedure(
+    rng: np.random.Generator, patient_id: str, encounter: Json, started_at: datetime
+) -> Json:
+    """Build invasive mechanical ventilation in progress since ``started_at`` (SNOMED CT).
+
+    Part of the ICU ``encounter`` and at its location: the same ICU Location (contained here
+    too, since a contained resource belongs to one resource) with the same display, so that
+    :func:`triage.icu.ventilation_change` reads a ventilation start in the same unit as the
+    ICU admission.
+    """
+    return {
+        "resourceType": "Procedure",
+        "id": resource_id(rng),
+        "contained": [_icu_location()],
+        "status": "in-progress",
+        "code": _concept(INVASIVE_VENTILATION.as_fhir()),
+        "subject": _subject(patient_id),
+        "encounter": {"reference": f"Encounter/{encounter['id']}"},
+        "performedPeriod": {"start": iso(started_at)},
+        "location": {"reference": "#icu", "display": ICU_LOCATION_DISPLAY},
+    }
+
+
+@dataclass(frozen=True)
+class IcuOccupant:
+    """A patient already in the ICU when the cohort starts; ventilated since ``ventilated_at``."""
+
+    identity: Identity
+    sex: str
+    admitted_at: datetime
+    ventilated_at: datetime | None = None
+
+
 def census_bundle(
     rng: np.random.Generator,
-    occupants: list[tuple[Identity, str, datetime]],
+    occupants: list[IcuOccupant],
     hospital: str,
     assembled_at: datetime,
 ) -> Json:
-    """Build the ICU census Bundle: Patient + in-progress ICU Encounter per occupant."""
+    """Build the ICU census Bundle: Patient + in-progress ICU Encounter per occupant.
+
+    A ventilated occupant also gets an in-progress invasive ventilation Procedure.
+    """
     resources: list[Json] = []
-    for identity, sex, admitted_at in occupants:
-        resources.append(patient_resource(identity, sex, hospital))
-        resources.append(icu_encounter(rng, identity.patient_id, admitted_at))
+    for occupant in occupants:
+        pid = occupant.identity.patient_id
+        resources.append(patient_resource(occupant.identity, occupant.sex, hospital))
+        encounter = icu_encounter(rng, pid, occupant.admitted_at)
+        resources.append(encounter)
+        if occupant.ventilated_at is not None:
+            resources.append(ventilation_procedure(rng, pid, encounter, occupant.ventilated_at))
     return _bundle(rng, resources, assembled_at)
 
 

@@ -79,6 +79,8 @@ _MISSING: dict[ObservationKey, float] = {
     O.LDH: 0.18,
 }
 _P_NO_LABS = 0.12
+PNEUMONIA_LESION_FRACTION = 0.01
+"""Lesion burden (fraction of lung) from which the simulated illness is a pneumonia (CT-visible)."""
 _P_REPEAT_VITALS = 0.5
 _LABS = (O.CRP, O.D_DIMER, O.LYMPHOCYTES, O.LDH)
 _VITALS = (O.SPO2, O.RESPIRATORY_RATE, O.HEART_RATE, O.TEMPERATURE)
@@ -114,6 +116,15 @@ class ClinicalProfile:
     measurements: tuple[Measurement, ...]
     outcome: Outcome
     lesion_fraction_target: float  # fraction of lung volume the phantom aims to fill
+
+    @property
+    def pneumonia(self) -> bool:
+        """Whether the illness is pneumonia-grade: CT lesions of at least 1 % of the lung.
+
+        Derived from the lesion burden the phantom draws (no random draw of its own), so the
+        diagnosis in the FHIR record and the lesions on the CT agree.
+        """
+        return self.lesion_fraction_target >= PNEUMONIA_LESION_FRACTION
 
 
 def _sigmoid(x: float) -> float:

@@ -26,8 +26,8 @@ import numpy as np
 from triage.codes import ConditionKey
 from triage.cohort.dicom_series import SeriesInfo, series_uids, write_series
 from triage.cohort.exceptions import CohortError, CohortErrorReason
-from triage.cohort.fhir_bundles import census_bundle, patient_bundle
-from triage.cohort.identity import Identity, sample_identity
+from triage.cohort.fhir_bundles import IcuOccupant, census_bundle, patient_bundle
+from triage.cohort.identity import sample_identity
 from triage.cohort.manifest import (
     CohortManifest,
     OutcomeRow,
@@ -46,6 +46,8 @@ MAX_MATRIX, MAX_SLICES = 1024, 1000
 _COHORT_STREAM = 1_000_000_007  # never a patient index (those stay below 10^8)
 _CENSUS_INDEX = 90_000_000  # census occupants use indices from here
 _P_LATE_FHIR = 0.2
+_P_VENTILATED_IN_ICU = 0.5  # share of ICU occupants on invasive ventilation (SYNTHETIC)
+_MAX_ADMISSION_TO_VENTILATION_S = 2 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -227,13 +229,20 @@ def _census(
     seed: int, occupants: int, hospital: str, start_time: datetime, taken_ids: set[str]
 ) -> dict[str, Any]:
     rng = np.random.default_rng([seed, _COHORT_STREAM, int(Stream.IDENTITY)])
-    people: list[tuple[Identity, str, datetime]] = []
+    # Ventilation draws from a stream of its own: the occupants stay those of earlier versions.
+    ventilation_rng = np.random.default_rng([seed, _COHORT_STREAM, int(Stream.CLINICAL)])
+    people: list[IcuOccupant] = []
     for j in range(occupants):
         sex = "male" if rng.random() < 0.6 else "female"
         age = int(rng.integers(40, 90))
         admitted = start_time - timedelta(seconds=float(np.rint(rng.uniform(0.0, 10 * 86400.0))))
         identity = sample_identity(seed, _CENSUS_INDEX + j, sex, age, admitted.date(), taken_ids)
-        people.append((identity, sex, admitted))
+        ventilated: datetime | None = None
+        if ventilation_rng.random() < _P_VENTILATED_IN_ICU:
+            latest_s = min(_MAX_ADMISSION_TO_VENTILATION_S, (start_time - admitted).total_seconds())
+            delay_s = float(np.rint(ventilation_rng.uniform(0.0, latest_s)))
+            ventilated = admitted + timedelta(seconds=delay_s)
+        people.append(IcuOccupant(identity, sex, admitted, ventilated))
     return census_bundle(rng, people, hospital, assembled_at=start_time)
 
 
