@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inference.biomarkers import Biomarkers, quantify_threshold, threshold_masks
-from inference.client import DEFAULT_MODEL, UNET_MODEL, TritonQuantifier, TritonSlices
+from inference.client import THRESHOLD_MODEL, UNET_MODEL, TritonQuantifier, TritonSlices
 from inference.exceptions import InvalidVolume, SeriesRejected, TritonError
 from inference.regional import UNITS as REGIONAL_UNITS
 from inference.regional import RegionalBiomarkers
@@ -35,7 +35,7 @@ from inference.volume import CtVolume, load_series
 
 #: The local Triton of ``ctriage services`` (deploy.triton.TritonServer's default port).
 DEFAULT_TRITON_URL = "127.0.0.1:18000"
-MODELS = (UNET_MODEL, DEFAULT_MODEL)
+MODELS = (UNET_MODEL, THRESHOLD_MODEL)
 #: UCUM units of the biomarkers.
 UNITS = {
     "lung_volume_ml": "mL",
@@ -151,14 +151,14 @@ def _series_masks(
     volume: CtVolume, model: str, local: bool, url: str, timeout_s: float
 ) -> tuple[Biomarkers, RegionalBiomarkers | None, np.ndarray, np.ndarray, str | None]:
     """(biomarkers, regional, lung, lesion, served version) of a series by ``model``."""
-    if local and model == DEFAULT_MODEL:
+    if local and model == THRESHOLD_MODEL:
         lung, lesion = threshold_masks(volume.hu, volume.spacing_mm)
         return quantify_threshold(volume.hu, volume.spacing_mm), None, lung, lesion, None
     if local:
         seg = segment_volume(volume.hu, volume.spacing_mm, OnnxSegmenter())
         return seg.biomarkers, seg.regional, seg.lung, seg.lesion, None
     with TritonQuantifier(url, model_name=model, timeout_s=timeout_s) as quantifier:
-        if model == DEFAULT_MODEL:
+        if model == THRESHOLD_MODEL:
             biomarkers = quantifier.quantify(volume)
             lung, lesion = threshold_masks(volume.hu, volume.spacing_mm)
             return biomarkers, None, lung, lesion, quantifier.model_version()

@@ -1,11 +1,13 @@
 """Quantify a CT volume on a Triton server over HTTP (binary tensors).
 
 ``TritonQuantifier`` sends the int16 HU volume and its spacing to a study model (by name:
-``lesion_threshold``, the default baseline, or ``lesion_unet``, the learned segmentation) and
-returns :class:`~inference.biomarkers.Biomarkers`; ``quantify_study`` also returns the regional
-biomarkers and masks of ``lesion_unet``. Every failure becomes one of the typed
-errors of :mod:`inference.exceptions` (raised ``from`` the original) with the model name, url
-and timeout in its message. It never waits forever: connecting and each network read are bounded.
+``lesion_unet``, the learned segmentation and the default, or ``lesion_threshold``, the
+transparent baseline) and returns :class:`~inference.biomarkers.Biomarkers`; ``quantify_study``
+also returns the regional biomarkers and masks of ``lesion_unet``, and ``quantify_volume``
+returns whatever the served model has (regional biomarkers and masks when it declares them).
+Every failure becomes one of the typed errors of :mod:`inference.exceptions` (raised ``from``
+the original) with the model name, url and timeout in its message. It never waits forever:
+connecting and each network read are bounded.
 
 The HTTP client of ``tritonclient`` runs on gevent, whose objects belong to the thread that
 made them; one client per thread is kept, so a quantifier can be shared with a thread pool.
@@ -40,12 +42,14 @@ from inference.volume import CtVolume
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DEFAULT_MODEL = "lesion_threshold"
+#: The transparent baseline: HU ranges and connected components, no training.
+THRESHOLD_MODEL = "lesion_threshold"
 HU_INPUT = "HU"
 SPACING_INPUT = "SPACING_MM"
 MAX_CONNECTION_TIMEOUT_S = 10.0
-#: The learned study model (masks + regional biomarkers); ``DEFAULT_MODEL`` is the baseline.
+#: The learned study model (masks + regional biomarkers), the one the worker uses by default.
 UNET_MODEL = "lesion_unet"
+DEFAULT_MODEL = UNET_MODEL
 SLICE_MODEL = "lesion_unet_onnx"
 MASK_OUTPUTS = ("CLASSES", "LUNG")
 
@@ -55,7 +59,7 @@ class StudyResult:
     """What a study model returns: biomarkers and, when asked for, the (z, y, x) masks."""
 
     biomarkers: Biomarkers
-    regional: RegionalBiomarkers
+    regional: RegionalBiomarkers | None  # None: the model has no regional outputs (threshold)
     classes: np.ndarray | None = None  # uint8: 0 background, 1 ground glass, 2 consolidation
     lung: np.ndarray | None = None  # bool
 
@@ -85,6 +89,7 @@ class TritonQuantifier:
         )
         self._local = threading.local()
         self._served_version: str | None = None
+        self._outputs: frozenset[str] | None = None
 
     def __repr__(self) -> str:
         return f"TritonQuantifier({self.url!r}, {self.model_name!r}, timeout_s={self.timeout_s:g})"
@@ -170,6 +175,33 @@ class TritonQuantifier:
             tensors.get("CLASSES"),
             tensors["LUNG"].astype(bool) if "LUNG" in tensors else None,
         )
+
+    def quantify_volume(self, volume: CtVolume, masks: bool = False) -> StudyResult:
+        """Core biomarkers, plus regional ones and masks when the served model declares them.
+
+        Masks only with ``masks=True``. The worker calls this, so switching ``model_name``
+        between ``lesion_unet`` and ``lesion_threshold`` needs no other change; a model without
+        mask outputs returns ``classes``/``lung`` of ``None`` and the caller decides.
+        """
+        outputs = self.model_outputs()
+        regional_names = RegionalBiomarkers.names()
+        has_regional = all(output_name(n) in outputs for n in regional_names)
+        arrays = tuple(n for n in MASK_OUTPUTS if masks and n in outputs)
+        names = Biomarkers.names() + (regional_names if has_regional else ())
+        values, tensors = self._infer(volume.hu, volume.spacing_mm, names, arrays)
+        return StudyResult(
+            Biomarkers(**{n: values[n] for n in Biomarkers.names()}),
+            RegionalBiomarkers(**{n: values[n] for n in regional_names}) if has_regional else None,
+            tensors.get("CLASSES"),
+            tensors["LUNG"].astype(bool) if "LUNG" in tensors else None,
+        )
+
+    def model_outputs(self) -> frozenset[str]:
+        """Output tensor names of the model, from its metadata (asked once, then kept)."""
+        if self._outputs is None:
+            metadata = self._call("model metadata", lambda c: c.get_model_metadata(self.model_name))
+            self._outputs = frozenset(str(o["name"]) for o in metadata.get("outputs", []))
+        return self._outputs
 
     def _infer(
         self,

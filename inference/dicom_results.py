@@ -19,7 +19,6 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from inference.biomarkers import threshold_masks
 from inference.exceptions import InvalidVolume
 from inference.volume import CtVolume
 
@@ -216,10 +215,14 @@ def _uids(seed: str | None) -> Callable[[str], hd.UID]:
 
 
 def results_for_volume(
-    volume: CtVolume, biomarkers: dict[str, float], algorithm: str, algorithm_version: str
+    volume: CtVolume,
+    masks: tuple[np.ndarray, np.ndarray],
+    biomarkers: dict[str, float],
+    algorithm: str,
+    algorithm_version: str,
 ) -> list[Dataset]:
-    """SEG + SR of a quantified volume, ready to store in its study (deterministic UIDs)."""
-    lung, lesion = threshold_masks(volume.hu, volume.spacing_mm)
+    """SEG of ``masks`` (lung, lesion) + SR of a quantified volume (deterministic UIDs)."""
+    lung, lesion = masks
     results = build_results(
         source_headers(volume.source_files),
         lung,

@@ -31,8 +31,8 @@ class Quantifier(Protocol):
 
     model_name: str
 
-    def quantify(self, volume: Any) -> Any:
-        """Return the biomarkers of one CT volume."""
+    def quantify_volume(self, volume: Any, masks: bool = False) -> Any:
+        """Return the biomarkers (regional ones and masks where the model has them)."""
 
     def model_version(self) -> str:
         """Return the served model version."""

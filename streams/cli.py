@@ -302,19 +302,31 @@ def demo(
     slices: Annotated[int, typer.Option(help="CT phantom slices.")] = 64,
     timeout_s: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 900.0,
     keep_services: Annotated[bool, typer.Option(help="Leave Kafka and Triton running.")] = False,
+    lesion_model: Annotated[
+        str,
+        typer.Option(
+            help="lesion_threshold (default here: it measures the phantoms' HU-range lesions "
+            "by construction) or lesion_unet (the worker's default, trained on real CT; it "
+            "under-reads the phantoms)."
+        ),
+    ] = "lesion_threshold",
 ) -> None:
     """Start Kafka + Triton + the worker, replay a synthetic cohort, show alerts and forecasts."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from inference.client import THRESHOLD_MODEL, UNET_MODEL
     from streams import demo as d
     from streams import screen
     from streams.summary import latency_summary, simulated_ventilation, synthetic_match
 
+    if lesion_model not in (THRESHOLD_MODEL, UNET_MODEL):
+        typer.echo(f"error: --lesion-model is {THRESHOLD_MODEL} or {UNET_MODEL}", err=True)
+        raise typer.Exit(code=2)
     _logging("warning")
     _interrupt_on_signals()
     console = screen.make_console()
     options = d.DemoOptions(patients, seed, speed, matrix, slices, timeout_s)
-    settings = d.demo_settings(load_settings())
+    settings = d.demo_settings(load_settings(), lesion_model)
     services = None
     worker_process = d.WorkerProcess(settings)
     peak_rss: dict[str, float] = {}
@@ -333,7 +345,10 @@ def demo(
         console.print(f"[green]✓[/] synthetic cohort in {cohort_dir}")
         with console.status("Starting the stream worker..."):
             worker_process.start()
-        console.print("[green]✓[/] worker joined its consumer group; replaying\n")
+        console.print(
+            f"[green]✓[/] worker joined its consumer group (lesion model {lesion_model}); "
+            "replaying\n"
+        )
         processes = {"worker": worker_process.process.pid if worker_process.process else None}
         processes.update({s.name.value: s.pid for s in services.status()})
 

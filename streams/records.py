@@ -69,6 +69,10 @@ class Quantification(_Record):
     hospital: str
     timings: StageTimings
     study_uri: str = ""  # the claim check it was computed from (for results sent back to PACS)
+    #: zone involvement, CT severity score, distribution (``lesion_unet``; empty for threshold)
+    regional: dict[str, float] = Field(default_factory=dict)
+    #: claim check of the model's own masks (``file://``), kept only for the PACS write-back
+    masks_uri: str = ""
 
 
 class Contribution(_Record):
@@ -98,6 +102,8 @@ class RiskAssessment(_Record):
     ct_time: str
     hospital: str
     published_at: float
+    # placed before the defaults below by pydantic's rules; empty for the threshold model
+    regional: dict[str, float] = Field(default_factory=dict)
     scored_at: float
     timings: StageTimings
     revision: int = Field(
@@ -137,6 +143,10 @@ class Alert(_Record):
     level_threshold: float | None = Field(default=None, description="where the level starts")
     completeness_note: str = ""
     revision: int = Field(default=0, description="the risk revision that raised it")
+    ct_severity_score: float | None = Field(
+        default=None, description="0-30 over six lung zones (lesion_unet); None: not measured"
+    )
+    bilateral: bool | None = None
 
 
 class TriageConfig(_Record):

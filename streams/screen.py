@@ -23,6 +23,13 @@ def _reason(c: Contribution) -> str:
     return f"{c.feature}={value}{arrow}"
 
 
+def _distribution(alert: Alert) -> str:
+    if alert.ct_severity_score is None:
+        return ""
+    sides = {True: ", bilateral", False: ", one lung", None: ""}[alert.bilateral]
+    return f" (CT severity {alert.ct_severity_score:.0f}/30{sides})"
+
+
 def alert_line(alert: Alert) -> str:
     """One line an emergency physician reads: who, how likely, how much lung, why."""
     style = _LEVEL_STYLE.get(alert.level, "white")
@@ -30,9 +37,9 @@ def alert_line(alert: Alert) -> str:
     reasons = ", ".join(_reason(c) for c in alert.top_features[:3])
     return (
         f"[{style}]ALERT {alert.level.upper():8}[/] {ct_time}  patient {alert.patient_pseudonym}  "
-        f"risk [bold]{alert.probability:.0%}[/]  lesions {alert.lesion_percent:.1f}% of lung  "
-        f"because {reasons}  [dim]({alert.completeness}; model {alert.model_version}, "
-        f"threshold {alert.threshold_version})[/]"
+        f"risk [bold]{alert.probability:.0%}[/]  lesions {alert.lesion_percent:.1f}% of lung"
+        f"{_distribution(alert)}  because {reasons}  [dim]({alert.completeness}; "
+        f"model {alert.model_version}, threshold {alert.threshold_version})[/]"
     )
 
 

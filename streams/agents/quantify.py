@@ -1,4 +1,9 @@
-"""CT study event -> load the series from its claim check -> Triton -> ``ct.quantification``."""
+"""CT study event -> load the series from its claim check -> Triton -> ``ct.quantification``.
+
+The record carries the core biomarkers, the regional ones when the served model has them
+(``lesion_unet``: zones, CT severity score, distribution) and, only when the PACS write-back is
+on, a claim check of the model's own masks (:mod:`inference.masks`) for the SEG it stores.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from inference.client import StudyResult
 from inference.exceptions import (
     InferenceError,
     InferenceRejected,
@@ -16,6 +22,7 @@ from inference.exceptions import (
     TritonTimeout,
     TritonUnavailable,
 )
+from inference.masks import masks_path, save_masks
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, in_thread, parse_or_dead_letter
 from streams.app import Pipeline
@@ -47,15 +54,30 @@ class StudyUnavailable(Exception):
         self.reason = reason
 
 
-def study_path(study_uri: str) -> Path:
-    """Resolve a ``file://`` claim check to a folder; other schemes are not served yet."""
-    parsed = urlparse(study_uri)
+def uri_path(uri: str) -> Path:
+    """The local path of a ``file://`` claim check; other schemes are not served yet."""
+    parsed = urlparse(uri)
     if parsed.scheme != "file":
-        raise StudyUnavailable(StreamReason.UNSUPPORTED_URI, f"unsupported study URI {study_uri!r}")
-    path = Path(unquote(parsed.path))
+        raise StudyUnavailable(StreamReason.UNSUPPORTED_URI, f"unsupported claim check {uri!r}")
+    return Path(unquote(parsed.path))
+
+
+def study_path(study_uri: str) -> Path:
+    """Resolve a ``file://`` claim check to a study folder."""
+    path = uri_path(study_uri)
     if not path.is_dir():
         raise StudyUnavailable(StreamReason.STUDY_NOT_FOUND, f"no study folder at {path}")
     return path
+
+
+def keep_study_masks(
+    result: StudyResult, folder: Path, study_uid: str, model: str, version: str
+) -> str:
+    """Save the masks the model returned; their ``file://`` URI, or "" when it returned none."""
+    if result.lung is None or result.classes is None:
+        return ""
+    path = masks_path(folder, study_uid, model, version)
+    return save_masks(path, result.lung, result.classes > 0).resolve().as_uri()
 
 
 def register(pipeline: Pipeline) -> None:
@@ -65,12 +87,18 @@ def register(pipeline: Pipeline) -> None:
     out = pipeline.topic(t.CT_QUANTIFICATION.name)
     deps = pipeline.deps
     quantifier = deps.quantifier
+    # the write-back stores a SEG: keep the masks of the model that made the numbers
+    keep_masks = bool(pipeline.settings.ingest.writeback_url)
+    masks_dir = pipeline.settings.worker.data_dir / "masks"
 
-    async def infer_with_retry(volume: Any) -> Any:
+    async def infer_with_retry(volume: Any) -> StudyResult:
         delay_s = TRITON_BACKOFF_S
         for attempt in range(1, TRITON_ATTEMPTS + 1):
             try:
-                return await in_thread(quantifier.quantify, volume)
+                result: StudyResult = await in_thread(
+                    quantifier.quantify_volume, volume, keep_masks
+                )
+                return result
             except TritonUnavailable:
                 if attempt == TRITON_ATTEMPTS:
                     raise
@@ -91,8 +119,13 @@ def register(pipeline: Pipeline) -> None:
                 started = time.perf_counter()
                 volume = await in_thread(deps.read_series, study_path(study.study_uri))
                 loaded = time.perf_counter()
-                biomarkers = await infer_with_retry(volume)
+                study_result = await infer_with_retry(volume)
                 inferred = time.perf_counter()
+                version = quantifier.model_version()
+                masks_uri = await in_thread(
+                    keep_study_masks, study_result, masks_dir, study.study_uid,
+                    quantifier.model_name, version,
+                )  # fmt: skip
             except (StudyUnavailable, SeriesRejected) as e:
                 await dead_letter(dlq, event, stage=STAGE, reason=e.reason, error=e)
                 return
@@ -106,14 +139,16 @@ def register(pipeline: Pipeline) -> None:
             result = Quantification(
                 study_uid=study.study_uid,
                 patient_pseudonym=study.patient_pseudonym,
-                biomarkers=biomarkers.as_dict(),
+                biomarkers=study_result.biomarkers.as_dict(),
+                regional=study_result.regional.as_dict() if study_result.regional else {},
                 lesion_model=quantifier.model_name,
-                lesion_model_version=quantifier.model_version(),
+                lesion_model_version=version,
                 ct_time=study.ct_time,
                 published_at=study.published_at,
                 hospital=study.hospital,
                 timings=timings,
                 study_uri=study.study_uri,
+                masks_uri=masks_uri,
             )
             await out.send(key=event.key, value=result.to_bytes())
             MESSAGES.labels(stage=STAGE).inc()

@@ -239,6 +239,7 @@ def assess(pipeline: Pipeline, quantification: Quantification, contexts: Any) ->
         threshold_version=policy.threshold_version,
         threshold=policy.threshold,
         biomarkers=quantification.biomarkers,
+        regional=quantification.regional,
         top_features=[
             Contribution(
                 feature=c.feature,
@@ -289,6 +290,8 @@ def to_alert(
         level_threshold=level_threshold,
         completeness_note=risk.completeness_note,
         revision=risk.revision,
+        ct_severity_score=risk.regional.get("ct_severity_score"),
+        bilateral=bool(risk.regional["bilateral"]) if "bilateral" in risk.regional else None,
     )
 
 

@@ -1,6 +1,9 @@
 """Results back to the PACS: a DICOM SEG and a TID 1500 SR per quantified study, by STOW-RS.
 
-The Segmentation holds the lung and lesion masks; the measurement report the biomarkers, coded.
+The Segmentation holds the lung and lesion masks of the model that produced the numbers (the
+masks claim check of the quantification; the threshold baseline's masks are recomputed, being
+deterministic); the measurement report the biomarkers, coded. A learned-model result without its
+masks is refused rather than given another method's masks. The masks file is removed once stored.
 
 Off the critical path: it reads ``ct.quantification`` beside the risk agent, so a slow or
 absent PACS never delays an alert. Enabled by ``CTRIAGE_INGEST__WRITEBACK_URL``. UIDs derive from
@@ -11,15 +14,19 @@ A failure is dead-lettered on ``ct.quantification.dlq`` as ``pacs_writeback_fail
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from requests.exceptions import RequestException
 
+from inference.biomarkers import threshold_masks
+from inference.client import THRESHOLD_MODEL
 from inference.dicom_results import results_for_volume
 from inference.exceptions import InferenceError
+from inference.masks import load_masks
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, in_thread, parse_or_dead_letter
-from streams.agents.quantify import StudyUnavailable, study_path
+from streams.agents.quantify import StudyUnavailable, study_path, uri_path
 from streams.app import Pipeline
 from streams.dlq import StreamReason, dead_letter
 from streams.metrics import MESSAGES
@@ -29,6 +36,18 @@ from streams.sources.dicomweb import store_results
 logger = logging.getLogger(__name__)
 
 STAGE = "pacs_writeback"
+
+
+def masks_file_of(quantification: Quantification) -> Path | None:
+    """The masks file a quantification points to; ``None`` when it has none."""
+    if not quantification.masks_uri:
+        return None
+    path = uri_path(quantification.masks_uri)
+    if not path.is_file():
+        raise StudyUnavailable(
+            StreamReason.STUDY_NOT_FOUND, f"masks {path.name} missing (stored already, or removed)"
+        )
+    return path
 
 
 def register(pipeline: Pipeline) -> None:
@@ -42,13 +61,23 @@ def register(pipeline: Pipeline) -> None:
 
     def write_back(quantification: Quantification) -> int:
         volume = read_series(study_path(quantification.study_uri))
+        masks_file = masks_file_of(quantification)
+        if masks_file is not None:
+            lung, lesion = load_masks(masks_file)
+        elif quantification.lesion_model == THRESHOLD_MODEL:
+            lung, lesion = threshold_masks(volume.hu, volume.spacing_mm)
+        else:
+            raise ValueError(f"no masks of {quantification.lesion_model} for the SEG")
         datasets = results_for_volume(
             volume,
+            (lung, lesion),
             quantification.biomarkers,
             quantification.lesion_model,
             quantification.lesion_model_version,
         )
         store_results(url, datasets)
+        if masks_file is not None:
+            masks_file.unlink(missing_ok=True)
         return len(datasets)
 
     @app.agent(pipeline.topic(t.CT_QUANTIFICATION.name), name="write_back_results")

@@ -1,7 +1,8 @@
 """Benchmarks of the walking skeleton on a 512x512x300 CT study (run: make bench).
 
 Numbers, not pass/fail: per-stage latency (load, Triton, scoring), end-to-end latency through
-the real worker (paced: one study at a time; burst: all at once, for throughput) and peak memory.
+the real worker (paced: one study at a time; burst: all at once, for throughput) and peak memory,
+for the worker's default lesion model (``lesion_unet``) and the threshold baseline.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import psutil
 import pytest
 
+from inference.client import THRESHOLD_MODEL, UNET_MODEL
 from streams.demo import DemoOptions, WorkerProcess, run_pipeline
 from streams.settings import Settings
 from streams.summary import latency_summary
@@ -76,7 +78,7 @@ def test_bench_stages(big_cohort, triton_server, record_result):
     from triage.risk import RiskModel
 
     study_dir = big_cohort / load_manifest(big_cohort).studies[0].study_dir
-    loads, local, remote = [], [], []
+    loads, local = [], []
     with PeakRss(psutil.Process().pid) as client_rss:
         for _ in range(3):
             started = time.perf_counter()
@@ -86,13 +88,17 @@ def test_bench_stages(big_cohort, triton_server, record_result):
             started = time.perf_counter()
             quantify_threshold(volume.hu, volume.spacing_mm)
             local.append(time.perf_counter() - started)
-    client = TritonQuantifier(triton_server.http_url)
     server = psutil.Process(triton_server.pid)
+    remote_by_model: dict[str, dict[str, float]] = {}
     with PeakRss(server.pid) as triton_rss:
-        for _ in range(3):
-            started = time.perf_counter()
-            client.quantify(volume)
-            remote.append(time.perf_counter() - started)
+        for name in (UNET_MODEL, THRESHOLD_MODEL):
+            client = TritonQuantifier(triton_server.http_url, model_name=name, timeout_s=300)
+            remote = []
+            for _ in range(3):
+                started = time.perf_counter()
+                client.quantify_volume(volume)  # what the worker calls
+                remote.append(time.perf_counter() - started)
+            remote_by_model[name] = _stats(remote)
     model = RiskModel.load(load_settings().worker.risk_model_path)
     rng = np.random.default_rng(0)
     features = {name: float(rng.normal()) for name in FEATURES}
@@ -105,8 +111,8 @@ def test_bench_stages(big_cohort, triton_server, record_result):
         {
             "study": {"shape": list(volume.hu.shape), "bytes": int(volume.hu.nbytes)},
             "load_series": _stats(loads),
-            "quantify_in_process": _stats(local),
-            "quantify_via_triton_http": _stats(remote),
+            "quantify_threshold_in_process": _stats(local),
+            "quantify_via_triton_http": remote_by_model,
             "risk_scoring_mean_s": scoring_s,
             "peak_rss_mb": {
                 "client (load + in-process)": client_rss.peak_mb,
@@ -116,9 +122,11 @@ def test_bench_stages(big_cohort, triton_server, record_result):
     )
 
 
+@pytest.mark.parametrize("model", [UNET_MODEL, THRESHOLD_MODEL])
 @pytest.mark.parametrize("mode", ["paced", "burst"])
 def test_bench_end_to_end(
     mode,
+    model,
     tmp_path_factory,
     port_offset,
     kafka_broker,
@@ -129,15 +137,16 @@ def test_bench_end_to_end(
 ):
     # each mode replays its own cohort: the collector reads the output topics from the start,
     # so reusing study UIDs would count the previous mode's results
-    big_cohort = _big_cohort(tmp_path_factory, seed={"paced": 6, "burst": 7}[mode])
+    seed = {"paced": 6, "burst": 7}[mode] + (10 if model == THRESHOLD_MODEL else 0)
+    big_cohort = _big_cohort(tmp_path_factory, seed=seed)
     triton_port = int(triton_server.http_url.rsplit(":", 1)[1])
     settings = Settings(
         run_dir=tmp_path,
         kafka={"bootstrap_servers": kafka_broker.bootstrap_servers},
-        triton={"http_port": triton_port},
-        store={"url": postgres_server.create_database(f"bench_{mode}")},
+        triton={"http_port": triton_port, "model_name": model, "timeout_s": 300},
+        store={"url": postgres_server.create_database(f"bench_{mode}_{model}")},
         worker={
-            "app_id": f"ctriage-bench-{mode}",
+            "app_id": f"ctriage-bench-{mode}-{model}",
             "data_dir": tmp_path / "w",
             "metrics_port": 29200 + port_offset,
             "web_port": 26166 + port_offset,
@@ -159,10 +168,11 @@ def test_bench_end_to_end(
     latency = latency_summary(risks)
     assert latency is not None and len(risks) == STUDIES
     record_result(
-        f"end-to-end-{mode}-512x512x300",
+        f"end-to-end-{mode}-{model}-512x512x300",
         {
             "studies": len(risks),
             "mode": mode,
+            "lesion_model": model,
             "elapsed_s": elapsed_s,
             "studies_per_minute": 60 * len(risks) / elapsed_s,
             "latency_p50_s": latency.p50_s,

@@ -1,5 +1,6 @@
 """From the PACS to a risk record: Orthanc C-STOREs a CT study to our receiver, the receiver
-announces it on ``ct.studies``, the worker quantifies it on Triton and scores it.
+announces it on ``ct.studies``, the worker quantifies it on Triton (``lesion_unet``, the default)
+and scores it, and the SEG it stores back holds that model's masks.
 
 Every part is real: Orthanc, the pynetdicom receiver, Kafka, Triton and the Faust worker.
 """
@@ -12,12 +13,18 @@ import subprocess
 import sys
 import time
 import urllib.request
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from kafka import KafkaConsumer
+from pydicom import dcmread
 
 from deploy.orthanc import OrthancServer
+from inference.segmentation import OnnxSegmenter, segment_volume
+from inference.volume import load_series
 from streams import topics as t
 from streams.collector import OutputCollector
 from streams.demo import WorkerProcess
@@ -32,10 +39,36 @@ from triage.cohort import generate_cohort, load_manifest
 pytestmark = pytest.mark.integration
 
 
-def _orthanc(server: OrthancServer, method: str, path: str, body: bytes | None = None) -> object:
+def _orthanc_bytes(
+    server: OrthancServer, method: str, path: str, body: bytes | None = None
+) -> bytes:
     request = urllib.request.Request(server.url + path, data=body, method=method)
     with urllib.request.urlopen(request, timeout=300) as response:
-        return json.loads(response.read() or b"null")
+        return bytes(response.read())
+
+
+def _orthanc(server: OrthancServer, method: str, path: str, body: bytes | None = None) -> object:
+    return json.loads(_orthanc_bytes(server, method, path, body) or b"null")
+
+
+def _segment_voxels(server: OrthancServer, study_id: str) -> dict[int, int]:
+    """Voxels per segment number in the study's SEG (frames of one segment each)."""
+    series: Any = _orthanc(server, "GET", f"/studies/{study_id}/series?expand")
+    [seg_series] = [s for s in series if s["MainDicomTags"]["Modality"] == "SEG"]
+    [instance] = seg_series["Instances"]
+    seg = dcmread(BytesIO(_orthanc_bytes(server, "GET", f"/instances/{instance}/file")))
+    frames = np.asarray(seg.pixel_array).reshape(-1, seg.Rows, seg.Columns)
+    counts: dict[int, int] = {}
+    for frame, group in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
+        number = int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        counts[number] = counts.get(number, 0) + int(frame.sum())
+    return counts
+
+
+def _volume(study_dir: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    [series_dir] = {p.parent for p in study_dir.rglob("*.dcm")}
+    volume = load_series(series_dir)
+    return volume.hu, volume.spacing_mm
 
 
 def test_study_sent_by_the_pacs_is_scored(
@@ -114,6 +147,15 @@ def test_study_sent_by_the_pacs_is_scored(
             series = _orthanc(orthanc_server, "GET", f"/studies/{study_id}/series?expand")
             modalities = [s["MainDicomTags"]["Modality"] for s in series]  # type: ignore[union-attr]
         assert sorted(modalities) == ["CT", "SEG", "SR"]
+        # the learned model's regional biomarkers reached the risk record
+        assert 0 <= risk.regional["ct_severity_score"] <= 30
+        # the SEG holds lesion_unet's own masks (not a threshold re-computation) ...
+        local = segment_volume(*_volume(study_dir), OnnxSegmenter())
+        voxels = _segment_voxels(orthanc_server, study_id)
+        assert voxels[1] == pytest.approx(int(local.lung.sum()), rel=1e-3)
+        assert voxels.get(2, 0) == pytest.approx(int(local.lesion.sum()), rel=0.01, abs=5)
+        # ... and the masks claim check is gone once stored
+        assert not list((tmp_path / "worker" / "masks").glob("*.npz"))
     finally:
         collector.close()
         receiver.stop()

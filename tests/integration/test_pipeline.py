@@ -10,6 +10,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from dashboards import store
+from inference.client import THRESHOLD_MODEL
 from streams import topics as t
 from streams.demo import DemoOptions, WorkerProcess, run_pipeline
 from streams.records import CtStudy, FhirResourceEvent
@@ -41,7 +42,9 @@ def settings(
     return Settings(
         run_dir=run_dir,
         kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "partitions": 4},
-        triton={"http_port": triton_port},
+        # the threshold model, as in the demo: it measures the phantoms' HU-range lesions by
+        # construction, the learned default under-reads them (streams/demo.py docstring)
+        triton={"http_port": triton_port, "model_name": THRESHOLD_MODEL},
         store={"url": postgres_server.create_database("pipeline_it")},  # the real store engine
         worker={
             "app_id": "ctriage-it",

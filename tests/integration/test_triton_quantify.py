@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from deploy.triton import TritonServer
 from inference.biomarkers import quantify_threshold
 from inference.cli import app as quantify_app
-from inference.client import TritonQuantifier
+from inference.client import THRESHOLD_MODEL, TritonQuantifier
 from inference.exceptions import (
     InferenceRejected,
     TritonServerError,
@@ -41,7 +41,7 @@ def phantom() -> Phantom:
 
 @pytest.fixture()
 def quantifier(triton_server: TritonServer) -> TritonQuantifier:
-    return TritonQuantifier(triton_server.http_url, timeout_s=120)
+    return TritonQuantifier(triton_server.http_url, model_name=THRESHOLD_MODEL, timeout_s=120)
 
 
 def test_model_is_ready_with_a_version(quantifier: TritonQuantifier) -> None:

@@ -46,9 +46,21 @@ def test_lesion_unet_matches_in_process_on_p001(
     assert served.regional.as_dict() == pytest.approx(local.regional.as_dict(), rel=1e-3, abs=0.5)
     assert served.classes is not None and served.classes.shape == p001.hu.shape
     assert served.lung is not None and (served.lung == local.lung).all()
-    # the stream worker's call: core biomarkers only, by model name
     assert quantifier.quantify(p001) == served.biomarkers
     assert quantifier.model_version() == "1"
+    # the stream worker's call: everything the model declares, masks on request only
+    worker_view = quantifier.quantify_volume(p001)
+    assert worker_view.biomarkers == served.biomarkers and worker_view.regional == served.regional
+    assert worker_view.classes is None and worker_view.lung is None
+
+
+def test_worker_call_on_the_threshold_model_has_no_regional_or_masks(
+    triton_server: TritonServer, p001: CtVolume
+) -> None:
+    quantifier = TritonQuantifier(triton_server.http_url, model_name="lesion_threshold")
+    result = quantifier.quantify_volume(p001, masks=True)
+    assert result.regional is None and result.classes is None and result.lung is None
+    assert result.biomarkers == quantifier.quantify(p001)
 
 
 def test_slice_model_batches_concurrent_requests(triton_server: TritonServer) -> None:

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from inference.client import TritonQuantifier, output_name
+from inference.client import DEFAULT_MODEL, TritonQuantifier, output_name
 from inference.exceptions import (
     InferenceError,
     InferenceRejected,
@@ -94,7 +94,7 @@ def test_bad_request_is_rejected(stand_in: tuple[str, Script]) -> None:
     with pytest.raises(InferenceRejected) as caught:
         TritonQuantifier(url, timeout_s=5).quantify_array(VOLUME, SPACING)
     message = str(caught.value)
-    assert "scripted 400" in message and url in message and "lesion_threshold" in message
+    assert "scripted 400" in message and url in message and DEFAULT_MODEL in message
     assert "timeout 5 s" in message
     assert caught.value.__cause__ is not None
 
@@ -155,4 +155,4 @@ def test_hierarchy_and_names() -> None:
     for cls in (TritonUnavailable, TritonTimeout, TritonServerError, InferenceRejected):
         assert issubclass(cls, TritonError) and issubclass(cls, InferenceError)
     assert output_name("lesion_percent") == "LESION_PERCENT"
-    assert "lesion_threshold" in repr(TritonQuantifier("h:1"))
+    assert "lesion_unet" in repr(TritonQuantifier("h:1"))  # the learned model by default

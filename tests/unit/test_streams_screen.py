@@ -1,12 +1,12 @@
-"""The demo's forecast tables: beds and ventilators, labelled, with their bounds."""
+"""What the demo screen shows: forecast tables (beds, ventilators) and the ED alert line."""
 
 from __future__ import annotations
 
 import pytest
 from rich.console import Console
 
-from streams.records import CapacityForecast, ForecastDay, VentilatorForecast
-from streams.screen import forecast_table, ventilator_table
+from streams.records import Alert, CapacityForecast, Contribution, ForecastDay, VentilatorForecast
+from streams.screen import alert_line, forecast_table, ventilator_table
 
 pytestmark = pytest.mark.unit
 
@@ -69,3 +69,35 @@ def test_beds_table_unchanged_and_no_ventilator_table_without_ventilators() -> N
     text = _text(forecast_table(forecast))
     assert "ICU occupancy forecast, demo-hospital (capacity 12 beds; 6 in ICU now" in text
     assert "BREACH ALERT" not in text
+
+
+def _alert(**extra: object) -> Alert:
+    return Alert(
+        alert_id="a-1",
+        risk_id="r-1",
+        study_uid="1.2.3",
+        patient_pseudonym="k1-abc",
+        probability=0.42,
+        level="high",
+        model_version="m1",
+        threshold_version="t1",
+        lesion_percent=23.4,
+        top_features=[Contribution(feature="age", value=71, contribution=0.3, direction="raises")],
+        completeness="complete",
+        ct_time="2020-11-02T08:00:00+00:00",
+        hospital="demo-hospital",
+        raised_at=0.0,
+        **extra,
+    )
+
+
+def test_alert_line_shows_severity_score_and_sides_when_measured() -> None:
+    line = alert_line(_alert(ct_severity_score=14.0, bilateral=True))
+    assert "lesions 23.4% of lung (CT severity 14/30, bilateral)" in line
+    assert "one lung" in alert_line(_alert(ct_severity_score=3.0, bilateral=False))
+
+
+def test_alert_line_without_regional_biomarkers_claims_none() -> None:
+    line = alert_line(_alert())
+    assert "lesions 23.4% of lung  because age=71↑" in line
+    assert "severity" not in line
