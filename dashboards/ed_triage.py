@@ -47,6 +47,8 @@ SELECT
   probability AS "probability",
   level AS "level",
   lesion_percent AS "lesion %",
+  ct_severity_score AS "CT severity /30",
+  bilateral AS "bilateral",
   model_version AS "model version",
   threshold_version AS "threshold version"
 FROM alerts

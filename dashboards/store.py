@@ -62,6 +62,9 @@ risks = Table(
     Column("completeness", String(32)),
     Column("scored_at", DateTime(timezone=True), nullable=False, index=True),
     Column("latency_s", Float),
+    # regional biomarkers of the learned lesion model; NULL when the model has none
+    Column("ct_severity_score", Float),
+    Column("bilateral", Boolean),
 )
 
 alerts = Table(
@@ -83,6 +86,8 @@ alerts = Table(
     Column("completeness", String(32)),
     Column("completeness_note", Text),
     Column("hospital", String(64)),
+    Column("ct_severity_score", Float),  # NULL: the lesion model does not measure zones
+    Column("bilateral", Boolean),
 )
 
 threshold_audit = Table(

@@ -118,6 +118,16 @@ class RiskAssessment(_Record):
         """End-to-end latency from the CT event's publication to this score."""
         return self.scored_at - self.published_at
 
+    @property
+    def ct_severity_score(self) -> float | None:
+        """0-30 over six lung zones; ``None`` when the lesion model does not measure zones."""
+        return self.regional.get("ct_severity_score")
+
+    @property
+    def bilateral(self) -> bool | None:
+        """Lesions in both lungs; ``None`` when the lesion model does not measure zones."""
+        return bool(self.regional["bilateral"]) if "bilateral" in self.regional else None
+
 
 class Alert(_Record):
     """A ventilation-risk alert for the emergency department."""

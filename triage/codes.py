@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 
 class CodeSystem(StrEnum):
@@ -84,15 +84,18 @@ def _icd(code: str, display: str) -> Coding:
     return Coding(CodeSystem.ICD_10, code, display)
 
 
+K = TypeVar("K", bound=StrEnum)
+
+
 @dataclass(frozen=True)
-class ConditionValueSet:
-    """The codes that mean one comorbidity.
+class CodedValueSet(Generic[K]):
+    """The codes that mean one condition (a comorbidity, or a diagnosis of the current illness).
 
     ``snomed[0]`` and ``icd10[0]`` are the primary codings the generator writes. ``icd10_prefixes``
     are WHO ICD-10 categories: a code matches when, without its dot, it starts with a prefix.
     """
 
-    key: ConditionKey
+    key: K
     display: str
     snomed: tuple[Coding, ...]
     icd10: tuple[Coding, ...]
@@ -113,30 +116,37 @@ class ConditionValueSet:
         return False
 
 
-def _load(name: str) -> dict[str, Any]:
+ConditionValueSet = CodedValueSet[ConditionKey]
+
+
+def load_valueset_file(name: str) -> dict[str, Any]:
     """Read a value-set data file shipped in ``triage/valuesets/``."""
     text = resources.files("triage.valuesets").joinpath(name).read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 
 
-def _condition_value_sets(data: dict[str, Any]) -> dict[ConditionKey, ConditionValueSet]:
-    sets = {}
-    for row in data["conditions"]:
-        key = ConditionKey(row["key"])
-        sets[key] = ConditionValueSet(
-            key,
-            row["display"],
-            tuple(_sct(code, display) for code, display in row["snomed"]),
-            tuple(_icd(code, display) for code, display in row["icd10"]),
-            tuple(row["icd10_prefixes"]),
-        )
-    return sets
+def coded_value_sets(
+    rows: list[dict[str, Any]], key_type: type[K]
+) -> MappingProxyType[K, CodedValueSet[K]]:
+    """Value sets from rows of ``key``, ``display``, ``snomed``, ``icd10``, ``icd10_prefixes``."""
+    return MappingProxyType(
+        {
+            key_type(row["key"]): CodedValueSet(
+                key_type(row["key"]),
+                row["display"],
+                tuple(_sct(code, display) for code, display in row["snomed"]),
+                tuple(_icd(code, display) for code, display in row["icd10"]),
+                tuple(row["icd10_prefixes"]),
+            )
+            for row in rows
+        }
+    )
 
 
-_CONDITIONS_FILE = _load("conditions.json")
-CONDITION_VALUE_SETS: MappingProxyType[ConditionKey, ConditionValueSet] = MappingProxyType(
-    _condition_value_sets(_CONDITIONS_FILE)
+_CONDITIONS_FILE = load_valueset_file("conditions.json")
+CONDITION_VALUE_SETS: MappingProxyType[ConditionKey, ConditionValueSet] = coded_value_sets(
+    _CONDITIONS_FILE["conditions"], ConditionKey
 )
 """Comorbidity value sets, from ``triage/valuesets/conditions.json`` (sources listed there)."""
 
@@ -256,7 +266,7 @@ def _observation_definitions(data: dict[str, Any]) -> dict[ObservationKey, Obser
 
 
 OBSERVATION_DEFINITIONS: MappingProxyType[ObservationKey, ObservationDefinition] = MappingProxyType(
-    _observation_definitions(_load("observations.json"))
+    _observation_definitions(load_valueset_file("observations.json"))
 )
 """Observations by LOINC code, from ``triage/valuesets/observations.json`` (sources there)."""
 _LOINC_TO_KEY = {c.code: d.key for d in OBSERVATION_DEFINITIONS.values() for c in d.loinc}

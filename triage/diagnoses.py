@@ -10,14 +10,10 @@ CT lists and WHO ICD-10 category prefixes, like the comorbidities.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from enum import StrEnum
-from importlib import resources
 from types import MappingProxyType
-from typing import Any
 
-from triage.codes import CodeSystem, Coding
+from triage.codes import CodedValueSet, coded_value_sets, load_valueset_file
 
 
 class DiagnosisKey(StrEnum):
@@ -26,48 +22,10 @@ class DiagnosisKey(StrEnum):
     PNEUMONIA = "pneumonia"
 
 
-@dataclass(frozen=True)
-class DiagnosisValueSet:
-    """The codes that mean one diagnosis; ``snomed[0]`` and ``icd10[0]`` are written."""
+DiagnosisValueSet = CodedValueSet[DiagnosisKey]
 
-    key: DiagnosisKey
-    display: str
-    snomed: tuple[Coding, ...]
-    icd10: tuple[Coding, ...]
-    icd10_prefixes: tuple[str, ...]
-
-    @property
-    def primary_codings(self) -> tuple[Coding, Coding]:
-        """The SNOMED CT and ICD-10 codings the cohort generator writes."""
-        return self.snomed[0], self.icd10[0]
-
-    def matches(self, system: str, code: str) -> bool:
-        """Whether ``system``/``code`` belongs to this value set (ICD-10: prefix, dot ignored)."""
-        if system == CodeSystem.SNOMED_CT:
-            return any(c.code == code for c in self.snomed)
-        if system == CodeSystem.ICD_10:
-            bare = code.replace(".", "").upper()
-            return any(bare.startswith(p.replace(".", "")) for p in self.icd10_prefixes)
-        return False
-
-
-def _value_sets() -> dict[DiagnosisKey, DiagnosisValueSet]:
-    text = resources.files("triage.valuesets").joinpath("diagnoses.json").read_text("utf-8")
-    data: dict[str, Any] = json.loads(text)
-    return {
-        DiagnosisKey(row["key"]): DiagnosisValueSet(
-            DiagnosisKey(row["key"]),
-            row["display"],
-            tuple(Coding(CodeSystem.SNOMED_CT, c, d) for c, d in row["snomed"]),
-            tuple(Coding(CodeSystem.ICD_10, c, d) for c, d in row["icd10"]),
-            tuple(row["icd10_prefixes"]),
-        )
-        for row in data["diagnoses"]
-    }
-
-
-DIAGNOSIS_VALUE_SETS: MappingProxyType[DiagnosisKey, DiagnosisValueSet] = MappingProxyType(
-    _value_sets()
+DIAGNOSIS_VALUE_SETS: MappingProxyType[DiagnosisKey, DiagnosisValueSet] = coded_value_sets(
+    load_valueset_file("diagnoses.json")["diagnoses"], DiagnosisKey
 )
 """Diagnosis value sets, from ``triage/valuesets/diagnoses.json`` (sources listed there)."""
 

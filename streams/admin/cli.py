@@ -3,7 +3,10 @@
 ``show`` prints the model card's operating points with the expected alerts per day (volume from
 ``--studies-per-day`` or the store's last 7 days) and the levels in force for one hospital (from
 ``triage.config``). ``set`` publishes a change the way the admin API does (same validation,
-same audit record, ``source`` = cli). ``history`` prints the audit trail.
+same audit record, ``source`` = cli), or, with ``--api URL`` (and a bearer token from ``--token``
+or ``CTRIAGE_ADMIN_TOKEN``), sends it to a running admin API, which authenticates the user and
+checks the role (the audit then names the token's user, ``source`` = admin-api): what a site
+should use once the broker is closed to administrators. ``history`` prints the audit trail.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import getpass
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import typer
 from kafka.errors import KafkaError
@@ -161,6 +165,19 @@ def set_level(
         str | None,
         typer.Option("--expected-version", help="Refuse if the version in force differs."),
     ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option("--api", help="Admin API base URL: change through it, not through Kafka."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="CTRIAGE_ADMIN_TOKEN",
+            help="Bearer token for --api.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Change one level of a hospital's policy: a new version on triage.config + an audit record."""
     settings = load_settings()
@@ -171,6 +188,17 @@ def set_level(
     except ConfigRejected as e:
         console.print(f"[red]refused[/red] ({e.reason.value}): {e.detail}")
         raise typer.Exit(code=2) from e
+    if api is not None:
+        if by is not None:
+            console.print("[red]--by is not taken with --api[/red]: the token says who you are")
+            raise typer.Exit(code=2)
+        body: dict[str, Any] = {"levels": {str(named): value}, "reason": reason}
+        if alert_from is not None:
+            body["alert_from"] = alert_from
+        if expected_version is not None:
+            body["expected_version"] = expected_version
+        set_through_api(api, token, hospital or settings.worker.hospital, body)
+        return
     change = ThresholdChange(
         hospital=hospital or settings.worker.hospital,
         levels={str(named): value},
@@ -204,6 +232,47 @@ def set_level(
             f"(audit {audit_id}); workers apply it to their next score"
         )
     console.print(levels_table(change.hospital, policy, f"set by {change.changed_by}"))
+
+
+def set_through_api(base_url: str, token: str | None, hospital: str, body: dict[str, Any]) -> None:
+    """POST a change to the admin API; print what it answered (exit 2 refused, 3 unreachable)."""
+    import requests
+
+    if not token:
+        console.print("[red]--api needs a token[/red] (--token or CTRIAGE_ADMIN_TOKEN)")
+        raise typer.Exit(code=2)
+    url = f"{base_url.rstrip('/')}/v1/policies/{quote(hospital, safe='')}/changes"
+    try:
+        response = requests.post(
+            url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+    except requests.RequestException as e:
+        console.print(f"[red]admin API unavailable[/red] at {base_url}: {e}")
+        raise typer.Exit(code=3) from e
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"error": "not_json", "detail": response.text[:200]}
+    if response.status_code == 503:
+        console.print(f"[red]admin API: Kafka unavailable[/red]: {answer.get('detail')}")
+        raise typer.Exit(code=3)
+    if not 200 <= response.status_code < 300:
+        console.print(
+            f"[red]refused[/red] (HTTP {response.status_code}, {answer.get('error')}): "
+            f"{answer.get('detail')}"
+        )
+        raise typer.Exit(code=2)
+    policy = answer["policy"]
+    in_force = AlertPolicy.from_dict(policy)
+    if not answer["changed"]:
+        console.print(f"unchanged: {hospital} is already at {in_force.threshold_version}")
+    else:
+        console.print(
+            f"{hospital}: {answer['previous_version']} -> {in_force.threshold_version} "
+            f"(audit {answer['audit_id']}, through the admin API); workers apply it to their "
+            "next score"
+        )
+    console.print(levels_table(hospital, in_force, f"set by {policy['changed_by']}"))
 
 
 @app.command("history")

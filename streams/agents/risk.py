@@ -290,8 +290,8 @@ def to_alert(
         level_threshold=level_threshold,
         completeness_note=risk.completeness_note,
         revision=risk.revision,
-        ct_severity_score=risk.regional.get("ct_severity_score"),
-        bilateral=bool(risk.regional["bilateral"]) if "bilateral" in risk.regional else None,
+        ct_severity_score=risk.ct_severity_score,
+        bilateral=risk.bilateral,
     )
 
 

@@ -14,8 +14,10 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-KAFKA, CONTROLLER, TRITON, METRICS, WEB = 39192, 39193, 38100, 39110, 36166
-POSTGRES, PROMETHEUS = 35442, 39190
+# below the kernel's ephemeral range (32768-60999): an outgoing connection can take a port there
+# just before a service binds it (seen once: PostgreSQL "Address already in use")
+KAFKA, CONTROLLER, TRITON, METRICS, WEB = 31192, 31193, 31100, 31110, 31166
+POSTGRES, PROMETHEUS = 31442, 31190
 
 
 def _ports(offset: int) -> dict[str, str]:

@@ -244,6 +244,40 @@ def test_cli_change_reaches_the_running_api(api: AdminApiProcess) -> None:
     assert "critical 0.9" in show.stdout and "alerts / day" in show.stdout
 
 
+def test_cli_through_the_api_is_authenticated_and_audited_as_the_token_user(
+    api: AdminApiProcess,
+) -> None:
+    url, path = api.base_url, f"/v1/policies/{HOSPITAL}"
+    before = request(url, "GET", path, token=VIEWER_TOKEN)[1]
+    args = ["thresholds", "set", "--hospital", HOSPITAL, "--level", "critical", "--api", url]
+    done = ctriage(api.settings, *args, "--value", "0.85", "--reason", "via api",
+                   "--token", ADMIN_TOKEN)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        f"{before['threshold_version']} ->" in done.stdout
+        and "through the admin API" in done.stdout
+    )
+    # no waiting: the API answered after applying it
+    after = request(url, "GET", path, token=VIEWER_TOKEN)[1]
+    assert after["levels"]["critical"] == 0.85 and after["changed_by"] == "ana"
+    trail = request(url, "GET", f"{path}/audit", token=VIEWER_TOKEN)[1]["records"]
+    assert (trail[-1]["changed_by"], trail[-1]["source"]) == ("ana", "admin-api")
+    # a viewer's token is refused by the API, a missing token and --by by the CLI itself
+    viewer = ctriage(
+        api.settings, *args, "--value", "0.8", "--reason", "x", "--token", VIEWER_TOKEN
+    )
+    assert viewer.returncode == 2 and "HTTP 403" in viewer.stdout
+    anonymous = ctriage(api.settings, *args, "--value", "0.8", "--reason", "x")
+    assert anonymous.returncode == 2 and "needs a token" in anonymous.stdout
+    as_someone = ctriage(api.settings, *args, "--value", "0.8", "--reason", "x", "--by", "eve",
+                         "--token", ADMIN_TOKEN)  # fmt: skip
+    assert as_someone.returncode == 2 and "--by is not taken" in as_someone.stdout
+    unordered = ctriage(api.settings, *args, "--value", "0.1", "--reason", "x", "--token",
+                        ADMIN_TOKEN)  # fmt: skip
+    assert unordered.returncode == 2 and "levels_not_ordered" in unordered.stdout
+    assert request(url, "GET", path, token=VIEWER_TOKEN)[1]["levels"]["critical"] == 0.85
+
+
 # --- schemathesis: the API against its own OpenAPI document ------------------------------
 
 

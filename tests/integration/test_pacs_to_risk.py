@@ -22,6 +22,7 @@ import pytest
 from kafka import KafkaConsumer
 from pydicom import dcmread
 
+from dashboards import store
 from deploy.orthanc import OrthancServer
 from inference.segmentation import OnnxSegmenter, segment_volume
 from inference.volume import load_series
@@ -147,8 +148,22 @@ def test_study_sent_by_the_pacs_is_scored(
             series = _orthanc(orthanc_server, "GET", f"/studies/{study_id}/series?expand")
             modalities = [s["MainDicomTags"]["Modality"] for s in series]  # type: ignore[union-attr]
         assert sorted(modalities) == ["CT", "SEG", "SR"]
-        # the learned model's regional biomarkers reached the risk record
-        assert 0 <= risk.regional["ct_severity_score"] <= 30
+        # the learned model's regional biomarkers reached the risk record and the store
+        assert risk.ct_severity_score is not None and 0 <= risk.ct_severity_score <= 30
+        assert risk.bilateral is not None
+        engine = store.make_engine(settings.store.url)
+        query = store.risks.select().where(store.risks.c.study_uid == event.study_uid)
+        try:
+            deadline = time.monotonic() + 60  # the store sink runs beside the risk topic
+            row = None
+            while row is None and time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    row = conn.execute(query).one_or_none()
+                time.sleep(0.5)
+        finally:
+            engine.dispose()
+        assert row is not None, "the risk never reached the store"
+        assert (row.ct_severity_score, row.bilateral) == (risk.ct_severity_score, risk.bilateral)
         # the SEG holds lesion_unet's own masks (not a threshold re-computation) ...
         local = segment_volume(*_volume(study_dir), OnnxSegmenter())
         voxels = _segment_voxels(orthanc_server, study_id)
