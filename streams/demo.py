@@ -149,12 +149,19 @@ class WorkerProcess:
 
 
 def start_services(settings: Settings) -> LocalServices:
-    """Start fresh local services for the demo (old demo broker and store data are wiped)."""
+    """Start fresh local services for the demo (old demo broker and store data are wiped).
+
+    If one fails to start, those already started are stopped before the error goes up.
+    """
     services = services_from_settings(settings)
     services.down()  # a demo left running by a killed session is ours to replace
     shutil.rmtree(settings.run_dir / "kafka", ignore_errors=True)
     services.postgres.purge()  # a fresh store: the summary counts this replay only
-    services.up()
+    try:
+        services.up()
+    except BaseException:
+        services.down()  # they are the demo's: never leave half of them running
+        raise
     return services
 
 

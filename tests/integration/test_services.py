@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -224,4 +225,38 @@ def test_cli_up_outlives_the_cli_then_down_stops_everything(
     assert down.returncode == 0, down.stdout + down.stderr
     assert down.stdout.count("stopped") == 4, down.stdout
     assert_gone(kafka_pid)
+    assert not list((tmp_path / "run").glob("*/*.pid"))
+
+
+def test_demo_services_that_fail_halfway_leave_nothing_running(
+    tmp_path: Path, port_offset: int
+) -> None:
+    from deploy.exceptions import ServiceStartError
+    from streams.demo import start_services
+    from streams.settings import Settings
+
+    kafka_port, triton_port = 29492 + port_offset, 28040 + port_offset
+    postgres_port = 25632 + port_offset
+    settings = Settings(
+        run_dir=tmp_path / "run",
+        kafka={
+            "bootstrap_servers": f"127.0.0.1:{kafka_port}",
+            "controller_port": 29493 + port_offset,
+            "heap_mb": 384,
+        },
+        triton={
+            "http_port": triton_port,
+            "grpc_port": triton_port + 1,
+            "metrics_port": triton_port + 2,
+            "model_repository": write_add_one_repository(tmp_path / "models"),
+        },
+        store={"local_port": postgres_port},
+        monitoring={"prometheus_port": 29490 + port_offset},
+    )
+    blocker = socket.create_server(("127.0.0.1", postgres_port))  # PostgreSQL cannot bind
+    with blocker, pytest.raises(ServiceStartError, match="postgres"):
+        start_services(settings)
+    for port in (kafka_port, triton_port):  # started before PostgreSQL failed, then stopped
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
     assert not list((tmp_path / "run").glob("*/*.pid"))
