@@ -172,10 +172,9 @@ class KafkaBroker(LocalService):
             classpath,
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            new_cluster_id(),
-            "-c",
-            str(self.server_properties),
+            # "=" form: a base64url id may start with "-", which argparse would take for an option
+            f"--cluster-id={new_cluster_id()}",
+            f"--config={self.server_properties}",
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:

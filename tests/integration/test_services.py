@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 
 from deploy.kafka import KafkaBroker
+from deploy.maven import resolve_kafka_jars
 from deploy.triton import TritonServer
 from streams.settings import load_settings
 
@@ -124,6 +126,24 @@ def test_kafka_broker_is_found_through_its_pid_file(kafka_broker: KafkaBroker) -
     assert other.pid is not None
     assert other.pid == kafka_broker.pid
     assert other.is_healthy()
+
+
+def test_kafka_formats_storage_when_the_cluster_id_starts_with_a_dash(
+    kafka_broker: KafkaBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One random id in 64 starts with "-"; kafka-storage once took it for an option and failed."""
+    import deploy.kafka
+
+    cluster_id = "-" + deploy.kafka.new_cluster_id()[1:]
+    monkeypatch.setattr(deploy.kafka, "new_cluster_id", lambda: cluster_id)
+    broker = KafkaBroker(tmp_path, kafka_broker.cache_dir, port=29194, controller_port=29195)
+    broker._write_config()
+    java = shutil.which("java")
+    assert java is not None
+    broker._format_storage(java, f"{resolve_kafka_jars(kafka_broker.cache_dir)}/*")
+    assert broker.is_formatted()
+    meta = (tmp_path / "data" / "meta.properties").read_text(encoding="utf-8")
+    assert f"cluster.id={cluster_id}" in meta.splitlines()
 
 
 def test_kafka_stops_from_another_object_and_restarts_on_formatted_storage(
@@ -235,7 +255,7 @@ def test_demo_services_that_fail_halfway_leave_nothing_running(
     from streams.demo import start_services
     from streams.settings import Settings
 
-    kafka_port, triton_port = 29492 + port_offset, 28040 + port_offset
+    kafka_port, triton_port = 29492 + port_offset, 28030 + port_offset
     postgres_port = 25632 + port_offset
     settings = Settings(
         run_dir=tmp_path / "run",
