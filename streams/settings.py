@@ -91,6 +91,13 @@ class WorkerSettings(BaseModel, frozen=True):
     capacity_breach_probability: float = 0.2  # breach alert when P(over capacity) reaches this
     capacity_refresh_s: float = 3600.0  # scheduled recompute of live forecasts (0: off)
     icu_ventilators: int = 8  # ventilators of an ICU whose count is not configured otherwise
+    # lognormal ICU stay and ventilation duration of the forecasts (triage.capacity.census
+    # ICU_STAY, fitted on REAL Italian data, and VENTILATION, assumed); fit a hospital's own
+    # stay with `ctriage capacity fit-stay --csv`
+    icu_stay_mean_days: float = Field(default=14.1, gt=0)
+    icu_stay_sigma: float = Field(default=0.72, gt=0)
+    ventilation_mean_days: float = Field(default=10.0, gt=0)
+    ventilation_sigma: float = Field(default=0.7, gt=0)
     # staffed beds / ventilators per "hospital" or "hospital/unit" (JSON); wins over Locations
     unit_capacity: dict[str, dict[str, int]] = Field(default_factory=dict)
     # FHIR R4 Locations (ICU units, beds) and ventilator Devices: Bundle JSON or NDJSON file

@@ -1,4 +1,4 @@
-"""``ctriage train``, ``ctriage thresholds show``, ``ctriage capacity forecast|backtest|plot``.
+"""``ctriage train``, ``thresholds show``, ``capacity forecast|backtest|fit-stay|plot``.
 
 Mounted at the root of the ``ctriage`` command (``root.add_typer(triage.cli.app)``, no name).
 """
@@ -19,7 +19,15 @@ from rich.table import Table
 from triage import risk_cli
 from triage.capacity import backtest as capacity_backtest
 from triage.capacity import forecast_icu, occupants_from_census
+from triage.capacity.census import ICU_STAY
 from triage.capacity.series import DailySeries, read_daily_csv
+from triage.capacity.stay import (
+    StayFit,
+    fit_by_year,
+    fit_length_of_stay,
+    fittable_days,
+    occupancy_rmse,
+)
 from triage.exceptions import TriageError
 from triage.risk import SYNTHETIC_LABEL, RiskModel, load_card
 from triage.risk_synthetic import train_from_cohort
@@ -166,7 +174,9 @@ def capacity_forecast(
         str | None, typer.Option("--now", help="ISO time of the forecast (default: start_time).")
     ] = None,
     days: Annotated[int, typer.Option("--days", help="Days ahead.")] = 7,
-    los_mean_days: Annotated[float, typer.Option(help="Mean ICU length of stay.")] = 9.0,
+    los_mean_days: Annotated[
+        float, typer.Option(help="Mean ICU length of stay (default: fitted on REAL Italy).")
+    ] = ICU_STAY.mean_days,
 ) -> None:
     """Forecast ICU occupancy from a cohort's census (current occupants only, no pipeline)."""
     try:
@@ -255,6 +265,76 @@ def capacity_backtest_command(
     console.print(f"{time.perf_counter() - started:.1f} s")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+
+
+def _stay_row(fit: StayFit, period: str) -> dict[str, Any]:
+    return {
+        "series": fit.name,
+        "period": period,
+        "first_day": fit.first_day,
+        "last_day": fit.last_day,
+        "fit_days": fit.fit_days,
+        "mean_days": round(fit.stay.mean_days, 2),
+        "median_days": round(fit.median_days, 2),
+        "sigma": round(fit.stay.sigma, 3),
+        "rmse_beds": round(fit.rmse, 2),
+        "mean_occupancy": round(fit.mean_occupancy, 1),
+        "little_mean_days": round(fit.little_mean_days, 2),
+    }
+
+
+@capacity_app.command("fit-stay")
+def capacity_fit_stay(
+    csv: Annotated[
+        Path,
+        typer.Option("--csv", help="Daily series CSV with icu_occupancy and icu_admissions."),
+    ],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the fits as JSON here.")
+    ] = None,
+    start: Annotated[str | None, typer.Option("--start", help="First day (ISO date).")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="Last day (ISO date).")] = None,
+    by_year: Annotated[bool, typer.Option("--by-year", help="Also fit each year.")] = False,
+) -> None:
+    """Fit the lognormal ICU length of stay that best explains occupancy from admissions."""
+    try:
+        series = read_daily_csv(csv)
+        fits = [(fit_length_of_stay(series, start=start, end=end), "all")]
+    except (TriageError, ValueError) as e:
+        console.print(f"[red]cannot fit a length of stay[/red]: {e}")
+        raise typer.Exit(code=2) from e
+    if by_year:
+        fits += [(fit, fit.first_day[:4]) for fit in fit_by_year(series)]
+    table = Table(title=f"ICU length of stay fitted to {series.name} (lognormal)")
+    for column in ("period", "days", "mean (d)", "median (d)", "log-sd", "RMSE beds", "Little (d)"):
+        table.add_column(column, justify="right")
+    for fit, period in fits:
+        table.add_row(
+            f"{period} ({fit.first_day} .. {fit.last_day})",
+            str(fit.fit_days),
+            f"{fit.stay.mean_days:.1f}",
+            f"{fit.median_days:.1f}",
+            f"{fit.stay.sigma:.2f}",
+            f"{fit.rmse:.1f}",
+            f"{fit.little_mean_days:.1f}",
+        )
+    console.print(table)
+    overall = fits[0][0]
+    days = fittable_days(series)
+    shipped = occupancy_rmse(series, ICU_STAY, days)
+    console.print(
+        f"mean occupancy {overall.mean_occupancy:.1f}; the shipped stay (mean "
+        f"{ICU_STAY.mean_days:g} d, log-sd {ICU_STAY.sigma:g}) gives RMSE {shipped:.1f} beds "
+        f"on all {len(days)} fittable days"
+    )
+    console.print(
+        f"to forecast with it: CTRIAGE_WORKER__ICU_STAY_MEAN_DAYS={overall.stay.mean_days:.1f} "
+        f"CTRIAGE_WORKER__ICU_STAY_SIGMA={overall.stay.sigma:.2f}"
+    )
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        rows = [_stay_row(fit, period) for fit, period in fits]
         json_out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 
 

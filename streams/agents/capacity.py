@@ -248,10 +248,13 @@ def forecast_from_census(
     unit: str | None = None,
     now: datetime | None = None,
     ventilators: int | None = None,
+    icu_stay: census_model.LengthOfStay = census_model.ICU_STAY,
+    ventilation: census_model.LengthOfStay = census_model.VENTILATION,
 ) -> CapacityForecast:
     """Forecast the next ``days`` of ICU occupancy (and ventilators in use) for one unit.
 
     Without ``ventilators`` (the unit's ventilator count) the record carries no ventilator part.
+    ``icu_stay`` and ``ventilation``: how long a bed and a ventilator stay taken.
     """
     now = now or datetime.fromisoformat(census["clock"])
     name = f"{hospital}/{unit}" if unit else hospital
@@ -263,7 +266,7 @@ def forecast_from_census(
         now,
         capacity,
         days,
-        census_model.ICU_STAY,
+        icu_stay,
     )
     vent_part = None
     if ventilators is not None:
@@ -275,7 +278,7 @@ def forecast_from_census(
             now,
             ventilators,
             days,
-            census_model.VENTILATION,
+            ventilation,
         )
         vent_part = VentilatorForecast(
             capacity=ventilators,
@@ -330,6 +333,8 @@ def register(pipeline: Pipeline) -> None:
     registry = load_registry(
         pipeline.settings, deps.hospital_capacity_beds, deps.default_capacity_beds
     )
+    icu_stay = census_model.LengthOfStay(worker.icu_stay_mean_days, worker.icu_stay_sigma)
+    ventilation = census_model.LengthOfStay(worker.ventilation_mean_days, worker.ventilation_sigma)
 
     def forecast_for(
         hospital: str, unit: str | None, census: dict[str, Any], now: datetime | None = None
@@ -343,6 +348,8 @@ def register(pipeline: Pipeline) -> None:
             unit=unit,
             now=now,
             ventilators=registry.ventilators(hospital, unit),
+            icu_stay=icu_stay,
+            ventilation=ventilation,
         )
         where = f"{hospital}/{unit}" if unit else hospital
         publish_capacity_gauges(forecast)

@@ -17,6 +17,9 @@ import pytest
 from streams.agents.capacity import forecast_from_census
 from triage.capacity import backtest as bt
 from triage.capacity import dpc
+from triage.capacity.census import ICU_STAY, LengthOfStay
+from triage.capacity.series import DailySeries
+from triage.capacity.stay import fit_by_year, fit_length_of_stay, fittable_days, occupancy_rmse
 
 pytestmark = pytest.mark.bench
 
@@ -129,6 +132,34 @@ def test_bench_backtest_italy(record_result) -> None:  # type: ignore[no-untyped
     )  # fmt: skip
 
 
+def _rolling_refit(
+    series: DailySeries, former: LengthOfStay, window_days: int
+) -> dict[str, object]:
+    """Each quarter from 2021-07: fit on the previous ``window_days``, score the quarter."""
+    days = fittable_days(series)
+    squared: dict[str, float] = {"refit": 0.0, "former": 0.0}
+    scored_days = 0
+    quarters = pd.date_range("2021-07-01", series.dates[-1], freq="QS")
+    for quarter in quarters:
+        fit = fit_length_of_stay(
+            series,
+            start=str((quarter - pd.Timedelta(days=window_days)).date()),
+            end=str((quarter - pd.Timedelta(days=1)).date()),
+        )
+        when = series.dates[days]
+        scored = days[(when >= quarter) & (when < quarter + pd.offsets.QuarterBegin(1))]
+        scored_days += len(scored)
+        squared["refit"] += occupancy_rmse(series, fit.stay, scored) ** 2 * len(scored)
+        squared["former"] += occupancy_rmse(series, former, scored) ** 2 * len(scored)
+    return {
+        "window_days": window_days,
+        "quarters": len(quarters),
+        "scored_days": scored_days,
+        "rmse_beds": round(float(np.sqrt(squared["refit"] / scored_days)), 2),
+        "rmse_former_assumption": round(float(np.sqrt(squared["former"] / scored_days)), 2),
+    }
+
+
 def _pooled(regional: pd.DataFrame) -> pd.DataFrame:
     """Regional rows pooled per model and horizon, weighted by scored origins."""
 
@@ -146,4 +177,71 @@ def _pooled(regional: pd.DataFrame) -> pd.DataFrame:
         .groupby(["model", "horizon_days"])
         .apply(weighted, include_groups=False)
         .reset_index()
+    )
+
+
+def test_bench_length_of_stay_italy(record_result) -> None:  # type: ignore[no-untyped-def]
+    """REAL: the lognormal ICU stay fitted nationally, per year and per region."""
+    former = LengthOfStay(9.0, 0.8)  # the assumption before the fit (sessions 1-4)
+    rows = []
+    started = time.perf_counter()
+    for region in [dpc.ITALY, *sorted(r for r in dpc.POPULATION if r != dpc.ITALY)]:
+        series = dpc.load(DPC, region)
+        fits = [("all", fit_length_of_stay(series))]
+        if region == dpc.ITALY:
+            fits += [(f.first_day[:4], f) for f in fit_by_year(series)]
+        days = fittable_days(series)
+        for period, fit in fits:
+            rows.append(
+                {
+                    "region": region,
+                    "period": period,
+                    "days": fit.fit_days,
+                    "mean_days": round(fit.stay.mean_days, 2),
+                    "median_days": round(fit.median_days, 2),
+                    "sigma": round(fit.stay.sigma, 3),
+                    "rmse_beds": round(fit.rmse, 2),
+                    "rmse_former_assumption": round(occupancy_rmse(series, former, days), 2)
+                    if period == "all"
+                    else None,
+                    "mean_occupancy": round(fit.mean_occupancy, 1),
+                    "little_mean_days": round(fit.little_mean_days, 2),
+                }
+            )
+    elapsed = time.perf_counter() - started
+    # out of sample: fitted on 2021 only, scored on 2022 onwards against the former assumption
+    national = dpc.load(DPC)
+    early = fit_length_of_stay(national, end="2021-12-31")
+    later = fittable_days(national)
+    later = later[national.dates[later] >= "2022-01-01"]
+    holdout = {
+        "fitted_on": f"{early.first_day}..{early.last_day}",
+        "scored_on": f"{national.dates[later[0]].date()}..{national.dates[later[-1]].date()}",
+        "mean_days": round(early.stay.mean_days, 2),
+        "sigma": round(early.stay.sigma, 3),
+        "rmse_beds": round(occupancy_rmse(national, early.stay, later), 2),
+        "rmse_former_assumption": round(occupancy_rmse(national, former, later), 2),
+        "rmse_shipped_all_years_fit": round(occupancy_rmse(national, ICU_STAY, later), 2),
+    }
+    holdout["rolling_refit"] = _rolling_refit(national, former, window_days=180)
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    regional = table[(table.region != dpc.ITALY)]
+    record_result(
+        "capacity_stay_italy",
+        {
+            "data": "REAL: Italian Civil Protection (pcm-dpc/COVID-19), ICU occupancy and "
+            "daily ICU admissions (from 2020-12-03; fitted from 2021-03-02, 90 days of history)",
+            "former_assumption": {"mean_days": former.mean_days, "sigma": former.sigma},
+            "runtime_s_all_22_series": round(elapsed, 3),
+            "regional_mean_days_range": [
+                float(regional.mean_days.min()),
+                float(regional.mean_days.max()),
+            ],
+            "regions_where_fit_beats_former": int(
+                (regional.rmse_beds < regional.rmse_former_assumption).sum()
+            ),
+            "national_out_of_sample": holdout,
+            "fits": rows,
+        },
     )

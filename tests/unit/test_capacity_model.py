@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from triage.capacity import (
-    LengthOfStay,
     Occupant,
     PipelinePatient,
     forecast_icu,
     poisson_lognormal,
 )
 from triage.capacity.arrivals import fit_arrivals
+from triage.capacity.census import ICU_STAY
 from triage.capacity.exceptions import CapacityDataRejected
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
 
@@ -54,7 +54,7 @@ def test_poisson_lognormal_is_a_distribution_with_the_mean() -> None:
 
 
 def test_arrivals_add_their_survivors_by_hand() -> None:
-    los = LengthOfStay(9.0, 0.8)
+    los = ICU_STAY  # forecast_icu's default
     fc = forecast_icu([], [], NOW, capacity_beds=10, days=3, arrivals=[2.0, 1.0, 0.5])
     for d in fc.days:
         by_hand = sum([2.0, 1.0, 0.5][j] * los.survival(d.day - j - 0.5) for j in range(d.day))

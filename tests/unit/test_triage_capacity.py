@@ -21,13 +21,14 @@ from triage.capacity import (
     poisson_binomial,
     quantile,
 )
+from triage.capacity.census import ICU_STAY
 from triage.cli import app
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
-MEAN_DAYS, SIGMA = 9.0, 0.8
+MEAN_DAYS, SIGMA = ICU_STAY.mean_days, ICU_STAY.sigma  # forecast_icu's defaults
 
 
 def sf(days: float) -> float:

@@ -3,6 +3,7 @@
 - ``census``: patient-level forecast of one hospital unit (occupants, pipeline, arrivals), for
   ICU beds and for ventilators in use (same model, its own length of stay).
 - ``locations``: staffed ICU beds and ventilators per unit from FHIR Locations and Devices.
+- ``stay``: the lognormal length of ICU stay fitted to a series of occupancy and admissions.
 - ``arrivals``: admissions forecast (damped exponential growth) from recent admissions.
 - ``series``: daily census series and the stock-flow forecast on them.
 - ``chime``: the CHIME model (Penn Medicine), re-implemented as a baseline.

@@ -21,6 +21,7 @@ class CapacityDataReason(StrEnum):
     DUPLICATE_DATE = "duplicate_date"
     NEGATIVE_COUNT = "negative_count"
     TOO_SHORT = "too_short"
+    NO_ADMISSIONS = "no_admissions"  # a length of stay cannot be fitted without them
     UNKNOWN_REGION = "unknown_region"
     INVALID_LOCATION = "invalid_location"
 
