@@ -22,7 +22,6 @@ from triage.capacity import forecast_icu, occupants_from_census
 from triage.capacity.census import ICU_STAY
 from triage.capacity.series import DailySeries, read_daily_csv
 from triage.capacity.stay import (
-    StayFit,
     fit_by_year,
     fit_length_of_stay,
     fittable_days,
@@ -268,22 +267,6 @@ def capacity_backtest_command(
         json_out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 
 
-def _stay_row(fit: StayFit, period: str) -> dict[str, Any]:
-    return {
-        "series": fit.name,
-        "period": period,
-        "first_day": fit.first_day,
-        "last_day": fit.last_day,
-        "fit_days": fit.fit_days,
-        "mean_days": round(fit.stay.mean_days, 2),
-        "median_days": round(fit.median_days, 2),
-        "sigma": round(fit.stay.sigma, 3),
-        "rmse_beds": round(fit.rmse, 2),
-        "mean_occupancy": round(fit.mean_occupancy, 1),
-        "little_mean_days": round(fit.little_mean_days, 2),
-    }
-
-
 @capacity_app.command("fit-stay")
 def capacity_fit_stay(
     csv: Annotated[
@@ -334,7 +317,7 @@ def capacity_fit_stay(
     )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        rows = [_stay_row(fit, period) for fit, period in fits]
+        rows = [fit.summary(period) for fit, period in fits]
         json_out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 
 

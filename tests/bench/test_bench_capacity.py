@@ -187,27 +187,15 @@ def test_bench_length_of_stay_italy(record_result) -> None:  # type: ignore[no-u
     started = time.perf_counter()
     for region in [dpc.ITALY, *sorted(r for r in dpc.POPULATION if r != dpc.ITALY)]:
         series = dpc.load(DPC, region)
-        fits = [("all", fit_length_of_stay(series))]
+        former_rmse = occupancy_rmse(series, former, fittable_days(series))
+        rows.append(
+            {
+                **fit_length_of_stay(series).summary("all"),
+                "rmse_former_assumption": round(former_rmse, 2),
+            }
+        )
         if region == dpc.ITALY:
-            fits += [(f.first_day[:4], f) for f in fit_by_year(series)]
-        days = fittable_days(series)
-        for period, fit in fits:
-            rows.append(
-                {
-                    "region": region,
-                    "period": period,
-                    "days": fit.fit_days,
-                    "mean_days": round(fit.stay.mean_days, 2),
-                    "median_days": round(fit.median_days, 2),
-                    "sigma": round(fit.stay.sigma, 3),
-                    "rmse_beds": round(fit.rmse, 2),
-                    "rmse_former_assumption": round(occupancy_rmse(series, former, days), 2)
-                    if period == "all"
-                    else None,
-                    "mean_occupancy": round(fit.mean_occupancy, 1),
-                    "little_mean_days": round(fit.little_mean_days, 2),
-                }
-            )
+            rows += [fit.summary(fit.first_day[:4]) for fit in fit_by_year(series)]
     elapsed = time.perf_counter() - started
     # out of sample: fitted on 2021 only, scored on 2022 onwards against the former assumption
     national = dpc.load(DPC)
@@ -226,7 +214,7 @@ def test_bench_length_of_stay_italy(record_result) -> None:  # type: ignore[no-u
     holdout["rolling_refit"] = _rolling_refit(national, former, window_days=180)
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
-    regional = table[(table.region != dpc.ITALY)]
+    regional = table[(table.series != dpc.ITALY)]
     record_result(
         "capacity_stay_italy",
         {

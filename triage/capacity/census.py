@@ -303,8 +303,7 @@ def _simulate_breach(
 
     def stays(n: int, at_least: np.ndarray | float = 0.0) -> np.ndarray:
         # Inverse survival sampling, conditioned on having stayed ``at_least`` days already.
-        t = np.maximum(np.broadcast_to(np.asarray(at_least, dtype=float), (n,)), 1e-300)
-        alive = los.survival_curve(t)
+        alive = los.survival_curve(np.broadcast_to(np.asarray(at_least, dtype=float), (n,)))
         u = rng.uniform(size=n) * alive
         return np.asarray(np.exp(los.mu + los.sigma * ndtri(1.0 - u)))
 

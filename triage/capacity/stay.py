@@ -49,6 +49,22 @@ class StayFit:
         """Median stay: exp(mu)."""
         return math.exp(self.stay.mu)
 
+    def summary(self, period: str) -> dict[str, str | int | float]:
+        """A JSON row of this fit, labelled with its ``period`` ("all", a year, ...)."""
+        return {
+            "series": self.name,
+            "period": period,
+            "first_day": self.first_day,
+            "last_day": self.last_day,
+            "fit_days": self.fit_days,
+            "mean_days": round(self.stay.mean_days, 2),
+            "median_days": round(self.median_days, 2),
+            "sigma": round(self.stay.sigma, 3),
+            "rmse_beds": round(self.rmse, 2),
+            "mean_occupancy": round(self.mean_occupancy, 1),
+            "little_mean_days": round(self.little_mean_days, 2),
+        }
+
 
 def expected_occupancy(admissions: np.ndarray, stay: LengthOfStay, max_lag_days: int) -> np.ndarray:
     """Occupancy implied by ``admissions`` alone (unknown admissions count as none)."""

@@ -96,6 +96,7 @@ def patient_resource(identity: Identity, sex: str, hospital: str) -> Json:
 
 
 def _statuses() -> Json:
+    """Clinical status active, verification status confirmed (every generated Condition)."""
     return {
         "clinicalStatus": _concept(
             {"system": CodeSystem.CONDITION_CLINICAL.value, "code": "active", "display": "Active"}
@@ -148,16 +149,7 @@ def condition_resource(
     return {
         "resourceType": "Condition",
         "id": resource_id(rng),
-        "clinicalStatus": _concept(
-            {"system": CodeSystem.CONDITION_CLINICAL.value, "code": "active", "display": "Active"}
-        ),
-        "verificationStatus": _concept(
-            {
-                "system": CodeSystem.CONDITION_VER_STATUS.value,
-                "code": "confirmed",
-                "display": "Confirmed",
-            }
-        ),
+        **_statuses(),
         "category": [
             _concept(
                 {
