@@ -20,8 +20,8 @@ from inference.volume import CtVolume, load_series
 from streams import topics as t
 from streams.metrics import ASSIGNED_PARTITIONS
 from streams.settings import Settings
-from triage.alerts import AlertPolicy
-from triage.risk import RiskModel
+from triage.alerts.policy import AlertPolicy
+from triage.risk.model import RiskModel
 
 logger = logging.getLogger(__name__)
 

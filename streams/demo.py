@@ -26,11 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.cli import services_from_settings
 from deploy.postgres import local_store_url
 from deploy.prometheus import PrometheusServer
 from deploy.services import LocalServices
 from inference.client import THRESHOLD_MODEL
+from streams.cli.services import services_from_settings
 from streams.collector import OutputCollector
 from streams.settings import Settings, settings_env
 from streams.sources.replay import Pseudonymiser, ReplayReport, replay

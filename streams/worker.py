@@ -14,8 +14,8 @@ from streams.app import Dependencies, Pipeline, build_app
 from streams.metrics import REGISTRY
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from triage.alerts import AlertPolicy
-from triage.risk import RiskModel
+from triage.alerts.policy import AlertPolicy
+from triage.risk.model import RiskModel
 
 logger = logging.getLogger(__name__)
 

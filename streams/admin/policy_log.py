@@ -27,10 +27,10 @@ from pydantic import ValidationError
 
 from streams import topics as t
 from streams.records import ThresholdAudit, TriageConfig
-from triage.alerts import AlertPolicy
+from triage.alerts.policy import AlertPolicy
+from triage.alerts.thresholds import AppliedChange, ThresholdChange, apply_change
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
-from triage.fhir_out import threshold_audit_event
-from triage.thresholds import AppliedChange, ThresholdChange, apply_change
+from triage.fhir.outbound import threshold_audit_event
 
 logger = logging.getLogger(__name__)
 

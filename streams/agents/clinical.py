@@ -29,9 +29,9 @@ from streams.dlq import build_dead_letter, dead_letter
 from streams.metrics import MESSAGES, PENDING_FHIR
 from streams.records import CapacityEvent, CapacityEventKind, DeadLetter, FhirResourceEvent
 from triage.exceptions import FhirRejected, FhirRejectionReason
-from triage.features import ClinicalContext
-from triage.fhir_parse import FhirVersionValues, declared_version, normalise_r5
-from triage.icu import CensusChange, census_changes
+from triage.fhir.features import ClinicalContext
+from triage.fhir.icu import CensusChange, census_changes
+from triage.fhir.parse import FhirVersionValues, declared_version, normalise_r5
 
 logger = logging.getLogger(__name__)
 

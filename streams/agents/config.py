@@ -18,7 +18,7 @@ from streams import topics as t
 from streams.app import Pipeline
 from streams.dlq import StreamReason, build_dead_letter
 from streams.records import TriageConfig
-from triage.alerts import AlertPolicy
+from triage.alerts.policy import AlertPolicy
 from triage.exceptions import ConfigRejected
 
 logger = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from streams.records import (
     Quantification,
     RiskAssessment,
 )
-from triage.alerts import (
+from triage.alerts.policy import (
     AlertDecision,
     AlertKindValues,
     RiskLevelValues,
@@ -44,8 +44,8 @@ from triage.alerts import (
     risk_id,
 )
 from triage.exceptions import TriageError
-from triage.features import ClinicalContext, clinical_features, completeness, feature_vector
-from triage.fhir_out import risk_assessment
+from triage.fhir.features import ClinicalContext, clinical_features, completeness, feature_vector
+from triage.fhir.outbound import risk_assessment
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from streams.sources.fhir_ingest import (
 )
 from streams.sources.replay import Pseudonymiser
 from triage.exceptions import FhirRejected
-from triage.fhir_parse import FhirVersionValues, declared_version, version_from_content_type
+from triage.fhir.parse import FhirVersionValues, declared_version, version_from_content_type
 
 logger = logging.getLogger(__name__)
 

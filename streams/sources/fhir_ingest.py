@@ -26,8 +26,8 @@ from streams.dlq import build_dead_letter
 from streams.records import DeadLetter, FhirResourceEvent
 from streams.sources.replay import Pseudonymiser
 from triage.exceptions import FhirRejected
-from triage.features import ClinicalContext, maps_to_context
-from triage.fhir_parse import (
+from triage.fhir.features import ClinicalContext, maps_to_context
+from triage.fhir.parse import (
     FhirVersionValues,
     ParsedResource,
     ParseFailure,
@@ -37,7 +37,7 @@ from triage.fhir_parse import (
     normalise_r5,
     validate_resource,
 )
-from triage.pseudonym import bundle_patient_urls, patient_key, pseudonymise_resource
+from triage.fhir.pseudonym import bundle_patient_urls, patient_key, pseudonymise_resource
 
 logger = logging.getLogger(__name__)
 

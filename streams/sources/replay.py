@@ -24,7 +24,7 @@ from streams.dlq import build_dead_letter
 from streams.records import CtStudy, FhirResourceEvent
 from triage.cohort import load_manifest
 from triage.exceptions import FhirRejected
-from triage.pseudonym import patient_key, pseudonymise_id, pseudonymise_resource
+from triage.fhir.pseudonym import patient_key, pseudonymise_id, pseudonymise_resource
 
 logger = logging.getLogger(__name__)
 

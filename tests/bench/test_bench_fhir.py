@@ -14,8 +14,8 @@ import pytest
 
 from streams.sources.fhir_ingest import CollectingSink, FhirIngress
 from streams.sources.replay import Pseudonymiser
-from triage.features import ClinicalContext
-from triage.fhir_parse import validate_resource
+from triage.fhir.features import ClinicalContext
+from triage.fhir.parse import validate_resource
 
 pytestmark = pytest.mark.bench
 

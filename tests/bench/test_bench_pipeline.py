@@ -74,8 +74,8 @@ def test_bench_stages(big_cohort, triton_server, record_result):
     from inference.client import TritonQuantifier
     from inference.volume import load_series
     from streams.settings import load_settings
-    from triage.features import FEATURES
-    from triage.risk import RiskModel
+    from triage.fhir.features import FEATURES
+    from triage.risk.model import RiskModel
 
     study_dir = big_cohort / load_manifest(big_cohort).studies[0].study_dir
     loads, local = [], []

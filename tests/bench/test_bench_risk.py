@@ -14,15 +14,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from triage.features import FEATURES
-from triage.mexico import load_cohort
-from triage.risk import RiskModel
-from triage.risk_scoring import RiskPanel, score_csv
-from triage.risk_training import train_mexico
+from triage.fhir.features import FEATURES
+from triage.risk.mexico import load_cohort
+from triage.risk.model import RiskModel
+from triage.risk.scoring import RiskPanel, score_csv
+from triage.risk.training import train_mexico
 
 pytestmark = pytest.mark.bench
 
-MODELS = Path(__file__).resolve().parents[2] / "triage" / "models"
+MODELS = Path(__file__).resolve().parents[2] / "triage" / "risk" / "models"
 FLAG_NAMES = ("diabetes", "hypertension", "cardiovascular", "copd", "asthma", "ckd", "obesity",
               "immunosuppression", "smoking", "pneumonia")  # fmt: skip
 

@@ -29,8 +29,8 @@ from streams.records import Alert, DeadLetter, Quantification, RiskAssessment, S
 from streams.settings import Settings
 from streams.sources.fhir_ingest import FhirIngress, KafkaFhirSink
 from streams.sources.replay import Pseudonymiser
-from triage.alerts import RiskLevelValues, alert_id
-from triage.features import IMAGING_FEATURES
+from triage.alerts.policy import RiskLevelValues, alert_id
+from triage.fhir.features import IMAGING_FEATURES
 
 pytestmark = pytest.mark.integration
 

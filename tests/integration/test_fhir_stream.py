@@ -17,7 +17,7 @@ from streams.records import DeadLetter, Quantification, RiskAssessment, StageTim
 from streams.settings import Settings
 from streams.sources.fhir_ingest import FhirIngress, KafkaFhirSink
 from streams.sources.replay import Pseudonymiser
-from triage.features import IMAGING_FEATURES
+from triage.fhir.features import IMAGING_FEATURES
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from deploy.triton import TritonServer
 from inference.biomarkers import quantify_threshold
-from inference.cli import app as quantify_app
 from inference.client import THRESHOLD_MODEL, TritonQuantifier
 from inference.exceptions import (
     InferenceRejected,
@@ -28,6 +27,7 @@ from inference.exceptions import (
 )
 from inference.phantom import Phantom, chest_phantom
 from inference.volume import load_series
+from streams.cli.quantify import app as quantify_app
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deploy.triton import TritonServer
-from inference.cli import app as quantify_app
 from inference.client import TritonQuantifier, TritonSlices
 from inference.exceptions import InferenceRejected
 from inference.segmentation import INPUT_SIZE, OnnxSegmenter, segment_volume
 from inference.volume import CtVolume, load_series
+from streams.cli.quantify import app as quantify_app
 
 pytestmark = pytest.mark.integration
 

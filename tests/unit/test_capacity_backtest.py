@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from streams.cli.triage_commands import app
 from triage.capacity import backtest as bt
 from triage.capacity import conformal, dpc
 from triage.capacity.exceptions import CapacityDataReason, CapacityDataRejected
 from triage.capacity.series import flow_forecast, from_frame, leaving_hazard, read_daily_csv
-from triage.cli import app
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from triage.codes import (
+from triage.fhir.codes import (
     CONDITION_VALUE_SETS,
     ENCOUNTER_CLASS_INPATIENT,
     ICU_ENCOUNTER_TYPE,

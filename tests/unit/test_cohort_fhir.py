@@ -9,7 +9,9 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
-from triage.codes import (
+from triage.cohort import CohortManifest, generate_cohort, load_outcomes
+from triage.cohort.patients import PNEUMONIA_LESION_FRACTION, sample_profile
+from triage.fhir.codes import (
     CONDITION_VALUE_SETS,
     OBSERVATION_DEFINITIONS,
     CodeSystem,
@@ -17,11 +19,9 @@ from triage.codes import (
     is_icu_encounter,
     observation_key_for,
 )
-from triage.cohort import CohortManifest, generate_cohort, load_outcomes
-from triage.cohort.patients import PNEUMONIA_LESION_FRACTION, sample_profile
-from triage.diagnoses import DiagnosisKey, diagnosis_key_for
-from triage.features import ClinicalContext, clinical_features
-from triage.icu import CensusChangeValues, census_changes, icu_change
+from triage.fhir.diagnoses import DiagnosisKey, diagnosis_key_for
+from triage.fhir.features import ClinicalContext, clinical_features
+from triage.fhir.icu import CensusChangeValues, census_changes, icu_change
 
 pytestmark = pytest.mark.unit
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from streams.cli.cohort import app
 from triage.cohort import (
     CohortError,
     CohortErrorReason,
@@ -17,7 +18,6 @@ from triage.cohort import (
     load_manifest,
     load_outcomes,
 )
-from triage.cohort.cli import app
 from triage.cohort.manifest import OUTCOME_COLUMNS
 
 pytestmark = pytest.mark.unit

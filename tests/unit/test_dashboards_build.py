@@ -249,7 +249,7 @@ def test_promql_uses_metrics_and_labels_the_worker_exports(
 
 def test_every_risk_level_has_a_colour_in_the_alert_table() -> None:
     from dashboards.ed_triage import LEVEL_COLOURS
-    from triage.alerts import RiskLevelValues
+    from triage.alerts.policy import RiskLevelValues
 
     assert set(LEVEL_COLOURS) == {level.value for level in RiskLevelValues}
     assert len(set(LEVEL_COLOURS.values())) == len(LEVEL_COLOURS)

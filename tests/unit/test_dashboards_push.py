@@ -21,10 +21,10 @@ import pytest
 from typer.testing import CliRunner
 
 from dashboards.catalog import DASHBOARDS
-from dashboards.cli import EXIT_PUSH_FAILED, app
 from dashboards.client import push_dashboard
 from dashboards.ed_triage import build_ed_triage
 from dashboards.exceptions import DashboardPushError, PushFailureReason
+from streams.cli.dashboards import EXIT_PUSH_FAILED, app
 
 pytestmark = pytest.mark.unit
 

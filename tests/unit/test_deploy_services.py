@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy.cli import _port_of, app, services_from_settings
 from deploy.services import LocalServices, ServiceNameValues, ServiceStateValues
+from streams.cli.services import _port_of, app, services_from_settings
 from streams.settings import KafkaSettings, Settings
 
 pytestmark = pytest.mark.unit

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from triage.codes import OBSERVATION_DEFINITIONS
 from triage.exceptions import FhirRejected, FhirRejectionReason
-from triage.features import (
+from triage.fhir.codes import OBSERVATION_DEFINITIONS
+from triage.fhir.features import (
     CLINICAL_FEATURES,
     CONTEXT_FEATURES,
     FEATURES,
@@ -23,7 +22,8 @@ from triage.features import (
     feature_vector,
     maps_to_context,
 )
-from triage.risk import RiskModel
+from triage.risk.model import RiskModel
+from triage.risk.scoring import MODELS_DIR
 
 pytestmark = pytest.mark.unit
 
@@ -73,7 +73,7 @@ def test_model_vector_unchanged_and_model_loads() -> None:
     """Context-only features stay out of the model vector: the shipped model still loads."""
     assert set(CLINICAL_FEATURES) < set(CONTEXT_FEATURES)
     assert not set(CONTEXT_FEATURES) - set(CLINICAL_FEATURES) & set(FEATURES)
-    model = RiskModel.load(Path(__file__).parents[2] / "triage" / "models" / "ventilation.ubj")
+    model = RiskModel.load(MODELS_DIR / "ventilation.ubj")
     assert model.features == FEATURES
 
 
@@ -347,7 +347,7 @@ def test_pneumonia_update_to_entered_in_error_withdraws_it() -> None:
 def test_pneumonia_reaches_the_model_and_raises_risk() -> None:
     """The shipped clinical model reads has_pneumonia from FHIR now (it was always missing)."""
     model = RiskModel.load(
-        Path(__file__).parents[2] / "triage" / "models" / "ventilation_clinical.ubj"
+        MODELS_DIR / "ventilation_clinical.ubj"
     )
     without = clinical_features(fold(PATIENT, condition("44054006", "d")), CT)
     with_pn = clinical_features(

@@ -10,7 +10,7 @@ import pytest
 
 from streams.sources.fhir_ingest import CollectingSink, FhirIngress, report_lines
 from streams.sources.replay import Pseudonymiser
-from triage.fhir_parse import FhirVersionValues
+from triage.fhir.parse import FhirVersionValues
 
 pytestmark = pytest.mark.unit
 

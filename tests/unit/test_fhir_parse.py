@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from triage.exceptions import FhirRejected, FhirRejectionReason
-from triage.fhir_parse import (
+from triage.fhir.parse import (
     FhirVersionValues,
     ParsedResource,
     ParseFailure,

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from streams.sources.fhir_ingest import CollectingSink, FhirIngress
 from streams.sources.replay import Pseudonymiser
 from triage.exceptions import FhirRejected
-from triage.features import ClinicalContext, clinical_features
+from triage.fhir.features import ClinicalContext, clinical_features
 
 pytestmark = pytest.mark.unit
 

@@ -14,9 +14,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from typer.testing import CliRunner
 
 from inference.biomarkers import Biomarkers, quantify_threshold
-from inference.cli import EXIT_REJECTED, EXIT_TRITON
-from inference.cli import app as quantify_app
 from inference.phantom import Phantom, chest_phantom
+from streams.cli.quantify import EXIT_REJECTED, EXIT_TRITON
+from streams.cli.quantify import app as quantify_app
 
 pytestmark = pytest.mark.unit
 

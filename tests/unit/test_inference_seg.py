@@ -11,7 +11,6 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from inference.cli import app as quantify_app
 from inference.regional import RegionalBiomarkers, regional_biomarkers, zone_score
 from inference.segmentation import (
     INPUT_SIZE,
@@ -23,6 +22,7 @@ from inference.segmentation import (
     segment_slices,
     unit_to_hu,
 )
+from streams.cli.quantify import app as quantify_app
 
 pytestmark = pytest.mark.unit
 

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from streams.admin.auth import AdminRoleValues, TokenBook
 from streams.admin.openapi import openapi_spec
 from streams.agents.config import policy_of
-from streams.cli import app
+from streams.cli.root import app
 from streams.records import Alert, TriageConfig
 from streams.settings import AdminToken, Settings, settings_env
-from triage.alerts import AlertPolicy, RiskLevelValues
+from triage.alerts.policy import AlertPolicy, RiskLevelValues
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from triage.alerts import (
+from triage.alerts.policy import (
     AlertKindValues,
     AlertPolicy,
     RiskLevelValues,
@@ -17,7 +17,7 @@ from triage.alerts import (
     risk_id,
 )
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
-from triage.features import FEATURES, IMAGING_FEATURES, OBSERVATION_FEATURES
+from triage.fhir.features import FEATURES, IMAGING_FEATURES, OBSERVATION_FEATURES
 
 pytestmark = pytest.mark.unit
 

@@ -12,6 +12,7 @@ import pytest
 from scipy.stats import lognorm
 from typer.testing import CliRunner
 
+from streams.cli.triage_commands import app
 from triage.capacity import (
     LengthOfStay,
     Occupant,
@@ -22,7 +23,6 @@ from triage.capacity import (
     quantile,
 )
 from triage.capacity.census import ICU_STAY
-from triage.cli import app
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from triage.evaluation import (
+from triage.risk.evaluation import (
     IsotonicCalibration,
     LogisticModel,
     auc_bootstrap_ci,

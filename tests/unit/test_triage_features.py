@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from triage.exceptions import FhirRejected, FhirRejectionReason
-from triage.features import (
+from triage.fhir.features import (
     CLINICAL_FEATURES,
     FEATURES,
     IMAGING_FEATURES,

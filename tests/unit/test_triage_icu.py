@@ -2,14 +2,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from triage.fhir_parse import validate_resource
-from triage.icu import (
+from triage.fhir.icu import (
     CensusChangeValues,
     census_candidate,
     census_changes,
     icu_change,
     ventilation_change,
 )
+from triage.fhir.parse import validate_resource
 
 pytestmark = pytest.mark.unit
 

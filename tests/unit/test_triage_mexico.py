@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from triage.exceptions import TrainingDataError, TrainingDataReason
-from triage.mexico import (
+from triage.risk.mexico import (
     CASE_FILE,
     FLAG_COLUMNS,
     cohort_description,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from triage.exceptions import FhirRejected, FhirRejectionReason
-from triage.pseudonym import patient_key, pseudonymise_id, pseudonymise_resource
+from triage.fhir.pseudonym import patient_key, pseudonymise_id, pseudonymise_resource
 
 pytestmark = pytest.mark.unit
 

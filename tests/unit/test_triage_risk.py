@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from triage.cli import app
-from triage.evaluation import calibration_error, roc_auc, stratified_split
+from streams.cli.triage_commands import app
 from triage.exceptions import (
     ModelArtifactError,
     ModelArtifactReason,
     TrainingDataError,
     TrainingDataReason,
 )
-from triage.features import FEATURES, IMAGING_FEATURES
-from triage.risk import OPERATING_THRESHOLDS, RiskModel, card_path
-from triage.risk_synthetic import build_training_table, dicom_biomarkers, train_from_cohort
+from triage.fhir.features import FEATURES, IMAGING_FEATURES
+from triage.risk.evaluation import calibration_error, roc_auc, stratified_split
+from triage.risk.model import OPERATING_THRESHOLDS, RiskModel, card_path
+from triage.risk.synthetic import build_training_table, dicom_biomarkers, train_from_cohort
 
 pytestmark = pytest.mark.unit
 
@@ -239,7 +239,7 @@ def test_load_refuses_a_card_with_other_features(
 def test_load_refuses_when_code_features_differ(
     trained: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("triage.risk.FEATURES", (*FEATURES, "new_feature"))
+    monkeypatch.setattr("triage.risk.model.FEATURES", (*FEATURES, "new_feature"))
     with pytest.raises(ModelArtifactError) as info:
         RiskModel.load(trained[0])
     assert info.value.reason is ModelArtifactReason.FEATURE_MISMATCH
@@ -321,7 +321,7 @@ def test_dicom_biomarkers_uses_inference_package(
 def test_cli_train_and_thresholds_show(
     cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("triage.risk_synthetic.dicom_biomarkers", stand_in_biomarkers)
+    monkeypatch.setattr("triage.risk.synthetic.dicom_biomarkers", stand_in_biomarkers)
     runner = CliRunner()
     out = tmp_path / "cli.ubj"
     result = runner.invoke(

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streams.cli import app as root
-from triage.features import FEATURES
-from triage.risk_scoring import FLAGS, RiskPanel, parse_row
+from streams.cli.root import app as root
+from triage.fhir.features import FEATURES
+from triage.risk.scoring import FLAGS, RiskPanel, parse_row
 
 pytestmark = pytest.mark.unit
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from triage.exceptions import ModelArtifactError, ModelArtifactReason
-from triage.features import FEATURES
-from triage.mexico import file_sha256
-from triage.risk import RiskModel, card_path, load_card
-from triage.risk_card import OUTCOME_MODELS
-from triage.risk_training import OPERATING_THRESHOLDS, train_mexico
+from triage.fhir.features import FEATURES
+from triage.risk.card import OUTCOME_MODELS
+from triage.risk.mexico import file_sha256
+from triage.risk.model import RiskModel, card_path, load_card
+from triage.risk.training import OPERATING_THRESHOLDS, train_mexico
 
 pytestmark = pytest.mark.unit
 
-MODELS = Path(__file__).parents[2] / "triage" / "models"
+MODELS = Path(__file__).parents[2] / "triage" / "risk" / "models"
 POINT_KEYS = {
     "threshold",
     "sensitivity",

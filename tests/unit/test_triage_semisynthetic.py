@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from triage.features import IMAGING_FEATURES
-from triage.mexico import load_cohort
-from triage.semisynthetic import (
+from triage.fhir.features import IMAGING_FEATURES
+from triage.risk.mexico import load_cohort
+from triage.risk.semisynthetic import (
     SCHEME,
     TARGET_OR_LESION,
     TARGET_OR_WELL_AERATED,

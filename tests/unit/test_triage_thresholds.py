@@ -9,20 +9,20 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.riskassessment import RiskAssessment
 
-from triage.alerts import AlertPolicy, RiskLevelValues
-from triage.exceptions import ConfigRejected, ConfigRejectionReason
-from triage.fhir_out import (
-    RISK_PROBABILITY_SYSTEM,
-    risk_assessment,
-    threshold_audit_event,
-)
-from triage.thresholds import (
+from triage.alerts.policy import AlertPolicy, RiskLevelValues
+from triage.alerts.thresholds import (
     ThresholdChange,
     apply_change,
     audit_id,
     next_version,
     operating_point_rows,
     parse_level_name,
+)
+from triage.exceptions import ConfigRejected, ConfigRejectionReason
+from triage.fhir.outbound import (
+    RISK_PROBABILITY_SYSTEM,
+    risk_assessment,
+    threshold_audit_event,
 )
 
 pytestmark = pytest.mark.unit
@@ -119,7 +119,7 @@ def test_operating_points_with_volume_and_levels() -> None:
 
 
 def test_operating_points_of_the_shipped_card() -> None:
-    card = json.loads((REPO / "triage" / "models" / "ventilation.card.json").read_text())
+    card = json.loads((REPO / "triage" / "risk" / "models" / "ventilation.card.json").read_text())
     rows = operating_point_rows(card, 100.0)
     assert rows and all(r.alerts_per_day == r.alerts_per_100 for r in rows)
 

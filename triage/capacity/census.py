@@ -338,7 +338,7 @@ def _simulate_breach(
 
 def occupants_from_census(bundle: Mapping[str, Any]) -> list[Occupant]:
     """Return the ICU occupants of a FHIR census Bundle: in-progress ICU Encounters, by subject."""
-    from triage.icu import icu_change
+    from triage.fhir.icu import icu_change
 
     occupants: list[Occupant] = []
     for entry in bundle.get("entry") or []:

@@ -27,14 +27,14 @@ from typing import Any
 
 from triage.capacity.exceptions import CapacityDataReason, CapacityDataRejected
 from triage.exceptions import FhirRejected
-from triage.fhir_parse import (
+from triage.fhir.icu import is_icu_location
+from triage.fhir.parse import (
     ParseFailure,
     iter_ndjson,
     iter_resources,
     load_json,
     validate_resource,
 )
-from triage.icu import is_icu_location
 
 STAFFED_BEDS_EXTENSION = "https://ctriage.invalid/fhir/StructureDefinition/staffed-icu-beds"
 VENTILATORS_EXTENSION = "https://ctriage.invalid/fhir/StructureDefinition/ventilators"

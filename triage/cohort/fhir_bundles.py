@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from triage.codes import (
+from triage.cohort.identity import Identity
+from triage.cohort.patients import ClinicalProfile, Measurement
+from triage.fhir.codes import (
     CONDITION_VALUE_SETS,
     ENCOUNTER_CLASS_INPATIENT,
     ICU_ENCOUNTER_TYPE,
@@ -25,10 +27,8 @@ from triage.codes import (
     ConditionKey,
     ObservationCategory,
 )
-from triage.cohort.identity import Identity
-from triage.cohort.patients import ClinicalProfile, Measurement
-from triage.diagnoses import DIAGNOSIS_VALUE_SETS, DiagnosisKey
-from triage.icu import INVASIVE_VENTILATION
+from triage.fhir.diagnoses import DIAGNOSIS_VALUE_SETS, DiagnosisKey
+from triage.fhir.icu import INVASIVE_VENTILATION
 
 Json = dict[str, Any]
 

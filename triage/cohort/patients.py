@@ -14,7 +14,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from triage.codes import ConditionKey, ObservationKey
+from triage.fhir.codes import ConditionKey, ObservationKey
 
 C = ConditionKey
 O = ObservationKey  # noqa: E741

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from triage.codes import ConditionKey
 from triage.cohort.dicom_series import SeriesInfo, series_uids, write_series
 from triage.cohort.exceptions import CohortError, CohortErrorReason
 from triage.cohort.fhir_bundles import IcuOccupant, census_bundle, patient_bundle
@@ -37,6 +36,7 @@ from triage.cohort.manifest import (
 )
 from triage.cohort.patients import ClinicalProfile, Stream, patient_rng, sample_profile
 from triage.cohort.phantom import PhantomGeometry, PhantomSpec, sample_phantom
+from triage.fhir.codes import ConditionKey
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,14 @@ from typing import Any
 
 import xgboost as xgb
 
-from triage import semisynthetic
-from triage.codes import CONDITION_VALUE_SETS, OBSERVATION_DEFINITIONS, CodeSystem, ConditionKey
-from triage.features import FEATURE_UNITS, FEATURES, IMAGING_FEATURES
+from triage.fhir.codes import (
+    CONDITION_VALUE_SETS,
+    OBSERVATION_DEFINITIONS,
+    CodeSystem,
+    ConditionKey,
+)
+from triage.fhir.features import FEATURE_UNITS, FEATURES, IMAGING_FEATURES
+from triage.risk import semisynthetic
 
 REAL_LABEL = (
     "REAL DATA: clinical-only model (age, sex, comorbidities, pneumonia) trained and tested on "

@@ -26,7 +26,7 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.riskassessment import RiskAssessment
 from pydantic import ValidationError
 
-from triage.codes import ICU_ENCOUNTER_TYPE, CodeSystem, Coding
+from triage.fhir.codes import ICU_ENCOUNTER_TYPE, CodeSystem, Coding
 
 RISK_PROBABILITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
 DICOM_DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"

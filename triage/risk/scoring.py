@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from triage.codes import OBSERVATION_DEFINITIONS
 from triage.exceptions import ModelArtifactError, ModelArtifactReason
-from triage.features import FEATURES, IMAGING_FEATURES, OBSERVATION_FEATURES
-from triage.risk import DirectionValues, RiskModel
-from triage.risk_card import CLINICAL_SUFFIX, OUTCOME_MODELS, PRIMARY_MODEL, RISK_COLUMNS
+from triage.fhir.codes import OBSERVATION_DEFINITIONS
+from triage.fhir.features import FEATURES, IMAGING_FEATURES, OBSERVATION_FEATURES
+from triage.risk.card import CLINICAL_SUFFIX, OUTCOME_MODELS, PRIMARY_MODEL, RISK_COLUMNS
+from triage.risk.model import DirectionValues, RiskModel
 
 MODELS_DIR = Path(__file__).parent / "models"
 FLAGS: tuple[str, ...] = (

@@ -121,7 +121,7 @@ ConditionValueSet = CodedValueSet[ConditionKey]
 
 def load_valueset_file(name: str) -> dict[str, Any]:
     """Read a value-set data file shipped in ``triage/valuesets/``."""
-    text = resources.files("triage.valuesets").joinpath(name).read_text(encoding="utf-8")
+    text = resources.files("triage.fhir.valuesets").joinpath(name).read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 

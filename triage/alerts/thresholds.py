@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from triage.alerts import (
+from triage.alerts.policy import (
     CTRIAGE_NAMESPACE,
     NAMED_LEVELS,
     AlertPolicy,

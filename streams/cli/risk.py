@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from triage import semisynthetic
 from triage.exceptions import TriageError
-from triage.risk_card import REAL_LABEL
-from triage.risk_scoring import MODELS_DIR, RiskPanel, score_csv
-from triage.risk_training import train_mexico
+from triage.risk import semisynthetic
+from triage.risk.card import REAL_LABEL
+from triage.risk.scoring import MODELS_DIR, RiskPanel, score_csv
+from triage.risk.training import train_mexico
 
 DEFAULT_SEED = 2020
 

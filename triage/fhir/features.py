@@ -24,7 +24,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from triage.codes import (
+from triage.exceptions import FhirRejected, FhirRejectionReason
+from triage.fhir.codes import (
     OBSERVATION_DEFINITIONS,
     STATUS_OBSERVATIONS,
     CodeSystem,
@@ -34,11 +35,10 @@ from triage.codes import (
     condition_key_for,
     observation_key_for,
 )
-from triage.diagnoses import DiagnosisKey, diagnosis_key_for
-from triage.exceptions import FhirRejected, FhirRejectionReason
-from triage.fhir_parse import FhirVersionValues, normalise_r5
-from triage.fhir_parse import validate_resource as _validate
-from triage.icu import census_candidate
+from triage.fhir.diagnoses import DiagnosisKey, diagnosis_key_for
+from triage.fhir.icu import census_candidate
+from triage.fhir.parse import FhirVersionValues, normalise_r5
+from triage.fhir.parse import validate_resource as _validate
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from triage.features import IMAGING_FEATURES
+from triage.fhir.features import IMAGING_FEATURES
 
 B0 = float(np.log(0.03 / 0.97))
 B_PNEUMONIA = 1.5

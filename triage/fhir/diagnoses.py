@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from types import MappingProxyType
 
-from triage.codes import CodedValueSet, coded_value_sets, load_valueset_file
+from triage.fhir.codes import CodedValueSet, coded_value_sets, load_valueset_file
 
 
 class DiagnosisKey(StrEnum):

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Annotated
 import psutil
 import typer
 
-from dashboards.cli import app as dashboards_app
-from deploy.cli import app as services_app
-from inference.cli import app as quantify_app
-from streams.admin.cli import app as thresholds_app
+from streams.cli.admin import app as thresholds_app
+from streams.cli.cohort import app as cohort_app
+from streams.cli.dashboards import app as dashboards_app
+from streams.cli.quantify import app as quantify_app
+from streams.cli.services import app as services_app
+from streams.cli.triage_commands import app as triage_app
 from streams.settings import Settings, load_settings
-from triage.cli import app as triage_app
-from triage.cohort.cli import app as cohort_app
 
 if TYPE_CHECKING:
     from streams.sources.publish import StudyPublisher
@@ -229,7 +229,7 @@ def ingest_fhir_command(
         report_lines,
     )
     from streams.sources.replay import Pseudonymiser
-    from triage.fhir_parse import declared_version
+    from triage.fhir.parse import declared_version
 
     settings = load_settings()
     sink: FhirSink = (
@@ -287,7 +287,7 @@ def admin_api_command(
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:
     """Serve the threshold administration API (OpenAPI at /openapi.json) until Ctrl-C."""
-    from streams.admin.cli import serve_admin_api
+    from streams.cli.admin import serve_admin_api
 
     _logging(loglevel)
     serve_admin_api(load_settings(), port)

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from triage.codes import (
+from triage.fhir.codes import (
     ENCOUNTER_CLASS_INPATIENT,
     ICU_LOCATION_DISPLAY,
     ICU_LOCATION_TYPE,

@@ -24,22 +24,22 @@ from typing import Any, cast
 import numpy as np
 import xgboost as xgb
 
-from triage.evaluation import (
-    calibration_error,
-    operating_point,
-    roc_auc,
-    stratified_folds,
-    stratified_split,
-)
 from triage.exceptions import FhirRejected, TrainingDataError, TrainingDataReason
-from triage.features import (
+from triage.fhir.features import (
     FEATURE_UNITS,
     FEATURES,
     ClinicalContext,
     clinical_features,
     feature_vector,
 )
-from triage.risk import (
+from triage.risk.evaluation import (
+    calibration_error,
+    operating_point,
+    roc_auc,
+    stratified_folds,
+    stratified_split,
+)
+from triage.risk.model import (
     OPERATING_THRESHOLDS,
     SYNTHETIC_LABEL,
     model_version,

@@ -26,12 +26,12 @@ from rich.table import Table
 
 from streams.admin.policy_log import PolicyLog, PolicyLogError
 from streams.admin.volume import study_volume
+from streams.cli.triage_commands import operating_points_table
 from streams.settings import Settings, load_settings
-from triage.alerts import NAMED_LEVELS, AlertPolicy
-from triage.cli import operating_points_table
+from triage.alerts.policy import NAMED_LEVELS, AlertPolicy
+from triage.alerts.thresholds import ThresholdChange, operating_point_rows, parse_level_name
 from triage.exceptions import ConfigRejected, TriageError
-from triage.risk import RiskModel, load_card
-from triage.thresholds import ThresholdChange, operating_point_rows, parse_level_name
+from triage.risk.model import RiskModel, load_card
 
 logger = logging.getLogger(__name__)
 

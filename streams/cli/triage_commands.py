@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from triage import risk_cli
+from streams.cli import risk as risk_cli
+from triage.alerts.thresholds import OperatingPointRow, operating_point_rows
 from triage.capacity import backtest as capacity_backtest
 from triage.capacity import forecast_icu, occupants_from_census
 from triage.capacity.census import ICU_STAY
@@ -28,9 +29,8 @@ from triage.capacity.stay import (
     occupancy_rmse,
 )
 from triage.exceptions import TriageError
-from triage.risk import SYNTHETIC_LABEL, RiskModel, load_card
-from triage.risk_synthetic import train_from_cohort
-from triage.thresholds import OperatingPointRow, operating_point_rows
+from triage.risk.model import SYNTHETIC_LABEL, RiskModel, load_card
+from triage.risk.synthetic import train_from_cohort
 
 logger = logging.getLogger(__name__)
 

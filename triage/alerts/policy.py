@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
-from triage.features import (
+from triage.fhir.features import (
     IMAGING_FEATURES,
     OBSERVATION_FEATURES,
     CompletenessValues,

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from triage.evaluation import IsotonicCalibration
 from triage.exceptions import ModelArtifactError, ModelArtifactReason
-from triage.features import FEATURES
+from triage.fhir.features import FEATURES
+from triage.risk.evaluation import IsotonicCalibration
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,10 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from triage import semisynthetic
-from triage.evaluation import (
+from triage.fhir.features import FEATURES, IMAGING_FEATURES
+from triage.risk import semisynthetic
+from triage.risk.card import CLINICAL_SUFFIX, OUTCOME_MODELS, build_card
+from triage.risk.evaluation import (
     IsotonicCalibration,
     LogisticModel,
     operating_point,
@@ -46,10 +48,8 @@ from triage.evaluation import (
     summary_metrics,
     threshold_for_sensitivity,
 )
-from triage.features import FEATURES, IMAGING_FEATURES
-from triage.mexico import COMORBIDITY_FEATURES, MexicoCohort, cohort_description, load_cohort
-from triage.risk import model_version, write_artifact
-from triage.risk_card import CLINICAL_SUFFIX, OUTCOME_MODELS, build_card
+from triage.risk.mexico import COMORBIDITY_FEATURES, MexicoCohort, cohort_description, load_cohort
+from triage.risk.model import model_version, write_artifact
 
 logger = logging.getLogger(__name__)
 
