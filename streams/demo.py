@@ -33,9 +33,10 @@ from inference.client import THRESHOLD_MODEL
 from streams.cli.services import services_from_settings
 from streams.collector import OutputCollector
 from streams.settings import Settings, settings_env
-from streams.sources.replay import Pseudonymiser, ReplayReport, replay
+from streams.sources.replay import ReplayReport, replay
 from streams.summary import ReplayOutcome
 from triage.cohort import generate_cohort
+from triage.fhir.pseudonym import Pseudonymiser
 
 logger = logging.getLogger(__name__)
 

@@ -73,7 +73,8 @@ def replay_command(
     speed: Annotated[float, typer.Option(help="Clinical seconds per wall second.")] = 3600.0,
 ) -> None:
     """Publish a cohort's FHIR resources and CT events into Kafka in accelerated time."""
-    from streams.sources.replay import Pseudonymiser, replay
+    from streams.sources.replay import replay
+    from triage.fhir.pseudonym import Pseudonymiser
 
     settings = load_settings()
     report = replay(
@@ -93,7 +94,7 @@ def replay_command(
 
 def _publisher(settings: Settings) -> StudyPublisher:
     from streams.sources.publish import StudyPublisher
-    from streams.sources.replay import Pseudonymiser
+    from triage.fhir.pseudonym import Pseudonymiser
 
     return StudyPublisher(
         settings.kafka.bootstrap_servers,
@@ -228,8 +229,8 @@ def ingest_fhir_command(
         KafkaFhirSink,
         report_lines,
     )
-    from streams.sources.replay import Pseudonymiser
     from triage.fhir.parse import declared_version
+    from triage.fhir.pseudonym import Pseudonymiser
 
     settings = load_settings()
     sink: FhirSink = (
@@ -263,7 +264,7 @@ def fhir_endpoint_command(
 
     from streams.sources.fhir_http import build_app
     from streams.sources.fhir_ingest import KafkaFhirSink
-    from streams.sources.replay import Pseudonymiser
+    from triage.fhir.pseudonym import Pseudonymiser
 
     _logging(loglevel)
     settings = load_settings()

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.cli import risk as risk_cli
+from streams.imaging import DICOM_BIOMARKER_SOURCE, dicom_biomarkers
 from triage.alerts.thresholds import OperatingPointRow, operating_point_rows
 from triage.capacity import backtest as capacity_backtest
 from triage.capacity import forecast_icu, occupants_from_census
@@ -93,6 +94,8 @@ def train(
             target=target,
             policy_thresholds=tuple(threshold or (0.5,)),
             workers=workers,
+            biomarker_fn=dicom_biomarkers,
+            biomarker_source=DICOM_BIOMARKER_SOURCE,
         )
     except TriageError as e:
         console.print(f"[red]training failed[/red] ({e.reason.value}): {e.detail}")

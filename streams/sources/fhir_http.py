@@ -30,9 +30,9 @@ from streams.sources.fhir_ingest import (
     Rejection,
     operation_outcome,
 )
-from streams.sources.replay import Pseudonymiser
 from triage.exceptions import FhirRejected
 from triage.fhir.parse import FhirVersionValues, declared_version, version_from_content_type
+from triage.fhir.pseudonym import Pseudonymiser
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ from typing import Any, Protocol
 from streams import topics as t
 from streams.dlq import build_dead_letter
 from streams.records import DeadLetter, FhirResourceEvent
-from streams.sources.replay import Pseudonymiser
 from triage.exceptions import FhirRejected
 from triage.fhir.features import ClinicalContext, maps_to_context
 from triage.fhir.parse import (
@@ -37,7 +36,12 @@ from triage.fhir.parse import (
     normalise_r5,
     validate_resource,
 )
-from triage.fhir.pseudonym import bundle_patient_urls, patient_key, pseudonymise_resource
+from triage.fhir.pseudonym import (
+    Pseudonymiser,
+    bundle_patient_urls,
+    patient_key,
+    pseudonymise_resource,
+)
 
 logger = logging.getLogger(__name__)
 

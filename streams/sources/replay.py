@@ -24,28 +24,12 @@ from streams.dlq import build_dead_letter
 from streams.records import CtStudy, FhirResourceEvent
 from triage.cohort import load_manifest
 from triage.exceptions import FhirRejected
-from triage.fhir.pseudonym import patient_key, pseudonymise_id, pseudonymise_resource
+from triage.fhir.pseudonym import Pseudonymiser, patient_key
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "replay"
 _EVENTS = uuid.uuid5(uuid.NAMESPACE_URL, "https://ctriage.invalid/replay")
-
-
-@dataclass(frozen=True)
-class Pseudonymiser:
-    """The keyed HMAC used at ingress."""
-
-    key: bytes
-    key_version: str
-
-    def patient(self, raw_id: str) -> str:
-        """Pseudonym of a raw patient id."""
-        return pseudonymise_id(raw_id, self.key, self.key_version)
-
-    def resource(self, resource: dict[str, Any]) -> dict[str, Any]:
-        """Pseudonymised copy of a FHIR resource or Bundle."""
-        return pseudonymise_resource(resource, self.key, self.key_version)
 
 
 @dataclass(frozen=True)

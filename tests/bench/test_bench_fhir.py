@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from streams.sources.fhir_ingest import CollectingSink, FhirIngress
-from streams.sources.replay import Pseudonymiser
 from triage.fhir.features import ClinicalContext
 from triage.fhir.parse import validate_resource
+from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.bench
 

@@ -28,9 +28,9 @@ from streams.demo import WorkerProcess
 from streams.records import Alert, DeadLetter, Quantification, RiskAssessment, StageTimings
 from streams.settings import Settings
 from streams.sources.fhir_ingest import FhirIngress, KafkaFhirSink
-from streams.sources.replay import Pseudonymiser
 from triage.alerts.policy import RiskLevelValues, alert_id
 from triage.fhir.features import IMAGING_FEATURES
+from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.integration
 

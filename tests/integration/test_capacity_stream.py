@@ -27,7 +27,7 @@ from streams.demo import WorkerProcess
 from streams.records import CapacityEvent, CapacityEventKind, CapacityForecast
 from streams.settings import Settings
 from streams.sources.fhir_ingest import FhirIngress, KafkaFhirSink
-from streams.sources.replay import Pseudonymiser
+from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.integration
 

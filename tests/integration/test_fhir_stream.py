@@ -16,8 +16,8 @@ from streams.demo import WorkerProcess
 from streams.records import DeadLetter, Quantification, RiskAssessment, StageTimings
 from streams.settings import Settings
 from streams.sources.fhir_ingest import FhirIngress, KafkaFhirSink
-from streams.sources.replay import Pseudonymiser
 from triage.fhir.features import IMAGING_FEATURES
+from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from streams import topics as t
 from streams.records import CtStudy, DeadLetter
 from streams.sources.folder import ingest_folder
 from streams.sources.publish import StudyPublisher
-from streams.sources.replay import Pseudonymiser
 from streams.sources.study_store import StudyStore
+from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.integration
 

@@ -33,9 +33,9 @@ from streams.records import CtStudy
 from streams.settings import Settings
 from streams.sources.dicom_receiver import DicomReceiver
 from streams.sources.publish import StudyPublisher
-from streams.sources.replay import Pseudonymiser
 from streams.sources.study_store import StudyStore
 from triage.cohort import generate_cohort, load_manifest
+from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.integration
 

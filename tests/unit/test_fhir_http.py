@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from streams.sources.fhir_http import build_app, openapi_spec
 from streams.sources.fhir_ingest import CollectingSink
-from streams.sources.replay import Pseudonymiser
+from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.unit
 

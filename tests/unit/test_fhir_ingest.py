@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from streams.sources.fhir_ingest import CollectingSink, FhirIngress, report_lines
-from streams.sources.replay import Pseudonymiser
 from triage.fhir.parse import FhirVersionValues
+from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.unit
 

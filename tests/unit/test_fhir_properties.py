@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.sources.fhir_ingest import CollectingSink, FhirIngress
-from streams.sources.replay import Pseudonymiser
 from triage.exceptions import FhirRejected
 from triage.fhir.features import ClinicalContext, clinical_features
+from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.unit
 

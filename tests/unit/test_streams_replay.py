@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.sources.replay import Pseudonymiser, ct_event, fhir_events, timeline
+from streams.sources.replay import ct_event, fhir_events, timeline
 from triage.cohort import generate_cohort, load_manifest
+from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.unit
 

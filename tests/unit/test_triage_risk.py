@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.cli.triage_commands import app
+from streams.imaging import dicom_biomarkers
 from triage.exceptions import (
     ModelArtifactError,
     ModelArtifactReason,
@@ -24,7 +25,7 @@ from triage.exceptions import (
 from triage.fhir.features import FEATURES, IMAGING_FEATURES
 from triage.risk.evaluation import calibration_error, roc_auc, stratified_split
 from triage.risk.model import OPERATING_THRESHOLDS, RiskModel, card_path
-from triage.risk.synthetic import build_training_table, dicom_biomarkers, train_from_cohort
+from triage.risk.synthetic import build_training_table, train_from_cohort
 
 pytestmark = pytest.mark.unit
 
@@ -161,7 +162,9 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("model") / "ventilation.ubj"
-    card = train_from_cohort(cohort, out, seed=3, biomarker_fn=stand_in_biomarkers)
+    card = train_from_cohort(
+        cohort, out, seed=3, biomarker_fn=stand_in_biomarkers, biomarker_source=STAND_IN
+    )
     return out, card
 
 
@@ -183,7 +186,11 @@ def test_training_beats_chance_and_card_is_complete(trained: tuple[Path, dict[st
 
 def test_training_is_reproducible(cohort: Path, tmp_path: Path, trained: tuple[Path, Any]) -> None:
     card = train_from_cohort(
-        cohort, tmp_path / "again.ubj", seed=3, biomarker_fn=stand_in_biomarkers
+        cohort,
+        tmp_path / "again.ubj",
+        seed=3,
+        biomarker_fn=stand_in_biomarkers,
+        biomarker_source=STAND_IN,
     )
     assert card["version"] == trained[1]["version"]
 
@@ -265,10 +272,22 @@ def test_load_refuses_tampered_model_and_missing_card(
 def test_too_small_or_single_class_cohorts_refused(tmp_path: Path) -> None:
     small = write_tiny_cohort(tmp_path / "small", n=10)
     with pytest.raises(TrainingDataError) as info:
-        train_from_cohort(small, tmp_path / "m.ubj", 0, biomarker_fn=stand_in_biomarkers)
+        train_from_cohort(
+            small,
+            tmp_path / "m.ubj",
+            0,
+            biomarker_fn=stand_in_biomarkers,
+            biomarker_source=STAND_IN,
+        )
     assert info.value.reason is TrainingDataReason.TOO_FEW_STUDIES
     with pytest.raises(TrainingDataError) as info:
-        train_from_cohort(tmp_path / "nowhere", tmp_path / "m.ubj", 0)
+        train_from_cohort(
+            tmp_path / "nowhere",
+            tmp_path / "m.ubj",
+            0,
+            biomarker_fn=dicom_biomarkers,
+            biomarker_source="dicom",
+        )
     assert info.value.reason is TrainingDataReason.MISSING_FILE
 
 
@@ -286,7 +305,7 @@ def test_metric_helpers_by_hand() -> None:
     assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == 100
 
 
-def test_dicom_biomarkers_uses_inference_package(
+def test_dicom_biomarkers_composes_inference(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The DICOM path: load_series -> quantify_threshold, here on a small stand-in volume."""
@@ -310,7 +329,7 @@ def test_dicom_biomarkers_uses_inference_package(
         seen.append(path)
         return stand_in
 
-    monkeypatch.setattr(volume_mod, "load_series", fake_load_series)
+    monkeypatch.setattr("streams.imaging.load_series", fake_load_series)
     bio = dicom_biomarkers(tmp_path)
     assert seen == [tmp_path]
     expected = biomarkers_mod.quantify_threshold(hu, (2.0, 1.0, 1.0)).as_dict()
@@ -321,7 +340,7 @@ def test_dicom_biomarkers_uses_inference_package(
 def test_cli_train_and_thresholds_show(
     cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("triage.risk.synthetic.dicom_biomarkers", stand_in_biomarkers)
+    monkeypatch.setattr("streams.cli.triage_commands.dicom_biomarkers", stand_in_biomarkers)
     runner = CliRunner()
     out = tmp_path / "cli.ubj"
     result = runner.invoke(
@@ -348,7 +367,9 @@ def generated_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_generated_cohort_fhir_folds_without_rejections(generated_cohort: Path) -> None:
-    table = build_training_table(generated_cohort, biomarker_fn=lambda d: {"lesion_percent": 1.0})
+    table = build_training_table(
+        generated_cohort, "ventilation_14d", biomarker_fn=lambda d: {"lesion_percent": 1.0}
+    )
     assert table.fhir_rejections == {}
     assert len(table.labels) == 12
     column = {name: table.matrix[:, i] for i, name in enumerate(FEATURES)}
@@ -358,7 +379,7 @@ def test_generated_cohort_fhir_folds_without_rejections(generated_cohort: Path) 
 
 
 def test_generated_cohort_dicom_biomarkers(generated_cohort: Path) -> None:
-    table = build_training_table(generated_cohort)
+    table = build_training_table(generated_cohort, "ventilation_14d", dicom_biomarkers)
     assert table.excluded == {}
     column = {name: table.matrix[:, i] for i, name in enumerate(FEATURES)}
     assert (column["lung_volume_ml"] > 0).all()

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from triage.exceptions import FhirRejected, FhirRejectionReason
@@ -244,3 +245,19 @@ def _rewrite_reference(
 def _as_list(value: Any) -> list[Any]:
     """A JSON array as a list; anything else (absent, ``true``, an object) as no items."""
     return value if isinstance(value, list) else []
+
+
+@dataclass(frozen=True)
+class Pseudonymiser:
+    """The keyed HMAC used at ingress."""
+
+    key: bytes
+    key_version: str
+
+    def patient(self, raw_id: str) -> str:
+        """Pseudonym of a raw patient id."""
+        return pseudonymise_id(raw_id, self.key, self.key_version)
+
+    def resource(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """Pseudonymised copy of a FHIR resource or Bundle."""
+        return pseudonymise_resource(resource, self.key, self.key_version)

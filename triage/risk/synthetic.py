@@ -49,7 +49,9 @@ from triage.risk.model import (
 logger = logging.getLogger(__name__)
 
 ModelCard = dict[str, Any]
-BiomarkerFn = Callable[[Path], dict[str, float]]
+# The caller's imaging quantifier (triage never imports the imaging code): a study folder ->
+# biomarkers, or a string naming why the study is excluded (e.g. "series_rejected:too_few_slices").
+BiomarkerFn = Callable[[Path], dict[str, float] | str]
 
 TARGETS: dict[str, str] = {
     "ventilation_14d": "invasive mechanical ventilation within 14 days of the CT",
@@ -69,9 +71,6 @@ XGB_PARAMS: dict[str, Any] = {
 MAX_BOOST_ROUNDS = 400
 CV_FOLDS = 5
 MIN_STUDIES = 20
-DICOM_BIOMARKER_SOURCE = (
-    "inference.volume.load_series + inference.biomarkers.quantify_threshold on each study's DICOM"
-)
 
 
 @dataclass(frozen=True)
@@ -85,26 +84,17 @@ class TrainingTable:
     fhir_rejections: dict[str, int]
 
 
-def dicom_biomarkers(study_dir: Path) -> dict[str, float]:
-    """Quantify one study's CT series with the threshold quantifier of :mod:`inference`."""
-    from inference.biomarkers import quantify_threshold
-    from inference.volume import load_series
-
-    volume = load_series(Path(study_dir))
-    return quantify_threshold(volume.hu, volume.spacing_mm).as_dict()
-
-
 def build_training_table(
     cohort_dir: Path,
-    target: str = "ventilation_14d",
-    biomarker_fn: BiomarkerFn | None = None,
+    target: str,
+    biomarker_fn: BiomarkerFn,
     window_h: float = 72.0,
     workers: int = 1,
 ) -> TrainingTable:
     """Read a cohort (manifest, FHIR bundles, outcomes) into a feature table for ``target``.
 
     Clinical features come from the FHIR bundles at each ``ct_time``; imaging biomarkers from
-    ``biomarker_fn(study_dir)`` (default :func:`dicom_biomarkers`, in ``workers`` processes).
+    ``biomarker_fn(study_dir)`` (in ``workers`` forked processes when ``workers > 1``).
     """
     cohort_dir = Path(cohort_dir)
     if target not in TARGETS:
@@ -161,8 +151,8 @@ def train_from_cohort(
     policy_thresholds: Sequence[float] = (0.5,),
     window_h: float = 72.0,
     workers: int = 1,
-    biomarker_fn: BiomarkerFn | None = None,
-    biomarker_source: str | None = None,
+    biomarker_fn: BiomarkerFn,
+    biomarker_source: str,
 ) -> ModelCard:
     """Train the risk model on a cohort, write ``out_path`` (.ubj) and its card; return the card.
 
@@ -223,8 +213,7 @@ def train_from_cohort(
         params={**params, "num_boost_round": rounds},
         policy_thresholds=policy_thresholds,
         window_h=window_h,
-        biomarker_source=biomarker_source
-        or ("custom biomarker function" if biomarker_fn else DICOM_BIOMARKER_SOURCE),
+        biomarker_source=biomarker_source,
     )
     card["training_time_s"] = round(time.perf_counter() - started, 3)
     write_artifact(out_path, raw, card)
@@ -306,37 +295,15 @@ def cohort_hash(cohort_dir: Path) -> str:
 
 
 def _all_biomarkers(
-    study_dirs: list[Path], biomarker_fn: BiomarkerFn | None, workers: int
+    study_dirs: list[Path], biomarker_fn: BiomarkerFn, workers: int
 ) -> list[dict[str, float] | str]:
-    if biomarker_fn is not None:
-        return [_guarded(biomarker_fn, d) for d in study_dirs]
     if workers <= 1:
-        return [_guarded(dicom_biomarkers, d) for d in study_dirs]
-    # fork: works from any entry point (spawn re-imports __main__). The children only decode
-    # DICOM and threshold with numpy/scipy, never XGBoost, so the parent's OpenMP pool is moot.
+        return [biomarker_fn(d) for d in study_dirs]
+    # fork: works from any entry point (spawn re-imports __main__). The children only run the
+    # caller's quantifier, never XGBoost, so the parent's OpenMP pool is moot.
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(_guarded_dicom, study_dirs, chunksize=4))
-
-
-def _guarded_dicom(study_dir: Path) -> dict[str, float] | str:
-    return _guarded(dicom_biomarkers, study_dir)
-
-
-def _guarded(fn: BiomarkerFn, study_dir: Path) -> dict[str, float] | str:
-    """Run ``fn``; a series the inference package refuses becomes an exclusion reason string."""
-    try:
-        from inference.exceptions import InferenceError, SeriesRejected
-    except ImportError:  # the inference package is optional for callers with their own fn
-        return fn(study_dir)
-    try:
-        return fn(study_dir)
-    except SeriesRejected as e:
-        logger.warning("excluded %s from training: %s", study_dir, e)
-        return f"series_rejected:{e.reason}"
-    except InferenceError as e:
-        logger.warning("excluded %s from training: %s", study_dir, e)
-        return type(e).__name__
+        return list(pool.map(biomarker_fn, study_dirs, chunksize=4))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
