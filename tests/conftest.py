@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from paths import REPO_ROOT
 
 from deploy.exceptions import ServiceError
 from deploy.kafka import KafkaBroker
@@ -21,8 +22,6 @@ from deploy.orthanc import OrthancServer
 from deploy.postgres import PostgresServer
 from deploy.triton import TritonServer
 from streams.settings import load_settings
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 PORT_OFFSET = int(os.environ.get("CTRIAGE_TEST_PORT_OFFSET", "0"))
 KAFKA_TEST_PORT = 29092 + PORT_OFFSET

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from paths import SHARED_DATA
 
 from streams.agents.capacity import forecast_from_census
 from triage.capacity import backtest as bt
@@ -23,7 +23,7 @@ from triage.capacity.stay import fit_by_year, fit_length_of_stay, fittable_days,
 
 pytestmark = pytest.mark.bench
 
-DPC = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "capacity" / "italy-dpc"
+DPC = SHARED_DATA / "capacity" / "italy-dpc"
 NOW = datetime(2024, 1, 15, 8, tzinfo=UTC)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from paths import RISK_MODELS
 
 from triage.fhir.features import FEATURES
 from triage.risk.mexico import load_cohort
@@ -22,7 +23,7 @@ from triage.risk.training import train_mexico
 
 pytestmark = pytest.mark.bench
 
-MODELS = Path(__file__).resolve().parents[2] / "triage" / "risk" / "models"
+MODELS = RISK_MODELS
 FLAG_NAMES = ("diabetes", "hypertension", "cardiovascular", "copd", "asthma", "ckd", "obesity",
               "immunosuppression", "smoking", "pneumonia")  # fmt: skip
 

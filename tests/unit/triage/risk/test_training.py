@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from paths import RISK_MODELS
 
 from triage.exceptions import ModelArtifactError, ModelArtifactReason
 from triage.fhir.features import FEATURES
@@ -18,7 +19,7 @@ from triage.risk.training import OPERATING_THRESHOLDS, train_mexico
 
 pytestmark = pytest.mark.unit
 
-MODELS = Path(__file__).parents[2] / "triage" / "risk" / "models"
+MODELS = RISK_MODELS
 POINT_KEYS = {
     "threshold",
     "sensitivity",

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from paths import REPO_ROOT
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -23,7 +24,7 @@ from triage.exceptions import ConfigRejected, ConfigRejectionReason
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 
 
 def book() -> TokenBook:

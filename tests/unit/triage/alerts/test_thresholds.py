@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.riskassessment import RiskAssessment
+from paths import REPO_ROOT
 
 from triage.alerts.policy import AlertPolicy, RiskLevelValues
 from triage.alerts.thresholds import (
@@ -27,7 +27,7 @@ from triage.fhir.outbound import (
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 CURRENT = AlertPolicy({"moderate": 0.2, "high": 0.4, "critical": 0.7}, "t4")
 
 

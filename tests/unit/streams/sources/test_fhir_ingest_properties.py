@@ -6,12 +6,12 @@ import contextlib
 import copy
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paths import SHARED_DATA
 
 from streams.sources.fhir_ingest import CollectingSink, FhirIngress
 from triage.exceptions import FhirRejected
@@ -21,7 +21,7 @@ from triage.fhir.pseudonym import Pseudonymiser
 pytestmark = pytest.mark.unit
 
 # One real Synthea bundle (see ../shared/data/README.md) as the seed of the mutations.
-SYNTHEA_DIR = Path(__file__).resolve().parents[3] / "shared/data/fhir/synthea-covid/bundles"
+SYNTHEA_DIR = SHARED_DATA / "fhir/synthea-covid/bundles"
 SYNTHEA = SYNTHEA_DIR / "Bibi254_Schowalter414_475d72ca-91c7-7211-97e3-f000af33fc04.json"
 CT = datetime(2020, 3, 8, tzinfo=UTC)
 

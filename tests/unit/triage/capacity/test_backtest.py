@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from paths import SHARED_DATA
 from typer.testing import CliRunner
 
 from streams.cli.triage_commands import app
@@ -22,7 +23,7 @@ from triage.capacity.series import flow_forecast, from_frame, leaving_hazard, re
 
 pytestmark = pytest.mark.unit
 
-DPC = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "capacity" / "italy-dpc"
+DPC = SHARED_DATA / "capacity" / "italy-dpc"
 KEYS = {"model", "horizon_days", "mae", "mape", "coverage80", "coverage95"}
 
 
