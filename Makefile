@@ -15,6 +15,7 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check $(CODE) tests
 	$(BIN)/mypy $(CODE)
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/pytest -m bench -s tests/bench

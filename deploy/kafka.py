@@ -14,6 +14,7 @@ import base64
 import logging
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from deploy.exceptions import ServiceReason, ServiceStartError
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 SERVICE = "kafka"
+#: ``bootstrap_servers -> True`` once the broker answers a client (injected by the caller).
+ReadyProbe = Callable[[str], bool]
 _NODE_ID = 1
 
 
@@ -104,8 +107,10 @@ class KafkaBroker(LocalService):
         heap_mb: int = 768,
         num_partitions: int = 4,
         resolve_timeout_s: float = 900,
+        ready_probe: ReadyProbe | None = None,
     ) -> None:
         self.run_dir = run_dir.resolve()
+        self.ready_probe = ready_probe
         self.cache_dir = cache_dir.expanduser().resolve()
         self.port = port
         self.controller_port = controller_port
@@ -186,25 +191,11 @@ class KafkaBroker(LocalService):
             )
 
     def is_healthy(self) -> bool:
-        """TCP connect, then an admin ``list_topics()`` round trip."""
+        """TCP connect, then the caller's readiness probe (a metadata round trip) if one was given.
+
+        The launcher knows no Kafka client (only ``streams`` talks to Kafka): whoever starts the
+        broker for real work passes ``ready_probe`` (``streams.topics.broker_answers``).
+        """
         if not port_is_open(HOST, self.port):
             return False
-        # imported here: kafka-python is slow to import and only this check needs it
-        from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError
-
-        try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=self.bootstrap_servers,
-                client_id="ctriage-health",
-                request_timeout_ms=5000,
-            )
-        except (KafkaError, OSError, ValueError):
-            return False
-        try:
-            admin.list_topics()
-            return True
-        except (KafkaError, OSError):
-            return False
-        finally:
-            admin.close()
+        return self.ready_probe is None or self.ready_probe(self.bootstrap_servers)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from deploy.kafka import HOST, KafkaBroker
+from deploy.kafka import HOST, KafkaBroker, ReadyProbe
 from deploy.postgres import PostgresServer
 from deploy.process import LocalService, port_is_open, rss_mb
 from deploy.prometheus import PrometheusServer
@@ -74,6 +74,7 @@ class LocalServices:
         prometheus_port: int = 19090,
         prometheus_targets: Sequence[str] = (),
         scrape_interval_s: float = 5.0,
+        kafka_ready_probe: ReadyProbe | None = None,
     ) -> None:
         self.kafka = KafkaBroker(
             run_dir / "kafka",
@@ -82,6 +83,7 @@ class LocalServices:
             controller_port=kafka_controller_port,
             heap_mb=kafka_heap_mb,
             num_partitions=kafka_partitions,
+            ready_probe=kafka_ready_probe,
         )
         self.triton = TritonServer(
             run_dir / "triton",

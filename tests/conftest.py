@@ -21,6 +21,7 @@ from deploy.kafka import KafkaBroker
 from deploy.orthanc import OrthancServer
 from deploy.postgres import PostgresServer
 from deploy.triton import TritonServer
+from streams.kafka_health import broker_answers
 from streams.settings import load_settings
 
 PORT_OFFSET = int(os.environ.get("CTRIAGE_TEST_PORT_OFFSET", "0"))
@@ -67,6 +68,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         port=KAFKA_TEST_PORT,
         controller_port=KAFKA_TEST_CONTROLLER_PORT,
         heap_mb=512,
+        ready_probe=broker_answers,
     )
     try:
         broker.start(timeout_s=120)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from deploy.exceptions import ServiceError
 from deploy.services import LocalServices, ServiceNameValues, ServiceStatus
+from streams.kafka_health import broker_answers
 from streams.settings import Settings, load_settings
 
 app = typer.Typer(help="Run the local Kafka broker and Triton server.", no_args_is_help=True)
@@ -48,6 +49,7 @@ def services_from_settings(
         prometheus_port=settings.monitoring.prometheus_port,
         prometheus_targets=[f"127.0.0.1:{settings.worker.metrics_port}"],
         scrape_interval_s=settings.monitoring.scrape_interval_s,
+        kafka_ready_probe=broker_answers,
     )
 
 

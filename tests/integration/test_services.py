@@ -22,6 +22,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from deploy.kafka import KafkaBroker
 from deploy.maven import resolve_kafka_jars
 from deploy.triton import TritonServer
+from streams.kafka_health import broker_answers
 from streams.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -122,6 +123,7 @@ def test_kafka_broker_is_found_through_its_pid_file(kafka_broker: KafkaBroker) -
         kafka_broker.cache_dir,
         kafka_broker.port,
         kafka_broker.controller_port,
+        ready_probe=broker_answers,
     )
     assert other.pid is not None
     assert other.pid == kafka_broker.pid
@@ -136,7 +138,13 @@ def test_kafka_formats_storage_when_the_cluster_id_starts_with_a_dash(
 
     cluster_id = "-" + deploy.kafka.new_cluster_id()[1:]
     monkeypatch.setattr(deploy.kafka, "new_cluster_id", lambda: cluster_id)
-    broker = KafkaBroker(tmp_path, kafka_broker.cache_dir, port=29194, controller_port=29195)
+    broker = KafkaBroker(
+        tmp_path,
+        kafka_broker.cache_dir,
+        port=29194,
+        controller_port=29195,
+        ready_probe=broker_answers,
+    )
     broker._write_config()
     java = shutil.which("java")
     assert java is not None
@@ -150,18 +158,34 @@ def test_kafka_stops_from_another_object_and_restarts_on_formatted_storage(
     tmp_path: Path,
 ) -> None:
     cache_dir = load_settings().cache_dir
-    first = KafkaBroker(tmp_path, cache_dir, port=29192, controller_port=29193, heap_mb=384)
+    first = KafkaBroker(
+        tmp_path,
+        cache_dir,
+        port=29192,
+        controller_port=29193,
+        heap_mb=384,
+        ready_probe=broker_answers,
+    )
     first.start(timeout_s=120)
     pid = first.pid
     assert pid is not None
     # `ctriage services down` runs in another process: it only has the pid file to go on
-    KafkaBroker(tmp_path, cache_dir, port=29192, controller_port=29193).stop()
+    KafkaBroker(
+        tmp_path, cache_dir, port=29192, controller_port=29193, ready_probe=broker_answers
+    ).stop()
     assert first.pid is None
     assert not (tmp_path / "kafka.pid").exists()
     assert_gone(pid)
     first.stop()  # nothing left to stop: only reaps our child and forgets it
 
-    second = KafkaBroker(tmp_path, cache_dir, port=29192, controller_port=29193, heap_mb=384)
+    second = KafkaBroker(
+        tmp_path,
+        cache_dir,
+        port=29192,
+        controller_port=29193,
+        heap_mb=384,
+        ready_probe=broker_answers,
+    )
     assert second.is_formatted()
     with second:
         assert second.is_healthy()
@@ -237,7 +261,10 @@ def test_cli_up_outlives_the_cli_then_down_stops_everything(
         assert status.returncode == 0, status.stderr
         assert status.stdout.count("running") == 4, status.stdout
         kafka_pid = KafkaBroker(
-            tmp_path / "run" / "kafka", load_settings().cache_dir, kafka_port
+            tmp_path / "run" / "kafka",
+            load_settings().cache_dir,
+            kafka_port,
+            ready_probe=broker_answers,
         ).pid
         assert kafka_pid is not None
     finally:
