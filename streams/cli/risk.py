@@ -1,6 +1,7 @@
-"""``ctriage risk score`` and the real-data half of ``ctriage train`` (``--mexico``).
+"""``ctriage risk score`` and ``ctriage train``: the risk models, scored and trained.
 
-Mounted by :mod:`triage.cli` (``app.add_typer(risk_cli.app, name="risk")``).
+``app`` is the ``risk`` group; :func:`train` is mounted at the root as ``ctriage train``
+(``--mexico``: the shipped models on REAL data; ``--cohort``: a SYNTHETIC model).
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streams.cli.common import fmt
+from streams.imaging import DICOM_BIOMARKER_SOURCE, dicom_biomarkers
 from triage.exceptions import TriageError
 from triage.risk import semisynthetic
 from triage.risk.card import REAL_LABEL
+from triage.risk.model import SYNTHETIC_LABEL
 from triage.risk.scoring import MODELS_DIR, RiskPanel, score_csv
+from triage.risk.synthetic import train_from_cohort
 from triage.risk.training import train_mexico
 
 DEFAULT_SEED = 2020
@@ -52,6 +57,81 @@ def score(
     )
     versions = ", ".join(f"{n} {m.version}" for n, m in panel.fused.items())
     console.print(f"models: {versions} (fused; rows without imaging: the clinical-only models)")
+
+
+def train(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="--cohort: model path (.ubj), card beside; --mexico: models folder."
+        ),
+    ],
+    cohort: Annotated[
+        Path | None,
+        typer.Option("--cohort", help="SYNTHETIC cohort folder (manifest.json, outcomes.csv)."),
+    ] = None,
+    mexico: Annotated[
+        Path | None,
+        typer.Option("--mexico", help="REAL Mexico case-file folder: trains every outcome."),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the split and XGBoost (default 0; --mexico 2020)."),
+    ] = None,
+    target: Annotated[
+        str, typer.Option("--target", help="Outcome column: ventilation_14d or icu_admission.")
+    ] = "ventilation_14d",
+    threshold: Annotated[
+        list[float] | None,
+        typer.Option("--threshold", help="Policy threshold(s) to report (repeatable)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Processes quantifying the DICOM studies.")
+    ] = 1,
+) -> None:
+    """Train risk models (--mexico: the shipped ones; --cohort: SYNTHETIC) and print metrics."""
+    if mexico is not None and cohort is None:
+        train_real(mexico, out, DEFAULT_SEED if seed is None else seed, console)
+        return
+    if cohort is None or mexico is not None:
+        console.print("[red]training failed[/red]: give exactly one of --cohort and --mexico")
+        raise typer.Exit(code=2)
+    started = time.perf_counter()
+    try:
+        card = train_from_cohort(
+            cohort,
+            out,
+            0 if seed is None else seed,
+            target=target,
+            policy_thresholds=tuple(threshold or (0.5,)),
+            workers=workers,
+            biomarker_fn=dicom_biomarkers,
+            biomarker_source=DICOM_BIOMARKER_SOURCE,
+        )
+    except TriageError as e:
+        console.print(f"[red]training failed[/red] ({e.reason.value}): {e.detail}")
+        raise typer.Exit(code=2) from e
+    except ValueError as e:  # e.g. a model path that does not end in .ubj
+        console.print(f"[red]training failed[/red]: {e}")
+        raise typer.Exit(code=2) from e
+    metrics = card["metrics"]
+    data = card["training_data"]
+    console.print(f"[bold]model[/bold] {out} version {card['version']} (target {card['target']})")
+    console.print(
+        f"trained on {data['n_studies']} studies ({data['n_positive']} positive) "
+        f"in {time.perf_counter() - started:.1f} s; {metrics['split']}"
+    )
+    table = Table(title=f"[yellow]{SYNTHETIC_LABEL}[/yellow]")
+    table.add_column("metric")
+    table.add_column("held-out value", justify="right")
+    for name in ("auc", "brier", "calibration_error"):
+        table.add_row(name, fmt(metrics[name]))
+    for point in metrics["at_policy_thresholds"]:
+        t = point["threshold"]
+        table.add_row(f"sensitivity @ {t}", fmt(point["sensitivity"]))
+        table.add_row(f"specificity @ {t}", fmt(point["specificity"]))
+        table.add_row(f"alerts / 100 @ {t}", fmt(point["alerts_per_100"]))
+    console.print(table)
 
 
 def train_real(data_dir: Path, out_dir: Path, seed: int, console: Console) -> None:

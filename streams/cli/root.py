@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Annotated
 import psutil
 import typer
 
-from streams.cli.admin import app as thresholds_app
+from streams.cli import capacity, risk, thresholds
 from streams.cli.cohort import app as cohort_app
 from streams.cli.dashboards import app as dashboards_app
 from streams.cli.quantify import app as quantify_app
 from streams.cli.services import app as services_app
-from streams.cli.triage_commands import app as triage_app
 from streams.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -31,11 +30,11 @@ app.add_typer(services_app, name="services", help="Local Kafka broker and Triton
 app.add_typer(cohort_app, name="cohort", help="Synthetic cohorts (FHIR + DICOM + outcomes).")
 app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards as code.")
 app.add_typer(quantify_app, name="quantify", help="Quantify lesions on a CT series.")
-app.registered_commands.extend(triage_app.registered_commands)
-# `thresholds` of the root command reads triage.config (Kafka): the streams-level group replaces
-# the card-only one of triage.cli
-app.registered_groups.extend(g for g in triage_app.registered_groups if g.name != "thresholds")
-app.add_typer(thresholds_app, name="thresholds")
+app.add_typer(capacity.app, name="capacity")
+app.add_typer(risk.app, name="risk")
+app.add_typer(thresholds.app, name="thresholds")
+app.command("train")(risk.train)
+app.command("admin-api")(thresholds.admin_api)
 
 
 def _logging(level: str) -> None:
@@ -280,18 +279,6 @@ def fhir_endpoint_command(
         web.run_app(http, host=settings.fhir.http_host, port=settings.fhir.http_port)
     finally:
         sink.close()
-
-
-@app.command("admin-api")
-def admin_api_command(
-    port: Annotated[int | None, typer.Option(help="Port (default CTRIAGE_ADMIN__PORT).")] = None,
-    loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
-) -> None:
-    """Serve the threshold administration API (OpenAPI at /openapi.json) until Ctrl-C."""
-    from streams.cli.admin import serve_admin_api
-
-    _logging(loglevel)
-    serve_admin_api(load_settings(), port)
 
 
 @app.command()

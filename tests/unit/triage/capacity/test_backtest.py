@@ -15,7 +15,7 @@ import pytest
 from paths import SHARED_DATA
 from typer.testing import CliRunner
 
-from streams.cli.triage_commands import app
+from streams.cli.root import app
 from triage.capacity import backtest as bt
 from triage.capacity import conformal, dpc
 from triage.capacity.exceptions import CapacityDataReason, CapacityDataRejected

@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import lognorm
 from typer.testing import CliRunner
 
-from streams.cli.triage_commands import app
+from streams.cli.root import app
 from triage.capacity import (
     LengthOfStay,
     Occupant,

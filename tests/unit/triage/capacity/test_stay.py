@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.agents.capacity import forecast_from_census
-from streams.cli.triage_commands import app
+from streams.cli.root import app
 from streams.settings import WorkerSettings
 from triage.capacity import dpc
 from triage.capacity.census import ICU_STAY, VENTILATION, LengthOfStay

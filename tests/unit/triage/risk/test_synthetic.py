@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from streams.cli.triage_commands import app
+from streams.cli.root import app
 from streams.imaging import dicom_biomarkers
 from triage.exceptions import (
     ModelArtifactError,
@@ -340,7 +340,11 @@ def test_dicom_biomarkers_composes_inference(
 def test_cli_train_and_thresholds_show(
     cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("streams.cli.triage_commands.dicom_biomarkers", stand_in_biomarkers)
+    monkeypatch.setattr("streams.cli.risk.dicom_biomarkers", stand_in_biomarkers)
+    # `thresholds show` also reads the levels in force: Kafka is down here (nothing on port 1)
+    monkeypatch.setenv("CTRIAGE_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("CTRIAGE_ADMIN__READ_TIMEOUT_S", "1")
+    monkeypatch.setenv("CTRIAGE_STORE__URL", f"sqlite:///{tmp_path / 'none' / 'store.sqlite'}")
     runner = CliRunner()
     out = tmp_path / "cli.ubj"
     result = runner.invoke(

@@ -1,93 +1,46 @@
-"""``ctriage thresholds show|set|history`` and ``ctriage admin-api``: policies from Kafka.
+"""``ctriage thresholds show|set|history`` and ``ctriage admin-api``: alert levels per hospital.
 
 ``show`` prints the model card's operating points with the expected alerts per day (volume from
 ``--studies-per-day`` or the store's last 7 days) and the levels in force for one hospital (from
-``triage.config``). ``set`` publishes a change the way the admin API does (same validation,
-same audit record, ``source`` = cli), or, with ``--api URL`` (and a bearer token from ``--token``
-or ``CTRIAGE_ADMIN_TOKEN``), sends it to a running admin API, which authenticates the user and
-checks the role (the audit then names the token's user, ``source`` = admin-api): what a site
-should use once the broker is closed to administrators. ``history`` prints the audit trail.
+``triage.config``; the worker's default when Kafka cannot be read). ``set`` publishes a change the
+way the admin API does (same validation, same audit record, ``source`` = cli), or, with
+``--api URL`` (and a bearer token from ``--token`` or ``CTRIAGE_ADMIN_TOKEN``), sends it to a
+running admin API, which authenticates the user and checks the role (the audit then names the
+token's user, ``source`` = admin-api): what a site should use once the broker is closed to
+administrators. ``history`` prints the audit trail.
 """
 
 from __future__ import annotations
 
-import asyncio
 import getpass
-import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from kafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
 from streams.admin.policy_log import PolicyLog, PolicyLogError
+from streams.admin.serve import default_policy, serve_admin_api, with_log
 from streams.admin.volume import study_volume
-from streams.cli.triage_commands import operating_points_table
-from streams.settings import Settings, load_settings
+from streams.cli.common import configure_logging, fmt
+from streams.settings import load_settings
 from triage.alerts.policy import NAMED_LEVELS, AlertPolicy
-from triage.alerts.thresholds import ThresholdChange, operating_point_rows, parse_level_name
+from triage.alerts.thresholds import (
+    OperatingPointRow,
+    ThresholdChange,
+    operating_point_rows,
+    parse_level_name,
+)
 from triage.exceptions import ConfigRejected, TriageError
-from triage.risk.model import RiskModel, load_card
-
-logger = logging.getLogger(__name__)
+from triage.risk.model import SYNTHETIC_LABEL, RiskModel, load_card
 
 app = typer.Typer(
     help="Alert levels per hospital: operating points, changes, audit trail.",
     no_args_is_help=True,
 )
 console = Console()
-T = TypeVar("T")
-
-
-def default_policy(settings: Settings) -> AlertPolicy:
-    """The policy in force where ``triage.config`` has none (from the worker settings)."""
-    return AlertPolicy.single(settings.worker.alert_threshold, settings.worker.threshold_version)
-
-
-def administered_hospitals(settings: Settings) -> tuple[str, ...]:
-    """Hospitals whose policy may be changed here."""
-    return settings.admin.hospitals or (settings.worker.hospital,)
-
-
-def policy_log(settings: Settings, create_topics: bool = True) -> PolicyLog:
-    """A policy log on the configured broker (for writers: topics created if missing)."""
-    from streams.topics import ensure_topics
-
-    if create_topics:
-        try:
-            ensure_topics(
-                settings.kafka.bootstrap_servers,
-                settings.kafka.partitions,
-                timeout_s=settings.admin.read_timeout_s,
-            )
-        except KafkaError as e:
-            raise PolicyLogError(f"Kafka at {settings.kafka.bootstrap_servers}: {e!r}") from e
-    return PolicyLog(
-        settings.kafka.bootstrap_servers,
-        default_policy(settings),
-        administered_hospitals(settings),
-        timeout_s=settings.admin.read_timeout_s,
-    )
-
-
-def with_log(
-    settings: Settings, work: Callable[[PolicyLog], Awaitable[T]], writes: bool = False
-) -> T:
-    """Start a policy log, run ``work`` on it, stop it."""
-
-    async def run() -> T:
-        log = policy_log(settings, create_topics=writes)
-        await log.start()
-        try:
-            return await work(log)
-        finally:
-            await log.stop()
-
-    return asyncio.run(run())
 
 
 @app.command("show")
@@ -146,6 +99,28 @@ def levels_table(hospital: str, policy: AlertPolicy, origin: str) -> Table:
     for level in NAMED_LEVELS:
         alerts = "yes" if level.rank >= policy.alert_from.rank else "no"
         table.add_row(str(level), f"{policy.levels[level]:g}", alerts)
+    return table
+
+
+def operating_points_table(
+    card: dict[str, Any], rows: list[OperatingPointRow], volume_note: str
+) -> Table:
+    """The operating-point table of a model card (rows from :func:`operating_point_rows`)."""
+    per_day = rows[0].alerts_per_day is not None if rows else False
+    table = Table(
+        title=f"{card['name']} {card['version']} ({card['target']}): operating points\n"
+        f"[yellow]{card.get('operating_points_label', SYNTHETIC_LABEL)}[/yellow]",
+        caption=f"studies per day: {volume_note}",
+    )
+    columns = ["threshold", "sensitivity", "specificity", "PPV", "alerts / 100 studies"]
+    columns += ["alerts / day"] if per_day else []
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_column("level in force")
+    for row in rows:
+        cells = [row.threshold, row.sensitivity, row.specificity, row.ppv, row.alerts_per_100]
+        cells += [row.alerts_per_day] if per_day else []
+        table.add_row(*(fmt(c) for c in cells), ", ".join(row.levels))
     return table
 
 
@@ -313,29 +288,13 @@ def history(
     console.print(table)
 
 
-def serve_admin_api(settings: Settings, port: int | None = None) -> None:
-    """Run the admin API until interrupted (``ctriage admin-api``)."""
-    from aiohttp import web
-
-    from streams.admin.auth import TokenBook
-    from streams.admin.http import build_app
-
-    tokens = TokenBook(settings.admin.tokens)
-    if not len(tokens):
-        logger.warning("no admin tokens configured (CTRIAGE_ADMIN__TOKENS): every call gets 401")
-
-    async def make_app() -> web.Application:
-        log = policy_log(settings)
-        await log.start()
-        http = build_app(log, tokens, settings.worker.risk_model_path, settings.store.url)
-
-        async def stop(_: web.Application) -> None:
-            await log.stop()
-
-        http.on_cleanup.append(stop)
-        return http
-
-    web.run_app(make_app(), host=settings.admin.host, port=port or settings.admin.port)
+def admin_api(
+    port: Annotated[int | None, typer.Option(help="Port (default CTRIAGE_ADMIN__PORT).")] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Serve the threshold administration API (OpenAPI at /openapi.json) until Ctrl-C."""
+    configure_logging(loglevel)
+    serve_admin_api(load_settings(), port)
 
 
 def _levels_text(policy: dict[str, object] | None) -> str:

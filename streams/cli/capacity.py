@@ -1,24 +1,18 @@
-"""``ctriage train``, ``thresholds show``, ``capacity forecast|backtest|fit-stay|plot``.
-
-Mounted at the root of the ``ctriage`` command (``root.add_typer(triage.cli.app)``, no name).
-"""
+"""``ctriage capacity forecast|backtest|fit-stay|plot``: ICU occupancy forecasts and checks."""
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams.cli import risk as risk_cli
-from streams.imaging import DICOM_BIOMARKER_SOURCE, dicom_biomarkers
-from triage.alerts.thresholds import OperatingPointRow, operating_point_rows
+from streams.cli.common import fmt
 from triage.capacity import backtest as capacity_backtest
 from triage.capacity import forecast_icu, occupants_from_census
 from triage.capacity.census import ICU_STAY
@@ -30,145 +24,12 @@ from triage.capacity.stay import (
     occupancy_rmse,
 )
 from triage.exceptions import TriageError
-from triage.risk.model import SYNTHETIC_LABEL, RiskModel, load_card
-from triage.risk.synthetic import train_from_cohort
 
-logger = logging.getLogger(__name__)
-
-app = typer.Typer(help="Risk model: training and operating thresholds.", no_args_is_help=True)
-thresholds_app = typer.Typer(help="Operating points of a trained risk model.", no_args_is_help=True)
-app.add_typer(thresholds_app, name="thresholds")
-capacity_app = typer.Typer(
-    help="ICU occupancy forecasts, backtests and plots.", no_args_is_help=True
-)
-app.add_typer(capacity_app, name="capacity")
-app.add_typer(risk_cli.app, name="risk")
-
+app = typer.Typer(help="ICU occupancy forecasts, backtests and plots.", no_args_is_help=True)
 console = Console()
 
 
-@app.command()
-def train(
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out", help="--cohort: model path (.ubj), card beside; --mexico: models folder."
-        ),
-    ],
-    cohort: Annotated[
-        Path | None,
-        typer.Option("--cohort", help="SYNTHETIC cohort folder (manifest.json, outcomes.csv)."),
-    ] = None,
-    mexico: Annotated[
-        Path | None,
-        typer.Option("--mexico", help="REAL Mexico case-file folder: trains every outcome."),
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option("--seed", help="Seed of the split and XGBoost (default 0; --mexico 2020)."),
-    ] = None,
-    target: Annotated[
-        str, typer.Option("--target", help="Outcome column: ventilation_14d or icu_admission.")
-    ] = "ventilation_14d",
-    threshold: Annotated[
-        list[float] | None,
-        typer.Option("--threshold", help="Policy threshold(s) to report (repeatable)."),
-    ] = None,
-    workers: Annotated[
-        int, typer.Option("--workers", help="Processes quantifying the DICOM studies.")
-    ] = 1,
-) -> None:
-    """Train risk models (--mexico: the shipped ones; --cohort: SYNTHETIC) and print metrics."""
-    if mexico is not None and cohort is None:
-        risk_cli.train_real(mexico, out, risk_cli.DEFAULT_SEED if seed is None else seed, console)
-        return
-    if cohort is None or mexico is not None:
-        console.print("[red]training failed[/red]: give exactly one of --cohort and --mexico")
-        raise typer.Exit(code=2)
-    started = time.perf_counter()
-    try:
-        card = train_from_cohort(
-            cohort,
-            out,
-            0 if seed is None else seed,
-            target=target,
-            policy_thresholds=tuple(threshold or (0.5,)),
-            workers=workers,
-            biomarker_fn=dicom_biomarkers,
-            biomarker_source=DICOM_BIOMARKER_SOURCE,
-        )
-    except TriageError as e:
-        console.print(f"[red]training failed[/red] ({e.reason.value}): {e.detail}")
-        raise typer.Exit(code=2) from e
-    except ValueError as e:  # e.g. a model path that does not end in .ubj
-        console.print(f"[red]training failed[/red]: {e}")
-        raise typer.Exit(code=2) from e
-    metrics = card["metrics"]
-    data = card["training_data"]
-    console.print(f"[bold]model[/bold] {out} version {card['version']} (target {card['target']})")
-    console.print(
-        f"trained on {data['n_studies']} studies ({data['n_positive']} positive) "
-        f"in {time.perf_counter() - started:.1f} s; {metrics['split']}"
-    )
-    table = Table(title=f"[yellow]{SYNTHETIC_LABEL}[/yellow]")
-    table.add_column("metric")
-    table.add_column("held-out value", justify="right")
-    for name in ("auc", "brier", "calibration_error"):
-        table.add_row(name, _fmt(metrics[name]))
-    for point in metrics["at_policy_thresholds"]:
-        t = point["threshold"]
-        table.add_row(f"sensitivity @ {t}", _fmt(point["sensitivity"]))
-        table.add_row(f"specificity @ {t}", _fmt(point["specificity"]))
-        table.add_row(f"alerts / 100 @ {t}", _fmt(point["alerts_per_100"]))
-    console.print(table)
-
-
-@thresholds_app.command("show")
-def show(
-    model: Annotated[Path, typer.Option("--model", help="Model path (.ubj) with its card.")],
-    studies_per_day: Annotated[
-        float | None,
-        typer.Option("--studies-per-day", help="Study volume for the expected alerts per day."),
-    ] = None,
-) -> None:
-    """Print the operating-point table of a trained model (from its card).
-
-    ``ctriage thresholds show`` (the root command) adds the levels in force and the volume
-    measured in the store; this one reads the card only.
-    """
-    try:
-        RiskModel.load(model)  # refuses a model whose card or features do not match
-        card = load_card(model)
-    except TriageError as e:
-        console.print(f"[red]cannot read model[/red] ({e.reason.value}): {e.detail}")
-        raise typer.Exit(code=2) from e
-    volume = "given" if studies_per_day is not None else "unknown: pass --studies-per-day"
-    console.print(operating_points_table(card, operating_point_rows(card, studies_per_day), volume))
-
-
-def operating_points_table(
-    card: dict[str, Any], rows: list[OperatingPointRow], volume_note: str
-) -> Table:
-    """The operating-point table of a model card (rows from :func:`operating_point_rows`)."""
-    per_day = rows[0].alerts_per_day is not None if rows else False
-    table = Table(
-        title=f"{card['name']} {card['version']} ({card['target']}): operating points\n"
-        f"[yellow]{card.get('operating_points_label', SYNTHETIC_LABEL)}[/yellow]",
-        caption=f"studies per day: {volume_note}",
-    )
-    columns = ["threshold", "sensitivity", "specificity", "PPV", "alerts / 100 studies"]
-    columns += ["alerts / day"] if per_day else []
-    for column in columns:
-        table.add_column(column, justify="right")
-    table.add_column("level in force")
-    for row in rows:
-        cells = [row.threshold, row.sensitivity, row.specificity, row.ppv, row.alerts_per_100]
-        cells += [row.alerts_per_day] if per_day else []
-        table.add_row(*(_fmt(c) for c in cells), ", ".join(row.levels))
-    return table
-
-
-@capacity_app.command("forecast")
+@app.command("forecast")
 def capacity_forecast(
     cohort: Annotated[Path, typer.Option("--cohort", help="Cohort folder with a census bundle.")],
     capacity_beds: Annotated[int, typer.Option("--capacity-beds", help="ICU beds.")] = 12,
@@ -213,7 +74,7 @@ def capacity_forecast(
     console.print(table)
 
 
-@capacity_app.command("backtest")
+@app.command("backtest")
 def capacity_backtest_command(
     csv: Annotated[
         Path, typer.Option("--csv", help="Daily series CSV (date, icu_occupancy, ...).")
@@ -256,10 +117,10 @@ def capacity_backtest_command(
             str(row["model"]),
             str(row["horizon_days"]),
             str(row["n"]),
-            _fmt(row["mae"]),
-            _fmt(row["mape"]),
-            _fmt(row["coverage80"]),
-            _fmt(row["coverage95"]),
+            fmt(row["mae"]),
+            fmt(row["mape"]),
+            fmt(row["coverage80"]),
+            fmt(row["coverage95"]),
         )
     console.print(table)
     if population is None:
@@ -270,7 +131,7 @@ def capacity_backtest_command(
         json_out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 
 
-@capacity_app.command("fit-stay")
+@app.command("fit-stay")
 def capacity_fit_stay(
     csv: Annotated[
         Path,
@@ -324,7 +185,7 @@ def capacity_fit_stay(
         json_out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 
 
-@capacity_app.command("plot")
+@app.command("plot")
 def capacity_plot(
     csv: Annotated[
         Path, typer.Option("--csv", help="Daily series CSV (date, icu_occupancy, ...).")
@@ -356,11 +217,3 @@ def capacity_plot(
         console.print(f"[red]cannot plot[/red]: {e}")
         raise typer.Exit(code=2) from e
     console.print(f"wrote {out}")
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
