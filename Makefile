@@ -15,6 +15,7 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check $(CODE) tests
 	$(BIN)/mypy $(CODE)
+	for model in inference/model_repository/*/1/model.py; do $(BIN)/mypy $$model || exit 1; done
 	$(BIN)/lint-imports
 
 bench: setup

@@ -42,7 +42,8 @@ class TritonPythonModel:
                 error = pb_utils.TritonError(bad[i], pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
-            part = logits[start : start + len(chunk)]
+            # every request empty: no batch ran, answer each with its (empty) slices
+            part = chunk if logits is None else logits[start : start + len(chunk)]
             start += len(chunk)
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("LOGITS", part)]))
         return responses
