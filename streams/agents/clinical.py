@@ -29,7 +29,7 @@ from streams.dlq import build_dead_letter, dead_letter
 from streams.metrics import MESSAGES, PENDING_FHIR
 from streams.records import CapacityEvent, CapacityEventKind, DeadLetter, FhirResourceEvent
 from triage.exceptions import FhirRejected, FhirRejectionReason
-from triage.fhir.features import ClinicalContext
+from triage.fhir.context import ClinicalContext
 from triage.fhir.icu import CensusChange, census_changes
 from triage.fhir.parse import FhirVersionValues, declared_version, normalise_r5
 

@@ -44,7 +44,8 @@ from triage.alerts.policy import (
     risk_id,
 )
 from triage.exceptions import TriageError
-from triage.fhir.features import ClinicalContext, clinical_features, completeness, feature_vector
+from triage.fhir.context import ClinicalContext
+from triage.fhir.features import clinical_features, completeness, feature_vector
 from triage.fhir.outbound import risk_assessment
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from streams import topics as t
 from streams.dlq import build_dead_letter
 from streams.records import DeadLetter, FhirResourceEvent
 from triage.exceptions import FhirRejected
-from triage.fhir.features import ClinicalContext, maps_to_context
+from triage.fhir.context import ClinicalContext, maps_to_context
 from triage.fhir.parse import (
     FhirVersionValues,
     ParsedResource,

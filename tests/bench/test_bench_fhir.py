@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from streams.sources.fhir_ingest import CollectingSink, FhirIngress
-from triage.fhir.features import ClinicalContext
+from triage.fhir.context import ClinicalContext
 from triage.fhir.parse import validate_resource
 from triage.fhir.pseudonym import Pseudonymiser
 

@@ -25,13 +25,8 @@ import numpy as np
 import xgboost as xgb
 
 from triage.exceptions import FhirRejected, TrainingDataError, TrainingDataReason
-from triage.fhir.features import (
-    FEATURE_UNITS,
-    FEATURES,
-    ClinicalContext,
-    clinical_features,
-    feature_vector,
-)
+from triage.fhir.context import ClinicalContext
+from triage.fhir.features import FEATURE_UNITS, FEATURES, clinical_features, feature_vector
 from triage.risk.evaluation import (
     calibration_error,
     operating_point,

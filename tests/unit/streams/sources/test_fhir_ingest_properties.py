@@ -15,7 +15,8 @@ from paths import SHARED_DATA
 
 from streams.sources.fhir_ingest import CollectingSink, FhirIngress
 from triage.exceptions import FhirRejected
-from triage.fhir.features import ClinicalContext, clinical_features
+from triage.fhir.context import ClinicalContext
+from triage.fhir.features import clinical_features
 from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.unit

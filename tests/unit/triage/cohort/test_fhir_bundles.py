@@ -19,8 +19,9 @@ from triage.fhir.codes import (
     is_icu_encounter,
     observation_key_for,
 )
+from triage.fhir.context import ClinicalContext
 from triage.fhir.diagnoses import DiagnosisKey, diagnosis_key_for
-from triage.fhir.features import ClinicalContext, clinical_features
+from triage.fhir.features import clinical_features
 from triage.fhir.icu import CensusChangeValues, census_changes, icu_change
 
 pytestmark = pytest.mark.unit

@@ -10,17 +10,16 @@ import pytest
 
 from triage.exceptions import FhirRejected, FhirRejectionReason
 from triage.fhir.codes import OBSERVATION_DEFINITIONS
+from triage.fhir.context import ClinicalContext, maps_to_context
 from triage.fhir.features import (
     CLINICAL_FEATURES,
     CONTEXT_FEATURES,
     FEATURES,
     IMAGING_FEATURES,
-    ClinicalContext,
     CompletenessValues,
     clinical_features,
     completeness,
     feature_vector,
-    maps_to_context,
 )
 from triage.risk.model import RiskModel
 from triage.risk.scoring import MODELS_DIR
@@ -346,9 +345,7 @@ def test_pneumonia_update_to_entered_in_error_withdraws_it() -> None:
 
 def test_pneumonia_reaches_the_model_and_raises_risk() -> None:
     """The shipped clinical model reads has_pneumonia from FHIR now (it was always missing)."""
-    model = RiskModel.load(
-        MODELS_DIR / "ventilation_clinical.ubj"
-    )
+    model = RiskModel.load(MODELS_DIR / "ventilation_clinical.ubj")
     without = clinical_features(fold(PATIENT, condition("44054006", "d")), CT)
     with_pn = clinical_features(
         fold(

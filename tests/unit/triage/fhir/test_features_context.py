@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from triage.exceptions import FhirRejected, FhirRejectionReason
+from triage.fhir.context import ClinicalContext
 from triage.fhir.features import (
     CLINICAL_FEATURES,
     FEATURES,
     IMAGING_FEATURES,
-    ClinicalContext,
     CompletenessValues,
     clinical_features,
     completeness,
