@@ -109,75 +109,18 @@ def generate_cohort(
     studies: list[StudyEntry] = []
     outcomes: list[OutcomeRow] = []
     for index in range(n_patients):
-        profile = sample_profile(seed, index)
-        arrival = _arrival(seed, index, profile, float(ct_offsets[index]))
-        ct_time = start_time + timedelta(seconds=arrival.ct_offset_s)
-        identity = sample_identity(
-            seed, index, profile.sex, profile.age_years, ct_time.date(), taken_ids
-        )
-        study_uid, series_uid, frame_uid = series_uids(seed, index)
-
-        bundle = patient_bundle(
-            patient_rng(seed, index, Stream.IDENTITY),
-            identity,
-            profile,
+        study, outcome = _write_patient(
+            out_dir,
+            seed,
+            index,
+            float(ct_offsets[index]),
+            start_time,
             hospital,
-            ct_time,
-            assembled_at=start_time + timedelta(seconds=arrival.fhir_offset_s),
+            geometry,
+            taken_ids,
         )
-        fhir_rel = f"fhir/{identity.patient_id}.json"
-        _write_json(out_dir / fhir_rel, bundle)
-
-        spec = phantom_for(seed, profile, geometry)
-        info = SeriesInfo(
-            study_uid=study_uid,
-            series_uid=series_uid,
-            frame_of_reference_uid=frame_uid,
-            patient_id=identity.patient_id,
-            family_name=identity.family_name,
-            given_name=identity.given_name,
-            birth_date=identity.birth_date,
-            sex=profile.sex,
-            age_years=profile.age_years,
-            ct_time=ct_time,
-            hospital=hospital,
-            accession_number=f"ACC{identity.mrn}{index % 100:02d}",
-        )
-        study_rel = f"dicom/{study_uid}"
-        truth = write_series(spec, info, out_dir / study_rel)
-
-        studies.append(
-            StudyEntry(
-                patient_id=identity.patient_id,
-                study_uid=study_uid,
-                series_uid=series_uid,
-                study_dir=study_rel,
-                fhir_bundle=fhir_rel,
-                ct_time=ct_time,
-                offset_s=arrival.ct_offset_s,
-                fhir_offset_s=arrival.fhir_offset_s,
-            )
-        )
-        outcomes.append(
-            OutcomeRow(
-                patient_id=identity.patient_id,
-                study_uid=study_uid,
-                severity=profile.severity,
-                ventilation_14d=profile.outcome.ventilation_14d,
-                icu_admission=profile.outcome.icu_admission,
-                icu_los_days=profile.outcome.icu_los_days,
-                lesion_volume_ml_true=truth.lesion_volume_ml,
-                lung_volume_ml_true=truth.lung_volume_ml,
-            )
-        )
-        logger.debug(
-            "patient %d/%d: severity %.2f, lesions %.0f mL of %.0f mL lung",
-            index + 1,
-            n_patients,
-            profile.severity,
-            truth.lesion_volume_ml,
-            truth.lung_volume_ml,
-        )
+        studies.append(study)
+        outcomes.append(outcome)
 
     census = _census(seed, icu_occupants, hospital, start_time, taken_ids)
     _write_json(out_dir / CENSUS_BUNDLE, census)
@@ -201,6 +144,84 @@ def generate_cohort(
         time.monotonic() - started,
     )
     return manifest
+
+
+def _write_patient(
+    out_dir: Path,
+    seed: int,
+    index: int,
+    ct_offset_s: float,
+    start_time: datetime,
+    hospital: str,
+    geometry: PhantomGeometry,
+    taken_ids: set[str],
+) -> tuple[StudyEntry, OutcomeRow]:
+    """Write one patient's FHIR bundle and CT series; return its manifest entry and outcome."""
+    profile = sample_profile(seed, index)
+    arrival = _arrival(seed, index, profile, ct_offset_s)
+    ct_time = start_time + timedelta(seconds=arrival.ct_offset_s)
+    identity = sample_identity(
+        seed, index, profile.sex, profile.age_years, ct_time.date(), taken_ids
+    )
+    study_uid, series_uid, frame_uid = series_uids(seed, index)
+
+    bundle = patient_bundle(
+        patient_rng(seed, index, Stream.IDENTITY),
+        identity,
+        profile,
+        hospital,
+        ct_time,
+        assembled_at=start_time + timedelta(seconds=arrival.fhir_offset_s),
+    )
+    fhir_rel = f"fhir/{identity.patient_id}.json"
+    _write_json(out_dir / fhir_rel, bundle)
+
+    spec = phantom_for(seed, profile, geometry)
+    info = SeriesInfo(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        frame_of_reference_uid=frame_uid,
+        patient_id=identity.patient_id,
+        family_name=identity.family_name,
+        given_name=identity.given_name,
+        birth_date=identity.birth_date,
+        sex=profile.sex,
+        age_years=profile.age_years,
+        ct_time=ct_time,
+        hospital=hospital,
+        accession_number=f"ACC{identity.mrn}{index % 100:02d}",
+    )
+    study_rel = f"dicom/{study_uid}"
+    truth = write_series(spec, info, out_dir / study_rel)
+
+    study = StudyEntry(
+        patient_id=identity.patient_id,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        study_dir=study_rel,
+        fhir_bundle=fhir_rel,
+        ct_time=ct_time,
+        offset_s=arrival.ct_offset_s,
+        fhir_offset_s=arrival.fhir_offset_s,
+    )
+    outcome = OutcomeRow(
+        patient_id=identity.patient_id,
+        study_uid=study_uid,
+        severity=profile.severity,
+        ventilation_14d=profile.outcome.ventilation_14d,
+        icu_admission=profile.outcome.icu_admission,
+        icu_los_days=profile.outcome.icu_los_days,
+        lesion_volume_ml_true=truth.lesion_volume_ml,
+        lung_volume_ml_true=truth.lung_volume_ml,
+    )
+    logger.debug(
+        "patient %d: severity %.2f, lesions %.0f mL of %.0f mL lung",
+        index + 1,
+        profile.severity,
+        truth.lesion_volume_ml,
+        truth.lung_volume_ml,
+    )
+    return study, outcome
 
 
 def phantom_for(seed: int, profile: ClinicalProfile, geometry: PhantomGeometry) -> PhantomSpec:

@@ -81,9 +81,6 @@ def risk_assessment(
     escalated_from: str | None = None,
 ) -> dict[str, Any]:
     """A final RiskAssessment for one alert (``occurrence``: ISO 8601 with offset)."""
-    codings, outcome_text, days = OUTCOMES.get(target, OUTCOMES["ventilation_14d"])
-    code, display = _QUALITATIVE.get(level, ("high", "High likelihood"))
-    reasons = "; ".join(_feature_text(f) for f in top_features)
     escalation = f"; escalated from {escalated_from}" if escalated_from else ""
     resource: dict[str, Any] = {
         "resourceType": "RiskAssessment",
@@ -115,27 +112,7 @@ def risk_assessment(
                 "display": "chest CT",
             }
         ],
-        "prediction": [
-            {
-                "outcome": {"coding": [c.as_fhir() for c in codings], "text": outcome_text},
-                "probabilityDecimal": round(float(probability), 4),
-                "qualitativeRisk": {
-                    "coding": [
-                        {"system": RISK_PROBABILITY_SYSTEM, "code": code, "display": display}
-                    ],
-                    "text": level,
-                },
-                "whenRange": {
-                    "high": {
-                        "value": days,
-                        "unit": "d",
-                        "system": CodeSystem.UCUM.value,
-                        "code": "d",
-                    }
-                },
-                "rationale": f"top contributions: {reasons}" if reasons else None,
-            }
-        ],
+        "prediction": [_prediction(target, probability, level, top_features)],
         "note": [
             {
                 "text": f"risk level {level}{escalation}; model {model_version}; threshold "
@@ -143,9 +120,30 @@ def risk_assessment(
             }
         ],
     }
-    if resource["prediction"][0]["rationale"] is None:
-        del resource["prediction"][0]["rationale"]
     return _validated(RiskAssessment, resource)
+
+
+def _prediction(
+    target: str, probability: float, level: str, top_features: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The RiskAssessment's one prediction: outcome, probability, level, horizon, reasons."""
+    codings, outcome_text, days = OUTCOMES.get(target, OUTCOMES["ventilation_14d"])
+    code, display = _QUALITATIVE.get(level, ("high", "High likelihood"))
+    prediction: dict[str, Any] = {
+        "outcome": {"coding": [c.as_fhir() for c in codings], "text": outcome_text},
+        "probabilityDecimal": round(float(probability), 4),
+        "qualitativeRisk": {
+            "coding": [{"system": RISK_PROBABILITY_SYSTEM, "code": code, "display": display}],
+            "text": level,
+        },
+        "whenRange": {
+            "high": {"value": days, "unit": "d", "system": CodeSystem.UCUM.value, "code": "d"}
+        },
+    }
+    reasons = "; ".join(_feature_text(f) for f in top_features)
+    if reasons:
+        prediction["rationale"] = f"top contributions: {reasons}"
+    return prediction
 
 
 def threshold_audit_event(
