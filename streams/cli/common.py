@@ -1,9 +1,13 @@
-"""Helpers shared by the ``ctriage`` command modules: logging set-up and number formatting."""
+"""Helpers shared by the ``ctriage`` command modules: logging, number formatting, settings."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
+    from triage.fhir.pseudonym import Pseudonymiser
 
 
 def configure_logging(level: str) -> None:
@@ -21,3 +25,11 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
+
+
+def pseudonymiser(settings: Settings) -> Pseudonymiser:
+    """The ingress pseudonymiser with the configured key and key version."""
+    from triage.fhir.pseudonym import Pseudonymiser
+
+    key = settings.pseudonym.key.get_secret_value().encode()
+    return Pseudonymiser(key, settings.pseudonym.key_version)

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from deploy.exceptions import ServiceError
-from deploy.services import LocalServices, ServiceNameValues, ServiceStatus
-from streams.kafka_health import broker_answers
-from streams.settings import Settings, load_settings
+from deploy.services import ServiceNameValues, ServiceStatus
+from streams.services import services_from_settings
+from streams.settings import load_settings
 
 app = typer.Typer(help="Run the local Kafka broker and Triton server.", no_args_is_help=True)
 console = Console()
@@ -22,35 +22,6 @@ Only = Annotated[
     list[ServiceNameValues] | None,
     typer.Option("--only", help="Act on this service only (repeatable)."),
 ]
-
-
-def _port_of(bootstrap_servers: str) -> int:
-    """Port of the first ``host:port`` in a bootstrap list (the local broker listens there)."""
-    first = bootstrap_servers.split(",")[0].strip()
-    return int(first.rsplit(":", 1)[1])
-
-
-def services_from_settings(
-    settings: Settings, model_repository: Path | None = None
-) -> LocalServices:
-    """Build :class:`LocalServices` from ctriage settings."""
-    return LocalServices(
-        run_dir=settings.run_dir,
-        cache_dir=settings.cache_dir,
-        model_repository=model_repository or settings.triton.model_repository,
-        kafka_port=_port_of(settings.kafka.bootstrap_servers),
-        kafka_controller_port=settings.kafka.controller_port,
-        kafka_heap_mb=settings.kafka.heap_mb,
-        kafka_partitions=settings.kafka.partitions,
-        triton_http_port=settings.triton.http_port,
-        triton_grpc_port=settings.triton.grpc_port,
-        triton_metrics_port=settings.triton.metrics_port,
-        postgres_port=settings.store.local_port,
-        prometheus_port=settings.monitoring.prometheus_port,
-        prometheus_targets=[f"127.0.0.1:{settings.worker.metrics_port}"],
-        scrape_interval_s=settings.monitoring.scrape_interval_s,
-        kafka_ready_probe=broker_answers,
-    )
 
 
 def _print(statuses: list[ServiceStatus]) -> None:

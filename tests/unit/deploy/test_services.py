@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from deploy.services import LocalServices, ServiceNameValues, ServiceStateValues
-from streams.cli.services import _port_of, app, services_from_settings
+from streams.cli.services import app
+from streams.services import port_of, services_from_settings
 from streams.settings import KafkaSettings, Settings
 
 pytestmark = pytest.mark.unit
@@ -69,7 +70,7 @@ def test_settings_map_onto_the_launchers(tmp_path: Path) -> None:
     [("127.0.0.1:19092", 19092), ("localhost:9092,other:9093", 9092)],
 )
 def test_port_of_bootstrap_servers(bootstrap: str, port: int) -> None:
-    assert _port_of(bootstrap) == port
+    assert port_of(bootstrap) == port
 
 
 def free_port() -> int:

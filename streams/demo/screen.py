@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from streams.demo.summary import LatencySummary, SyntheticMatch
 from streams.records import Alert, CapacityForecast, Contribution, DeadLetter, ForecastDay
-from streams.summary import LatencySummary, SyntheticMatch
 
 if TYPE_CHECKING:
-    from streams.demo import MonitoringSnapshot
+    from streams.demo.run import MonitoringSnapshot
 
 _LEVEL_STYLE = {"high": "bold red", "moderate": "yellow", "low": "green"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
+from streams.demo.screen import alert_line, forecast_table, ventilator_table
 from streams.records import Alert, CapacityForecast, Contribution, ForecastDay, VentilatorForecast
-from streams.screen import alert_line, forecast_table, ventilator_table
 
 pytestmark = pytest.mark.unit
 

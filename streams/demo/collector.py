@@ -12,8 +12,8 @@ from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from streams import topics as t
+from streams.demo.summary import ReplayOutcome
 from streams.records import Alert, CapacityForecast, DeadLetter, RiskAssessment
-from streams.summary import ReplayOutcome
 
 OUTPUT_TOPICS = (t.TRIAGE_RISK.name, t.TRIAGE_ALERTS.name, t.CAPACITY_FORECASTS.name)
 

@@ -30,11 +30,11 @@ from deploy.postgres import local_store_url
 from deploy.prometheus import PrometheusServer
 from deploy.services import LocalServices
 from inference.client import THRESHOLD_MODEL
-from streams.cli.services import services_from_settings
-from streams.collector import OutputCollector
+from streams.demo.collector import OutputCollector
+from streams.demo.summary import ReplayOutcome
+from streams.services import services_from_settings
 from streams.settings import Settings, settings_env
 from streams.sources.replay import ReplayReport, replay
-from streams.summary import ReplayOutcome
 from triage.cohort import generate_cohort
 from triage.fhir.pseudonym import Pseudonymiser
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from streams.demo.summary import ReplayOutcome, auc, latency_summary, synthetic_match
 from streams.records import Alert, RiskAssessment, StageTimings
-from streams.summary import ReplayOutcome, auc, latency_summary, synthetic_match
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,173 @@
+"""``ctriage worker|topics|replay|ingest|receive|poll-dicomweb``: the worker and the CT ingress.
+
+Plain functions; :mod:`streams.cli.root` registers each as a command of ``ctriage``.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from streams.cli.common import configure_logging, pseudonymiser
+from streams.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from streams.sources.publish import StudyPublisher
+
+
+def worker(
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run the stream worker (Faust) in the foreground."""
+    from streams.worker import run_worker
+
+    configure_logging(loglevel)
+    run_worker(load_settings(), loglevel=loglevel)
+
+
+def topics() -> None:
+    """Create the declared topics (with their dead-letter twins) and check their layout."""
+    from streams.topics import ensure_topics, topic_layout
+
+    settings = load_settings()
+    ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.partitions)
+    for name, (partitions, compacted) in sorted(topic_layout(settings.kafka.partitions).items()):
+        typer.echo(f"{name:28} partitions={partitions}{' compacted' if compacted else ''}")
+
+
+def replay_command(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder (from `ctriage cohort generate`).")],
+    speed: Annotated[float, typer.Option(help="Clinical seconds per wall second.")] = 3600.0,
+) -> None:
+    """Publish a cohort's FHIR resources and CT events into Kafka in accelerated time."""
+    from streams.sources.replay import replay
+
+    settings = load_settings()
+    report = replay(
+        cohort,
+        settings.kafka.bootstrap_servers,
+        pseudonymiser(settings),
+        speed,
+        settings.run_dir / "quarantine",
+    )
+    typer.echo(
+        f"published {report.studies} CT studies and {report.fhir_resources} FHIR resources "
+        f"({report.rejected} bundles rejected at ingress)"
+    )
+
+
+def _publisher(settings: Settings) -> StudyPublisher:
+    from streams.sources.publish import StudyPublisher
+
+    return StudyPublisher(
+        settings.kafka.bootstrap_servers,
+        pseudonymiser(settings),
+        settings.worker.hospital,
+    )
+
+
+def ingest_command(
+    path: Annotated[Path, typer.Argument(help="Folder of DICOM files, or a DICOMDIR.")],
+) -> None:
+    """Store the DICOM studies under PATH and publish one ct.studies event per study."""
+    from streams.sources.folder import ingest_folder
+    from streams.sources.study_store import StudyStore
+
+    settings = load_settings()
+    publisher = _publisher(settings)
+    try:
+        report = ingest_folder(path, StudyStore(settings.ingest.study_store), publisher)
+    finally:
+        publisher.close()
+    for event in report.events:
+        typer.echo(f"published  {event.study_uid}  {event.study_uri}")
+    for letter in report.rejections:
+        typer.echo(f"rejected   {letter.reason_code}  {letter.source_topic}: {letter.error}")
+    typer.echo(
+        f"{report.instances} DICOM instances in {len(report.events)} studies, "
+        f"{report.not_dicom} files not DICOM, {len(report.rejections)} rejected"
+    )
+    if report.rejections and not report.events:
+        raise typer.Exit(1)
+
+
+def receive_command(
+    stability_s: Annotated[
+        float | None, typer.Option(help="Seconds without a new instance before a study is sent.")
+    ] = None,
+) -> None:
+    """Run the DICOM C-STORE receiver and publish each stable study (Ctrl-C stops)."""
+    import threading
+
+    from streams.sources.dicom_receiver import DicomReceiver
+    from streams.sources.study_store import StudyStore
+
+    configure_logging("info")
+    settings = load_settings()
+    publisher = _publisher(settings)
+    receiver = DicomReceiver(
+        StudyStore(settings.ingest.study_store),
+        on_stable=lambda study: publisher.publish(study.arrival, "dicom-cstore"),
+        on_rejected=publisher.reject,
+        ae_title=settings.ingest.ae_title,
+        host=settings.ingest.host,
+        port=settings.ingest.port,
+        stability_s=settings.ingest.stability_s if stability_s is None else stability_s,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    receiver.start()
+    typer.echo(f"receiving as {settings.ingest.ae_title} on port {settings.ingest.port}")
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.stop()
+        publisher.close()
+
+
+def poll_dicomweb_command(
+    url: Annotated[
+        str | None, typer.Option(help="DICOMweb root (QIDO-RS/WADO-RS), e.g. Orthanc's /dicom-web.")
+    ] = None,
+    interval_s: Annotated[float | None, typer.Option(help="Seconds between searches.")] = None,
+    once: Annotated[bool, typer.Option(help="Search once, publish what is stable, exit.")] = False,
+) -> None:
+    """Poll a PACS over DICOMweb and publish each new stable CT study (Ctrl-C stops)."""
+    import threading
+
+    from streams.sources.dicomweb import DicomwebPoller
+    from streams.sources.publish import StudyArrival
+    from streams.sources.study_store import StudyStore
+
+    configure_logging("info")
+    settings = load_settings()
+    publisher = _publisher(settings)
+
+    def announce(arrival: StudyArrival) -> None:
+        publisher.publish(arrival, "dicomweb")
+
+    poller = DicomwebPoller(
+        url or settings.ingest.dicomweb_url,
+        StudyStore(settings.ingest.study_store),
+        on_study=announce,
+        on_rejected=publisher.reject,
+        stability_s=0.0 if once else settings.ingest.stability_s,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if once:
+            arrivals = poller.poll_once()
+            typer.echo(f"{len(arrivals)} studies published")
+        else:
+            typer.echo(f"polling {poller.client.base_url}")
+            poller.run(interval_s or settings.ingest.poll_interval_s, stop.is_set)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        publisher.close()
