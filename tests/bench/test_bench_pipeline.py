@@ -17,9 +17,8 @@ import psutil
 import pytest
 
 from inference.client import THRESHOLD_MODEL, UNET_MODEL
-from streams.demo import DemoOptions, WorkerProcess, run_pipeline
+from streams.demo import DemoOptions, WorkerProcess, latency_summary, run_pipeline
 from streams.settings import Settings
-from streams.summary import latency_summary
 from triage.cohort import generate_cohort, load_manifest
 
 pytestmark = pytest.mark.bench

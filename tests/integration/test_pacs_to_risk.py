@@ -27,8 +27,7 @@ from deploy.orthanc import OrthancServer
 from inference.segmentation import OnnxSegmenter, segment_volume
 from inference.volume import load_series
 from streams import topics as t
-from streams.collector import OutputCollector
-from streams.demo import WorkerProcess
+from streams.demo import OutputCollector, WorkerProcess
 from streams.records import CtStudy
 from streams.settings import Settings
 from streams.sources.dicom_receiver import DicomReceiver

@@ -43,7 +43,7 @@ def settings(
         run_dir=run_dir,
         kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "partitions": 4},
         # the threshold model, as in the demo: it measures the phantoms' HU-range lesions by
-        # construction, the learned default under-reads them (streams/demo.py docstring)
+        # construction, the learned default under-reads them (streams/demo/run.py docstring)
         triton={"http_port": triton_port, "model_name": THRESHOLD_MODEL},
         store={"url": postgres_server.create_database("pipeline_it")},  # the real store engine
         worker={

@@ -244,7 +244,7 @@ def test_cli_up_outlives_the_cli_then_down_stops_everything(
     }
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        code = "from deploy.cli import app; app()"
+        code = "from streams.cli.services import app; app()"
         return subprocess.run(
             [sys.executable, "-c", code, *args],
             env=env,
