@@ -25,7 +25,7 @@ from streams.admin.policy_log import PolicyLog, PolicyLogError
 from streams.admin.serve import default_policy, serve_admin_api, with_log
 from streams.admin.volume import study_volume
 from streams.cli.common import configure_logging, fmt
-from streams.settings import load_settings
+from streams.settings import Settings, load_settings
 from triage.alerts.policy import NAMED_LEVELS, AlertPolicy
 from triage.alerts.thresholds import (
     OperatingPointRow,
@@ -182,6 +182,11 @@ def set_level(
         alert_from=alert_from,
         expected_version=expected_version,
     )
+    set_through_kafka(settings, change)
+
+
+def set_through_kafka(settings: Settings, change: ThresholdChange) -> None:
+    """Publish a change on triage.config; print what it did (exit 2 refused, 3 unreachable)."""
 
     async def apply(log: PolicyLog) -> tuple[AlertPolicy, str | None, str | None]:
         result = await log.change(change, "threshold-admin", "cli")
