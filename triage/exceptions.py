@@ -7,7 +7,8 @@ dead-letter it and count it by reason without parsing messages::
     ├── FhirRejected        (FhirRejectionReason)    a FHIR resource we will not use
     ├── ModelArtifactError  (ModelArtifactReason)    a model file or card we cannot trust
     ├── TrainingDataError   (TrainingDataReason)     a cohort we cannot train on
-    └── ConfigRejected      (ConfigRejectionReason)  an alert policy / forecast input out of range
+    ├── ConfigRejected      (ConfigRejectionReason)  an alert policy / forecast input out of range
+    └── ValidationRefused   (ValidationReason)       outcomes we cannot validate or recalibrate on
 """
 
 from __future__ import annotations
@@ -72,6 +73,17 @@ class ConfigRejectionReason(StrEnum):
     UNKNOWN_HOSPITAL = "unknown_hospital"
 
 
+class ValidationReason(StrEnum):
+    """Why a table of outcomes cannot validate or recalibrate a risk model (closed list)."""
+
+    NO_OUTCOME_COLUMN = "no_outcome_column"
+    NO_SCORED_ROWS = "no_scored_rows"
+    SINGLE_CLASS = "single_class"
+    TOO_FEW_EVENTS = "too_few_events"
+    TOO_FEW_NON_EVENTS = "too_few_non_events"
+    UNKNOWN_OUTCOME = "unknown_outcome"
+
+
 class TriageError(Exception):
     """Base class of every triage error; ``reason`` is a closed-list code, ``detail`` free text."""
 
@@ -126,4 +138,13 @@ class ConfigRejected(TriageError):
     reason: ConfigRejectionReason
 
     def __init__(self, reason: ConfigRejectionReason, detail: str) -> None:
+        super().__init__(reason, detail)
+
+
+class ValidationRefused(TriageError):
+    """A table of outcomes too small or degenerate to validate a model or recalibrate it."""
+
+    reason: ValidationReason
+
+    def __init__(self, reason: ValidationReason, detail: str) -> None:
         super().__init__(reason, detail)

@@ -19,7 +19,7 @@ from triage.fhir.codes import (
     ConditionKey,
 )
 from triage.fhir.features import FEATURE_UNITS, FEATURES, IMAGING_FEATURES
-from triage.risk import semisynthetic
+from triage.risk import robust, semisynthetic
 
 REAL_LABEL = (
     "REAL DATA: clinical-only model (age, sex, comorbidities, pneumonia) trained and tested on "
@@ -114,7 +114,7 @@ def build_card(
     fused = kind == "fused"
     label = semisynthetic.LABEL if fused else REAL_LABEL
     data = summary["training_data"]
-    used = {"age_years", "sex_male", *data["feature_columns"]}
+    used = {"age_years", "sex_male", *data["feature_columns"]} - set(robust.DROPPED_FEATURES)
     if fused:
         used |= set(IMAGING_FEATURES)
     by_split = {}
@@ -145,10 +145,12 @@ def build_card(
         "training_data": training_data,
         "pneumonia_withheld_fraction": summary["pneumonia_withheld_fraction"],
         "history_withheld_fraction": summary["history_withheld_fraction"],
-        "withheld_why": "training rows with the pneumonia flag (and, independently, all "
-        "comorbidity flags) set missing at random, so that a missing field means 'unknown' "
-        "(the stream knows pneumonia only once a Condition arrives; a CSV may omit fields), "
-        "not the case file's 'se ignora'",
+        "field_withheld_fraction": summary["field_withheld_fraction"],
+        "withheld_why": "training rows with the pneumonia flag, all comorbidity flags together "
+        "and each clinical field on its own set missing at random, so that a missing field "
+        "means 'not recorded' (the stream knows pneumonia only once a Condition arrives; a site "
+        "may not record a field at all), not the case file's 'se ignora'",
+        "robustness": robust.card_block(name),
         "seed": summary["seed"],
         "params": params,
         "calibration": {
@@ -182,6 +184,12 @@ def build_card(
             "has_pneumonia comes from a pneumonia Condition only and is missing (never 0) until "
             "one arrives; training withheld it from 30 % of rows so a missing flag reads as "
             "unknown",
-            "imaging effect sizes are assumptions from two single-centre studies (fused model)",
+            "asthma and smoking are ignored (registry artefacts of the Mexico file); cancer is "
+            "not in the file",
+            "external validation (docs/risk-validation.md): the transported model reaches age "
+            "alone but not the cohorts' own ceilings; recalibrate on a site's outcomes "
+            "(ctriage risk recalibrate) before use",
+            "imaging effect sizes are assumptions from two single-centre studies (fused model); "
+            "the drawn biomarkers pass through the lesion model's measured error first",
         ],
     }

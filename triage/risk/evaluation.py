@@ -153,27 +153,45 @@ class IsotonicCalibration:
     y: tuple[float, ...]
 
     @classmethod
-    def fit(cls, scores: np.ndarray, labels: np.ndarray) -> IsotonicCalibration:
-        """Fit on raw scores and 0/1 labels (at least two distinct scores)."""
-        order = np.argsort(scores, kind="stable")
-        xs, ys = np.asarray(scores, dtype=float)[order], np.asarray(labels, dtype=float)[order]
-        # Blocks: [sum_y, sum_x, count]; merge while a block's mean exceeds the next one's.
-        sums_y: list[float] = []
-        sums_x: list[float] = []
-        counts: list[float] = []
-        for x, y in zip(xs, ys, strict=True):
-            sums_y.append(y)
-            sums_x.append(x)
-            counts.append(1.0)
-            while len(sums_y) > 1 and sums_y[-2] / counts[-2] >= sums_y[-1] / counts[-1]:
-                y_last, x_last, n_last = sums_y.pop(), sums_x.pop(), counts.pop()
-                sums_y[-1] += y_last
-                sums_x[-1] += x_last
-                counts[-1] += n_last
-        c = np.asarray(counts)
-        px = np.asarray(sums_x) / c
-        py = np.asarray(sums_y) / c
-        return cls(tuple(round(float(v), 6) for v in px), tuple(round(float(v), 6) for v in py))
+    def fit(
+        cls, scores: np.ndarray, labels: np.ndarray, *, merge_ties: bool = False
+    ) -> IsotonicCalibration:
+        """Fit on raw scores and 0/1 labels (at least two distinct scores).
+
+        ``merge_ties`` pools patients with the same score into one weighted point first and
+        keeps each block's lowest and highest score (a step between blocks, not a line through
+        block means), so a score maps to its own block's rate: needed for a table with few
+        distinct scores (a site's age bands). The shipped maps were fitted without it.
+        """
+        xs, ys, ws = np.asarray(scores, dtype=float), np.asarray(labels, dtype=float), None
+        if merge_ties:
+            xs, inverse, counts = np.unique(xs, return_inverse=True, return_counts=True)
+            ys = np.bincount(inverse, weights=ys) / counts
+            ws = counts.astype(float)
+        order = np.argsort(xs, kind="stable")
+        xs, ys = xs[order], ys[order]
+        weights = np.ones_like(xs) if ws is None else ws[order]
+        # Blocks: sums of y and x, weight, lowest and highest x; merge while a block's mean
+        # exceeds the next one's (pool-adjacent-violators).
+        blocks: list[list[float]] = []
+        for x, y, w in zip(xs, ys, weights, strict=True):
+            blocks.append([y * w, x * w, w, x, x])
+            while (
+                len(blocks) > 1 and blocks[-2][0] / blocks[-2][2] >= blocks[-1][0] / blocks[-1][2]
+            ):
+                last = blocks.pop()
+                blocks[-1] = [
+                    blocks[-1][0] + last[0],
+                    blocks[-1][1] + last[1],
+                    blocks[-1][2] + last[2],
+                    blocks[-1][3],
+                    last[4],
+                ]
+        rates = [b[0] / b[2] for b in blocks]
+        if not merge_ties:
+            return cls(_rounded(b[1] / b[2] for b in blocks), _rounded(rates))
+        points = sorted({(b[k], r) for b, r in zip(blocks, rates, strict=True) for k in (3, 4)})
+        return cls(_rounded(p[0] for p in points), _rounded(p[1] for p in points))
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
         """Calibrated probabilities, kept within [PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR].
@@ -240,6 +258,10 @@ class LogisticModel:
         filled = np.where(np.isnan(x), self.mean, x)
         z = self.coef[0] + ((filled - self.mean) / self.scale) @ self.coef[1:]
         return 1.0 / (1.0 + np.exp(-z))
+
+
+def _rounded(values: Any) -> tuple[float, ...]:
+    return tuple(round(float(v), 6) for v in values)
 
 
 def _ratio(num: int, den: int) -> float | None:

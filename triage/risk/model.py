@@ -27,6 +27,7 @@ import xgboost as xgb
 
 from triage.exceptions import ModelArtifactError, ModelArtifactReason
 from triage.fhir.features import FEATURES
+from triage.risk.calibration import LogisticRecalibration
 from triage.risk.evaluation import IsotonicCalibration
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,31 @@ class RiskScore:
     def top_features_json(self) -> list[dict[str, Any]]:
         """Return the contributions as JSON-safe dicts (for the ``top_features`` column)."""
         return [{**asdict(c), "direction": c.direction.value} for c in self.top_features]
+
+
+SiteLayer = IsotonicCalibration | LogisticRecalibration
+SITE_CALIBRATION_HEX_CHARS = 8
+
+
+def site_calibration_id(site_calibration: Mapping[str, Any]) -> str:
+    """Short hash of a site calibration block (the part of the version after ``+site.``)."""
+    text = json.dumps(site_calibration, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(text).hexdigest()[:SITE_CALIBRATION_HEX_CHARS]
+
+
+def recalibrated_version(base_version: str, site_calibration: Mapping[str, Any]) -> str:
+    """The version of a model with a site's calibration layer: ``<base>+site.<id>``."""
+    return f"{base_version}+site.{site_calibration_id(site_calibration)}"
+
+
+def site_layer(site_calibration: Mapping[str, Any]) -> SiteLayer:
+    """The calibration layer of a card's ``site_calibration`` block; ValueError if malformed."""
+    layer = site_calibration.get("layer")
+    if not isinstance(layer, dict):
+        raise ValueError("site_calibration has no 'layer' map")
+    if layer.get("method") == "logistic":
+        return LogisticRecalibration.from_dict(layer)
+    return IsotonicCalibration.from_dict(layer)
 
 
 def card_path(model_path: Path) -> Path:
@@ -112,11 +138,13 @@ class RiskModel:
         card: dict[str, Any],
         version: str,
         calibration: IsotonicCalibration | None = None,
+        site: SiteLayer | None = None,
     ) -> None:
         self._booster = booster
         self.card = card
         self.version = version
         self.calibration = calibration
+        self.site = site
         self.features: tuple[str, ...] = FEATURES
         self.target: str = str(card.get("target", "ventilation_14d"))
 
@@ -141,6 +169,13 @@ class RiskModel:
         raw = path.read_bytes()
         calibration_map = card.get("calibration")
         version = model_version(raw, calibration_map)
+        site = None
+        if card.get("site_calibration") is not None:
+            try:
+                site = site_layer(card["site_calibration"])
+            except (ValueError, TypeError, AttributeError) as e:
+                raise ModelArtifactError(ModelArtifactReason.INVALID_CARD, f"{path}: {e}") from e
+            version = recalibrated_version(version, card["site_calibration"])
         if card.get("version") != version:
             raise ModelArtifactError(
                 ModelArtifactReason.VERSION_MISMATCH,
@@ -167,7 +202,7 @@ class RiskModel:
         logger.info(
             "loaded risk model %s (version %s, target %s)", path, version, card.get("target")
         )
-        return cls(booster, card, version, calibration)
+        return cls(booster, card, version, calibration, site)
 
     def score(self, features: Mapping[str, float | None], top_k: int = 5) -> RiskScore:
         """Score one patient; missing or None features are passed as missing (never imputed).
@@ -181,10 +216,11 @@ class RiskModel:
         dmat = xgb.DMatrix(row, missing=np.nan, feature_names=list(FEATURES))
         contribs = self._booster.predict(dmat, pred_contribs=True)[0]
         margin = float(contribs.sum())  # per-feature SHAP values plus the bias add to the margin
-        probability = 1.0 / (1.0 + math.exp(-margin))
-        if self.calibration is not None:
-            probability = float(self.calibration.apply(np.array([probability]))[0])
-        order = np.argsort(-np.abs(contribs[:-1]), kind="stable")[: max(top_k, 0)]
+        probability = float(self.calibrate(np.array([1.0 / (1.0 + math.exp(-margin))]))[0])
+        # A feature the patient's record does not have is never an explanation.
+        recorded = np.array([not math.isnan(v) for v in values])
+        weights = np.where(recorded, np.abs(contribs[:-1]), -1.0)
+        order = np.argsort(-weights, kind="stable")[: max(top_k, 0)]
         top = [
             Contribution(
                 feature=FEATURES[i],
@@ -193,18 +229,22 @@ class RiskModel:
                 direction=DirectionValues.RAISES if contribs[i] > 0 else DirectionValues.LOWERS,
             )
             for i in order
-            if contribs[i] != 0.0
+            if contribs[i] != 0.0 and recorded[i]
         ]
         return RiskScore(probability=probability, top_features=top)
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Raw probabilities -> the card's calibration, then the site's layer (if any)."""
+        probs = raw if self.calibration is None else self.calibration.apply(raw)
+        return probs if self.site is None else self.site.apply(probs)
 
     def predict_raw(self, matrix: np.ndarray) -> np.ndarray:
         """Uncalibrated probabilities for a (n, len(FEATURES)) matrix, NaN for missing."""
         return np.asarray(self._booster.inplace_predict(matrix, missing=np.nan), dtype=float)
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
-        """Probabilities (calibrated when the card has a map) for a (n, len(FEATURES)) matrix."""
-        raw = self.predict_raw(matrix)
-        return raw if self.calibration is None else self.calibration.apply(raw)
+        """Probabilities (calibrated when the card has maps) for a (n, len(FEATURES)) matrix."""
+        return self.calibrate(self.predict_raw(matrix))
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """SHAP contributions (n, len(FEATURES) + 1; last column the bias) for many rows."""

@@ -78,6 +78,7 @@ class RowRejectionReason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     INVALID_SEX = "invalid_sex"
     INVALID_FLAG = "invalid_flag"
+    INVALID_OUTCOME = "invalid_outcome"
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,9 @@ class RiskPanel:
         contribs = models[PRIMARY_MODEL].contributions(matrix)[:, :-1]
         out = []
         for values, row in zip(matrix, contribs, strict=True):
-            order = np.argsort(-np.abs(row), kind="stable")[:TOP_K]
+            # a field the row does not record is never an explanation
+            recorded = ~np.isnan(values)
+            order = np.argsort(-np.where(recorded, np.abs(row), -1.0), kind="stable")[:TOP_K]
             top = [
                 {
                     "feature": FEATURES[i],
@@ -169,7 +172,7 @@ class RiskPanel:
                     ).value,
                 }
                 for i in order
-                if row[i] != 0.0
+                if row[i] != 0.0 and recorded[i]
             ]
             out.append(json.dumps(top, separators=(",", ":")))
         return out

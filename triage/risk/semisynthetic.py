@@ -29,6 +29,16 @@ population of both studies), the crude odds ratios land on the literature's effe
   assumption of the same order as Colombi's, not a value quoted from Lanza).
 
 :func:`achieved_odds_ratios` measures what a draw actually gave; the card stores it.
+
+**The pipeline's own measurement error.** The fused model is fed what the lesion model
+*measures*, not the drawn truth: :func:`measured_by_lesion_model` passes each draw through the
+error the learned lesion model showed on real CT (``inference/model_repository/lesion_unet_onnx/
+evaluation.json``: pooled infection sensitivity 0.52 on the 50 held-out MedSeg slices, so about
+half the lesion is missed; consolidation sensitivity 0.05, so consolidation reads as almost
+nothing; 0.47 % lesion on the normal CT, a false-positive floor). Per patient: sensitivity
+``~ Beta`` with that mean and SD 0.15 (the slice-to-slice spread is not published: assumption),
+false-positive burden ``0.47 % * exp(0.5 N(0, 1))`` of the non-lesion lung (one normal CT:
+assumption). So the fused model does not learn from cleaner imaging than the pipeline produces.
 """
 
 from __future__ import annotations
@@ -49,6 +59,12 @@ WELL_AERATED_CUTOFF = 72.0
 LESION_CUTOFF = 23.0
 TARGET_OR_WELL_AERATED = 4.5
 TARGET_OR_LESION = 5.0
+#: measured by the learned lesion model (lesion_unet_onnx/evaluation.json; see the docstring)
+LESION_SENSITIVITY = 0.5197
+CONSOLIDATION_SENSITIVITY = 0.0515
+FALSE_POSITIVE_PERCENT = 0.472
+SENSITIVITY_SD = 0.15
+FALSE_POSITIVE_LOG_SD = 0.5
 LABEL = (
     "SEMI-SYNTHETIC: real clinical records and outcomes (Mexico), CT biomarkers drawn from "
     "outcome-conditioned distributions (triage.semisynthetic); not clinical evidence"
@@ -70,6 +86,15 @@ SCHEME: dict[str, Any] = {
     "clipped to 1500..8000",
     "lesion_volume_ml": "lung_volume_ml * lesion_percent / 100",
     "missing pneumonia flag": "treated as 0 for the draw",
+    "measurement_error": {
+        "source": "inference/model_repository/lesion_unet_onnx/evaluation.json (medseg_heldout "
+        "pooled sensitivity; covid_ct_md normal001 lesion_percent)",
+        "lesion_sensitivity": "Beta per patient, mean 0.5197, sd 0.15 (sd: assumption)",
+        "consolidation_sensitivity": 0.0515,
+        "false_positive_percent": "0.472 * exp(0.5*N(0,1)) of the non-lesion lung "
+        "(spread: assumption)",
+        "applied": "the fused model trains and is tested on the measured biomarkers",
+    },
     "targets": {
         "well_aerated_below_72_vs_icu_or_death": {
             "odds_ratio": TARGET_OR_WELL_AERATED,
@@ -122,6 +147,34 @@ def draw_biomarkers(
             "ggo_percent": lesion - consolidation,
             "consolidation_percent": consolidation,
             "well_aerated_percent": well_aerated,
+        }
+    )
+    return frame[list(IMAGING_FEATURES)]
+
+
+def measured_by_lesion_model(truth: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The biomarkers the pipeline's lesion model would report for drawn ``truth`` (seeded)."""
+    rng = np.random.default_rng(seed)
+    n = len(truth)
+    mean, sd = LESION_SENSITIVITY, SENSITIVITY_SD
+    concentration = mean * (1 - mean) / sd**2 - 1
+    sensitivity = rng.beta(mean * concentration, (1 - mean) * concentration, size=n)
+    false_positive = FALSE_POSITIVE_PERCENT * np.exp(FALSE_POSITIVE_LOG_SD * rng.normal(size=n))
+    lesion = truth["lesion_percent"].to_numpy()
+    measured = sensitivity * lesion + false_positive * (1.0 - lesion / 100.0)
+    consolidation = np.minimum(
+        CONSOLIDATION_SENSITIVITY * truth["consolidation_percent"].to_numpy(), measured
+    )
+    aerated_share = truth["well_aerated_percent"].to_numpy() / np.maximum(100.0 - lesion, 1e-6)
+    lung = truth["lung_volume_ml"].to_numpy()
+    frame = pd.DataFrame(
+        {
+            "lung_volume_ml": lung,
+            "lesion_volume_ml": lung * measured / 100.0,
+            "lesion_percent": measured,
+            "ggo_percent": measured - consolidation,
+            "consolidation_percent": consolidation,
+            "well_aerated_percent": (100.0 - measured) * aerated_share,
         }
     )
     return frame[list(IMAGING_FEATURES)]

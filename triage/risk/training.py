@@ -15,13 +15,11 @@ cards describe exactly the shipped bytes. Each model is calibrated (isotonic) on
 calibration rows and compared on the same test rows with baselines: age alone, comorbidity
 count, and logistic regression (clinical; clinical + imaging for the fused model).
 
-The pneumonia flag is withheld (NaN) at random from 30 % of the fitting and calibration rows:
-the streaming pipeline has no FHIR source for it yet, and a model that never saw it missing
-would send every stream patient down an arbitrary branch. Independently, all comorbidity flags
-of another 30 % are withheld together (a patient whose history is not known yet): in the case
-file a missing flag means "se ignora" and marks sicker patients, a meaning that does not carry
-over to a CSV or a FHIR record without that field. Test metrics are reported on the real test
-rows, and with the pneumonia flag withheld from every test row (the stream's situation).
+What the models may learn (dropped registry artefacts, monotone constraints) and how they learn
+that a field can be unknown (fields withheld at random from the fitting and calibration rows)
+is decided in :mod:`triage.risk.robust`. Test metrics are reported on the real test rows, with
+the pneumonia flag withheld from every test row (the stream's situation), and with each
+clinical field withheld in turn (what a site that does not record it gets).
 """
 
 from __future__ import annotations
@@ -38,12 +36,13 @@ import pandas as pd
 import xgboost as xgb
 
 from triage.fhir.features import FEATURES, IMAGING_FEATURES
-from triage.risk import semisynthetic
+from triage.risk import robust, semisynthetic
 from triage.risk.card import CLINICAL_SUFFIX, OUTCOME_MODELS, build_card
 from triage.risk.evaluation import (
     IsotonicCalibration,
     LogisticModel,
     operating_point,
+    roc_auc,
     stratified_split,
     summary_metrics,
     threshold_for_sensitivity,
@@ -64,31 +63,20 @@ XGB_PARAMS: dict[str, Any] = {
     "lambda": 1.0,
     "tree_method": "hist",
 }
-#: Imaging biomarkers may only push risk one way (more lesion: higher; more well-aerated lung:
-#: lower). Clinically expected, and it keeps the model sane on scanners and phantoms whose
-#: biomarker mix the training draw did not cover (e.g. a consolidation share of 5 % or 90 %).
-MONOTONE: dict[str, int] = {
-    "lesion_volume_ml": 1,
-    "lesion_percent": 1,
-    "ggo_percent": 1,
-    "consolidation_percent": 1,
-    "well_aerated_percent": -1,
-}
 MAX_ROUNDS = 1000
 EARLY_STOPPING_ROUNDS = 50
 TEST_FRACTION = 0.2
 CALIBRATION_FRACTION = 0.125
 STOPPING_FRACTION = 0.125
 TEMPORAL_QUANTILE = 0.7
-PNEUMONIA_WITHHELD = 0.3
-HISTORY_WITHHELD = 0.3
 SENSITIVITY_TARGET = 0.8
 OPERATING_THRESHOLDS: tuple[float, ...] = (
     0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9,
 )  # fmt: skip
 SPLITS: tuple[str, ...] = ("random", "temporal")
+#: XGBoost threads: the machines that train are shared (two cores at most)
+NTHREAD = 2
 _PNEUMONIA = FEATURES.index("has_pneumonia")
-_COMORBIDITIES = [FEATURES.index(f) for f in COMORBIDITY_FEATURES]
 
 
 @dataclass(frozen=True)
@@ -176,17 +164,21 @@ def feature_matrices(cohort: MexicoCohort, imaging: pd.DataFrame) -> dict[str, n
 
 
 def fit_model(
-    matrix: np.ndarray, labels: np.ndarray, split: Split, seed: int, n_boot: int = 1000
+    matrix: np.ndarray,
+    labels: np.ndarray,
+    split: Split,
+    seed: int,
+    n_boot: int = 1000,
+    *,
+    outcome_model: str = "ventilation",
 ) -> FittedModel:
     """Fit (early stopping), calibrate and evaluate one model on one split's known rows."""
     rng = np.random.default_rng(seed)
-    x = matrix.copy()
     seen = np.concatenate([split.fit, split.stop, split.calibration])
-    x[seen[rng.random(len(seen)) < PNEUMONIA_WITHHELD], _PNEUMONIA] = np.nan
-    no_history = seen[rng.random(len(seen)) < HISTORY_WITHHELD]
-    x[np.ix_(no_history, _COMORBIDITIES)] = np.nan
-    constraints = "(" + ",".join(str(MONOTONE.get(f, 0)) for f in FEATURES) + ")"
-    params = {**XGB_PARAMS, "monotone_constraints": constraints, "seed": seed, "nthread": 0}
+    x = robust.withhold(matrix, seen, rng)
+    matrix = robust.without_dropped(matrix)
+    constraints = robust.constraint_string(robust.monotone_constraints(outcome_model))
+    params = {**XGB_PARAMS, "monotone_constraints": constraints, "seed": seed, "nthread": NTHREAD}
     names = list(FEATURES)
     dfit = xgb.DMatrix(x[split.fit], label=labels[split.fit], missing=np.nan, feature_names=names)
     dstop = xgb.DMatrix(
@@ -222,11 +214,25 @@ def fit_model(
         "without_pneumonia_flag": summary_metrics(
             y_test, calibration.apply(_raw(booster, withheld)), n_boot=0, seed=seed
         ),
+        "auc_with_field_withheld": withheld_field_aucs(booster, matrix[split.test], y_test),
         "rounds": rounds,
     }
     points = [operating_point(y_test, probs, t) for t in OPERATING_THRESHOLDS]
     raw = bytes(booster.save_raw(raw_format="ubj"))
     return FittedModel(raw, calibration, rounds, evaluation, points)
+
+
+def withheld_field_aucs(
+    booster: xgb.Booster, matrix: np.ndarray, labels: np.ndarray
+) -> dict[str, float | None]:
+    """Held-out AUC with each clinical field withheld from every row in turn (raw scores)."""
+    out: dict[str, float | None] = {}
+    for name in robust.CLINICAL_FIELDS:
+        x = matrix.copy()
+        x[:, FEATURES.index(name)] = np.nan
+        auc = roc_auc(labels, _raw(booster, x))
+        out[name] = None if auc is None else round(auc, 4)
+    return out
 
 
 def _raw(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
@@ -280,7 +286,7 @@ def train_mexico(
     if max_rows is not None and max_rows < len(cohort):
         cohort = _subsample(cohort, max_rows, seed)
     f, o = cohort.features, cohort.outcomes
-    imaging = semisynthetic.draw_biomarkers(
+    truth = semisynthetic.draw_biomarkers(
         f["has_pneumonia"].to_numpy(),
         o["intubation"].to_numpy(),
         o["icu"].to_numpy(),
@@ -288,9 +294,13 @@ def train_mexico(
         f["sex_male"].to_numpy(),
         seed,
     )
-    odds = semisynthetic.achieved_odds_ratios(
-        imaging, f["has_pneumonia"].to_numpy(), *(o[c].to_numpy() for c in o.columns)
-    )
+    imaging = semisynthetic.measured_by_lesion_model(truth, seed + 1)
+    odds = {
+        kind: semisynthetic.achieved_odds_ratios(
+            frame, f["has_pneumonia"].to_numpy(), *(o[c].to_numpy() for c in o.columns)
+        )
+        for kind, frame in (("drawn", truth), ("measured", imaging))
+    }
     matrices = feature_matrices(cohort, imaging)
     all_splits = make_splits(cohort, seed)
     data = cohort_description(cohort)
@@ -299,8 +309,9 @@ def train_mexico(
         "semi_synthetic_odds_ratios": odds,
         "seed": seed,
         "bootstrap_replicates": n_boot,
-        "pneumonia_withheld_fraction": PNEUMONIA_WITHHELD,
-        "history_withheld_fraction": HISTORY_WITHHELD,
+        "pneumonia_withheld_fraction": robust.PNEUMONIA_WITHHELD,
+        "history_withheld_fraction": robust.HISTORY_WITHHELD,
+        "field_withheld_fraction": robust.FIELD_WITHHELD,
         "splits": {s: all_splits[s].description for s in splits},
         "outcomes": {},
     }
@@ -311,7 +322,8 @@ def train_mexico(
         for split_name in splits:
             split = all_splits[split_name].known(labels)
             fitted = {
-                kind: fit_model(matrices[kind], labels, split, seed, n_boot) for kind in matrices
+                kind: fit_model(matrices[kind], labels, split, seed, n_boot, outcome_model=name)
+                for kind in matrices
             }
             per_split[split_name] = {
                 "split": split.description,
@@ -336,7 +348,7 @@ def train_mexico(
                 summary=summary,
                 params={
                     **XGB_PARAMS,
-                    "monotone_constraints": MONOTONE,
+                    "monotone_constraints": robust.monotone_constraints(name),
                     "seed": seed,
                     "num_boost_round": model.rounds,
                 },
