@@ -1,26 +1,37 @@
 """Results back to the PACS: a DICOM Segmentation (lung, lesion) and a TID 1500 measurement SR.
 
-Built with highdicom from the headers of the quantified series (in volume order), the boolean
-masks and the biomarkers. Anatomy and findings are SNOMED CT codes, units UCUM. The lesion
-percentages have no standard code: they carry local codes (coding scheme ``99CTRIAGE``, the
-``99`` prefix that DICOM reserves for private schemes), defined once below.
+Built with highdicom from the headers of the quantified series (in volume order, or the one
+multi-frame image), the boolean masks and the biomarkers. Anatomy and findings are SNOMED CT
+codes, units UCUM. The lesion percentages have no standard code: they carry local codes (coding
+scheme ``99CTRIAGE``, the ``99`` prefix that DICOM reserves for private schemes), defined once
+below.
+
+The objects reference the source images by their UIDs as received, conformant or not (the PACS
+knows them by those); their own UIDs are new, conformant ones. A source series without a Frame
+of Reference UID gets one derived for the results (the SEG needs one). Warnings that pydicom and
+highdicom raise on the way (non-conformant source values) are logged at debug level, not shown.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
 import numpy as np
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from inference.exceptions import InvalidVolume
+from inference.frames import is_multiframe, number_of_frames, stack_order
+from inference.headers import quiet_pydicom, raw_text, read_dicom
 from inference.volume import CtVolume
+
+logger = logging.getLogger(__name__)
 
 MANUFACTURER = "ctriage"
 LOCAL_SCHEME = "99CTRIAGE"
@@ -74,12 +85,13 @@ _COPIED_TYPE2 = (
 def source_headers(files: Sequence[Path]) -> list[Dataset]:
     """Headers (no pixels) of the quantified slices, in volume order, type 2 fields present."""
     headers: list[Dataset] = []
-    for file in files:
-        ds = dcmread(file, stop_before_pixels=True)
-        for keyword in _COPIED_TYPE2:
-            if keyword not in ds:
-                setattr(ds, keyword, "")
-        headers.append(ds)
+    with quiet_pydicom():
+        for file in files:
+            ds = read_dicom(file, stop_before_pixels=True)
+            for keyword in _COPIED_TYPE2:
+                if keyword not in ds:
+                    setattr(ds, keyword, "")
+            headers.append(ds)
     return headers
 
 
@@ -96,12 +108,51 @@ def build_results(
 
     With ``uid_seed`` every UID is derived from it, so storing the results of the same study and
     algorithm version twice (an at-least-once redelivery) replaces them instead of adding copies.
+    Raises ``InvalidVolume`` when the masks do not fit the sources or highdicom refuses them.
     """
     uid = _uids(uid_seed)
-    if lung.shape != lesion.shape or lung.shape[0] != len(sources):
+    slices = sum(number_of_frames(ds) for ds in sources)
+    if lung.shape != lesion.shape or lung.shape[0] != slices:
         raise InvalidVolume(
-            f"masks {lung.shape}/{lesion.shape} do not match {len(sources)} source images"
+            f"masks {lung.shape}/{lesion.shape} do not match the {slices} slices of "
+            f"{len(sources)} source images"
         )
+    sources = _with_frame_of_reference(sources)
+    pixels = np.stack([lung, lesion], axis=-1).astype(np.uint8)
+    if len(sources) == 1 and is_multiframe(sources[0]):
+        in_frame_order = np.empty_like(pixels)
+        in_frame_order[stack_order(sources[0])] = pixels  # slice k is frame stack_order[k]
+        pixels = in_frame_order
+    try:
+        with quiet_pydicom():
+            return _build(sources, pixels, biomarkers, algorithm, algorithm_version, uid)
+    # highdicom validates its inputs with ValueError / TypeError / AttributeError
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise InvalidVolume(f"cannot build the SEG/SR of these sources: {e}") from e
+
+
+def _with_frame_of_reference(sources: Sequence[Dataset]) -> Sequence[Dataset]:
+    """The sources, copied with a derived Frame of Reference UID when some lack one."""
+    if all(raw_text(ds, "FrameOfReferenceUID") for ds in sources):
+        return sources
+    # from the series, not the run: every result of one series shares one frame of reference
+    series = raw_text(sources[0], "SeriesInstanceUID")
+    derived = generate_uid(entropy_srcs=["ctriage frame of reference", series])
+    logger.info("source series has no Frame of Reference UID; the results use %s", derived)
+    copies = [copy.deepcopy(ds) for ds in sources]
+    for ds in copies:
+        ds.FrameOfReferenceUID = derived
+    return copies
+
+
+def _build(
+    sources: Sequence[Dataset],
+    pixels: np.ndarray,
+    biomarkers: dict[str, float],
+    algorithm: str,
+    algorithm_version: str,
+    uid: Callable[[str], hd.UID],
+) -> ResultObjects:
     algorithm_id = hd.AlgorithmIdentificationSequence(
         name=algorithm, version=algorithm_version, family=codes.cid7162.ArtificialIntelligence
     )
@@ -121,7 +172,7 @@ def build_results(
     ]
     segmentation = hd.seg.Segmentation(
         source_images=list(sources),
-        pixel_array=np.stack([lung, lesion], axis=-1).astype(np.uint8),
+        pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=segments,
         series_instance_uid=uid("seg-series"),

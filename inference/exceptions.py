@@ -3,8 +3,9 @@
 Hierarchy::
 
     InferenceError                 base of everything raised here
-    ├── SeriesRejected             a DICOM series cannot become a CT volume; ``reason`` is a
-    │                              SeriesRejectionReason, ``detail`` says what was seen
+    ├── SeriesRejected             a DICOM series cannot become a CT volume, or the volume is
+    │                              no chest CT; ``reason`` is a SeriesRejectionReason (listed
+    │                              in docs/ingestion-reasons.md), ``detail`` says what was seen
     ├── InvalidVolume              an in-memory volume or spacing cannot be quantified
     └── TritonError                talking to the Triton server failed; carries model, url, timeout
         ├── TritonUnavailable      nothing answers at the url (connection refused, DNS, reset)
@@ -37,11 +38,12 @@ class SeriesRejectionReason(StrEnum):
     GANTRY_TILT = "gantry_tilt"  # slices shifted in-plane along the stack (tilted acquisition)
     IMPLAUSIBLE_DIMENSIONS = "implausible_dimensions"  # matrix, spacing, orientation out of range
     UNSUPPORTED_TRANSFER_SYNTAX = "unsupported_transfer_syntax"  # lossy or no decoder installed
-    HOSTILE_UID = "hostile_uid"  # a UID over 64 characters or not digits and dots
+    HOSTILE_UID = "hostile_uid"  # a UID with control characters, path separators, non-ASCII
     EMPTY_INPUT = "empty_input"  # no file at the path
     RESOURCE_LIMIT = "resource_limit"  # files, bytes, slices, voxels or memory over the limits
     READER_CRASHED = "reader_crashed"  # the sandboxed reader process died (decoder crash, OOM)
     READER_TIMEOUT = "reader_timeout"  # the sandboxed reader did not finish in its time budget
+    NO_LUNG_FOUND = "no_lung_found"  # no air-filled lung of plausible size: not a chest CT
 
 
 class InferenceError(Exception):

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from inference.biomarkers import Biomarkers, quantify_threshold, threshold_masks
+from inference.chest import check_chest
 from inference.client import THRESHOLD_MODEL, UNET_MODEL, TritonQuantifier, TritonSlices
 from inference.regional import UNITS as REGIONAL_UNITS
 from inference.regional import RegionalBiomarkers
@@ -139,10 +140,12 @@ def quantify_series(
     """Load the series at ``path`` and quantify it with ``model`` (timings in the result).
 
     Raises the series' typed rejections (:class:`inference.exceptions.SeriesRejected`,
-    :class:`~inference.exceptions.InvalidVolume`) and Triton's errors unchanged.
+    :class:`~inference.exceptions.InvalidVolume`) and Triton's errors unchanged; a volume
+    without lungs (not a chest CT) is refused as ``no_lung_found`` before it is quantified.
     """
     started = time.perf_counter()
     volume = load_series(path)
+    check_chest(volume.hu, volume.spacing_mm)
     loaded = time.perf_counter()
     biomarkers, regional, lung, lesion, version = _series_masks(
         volume, model, local, url, timeout_s

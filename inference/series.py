@@ -20,6 +20,7 @@ from pydicom.dataset import FileDataset
 from pydicom.multival import MultiValue
 
 from inference.exceptions import SeriesRejected, SeriesRejectionReason
+from inference.frames import frame_value, is_multiframe, number_of_frames
 from inference.headers import SeriesHeaders, VolumeLimits, check_uid, raw_text
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ AXIAL_MAX_ANGLE_DEG = 10.0
 _LUNG_KERNEL = re.compile(
     r"LUNG|BONE|^(B|BR|BL|I|HR)(5\d|6\d|7\d|8\d|9\d)|^(L|YA|YB|YC|YD)$|^FC(5\d|8\d)", re.I
 )
+
+
+_GEOMETRY = frozenset({"ImageOrientationPatient", "SliceThickness"})
 
 
 class SkipReason(StrEnum):
@@ -64,6 +68,7 @@ class SeriesChoice:
 class _Candidate:
     series_uid: str
     members: list[tuple[Path, FileDataset]]
+    slices: int  # frames of all members (one per single-frame image)
     axial: bool
     lung_kernel: bool
     thickness_mm: float
@@ -71,14 +76,14 @@ class _Candidate:
 
     @property
     def rank(self) -> tuple[bool, bool, float, int]:
-        # axial first, then a lung kernel, then thinner slices, then more images
-        return (self.axial, self.lung_kernel, -self.thickness_mm, len(self.members))
+        # axial first, then a lung kernel, then thinner slices, then more slices
+        return (self.axial, self.lung_kernel, -self.thickness_mm, self.slices)
 
     def summary(self) -> str:
         kernel = "lung kernel" if self.lung_kernel else "other kernel"
         plane = "axial" if self.axial else "not axial"
         thickness = f"{self.thickness_mm:g} mm" if math.isfinite(self.thickness_mm) else "? mm"
-        return f"{len(self.members)} images, {plane}, {kernel}, {thickness}"
+        return f"{self.slices} slices, {plane}, {kernel}, {thickness}"
 
 
 def select_series(found: list[tuple[Path, FileDataset]], limits: VolumeLimits) -> SeriesChoice:
@@ -104,18 +109,19 @@ def select_series(found: list[tuple[Path, FileDataset]], limits: VolumeLimits) -
     candidates: list[_Candidate] = []
     for uid, members in groups.items():
         images = _drop_localizers(_drop_duplicates(members))
+        slices = sum(number_of_frames(ds) for _, ds in images)
         if not images:
             skipped.append(SkippedSeries(uid, SkipReason.LOCALIZER, f"{len(members)} localizers"))
-        elif len(images) < limits.min_slices:
+        elif slices < limits.min_slices:
             skipped.append(
                 SkippedSeries(
                     uid,
                     SkipReason.TOO_FEW_IMAGES,
-                    f"{len(images)} images, at least {limits.min_slices} needed",
+                    f"{slices} slices, at least {limits.min_slices} needed",
                 )
             )
         else:
-            candidates.append(_candidate(uid, images))
+            candidates.append(_candidate(uid, images, slices))
     if not candidates:
         raise _nothing_eligible(skipped)
 
@@ -159,12 +165,13 @@ def _nothing_eligible(skipped: list[SkippedSeries]) -> SeriesRejected:
     return SeriesRejected(R.LOCALIZER_ONLY, f"only localizer images ({summary})")
 
 
-def _candidate(uid: str, images: list[tuple[Path, FileDataset]]) -> _Candidate:
+def _candidate(uid: str, images: list[tuple[Path, FileDataset]], slices: int) -> _Candidate:
     first = images[0][1]
     kernel = " ".join(_strings(first, "ConvolutionKernel"))
     return _Candidate(
         series_uid=uid,
         members=images,
+        slices=slices,
         axial=is_axial(first),
         lung_kernel=bool(kernel and _LUNG_KERNEL.search(kernel.strip())),
         thickness_mm=_float(first, "SliceThickness"),
@@ -190,9 +197,15 @@ def is_axial(ds: FileDataset) -> bool:
 
 
 def _strings(ds: FileDataset, keyword: str) -> list[str]:
-    """A multi-valued text element as strings, without pydicom's value conversion."""
-    element = ds.get_item(keyword)
-    value = None if element is None else element.value
+    """A multi-valued text element as strings, without pydicom's value conversion.
+
+    For a multi-frame image, geometry attributes are those of its first frame.
+    """
+    if is_multiframe(ds) and keyword in _GEOMETRY:
+        value = frame_value(ds, 0, keyword)
+    else:
+        element = ds.get_item(keyword)
+        value = None if element is None else element.value
     if value is None:
         return []
     if isinstance(value, bytes):

@@ -17,20 +17,24 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from inference.exceptions import SeriesRejected, SeriesRejectionReason
+from inference.frames import FrameRef, frame_value, series_frames
 from inference.headers import (
     SeriesHeaders,
+    SkippedFile,
     VolumeLimits,
     check_transfer_syntax,
     list_files,
     quiet_pydicom,
     raw_text,
-    read_headers,
+    read_dicom,
+    scan_headers,
 )
 from inference.series import SkippedSeries, select_series
+from inference.uids import nonconformant_uids
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,10 @@ class CtVolume:
     ``hu`` is int16 with shape (z, y, x), z ascending along the slice normal (for an axial
     head-first scan: feet to head); ``spacing_mm`` is (z, y, x) in millimetres.
     ``study_datetime`` is timezone-aware only when the header carries TimezoneOffsetFromUTC.
+    ``source_files`` are the files of the slices in the order of ``hu`` (one per slice), or the
+    one file of a multi-frame image. ``skipped_files`` are the files under the path that were
+    left out (not DICOM, not an image); ``nonconformant_uids`` names the UID attributes
+    (Study, Series, SOP Instance) that are accepted but not conformant DICOM UIDs.
     """
 
     hu: np.ndarray
@@ -60,7 +68,9 @@ class CtVolume:
     patient_id: str
     study_datetime: datetime | None
     skipped_series: tuple[SkippedSeries, ...] = ()
-    source_files: tuple[Path, ...] = ()  # the slices' files, in the order of ``hu``
+    source_files: tuple[Path, ...] = ()
+    skipped_files: tuple[SkippedFile, ...] = ()
+    nonconformant_uids: tuple[str, ...] = ()
 
 
 #: What pydicom and the decoders raise on malformed values; turned into MALFORMED_HEADER.
@@ -81,7 +91,7 @@ _PARSE_ERRORS = (
 
 @dataclass(frozen=True)
 class _Geometry:
-    order: np.ndarray  # indices into the series headers, sorted along the normal
+    frames: list[FrameRef]  # sorted along the slice normal
     spacing_mm: tuple[float, float, float]
     rows: int
     columns: int
@@ -101,18 +111,20 @@ def load_series(path: Path, limits: VolumeLimits = VolumeLimits()) -> CtVolume: 
 
 
 def _load(path: Path, limits: VolumeLimits) -> CtVolume:
-    choice = select_series(read_headers(list_files(path, limits)), limits)
+    scan = scan_headers(list_files(path, limits))
+    choice = select_series(scan.found, limits)
     series = choice.selected
-    count = len(series.headers)
+    frames = series_frames(series.headers)
+    count = len(frames)
     if count < limits.min_slices:
         raise SeriesRejected(
-            R.TOO_FEW_SLICES, f"{count} CT images, at least {limits.min_slices} needed"
+            R.TOO_FEW_SLICES, f"{count} CT slices, at least {limits.min_slices} needed"
         )
     if count > limits.max_slices:
         raise SeriesRejected(
             R.RESOURCE_LIMIT, f"{count} slices exceed the limit of {limits.max_slices}"
         )
-    geometry = _geometry(series, limits)
+    geometry = _geometry(series, frames, limits)
     voxels = count * geometry.rows * geometry.columns
     if voxels > limits.max_voxels:
         raise SeriesRejected(
@@ -120,13 +132,14 @@ def _load(path: Path, limits: VolumeLimits) -> CtVolume:
         )
     check_transfer_syntax(series)
     hu = _decode(series, geometry)
-    first = series.headers[int(geometry.order[0])]
+    first = series.headers[geometry.frames[0].image]
     logger.info(
         "loaded series %s: %s voxels, spacing %s mm",
         series.series_uid,
         hu.shape,
         geometry.spacing_mm,
     )
+    images = dict.fromkeys(ref.image for ref in geometry.frames)  # in slice order, once each
     return CtVolume(
         hu=hu,
         spacing_mm=geometry.spacing_mm,
@@ -135,12 +148,14 @@ def _load(path: Path, limits: VolumeLimits) -> CtVolume:
         patient_id=str(first.get("PatientID", "")),
         study_datetime=study_datetime(first),
         skipped_series=choice.skipped,
-        source_files=tuple(series.files[int(i)] for i in geometry.order),
+        source_files=tuple(series.files[i] for i in images),
+        skipped_files=tuple(scan.skipped),
+        nonconformant_uids=nonconformant_uids(series.headers),
     )
 
 
-def _floats(ds: Dataset, keyword: str, count: int) -> np.ndarray:
-    value = ds.get(keyword)
+def _floats(ds: Dataset, frame: int | None, keyword: str, count: int) -> np.ndarray:
+    value = frame_value(ds, frame, keyword)
     try:
         numbers = np.array([float(v) for v in value], dtype=np.float64) if value else None
     except (TypeError, ValueError):
@@ -151,9 +166,7 @@ def _floats(ds: Dataset, keyword: str, count: int) -> np.ndarray:
     return numbers
 
 
-def _geometry(series: SeriesHeaders, limits: VolumeLimits) -> _Geometry:
-    """Check the image module and slice geometry; sort the slices along the slice normal."""
-    headers = series.headers
+def _matrix(headers: tuple[Dataset, ...]) -> tuple[int, int]:
     if any(ds.get("Rows") is None or ds.get("Columns") is None for ds in headers):
         raise SeriesRejected(R.NO_PIXEL_DATA, "images without Rows/Columns (no image pixel module)")
     matrices = {(int(ds.Rows), int(ds.Columns)) for ds in headers}
@@ -162,16 +175,24 @@ def _geometry(series: SeriesHeaders, limits: VolumeLimits) -> _Geometry:
     rows, columns = matrices.pop()
     if not all(MATRIX_RANGE[0] <= n <= MATRIX_RANGE[1] for n in (rows, columns)):
         raise SeriesRejected(R.IMPLAUSIBLE_DIMENSIONS, f"matrix {rows}x{columns}")
-    for ds in headers:
-        if int(ds.get("NumberOfFrames", 1) or 1) != 1 or int(ds.get("SamplesPerPixel", 1)) != 1:
-            raise SeriesRejected(
-                R.IMPLAUSIBLE_DIMENSIONS, "multi-frame or multi-sample images are not supported"
-            )
-    pixel = np.array([_floats(ds, "PixelSpacing", 2) for ds in headers])
+    if any(int(ds.get("SamplesPerPixel", 1)) != 1 for ds in headers):
+        raise SeriesRejected(R.IMPLAUSIBLE_DIMENSIONS, "multi-sample (colour) images")
+    return rows, columns
+
+
+def _geometry(series: SeriesHeaders, frames: list[FrameRef], limits: VolumeLimits) -> _Geometry:
+    """Check the image module and slice geometry; sort the frames along the slice normal."""
+    headers = series.headers
+    rows, columns = _matrix(headers)
+
+    def per_frame(keyword: str, count: int) -> np.ndarray:
+        return np.array([_floats(headers[f.image], f.frame, keyword, count) for f in frames])
+
+    pixel = per_frame("PixelSpacing", 2)
     if np.ptp(pixel, axis=0).max() > 1e-4:
         raise SeriesRejected(R.MIXED_SERIES, "images disagree on PixelSpacing")
     dy, dx = (float(v) for v in pixel[0])
-    cosines = np.array([_floats(ds, "ImageOrientationPatient", 6) for ds in headers])
+    cosines = per_frame("ImageOrientationPatient", 6)
     if np.ptp(cosines, axis=0).max() > ORIENTATION_TOLERANCE:
         raise SeriesRejected(R.MIXED_SERIES, "images disagree on ImageOrientationPatient")
     row_dir, col_dir = cosines[0, :3], cosines[0, 3:]
@@ -182,7 +203,8 @@ def _geometry(series: SeriesHeaders, limits: VolumeLimits) -> _Geometry:
     ):
         raise SeriesRejected(R.IMPLAUSIBLE_DIMENSIONS, f"ImageOrientationPatient {cosines[0]}")
     normal = np.cross(row_dir, col_dir)
-    positions = np.array([_floats(ds, "ImagePositionPatient", 3) @ normal for ds in headers])
+    points = per_frame("ImagePositionPatient", 3)
+    positions = points @ normal
     order = np.argsort(positions, kind="stable")
     gaps = np.diff(positions[order])
     if np.any(gaps < 1e-3):
@@ -197,7 +219,7 @@ def _geometry(series: SeriesHeaders, limits: VolumeLimits) -> _Geometry:
     ):
         if not low <= value <= high:
             raise SeriesRejected(R.IMPLAUSIBLE_DIMENSIONS, f"{name} {value:g} mm")
-    _check_tilt(headers, order, normal, limits)
+    _check_tilt(points[order], normal, limits, headers[frames[0].image])
     deviation = float(np.max(np.abs(gaps - dz)))
     if deviation > limits.spacing_tolerance_fraction * dz:
         raise SeriesRejected(
@@ -205,18 +227,22 @@ def _geometry(series: SeriesHeaders, limits: VolumeLimits) -> _Geometry:
             f"slice gaps {gaps.min():g}..{gaps.max():g} mm around {dz:g} mm "
             f"(tolerance {limits.spacing_tolerance_fraction:.0%}; missing slices?)",
         )
-    return _Geometry(order=order, spacing_mm=(dz, dy, dx), rows=rows, columns=columns)
+    return _Geometry(
+        frames=[frames[int(i)] for i in order],
+        spacing_mm=(dz, dy, dx),
+        rows=rows,
+        columns=columns,
+    )
 
 
 def _check_tilt(
-    headers: tuple[Dataset, ...], order: np.ndarray, normal: np.ndarray, limits: VolumeLimits
+    positions: np.ndarray, normal: np.ndarray, limits: VolumeLimits, first: Dataset
 ) -> None:
-    """Reject a stack whose slice positions drift in-plane (gantry tilt).
+    """Reject a stack whose slice positions (sorted along the normal) drift in-plane.
 
-    A tilted acquisition makes a sheared volume that a (z, y, x) array with one spacing would
-    misrepresent.
+    A tilted acquisition (gantry tilt) makes a sheared volume that a (z, y, x) array with one
+    spacing would misrepresent.
     """
-    positions = np.array([_floats(headers[int(i)], "ImagePositionPatient", 3) for i in order])
     offsets = positions - positions[0]
     along = offsets @ normal
     across = np.linalg.norm(offsets - np.outer(along, normal), axis=1)
@@ -225,7 +251,7 @@ def _check_tilt(
         return
     tilt_deg = float(np.degrees(np.arctan2(across.max(), extent)))
     if tilt_deg > limits.max_tilt_deg:
-        header = str(headers[int(order[0])].get("GantryDetectorTilt", "absent"))
+        header = str(first.get("GantryDetectorTilt", "absent"))
         raise SeriesRejected(
             R.GANTRY_TILT,
             f"slice positions drift {tilt_deg:.2f} deg off the slice normal "
@@ -234,28 +260,36 @@ def _check_tilt(
 
 
 def _decode(series: SeriesHeaders, geometry: _Geometry) -> np.ndarray:
-    """Decode the slices in geometric order and rescale them to int16 HU."""
-    shape = (len(geometry.order), geometry.rows, geometry.columns)
+    """Decode the frames in geometric order and rescale them to int16 HU."""
+    shape = (len(geometry.frames), geometry.rows, geometry.columns)
     hu = np.empty(shape, dtype=np.int16)
-    for k, index in enumerate(geometry.order):
-        file = series.files[int(index)]
-        try:
-            ds = dcmread(file)
-        except _PARSE_ERRORS as e:
-            raise SeriesRejected(R.TRUNCATED_FILE, f"{file.name} no longer parses: {e}") from e
-        if "PixelData" not in ds:
-            raise SeriesRejected(R.NO_PIXEL_DATA, f"{file.name} has no Pixel Data")
-        pixels = _pixels(ds, file)
-        if pixels.shape != shape[1:]:
+    decoded: tuple[int, Dataset, np.ndarray] | None = None  # the image decoded last
+    for k, ref in enumerate(geometry.frames):
+        if decoded is None or decoded[0] != ref.image:
+            decoded = (ref.image, *_read_pixels(series.files[ref.image]))
+        _, ds, pixels = decoded
+        file = series.files[ref.image]
+        plane = pixels if ref.frame is None or pixels.ndim == 2 else pixels[ref.frame]
+        if plane.shape != shape[1:]:
             raise SeriesRejected(
                 R.IMPLAUSIBLE_DIMENSIONS,
-                f"{file.name}: pixel array {pixels.shape}, not {shape[1:]}",
+                f"{file.name}: pixel array {pixels.shape}, not {shape[1:]} per frame",
             )
-        slope, intercept = _rescale(ds)
-        values = np.rint(pixels.astype(np.float32) * slope + intercept)
+        slope, intercept = _rescale(ds, ref.frame)
+        values = np.rint(plane.astype(np.float32) * slope + intercept)
         np.clip(values, *HU_RANGE, out=values)
         hu[k] = values
     return hu
+
+
+def _read_pixels(file: Path) -> tuple[Dataset, np.ndarray]:
+    try:
+        ds = read_dicom(file)
+    except (*_PARSE_ERRORS, InvalidDicomError) as e:
+        raise SeriesRejected(R.TRUNCATED_FILE, f"{file.name} no longer parses: {e}") from e
+    if "PixelData" not in ds:
+        raise SeriesRejected(R.NO_PIXEL_DATA, f"{file.name} has no Pixel Data")
+    return ds, _pixels(ds, file)
 
 
 def _pixels(ds: Dataset, file: Path) -> np.ndarray:
@@ -269,10 +303,12 @@ def _pixels(ds: Dataset, file: Path) -> np.ndarray:
         raise SeriesRejected(reason, f"{file.name}: pixels cannot be decoded: {text}") from e
 
 
-def _rescale(ds: Dataset) -> tuple[float, float]:
+def _rescale(ds: Dataset, frame: int | None) -> tuple[float, float]:
     try:
-        slope = float(ds.get("RescaleSlope", 1.0))
-        intercept = float(ds.get("RescaleIntercept", 0.0))
+        slope_value = frame_value(ds, frame, "RescaleSlope")
+        intercept_value = frame_value(ds, frame, "RescaleIntercept")
+        slope = 1.0 if slope_value in (None, "") else float(slope_value)
+        intercept = 0.0 if intercept_value in (None, "") else float(intercept_value)
     except (TypeError, ValueError) as e:
         raise SeriesRejected(R.IMPLAUSIBLE_DIMENSIONS, f"malformed rescale: {e}") from e
     if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:

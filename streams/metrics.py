@@ -48,6 +48,12 @@ INGESTED_STUDIES = Counter(
     ["source"],
     registry=REGISTRY,
 )
+NONCONFORMANT_UID_STUDIES = Counter(
+    "ctriage_nonconformant_uid_studies",
+    "CT studies that arrived with Study, Series or SOP Instance UIDs that are not conformant "
+    "DICOM UIDs (UUIDs, leading zeros, over 64 characters): accepted, stored under hashed keys.",
+    registry=REGISTRY,
+)
 RECEIVED_INSTANCES = Counter(
     "ctriage_received_instances",
     "DICOM instances accepted by an ingress source, by source.",

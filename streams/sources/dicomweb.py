@@ -3,7 +3,9 @@
 Works with any DICOMweb server (Orthanc's plugin in the tests). A study is taken once its
 instance count (``NumberOfStudyRelatedInstances``) has not changed for ``stability_s`` seconds
 across polls: DICOMweb has no "study complete" signal either. Fetched instances go to the study
-store under checked UIDs, and the study is announced like any other source's.
+store under keys derived from their UIDs, and the study is announced like any other source's.
+A non-conformant UID (an anonymiser's UUID) is fetched like any other, percent-encoded in the
+request URLs; a hostile one (control characters, path separators) is dead-lettered.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from requests import RequestException
 
 from inference.exceptions import SeriesRejected, SeriesRejectionReason
-from inference.headers import UID_MAX_CHARS, UID_PATTERN, quiet_pydicom
+from inference.headers import quiet_pydicom
+from inference.uids import uid_refusal
 from inference.volume import study_datetime
 from streams.metrics import RECEIVED_INSTANCES
 from streams.records import DeadLetter
@@ -70,10 +74,11 @@ class DicomwebPoller:
         for study in self.client.search_for_studies(fields=["NumberOfStudyRelatedInstances"]):
             uid = _value(study, _STUDY_UID)
             count = int(_value(study, _INSTANCES) or 0)
-            if not _valid_uid(uid):
+            refusal = uid_refusal(uid)
+            if refusal is not None:
                 if uid not in self._done:
                     self._done[uid] = count
-                    error = f"StudyInstanceUID {uid[:80]!r} is not a valid DICOM UID"
+                    error = f"StudyInstanceUID {uid[:80]!r} {refusal}"
                     self.on_rejected(
                         rejection(SOURCE, SeriesRejectionReason.HOSTILE_UID, error, item=uid[:80])
                     )
@@ -108,17 +113,19 @@ class DicomwebPoller:
         """Fetch the CT series of a study into the store."""
         first: Dataset | None = None
         stored = 0
-        for series in self.client.search_for_series(study_uid, search_filters={"Modality": "CT"}):
+        found = self.client.search_for_series(_in_url(study_uid), search_filters={"Modality": "CT"})
+        for series in found:
             series_uid = _value(series, _SERIES_UID)
-            if not _valid_uid(series_uid):
-                error = f"SeriesInstanceUID {series_uid[:80]!r} is not a valid DICOM UID"
+            refusal = uid_refusal(series_uid)
+            if refusal is not None:
+                error = f"SeriesInstanceUID {series_uid[:80]!r} {refusal}"
                 self.on_rejected(
                     rejection(SOURCE, SeriesRejectionReason.HOSTILE_UID, error, study_uid)
                 )
                 continue
             with quiet_pydicom():
                 instances = self.client.retrieve_series(
-                    study_uid, series_uid, media_types=_AS_STORED
+                    _in_url(study_uid), _in_url(series_uid), media_types=_AS_STORED
                 )
             for ds in instances:
                 try:
@@ -150,8 +157,9 @@ def _value(item: Mapping[str, Any], tag: str) -> str:
     return str(values[0]) if isinstance(values, list) and values else ""
 
 
-def _valid_uid(uid: str) -> bool:
-    return len(uid) <= UID_MAX_CHARS and UID_PATTERN.fullmatch(uid) is not None
+def _in_url(uid: str) -> str:
+    """A UID as a URL path segment (a non-conformant one may hold ``?``, ``#``, ``%``)."""
+    return quote(uid, safe="")
 
 
 def store_results(url: str, datasets: list[Dataset]) -> None:

@@ -1,9 +1,15 @@
-"""The ingress-side study store: DICOM instances on disk under paths built from checked UIDs.
+"""The ingress-side study store: DICOM instances on disk under keys derived from their UIDs.
 
-Layout: ``<root>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``. Every UID is
-checked (digits and dots, at most 64 characters) before it becomes a path component, so a
-hostile UID (``../../etc``) is refused, never written. A study folder is the claim check that a
-``ct.studies`` event carries (``file://`` URI); the pixels never go through Kafka.
+Layout: ``<root>/<key(StudyInstanceUID)>/<key(SeriesInstanceUID)>/<key(SOPInstanceUID)>.dcm``,
+where ``key`` is a hash of the UID (:func:`inference.uids.uid_key`): no UID ever becomes a path
+component, so a non-conformant UID (an anonymiser's UUID) is stored like any other, and a
+hostile one (control characters, path separators) is refused before anything is written. The
+files keep their UIDs as received; the records carry them. A study folder is the claim check
+that a ``ct.studies`` event carries (``file://`` URI); the pixels never go through Kafka.
+
+A study whose instances carry non-conformant UIDs is counted once in
+``ctriage_nonconformant_uid_studies``: a marker file in its folder (hidden from the readers,
+which skip dot files) records that it was counted, across restarts too.
 """
 
 from __future__ import annotations
@@ -16,9 +22,14 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from inference.headers import check_uid, raw_text
+from inference.headers import raw_text
+from inference.uids import check_uid, is_conformant_uid, uid_key
+from streams.metrics import NONCONFORMANT_UID_STUDIES
 
 logger = logging.getLogger(__name__)
+
+#: Marks a study folder whose non-conformant UIDs were counted.
+NONCONFORMANT_MARKER = ".nonconformant-uids"
 
 
 @dataclass(frozen=True)
@@ -39,16 +50,32 @@ class StudyStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def instance_path(self, ds: Dataset) -> tuple[str, str, str, Path]:
-        """The checked UIDs of ``ds`` and its path; raises ``SeriesRejected`` (HOSTILE_UID)."""
+        """The checked UIDs of ``ds`` and its path; raises ``SeriesRejected`` (HOSTILE_UID).
+
+        Counts the study in ``ctriage_nonconformant_uid_studies`` the first time one of its
+        instances arrives with a non-conformant UID.
+        """
         study = check_uid(ds, "StudyInstanceUID")
         series = check_uid(ds, "SeriesInstanceUID")
         sop = check_uid(ds, "SOPInstanceUID")
-        path = self.root / study / series / f"{sop}.dcm"
+        path = self.study_dir(study) / uid_key(series) / f"{uid_key(sop)}.dcm"
+        if not all(is_conformant_uid(uid) for uid in (study, series, sop)):
+            self._count_nonconformant(study)
         return study, series, sop, path
 
     def study_dir(self, study_uid: str) -> Path:
-        """The folder of a study already stored (the UID was checked when it was stored)."""
-        return self.root / study_uid
+        """The folder of a study (named by the hash of its UID)."""
+        return self.root / uid_key(study_uid)
+
+    def _count_nonconformant(self, study_uid: str) -> None:
+        folder = self.study_dir(study_uid)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            (folder / NONCONFORMANT_MARKER).open("x").close()
+        except FileExistsError:
+            return  # counted when an earlier instance of the study arrived
+        NONCONFORMANT_UID_STUDIES.inc()
+        logger.info("study %r has non-conformant UIDs (accepted, stored by hash)", study_uid)
 
     def save_dataset(self, ds: Dataset) -> StoredInstance:
         """Write a received dataset (with its file meta) atomically."""

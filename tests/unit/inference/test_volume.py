@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom.config import disable_value_validation
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.tag import Tag
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
@@ -264,14 +266,57 @@ def test_lossy_transfer_syntax(tmp_path: Path) -> None:
     assert "lossy" in rejected(tmp_path, R.UNSUPPORTED_TRANSFER_SYNTAX).detail
 
 
-@pytest.mark.parametrize("bad_uid", ["1.2.3; rm -rf /", "1." + "2" * 70, "1.2.a", "../../etc"])
-def test_hostile_uid(tmp_path: Path, bad_uid: str) -> None:
-    def hostile(_: int, ds: Dataset) -> None:
-        del ds.SeriesInstanceUID  # a new element takes the (disabled) validation mode
-        ds.SeriesInstanceUID = bad_uid
+def _set_series_uid(raw: bytes) -> Edit:
+    """An edit that stores ``raw`` as the SeriesInstanceUID bytes, exactly (no validation)."""
 
-    write_series(tmp_path, edit=hostile)
+    def edit(_: int, ds: Dataset) -> None:
+        tag = Tag("SeriesInstanceUID")
+        ds[tag] = RawDataElement(tag, "UI", len(raw), raw, 0, False, True)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "bad_uid",
+    [
+        b"1.2.3; rm -rf /",
+        b"../../etc",
+        b"..",
+        b"1.2\\3",
+        b"1.2\x003.4",
+        b"1.2.3\n4",
+        b"1.2.\x1b[31m",
+        "1.2.\u00e9".encode("latin-1"),
+        b"1." + b"2" * 1100,
+    ],
+)
+def test_hostile_uid(tmp_path: Path, bad_uid: bytes) -> None:
+    write_series(tmp_path, edit=_set_series_uid(bad_uid.ljust(len(bad_uid) + len(bad_uid) % 2)))
     rejected(tmp_path, R.HOSTILE_UID)
+
+
+@pytest.mark.parametrize(
+    "odd_uid",
+    [
+        "896911bf-1143-4c8d-8f04-f3cd1a7f6204",  # UUID, as an anonymiser of COVID-CT-MD wrote
+        "1.2.840.0010.01",  # leading zeros
+        "1." + "2" * 70,  # over 64 characters
+        "1.2.a",
+        "2.25.329800735698586629295641978511506172918 ",  # trailing padding is not part of it
+    ],
+)
+def test_harmless_nonconformant_uid_is_accepted_and_kept(tmp_path: Path, odd_uid: str) -> None:
+    write_series(tmp_path, edit=_set_series_uid(odd_uid.encode().ljust(len(odd_uid) + 1, b"\0")))
+    volume = load_series(tmp_path)
+    assert volume.series_uid == odd_uid.rstrip()
+    assert volume.hu.shape == (SLICES, MATRIX, MATRIX)
+    conformant = odd_uid.startswith("2.25.")
+    assert volume.nonconformant_uids == (() if conformant else ("SeriesInstanceUID",))
+
+
+def test_conformant_series_is_not_flagged(tmp_path: Path) -> None:
+    write_series(tmp_path)
+    assert load_series(tmp_path).nonconformant_uids == ()
 
 
 def test_no_pixel_data(tmp_path: Path) -> None:
