@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from triage.fhir.features import IMAGING_FEATURES
+from triage.risk import semisynthetic
 from triage.risk.mexico import load_cohort
 from triage.risk.semisynthetic import (
     SCHEME,
@@ -75,3 +78,44 @@ def test_literature_odds_ratios_are_reached_on_the_real_cohort(shared_data: Path
     assert TARGET_OR_WELL_AERATED * 0.75 < well_aerated < TARGET_OR_WELL_AERATED * 1.33
     assert TARGET_OR_LESION * 0.75 < lesion < TARGET_OR_LESION * 1.33
     assert "Colombi" in str(SCHEME["targets"]) and "Lanza" in str(SCHEME["targets"])
+
+
+def test_measurement_error_constants_are_the_lesion_models_own(repo_root: Path) -> None:
+    evaluation = json.loads(
+        (
+            repo_root / "inference" / "model_repository" / "lesion_unet_onnx" / "evaluation.json"
+        ).read_text()
+    )
+    held_out = evaluation["medseg_heldout"]
+    assert (
+        pytest.approx(held_out["infection"]["pooled"]["sensitivity"], abs=1e-4)
+        == semisynthetic.LESION_SENSITIVITY
+    )
+    assert (
+        pytest.approx(held_out["consolidation"]["pooled"]["sensitivity"], abs=1e-4)
+        == semisynthetic.CONSOLIDATION_SENSITIVITY
+    )
+    normal = evaluation["covid_ct_md"]["normal001"]["biomarkers"]["lesion_percent"]
+    assert pytest.approx(normal, abs=1e-3) == semisynthetic.FALSE_POSITIVE_PERCENT
+
+
+def test_the_fused_model_sees_what_the_lesion_model_measures() -> None:
+    rng = np.random.default_rng(2)
+    n = 20_000
+    truth = draw_biomarkers(
+        (rng.random(n) < 0.5).astype(float),
+        (rng.random(n) < 0.1).astype(float),
+        (rng.random(n) < 0.1).astype(float),
+        (rng.random(n) < 0.1).astype(float),
+        (rng.random(n) < 0.5).astype(float),
+        seed=3,
+    )
+    measured = semisynthetic.measured_by_lesion_model(truth, seed=4)
+    pd.testing.assert_frame_equal(measured, semisynthetic.measured_by_lesion_model(truth, seed=4))
+    lesion_ratio = measured["lesion_percent"].sum() / truth["lesion_percent"].sum()
+    assert 0.45 < lesion_ratio < 0.65  # about half the lesion is missed
+    assert (measured["consolidation_percent"] < 0.1 * truth["consolidation_percent"] + 1e-9).all()
+    parts = measured["ggo_percent"] + measured["consolidation_percent"]
+    np.testing.assert_allclose(parts, measured["lesion_percent"], rtol=1e-9)
+    assert (measured["well_aerated_percent"] >= truth["well_aerated_percent"] - 1e-9).mean() > 0.9
+    assert (measured["lesion_percent"] > 0).all()  # the false-positive floor

@@ -1,0 +1,109 @@
+"""Site recalibration on REAL outcomes: refusals, the versioned folder, the Dutch half check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from paths import RISK_MODELS
+
+from triage.exceptions import (
+    ModelArtifactError,
+    ModelArtifactReason,
+    ValidationReason,
+    ValidationRefused,
+)
+from triage.risk.cohorts import ExternalCohort
+from triage.risk.external import split_half_recalibration
+from triage.risk.model import RiskModel
+from triage.risk.recalibrate import MIN_EVENTS, fit_layer, recalibrate
+from triage.risk.scoring import RiskPanel, score_csv
+from triage.risk.validate import parse_table
+
+pytestmark = pytest.mark.unit
+
+
+def test_too_few_events_or_non_events_are_refused_with_a_reason() -> None:
+    probs = np.linspace(0.05, 0.5, 400)
+    few = np.zeros(400)
+    few[: MIN_EVENTS - 1] = 1
+    with pytest.raises(ValidationRefused) as caught:
+        fit_layer(probs, few)
+    assert caught.value.reason is ValidationReason.TOO_FEW_EVENTS
+    with pytest.raises(ValidationRefused) as caught:
+        fit_layer(probs, 1 - few)
+    assert caught.value.reason is ValidationReason.TOO_FEW_NON_EVENTS
+
+
+def test_logistic_below_the_isotonic_minimum_isotonic_above() -> None:
+    rng = np.random.default_rng(1)
+    probs = rng.random(1500)
+    labels = (rng.random(1500) < probs).astype(float)
+    assert fit_layer(probs, labels).to_dict()["method"] == "isotonic"
+    small = slice(0, 400)
+    assert fit_layer(probs[small], labels[small]).to_dict()["method"] == "logistic"
+
+
+@pytest.fixture(scope="module")
+def dutch_site(
+    dutch: ExternalCohort, shipped_panel: RiskPanel, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict]:
+    """Models recalibrated on the first 11,112 Dutch patients' death outcome."""
+    rows = dutch.rows()[:11_112]
+    for row in rows:
+        row.pop("icu")
+    out = tmp_path_factory.mktemp("site")
+    summary = recalibrate(
+        parse_table(rows), shipped_panel, out, site="nl-test", source_sha256="0" * 64
+    )
+    return out, summary
+
+
+def test_recalibrated_folder_loads_and_names_its_calibration(
+    dutch_site: tuple[Path, dict], shipped_panel: RiskPanel
+) -> None:
+    out, summary = dutch_site
+    assert summary["outcomes"]["death"]["method"] == "isotonic"
+    site = RiskPanel.load(out)
+    base = shipped_panel.fused["death"].version
+    assert site.fused["death"].version.startswith(f"{base}+site.")
+    assert site.clinical["death"].version.startswith(shipped_panel.clinical["death"].version)
+    assert site.fused["icu"].version == shipped_panel.fused["icu"].version  # not in the table
+    assert site.fused["death"].card["site_calibration"]["fitted_on"]["rows"] == 11_112
+
+
+def test_risk_score_uses_the_recalibrated_folder(
+    dutch_site: tuple[Path, dict], tmp_path: Path
+) -> None:
+    out, _ = dutch_site
+    source = tmp_path / "p.csv"
+    source.write_text("age,sex\n85,M\n")
+    shipped, site = tmp_path / "a.csv", tmp_path / "b.csv"
+    score_csv(source, shipped, RiskPanel.load(RISK_MODELS))
+    score_csv(source, site, RiskPanel.load(out))
+    column = lambda p: p.read_text().splitlines()[1].split(",")[4]  # noqa: E731
+    assert column(shipped) != column(site)  # risk_death moved by the Dutch layer
+
+
+def test_a_tampered_site_layer_is_refused(dutch_site: tuple[Path, dict], tmp_path: Path) -> None:
+    out, _ = dutch_site
+    card = json.loads((out / "death.card.json").read_text())
+    card["site_calibration"]["layer"]["y"][-1] = 0.999
+    (tmp_path / "death.ubj").write_bytes((out / "death.ubj").read_bytes())
+    (tmp_path / "death.card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelArtifactError) as caught:
+        RiskModel.load(tmp_path / "death.ubj")
+    assert caught.value.reason is ModelArtifactReason.VERSION_MISMATCH
+
+
+def test_dutch_death_slope_is_within_0_8_to_1_2_on_the_other_half(
+    dutch: ExternalCohort, shipped_panel: RiskPanel
+) -> None:
+    check = split_half_recalibration(dutch, shipped_panel, "death", seed=2020)
+    assert check["fit_rows"] + check["validation_rows"] == len(dutch.table)
+    assert 0.8 <= check["after"]["calibration_slope"] <= 1.2
+    assert abs(check["after"]["calibration_in_the_large"]) < abs(
+        check["before"]["calibration_in_the_large"]
+    )
