@@ -1,4 +1,5 @@
-"""Every SQL query of the ICU forecast dashboard runs on a real PostgreSQL holding real rows.
+"""Every SQL query of the ICU forecast, administration and pipeline health dashboards runs on a
+real PostgreSQL holding real rows.
 
 The rows are written by the worker's own sink (:func:`streams.agents.sinks.write_forecast`) into
 the store schema created by :func:`dashboards.store.create_schema`, in a database of the session's
@@ -17,9 +18,14 @@ import pytest
 from psycopg.rows import dict_row
 from sqlalchemy import Engine
 
-from dashboards import icu_forecast, store
+from dashboards import admin, icu_forecast, pipeline_health, store
+from streams.admin.policy_log import audit_record
 from streams.agents.capacity import forecast_from_census
-from streams.agents.sinks import write_forecast
+from streams.agents.sinks import write_audit, write_dead_letter, write_forecast
+from streams.dlq import build_dead_letter
+from streams.records import ThresholdAudit
+from triage.alerts.policy import AlertPolicy
+from triage.alerts.thresholds import ThresholdChange, apply_change
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +120,125 @@ def test_values_a_bed_manager_reads(engine: Engine) -> None:
         (icu_forecast.HOSPITAL_ICU, "icu_beds"), (icu_forecast.HOSPITAL_ICU, "ventilators"),
     }  # fmt: skip
     assert [u["P(breach)"] for u in units] == sorted((u["P(breach)"] for u in units), reverse=True)
+
+
+# --- administration and pipeline health dashboards --------------------------------------------
+# Rows written by the worker's own sinks (audit, dead letters) and the store's upserts (risks,
+# alerts), then every query of both dashboards run as Grafana's PostgreSQL datasource sends it.
+
+ADMIN_RANGE = (NOW - timedelta(days=7), NOW)
+ADMIN_BOARDS = {
+    "admin": admin.build_admin(),
+    "pipeline-health": pipeline_health.build_pipeline_health(),
+}
+
+
+def grafana_expand(sql: str, hospital: str = "h1") -> str:
+    """Grafana's PostgreSQL macros for ``ADMIN_RANGE`` (as its datasource writes them)."""
+    start, end = (f"'{t.isoformat()}'" for t in ADMIN_RANGE)
+    sql = re.sub(r"\$__timeFilter\(([\w.]+)\)", rf"\1 BETWEEN {start} AND {end}", sql)
+    sql = re.sub(
+        r"\$__timeGroupAlias\(([\w.]+)\s*,\s*'1h'\s*,\s*0\)",
+        r'floor(extract(epoch from \1)/3600)*3600 AS "time"',
+        sql,
+    )
+    sql = sql.replace("$__timeFrom()", start).replace("$__timeTo()", end)
+    sql = sql.replace("$hospital", hospital)
+    assert "$" not in sql, sql
+    return sql
+
+
+def _change(
+    policy: AlertPolicy, hospital: str, high: float, at: datetime
+) -> tuple[AlertPolicy, ThresholdAudit]:
+    applied = apply_change(policy, ThresholdChange(hospital, {"high": high}, "review", "ana"))
+    assert applied is not None
+    return applied.new, audit_record(applied, "threshold-admin", "admin-api", at.timestamp())
+
+
+@pytest.fixture(scope="module")
+def admin_engine(postgres_server) -> Engine:  # type: ignore[no-untyped-def]
+    engine = store.make_engine(postgres_server.create_database("admin_dashboard_it"))
+    store.create_schema(engine)
+    policy = AlertPolicy.single(0.2, "t1")
+    # t1 -> t2 before the time range, t2 -> t3 inside it; h2 changes once
+    for high, days_ago in ((0.3, 40), (0.4, 2)):
+        policy, audit = _change(policy, "h1", high, NOW - timedelta(days=days_ago))
+        write_audit(engine, audit)
+        write_audit(engine, audit)  # a redelivered audit record is upserted
+    write_audit(engine, _change(AlertPolicy.single(0.2, "t1"), "h2", 0.25, NOW)[1])
+    levels = ("low", "low", "high", "critical")
+    with engine.begin() as conn:
+        for i, level in enumerate(levels):
+            row = {"study_uid": f"1.2.{i}", "patient_pseudonym": f"k1-{i}", "probability":
+                   0.1 + 0.2 * i, "level": level, "model_version": "m1", "threshold_version": "t3"}
+            store.upsert_risk(conn, {**row, "risk_id": f"r{i}",
+                                     "scored_at": NOW - timedelta(hours=4 - i)})
+            if level in ("high", "critical"):
+                store.upsert_alert(conn, {**row, "alert_id": f"a{i}", "hospital": "h1",
+                                          "raised_at": NOW - timedelta(hours=4 - i)})
+    for reason, offset in (("invalid_volume", 1), ("invalid_volume", 2), ("unknown_patient", 3)):
+        letter = build_dead_letter(
+            stage="quantify", reason=reason, error="probe", source_topic="ct.studies",
+            source_partition=0, source_offset=offset, key=None, payload=b"{}",
+        )
+        letter = letter.model_copy(update={"at": (NOW - timedelta(hours=offset)).timestamp()})
+        write_dead_letter(engine, "ct.studies.dlq", letter)  # fmt: skip
+    yield engine
+    engine.dispose()
+
+
+def _board_targets() -> list[tuple[str, str]]:
+    queries = []
+    for name, board in ADMIN_BOARDS.items():
+        queries += [(f"{name} variable {v['name']}", v["query"])
+                    for v in board["templating"]["list"] if v["type"] == "query"]
+        queries += [(f"{name}/{p['title']}/{t['refId']}", t["rawSql"])
+                    for p in board["panels"] for t in p["targets"] if "rawSql" in t]
+    return queries  # fmt: skip
+
+
+@pytest.mark.parametrize(("where", "sql"), _board_targets(), ids=lambda v: str(v)[:50])
+def test_admin_and_health_queries_run_on_postgresql(
+    admin_engine: Engine, where: str, sql: str
+) -> None:
+    rows = query(admin_engine, grafana_expand(sql))
+    assert rows, f"{where} returned nothing"
+
+
+def _admin_panel(title: str, ref: str = "A") -> str:
+    (sql,) = [t["rawSql"] for p in ADMIN_BOARDS["admin"]["panels"] if p["title"] == title
+              for t in p["targets"] if t["refId"] == ref]  # fmt: skip
+    return grafana_expand(sql)
+
+
+def test_values_an_administrator_reads(admin_engine: Engine) -> None:
+    steps = query(admin_engine, _admin_panel(
+        "Alerts per hour by level vs the levels in force ($hospital)", "B"))  # fmt: skip
+    # in force at the range's start (set 40 days ago), the change 2 days ago, held to the end
+    assert [r["high from"] for r in steps] == [0.3, 0.4, 0.4]
+    assert [r["time"] for r in steps] == [ADMIN_RANGE[0], NOW - timedelta(days=2), NOW]
+    assert all(r["moderate from"] < r["high from"] < r["critical from"] for r in steps)
+    policies = query(admin_engine, _admin_panel(
+        "Policies in force (latest audited change per hospital)"))  # fmt: skip
+    assert [(p["hospital"], p["threshold version"], p["high from"]) for p in policies] == [
+        ("h1", "t3", 0.4), ("h2", "t2", 0.25)
+    ]  # fmt: skip
+    (point,) = query(admin_engine, _admin_panel(
+        "Observed operating point by model and threshold version"))  # fmt: skip
+    assert (point["studies scored"], point["low %"], point["alerts per 100 studies"]) == (4, 50, 50)
+    history = query(admin_engine, _admin_panel("Threshold change history (audit trail)"))
+    assert [(h["hospital"], h["new version"]) for h in history] == [("h2", "t2"), ("h1", "t3")]
+    assert (history[1]["high from (old)"], history[1]["high from (new)"]) == (0.3, 0.4)
+    now = query(admin_engine, _admin_panel("Model + calibration version (latest score)"))
+    assert now == [{"model + calibration version": "m1"}]
+
+
+def test_dead_letters_an_operator_reads(admin_engine: Engine) -> None:
+    (sql,) = [t["rawSql"] for p in ADMIN_BOARDS["pipeline-health"]["panels"]
+              for t in p["targets"] if "rawSql" in t]  # fmt: skip
+    rows = query(admin_engine, grafana_expand(sql))
+    assert [(r["reason"], r["dead letters"]) for r in rows] == [
+        ("invalid_volume", 2), ("unknown_patient", 1)
+    ]  # fmt: skip
+    assert all("payload" not in r and "error" not in r for r in rows)

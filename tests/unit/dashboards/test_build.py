@@ -1,7 +1,9 @@
 """Every dashboard is built by a test: valid JSON, stable uid, datasources, queries, layout.
 
 No live Grafana here (Grafana cannot be installed on this machine): the SQL of every panel runs on
-the real store schema in SQLite, PromQL metric names are checked against the worker's registry, and
+the real store schema in SQLite, PromQL metric names are checked against the worker's registry (or,
+for Triton, KEDA and cAdvisor series, against the dashboards' declared external metrics, which
+tests/integration and tests/unit/deploy check against a real Triton and KEDA's pinned source), and
 the SDK's own ``Dashboard.from_json`` loads the model back, standing in for Grafana's schema.
 """
 
@@ -25,9 +27,14 @@ from dashboards import store
 from dashboards.catalog import DASHBOARDS
 from dashboards.datasources import POSTGRES_PLUGIN_ID, SqlDataquery, sql_variant_config
 from dashboards.ed_triage import build_ed_triage
+from dashboards.pipeline_health import EXTERNAL_METRICS
 from streams import metrics
+from streams.admin.policy_log import audit_record
 from streams.agents.capacity import forecast_from_census
-from streams.agents.sinks import write_forecast
+from streams.agents.sinks import write_audit, write_dead_letter, write_forecast
+from streams.dlq import build_dead_letter
+from triage.alerts.policy import AlertPolicy
+from triage.alerts.thresholds import ThresholdChange, apply_change
 
 pytestmark = pytest.mark.unit
 
@@ -57,6 +64,15 @@ def test_ed_triage_is_registered_with_its_stable_uid_and_title() -> None:
     assert model["uid"] == "ctriage-ed-triage"
     assert model["title"] == "ctriage — ED triage"
     assert build_ed_triage() == model  # deterministic: a rebuild is the same dashboard
+
+
+def test_every_user_has_a_dashboard() -> None:
+    # emergency physicians, bed managers, administrators, whoever runs the pipeline
+    assert {m["uid"] for m in MODELS.values()} == {
+        "ctriage-ed-triage", "ctriage-icu-forecast", "ctriage-admin", "ctriage-pipeline-health"
+    }  # fmt: skip
+    for name, build in DASHBOARDS.items():
+        assert build() == MODELS[name], f"{name} is not deterministic"
 
 
 @pytest.mark.parametrize("name", sorted(DASHBOARDS))
@@ -149,8 +165,10 @@ def test_panels_fit_the_grid_without_overlapping(name: str) -> None:
 # Grafana's PostgreSQL macros, expanded the way SQLite can run them (no time range here), and
 # the dashboards' template variables set to the census that ``filled_store`` holds.
 MACROS = [
-    (re.compile(r"\$__timeFilter\((\w+)\)"), r"(\1 IS NOT NULL)"),
+    (re.compile(r"\$__timeFilter\(([\w.]+)\)"), r"(\1 IS NOT NULL)"),
     (re.compile(r"\$__timeGroupAlias\((\w+)\s*,[^)]*\)"), r"\1 AS time"),
+    (re.compile(r"\$__timeFrom\(\)"), "'2000-01-01 00:00:00'"),
+    (re.compile(r"\$__timeTo\(\)"), "'2100-01-01 00:00:00'"),
     (re.compile(r"\$hospital\b"), "h1"),
     (re.compile(r"\$unit\b"), "icu-a"),
 ]
@@ -183,7 +201,18 @@ def filled_store() -> Engine:
             conn,
             {**common, "risk_id": "r1", "completeness": "complete", "scored_at": NOW},
         )
-        store.upsert_alert(conn, {**common, "alert_id": "a1", "raised_at": NOW})
+        store.upsert_alert(
+            conn, {**common, "alert_id": "a1", "raised_at": NOW, "hospital": "h1"}
+        )
+    change = ThresholdChange("h1", {"high": 0.3}, reason="fewer alerts", changed_by="ana")
+    applied = apply_change(AlertPolicy.single(0.2, "t1"), change)
+    assert applied is not None
+    write_audit(engine, audit_record(applied, "threshold-admin", "admin-api", NOW.timestamp()))
+    letter = build_dead_letter(
+        stage="quantify", reason="invalid_volume", error="no slices", source_topic="ct.studies",
+        source_partition=0, source_offset=7, key=None, payload=b"{}",
+    )  # fmt: skip
+    write_dead_letter(engine, "ct.studies.dlq", letter)
     census = {
         "occupants": {"p1": (NOW - timedelta(days=2)).isoformat()},
         "pipeline": {"p2": [0.6, NOW.isoformat()]},
@@ -231,20 +260,66 @@ def _exported_metrics() -> dict[str, set[str]]:
     return exported
 
 
+def _registries() -> dict[str, set[str]]:
+    """The worker's series and the other exporters' series the dashboards declare."""
+    external = {name: set(m.labels) for name, m in EXTERNAL_METRICS.items()}
+    assert not set(external) & set(_exported_metrics()), "a worker metric declared external"
+    return _exported_metrics() | external
+
+
+_PROMQL_WORDS = {
+    "sum", "count", "avg", "min", "max", "rate", "increase", "histogram_quantile", "by",
+    "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
+}  # fmt: skip
+
+
+def promql_metric_names(expr: str) -> list[str]:
+    """Metric names in a PromQL expression (not functions, keywords, labels or strings)."""
+    bare = re.sub(r'"[^"]*"', '""', expr)
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", bare)  # matchers, ranges
+    bare = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", " ", bare)  # grouping labels
+    tokens = re.findall(r"(?<![\w$.])([a-zA-Z_:][\w:]*)\b(?!\s*\()", bare)
+    return [t for t in tokens if t not in _PROMQL_WORDS]
+
+
+def test_promql_metric_names_are_found_and_labels_are_not() -> None:
+    expr = 'sum by (le, stage) (rate(ctriage_stage_seconds_bucket{stage="x"}[5m])) / up'
+    assert promql_metric_names(expr) == ["ctriage_stage_seconds_bucket", "up"]
+
+
 @pytest.mark.parametrize(("where", "target"), _targets("promql"), ids=lambda v: str(v)[:60])
-def test_promql_uses_metrics_and_labels_the_worker_exports(
+def test_promql_uses_metrics_and_labels_the_registries_export(
     where: str, target: dict[str, Any]
 ) -> None:
-    exported = _exported_metrics()
-    names = re.findall(r"\bctriage_\w+", target["expr"])
-    assert names, f"{where} queries no ctriage metric"
+    exported = _registries()
+    expr = target["expr"]
+    names = promql_metric_names(expr)
+    assert names, f"{where} queries no metric"
+    grouped = {
+        label.strip()
+        for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr)
+        for label in group.split(",")
+        if label.strip()
+    }
+    matched = set(re.findall(r"(\w+)\s*=~?", "".join(re.findall(r"\{[^}]*\}", expr))))
+    legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
     for metric_name in names:
-        assert metric_name in exported, f"{where}: {metric_name} is not exported by the worker"
-        for group in re.findall(r"\bby\s*\(([^)]*)\)", target["expr"]):
-            labels = {label.strip() for label in group.split(",") if label.strip()}
-            assert labels <= exported[metric_name], f"{where}: {labels} on {metric_name}"
-        for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
-            assert label in exported[metric_name], f"{where}: legend label {label}"
+        assert metric_name in exported, f"{where}: {metric_name} is in no registry"
+    # a label must exist on every metric it is used with (one-metric expressions, or a by()
+    # over a ratio of two metrics that share it)
+    labels = set.intersection(*(exported[n] for n in names))
+    assert grouped <= labels, f"{where}: grouped by {grouped - labels}, not exported"
+    assert legend <= labels, f"{where}: legend labels {legend - labels}"
+    assert matched <= set.union(*(exported[n] for n in names)), f"{where}: matcher {matched}"
+
+
+def test_a_query_on_an_unknown_metric_or_label_fails_the_check() -> None:
+    unknown = {"expr": "sum by (stage) (rate(ctriage_nonexistent_total[5m]))"}
+    with pytest.raises(AssertionError, match="in no registry"):
+        test_promql_uses_metrics_and_labels_the_registries_export("probe", unknown)
+    wrong_label = {"expr": "sum by (model) (rate(ctriage_messages_total[5m]))"}
+    with pytest.raises(AssertionError, match="grouped by"):
+        test_promql_uses_metrics_and_labels_the_registries_export("probe", wrong_label)
 
 
 def test_every_risk_level_has_a_colour_in_the_alert_table() -> None:
