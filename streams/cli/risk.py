@@ -1,11 +1,14 @@
-"""``ctriage risk score`` and ``ctriage train``: the risk models, scored and trained.
+"""``ctriage risk score|validate|recalibrate`` and ``ctriage train``: the risk models.
 
 ``app`` is the ``risk`` group; :func:`train` is mounted at the root as ``ctriage train``
 (``--mexico``: the shipped models on REAL data; ``--cohort``: a SYNTHETIC model).
+``validate`` measures the models on a table with outcomes (docs/risk-validation.md);
+``recalibrate`` writes a model folder with a site's calibration layer.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,10 +22,13 @@ from streams.imaging import DICOM_BIOMARKER_SOURCE, dicom_biomarkers
 from triage.exceptions import TriageError
 from triage.risk import semisynthetic
 from triage.risk.card import REAL_LABEL
+from triage.risk.external import DEFAULT_THRESHOLDS
 from triage.risk.model import SYNTHETIC_LABEL
+from triage.risk.recalibrate import file_digest, recalibrate
 from triage.risk.scoring import MODELS_DIR, RiskPanel, score_csv
 from triage.risk.synthetic import train_from_cohort
 from triage.risk.training import train_mexico
+from triage.risk.validate import read_table, validate
 
 DEFAULT_SEED = 2020
 
@@ -57,6 +63,133 @@ def score(
     )
     versions = ", ".join(f"{n} {m.version}" for n, m in panel.fused.items())
     console.print(f"models: {versions} (fused; rows without imaging: the clinical-only models)")
+
+
+ModelsOption = Annotated[
+    Path, typer.Option("--models", help="Folder with <outcome>[_clinical].ubj + cards.")
+]
+
+
+@app.command("validate")
+def validate_command(
+    csv_in: Annotated[
+        Path, typer.Option("--csv", help="Patients with outcome columns ventilation/icu/death.")
+    ],
+    models: ModelsOption = MODELS_DIR,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full report (JSON) here.")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option("--plots", help="Folder for the reliability plots (PNG).")
+    ] = None,
+    threshold: Annotated[
+        list[float] | None,
+        typer.Option("--threshold", help="Alert threshold(s) for net benefit (repeatable)."),
+    ] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="AUC bootstrap replicates.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap and CV folds.")] = 2020,
+) -> None:
+    """AUC (95% CI) vs age alone, comorbidity count and the table's own ceiling; calibration."""
+    try:
+        panel = RiskPanel.load(models)
+        report = validate(
+            read_table(csv_in),
+            panel,
+            thresholds=tuple(threshold or DEFAULT_THRESHOLDS),
+            n_boot=bootstrap,
+            seed=seed,
+            plot_dir=plots if plots is not None else (json_out.parent if json_out else None),
+        )
+    except TriageError as e:
+        console.print(f"[red]cannot validate[/red] ({e.reason.value}): {e.detail}")
+        raise typer.Exit(code=2) from e
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        console.print(f"[red]cannot validate[/red]: {e}")
+        raise typer.Exit(code=2) from e
+    console.print(
+        f"{report['scored']} of {report['rows']} rows scored, {report['rejected']} rejected "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(report['rejections'].items())) or 'none'}); "
+        f"fields recorded: {', '.join(report['fields_recorded'])}"
+    )
+    for error in report["errors"][:10]:
+        console.print(f"  [yellow]{error}[/yellow]")
+    console.print(_validation_table(report))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        console.print(f"report -> {json_out}")
+
+
+def _validation_table(report: dict[str, Any]) -> Table:
+    table = Table(title="[green]REAL[/green] outcomes of this table; same rows in every column")
+    columns = ("outcome", "n (events)", "model AUC", "age alone", "comorbidity count",
+               "own ceiling (CV)", "CITL", "slope", "Brier", "net benefit @ t")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right", overflow="fold")
+    for name, entry in report["outcomes"].items():
+        if "refused" in entry:
+            table.add_row(name, str(entry["n"]), f"refused: {entry['refused']}")
+            continue
+        benefit = " ".join(
+            f"{p['threshold']:g}: {p['model']:.3f} (all {p['treat_all']:.3f})"
+            for p in entry["net_benefit"]
+        )
+        count = entry["comorbidity_count"]
+        table.add_row(
+            name,
+            f"{entry['n']} ({entry['events']})",
+            _auc(entry["model"]),
+            _auc(entry["age_alone"]),
+            _auc(count) if count else "n/a",
+            _auc(entry["ceiling_logistic_cv"] or {}),
+            _f(entry["calibration_in_the_large"]),
+            _f(entry["calibration_slope"]),
+            _f(entry["brier"]),
+            benefit,
+        )
+    return table
+
+
+@app.command("recalibrate")
+def recalibrate_command(
+    csv_in: Annotated[
+        Path, typer.Option("--csv", help="The site's scored patients with their outcomes.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write (versioned).")],
+    models: ModelsOption = MODELS_DIR,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Site name for the card (default: CSV name).")
+    ] = None,
+) -> None:
+    """Fit a calibration layer per outcome on a site's outcomes; write a model folder."""
+    try:
+        panel = RiskPanel.load(models)
+        summary = recalibrate(
+            read_table(csv_in),
+            panel,
+            out,
+            site=site or csv_in.stem,
+            source_sha256=file_digest(csv_in),
+            models_dir=models,
+        )
+    except TriageError as e:
+        console.print(f"[red]cannot recalibrate[/red] ({e.reason.value}): {e.detail}")
+        raise typer.Exit(code=2) from e
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        console.print(f"[red]cannot recalibrate[/red]: {e}")
+        raise typer.Exit(code=2) from e
+    for name, entry in summary["outcomes"].items():
+        if "refused" in entry:
+            console.print(
+                f"{name}: [yellow]refused[/yellow] ({entry['refused']}): {entry['detail']}"
+            )
+            continue
+        versions = ", ".join(f"{a} {v}" for a, v in entry["versions"].items())
+        console.print(
+            f"{name}: {entry['method']} layer on {entry['rows']} patients "
+            f"({entry['events']} events) -> {versions}"
+        )
+    console.print(f"models -> {out} (ctriage risk score --models {out}; worker: see docs)")
 
 
 def train(

@@ -53,7 +53,7 @@ def card_table(results: dict[str, Any]) -> list[dict[str, Any]]:
             if "refused" in entry:
                 continue
             model, age = entry["model"]["auc"], entry["age_alone"]["auc"]
-            ceiling = entry["ceiling_logistic_cv"]["auc"]
+            ceiling = (entry["ceiling_logistic_cv"] or {}).get("auc")
             count = entry["comorbidity_count"]
             rows.append(
                 {
@@ -70,7 +70,7 @@ def card_table(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "brier": entry["brier"],
                     "fields": result["report"]["fields_recorded"],
                     "model_minus_age": round(model - age, 4),
-                    "model_minus_ceiling": round(model - ceiling, 4),
+                    "model_minus_ceiling": None if ceiling is None else round(model - ceiling, 4),
                 }
             )
     return rows

@@ -14,7 +14,7 @@ field, reason), never dropped silently. Per outcome present, on the same rows:
   comorbidities recorded as present): AUC with CI;
 - the cohort's own ceiling: a logistic regression on the same fields (every model input the
   table records, plus ``comorbidity_count``), fitted on the cohort itself, 5-fold
-  cross-validated (out-of-fold predictions): AUC with CI;
+  cross-validated (out-of-fold predictions): AUC with CI (none below 5 events);
 - a reliability plot (PNG, deciles of predicted risk) when a plot folder is given.
 """
 
@@ -171,8 +171,10 @@ def validate(
         entry["comorbidity_count"] = (
             None if count is None else _auc_entry(y, count[known], n_boot, seed)
         )
-        ceiling = ceiling_scores(table, known, y, seed)
-        entry["ceiling_logistic_cv"] = _auc_entry(y, ceiling, n_boot, seed)
+        entry["ceiling_logistic_cv"] = None
+        if min(y.sum(), len(y) - y.sum()) >= CEILING_FOLDS:  # every fold sees both outcomes
+            ceiling = ceiling_scores(table, known, y, seed)
+            entry["ceiling_logistic_cv"] = _auc_entry(y, ceiling, n_boot, seed)
         if plot_dir is not None:
             path = Path(plot_dir) / f"reliability_{name}.png"
             reliability_plot(y, probs, path, f"{name}: {len(y)} patients, {int(y.sum())} events")

@@ -38,7 +38,9 @@ EXPECTED: list[tuple[str, tuple[str, ...]]] = [
     ("quantify", ("PATH", "--local", "--url", "--model", "--timeout-s", "--out", "--verbose/-v")),
     ("receive", ("--stability-s",)),
     ("replay", ("COHORT", "--speed")),
+    ("risk recalibrate", ("--csv", "--out", "--models", "--site")),
     ("risk score", ("--csv", "--out", "--models")),
+    ("risk validate", ("--csv", "--models", "--json", "--plots", "--threshold", "--bootstrap", "--seed")),  # noqa: E501
     ("services down", ("--only", "--timeout-s")),
     ("services status", ()),
     ("services up", ("--only", "--model-repository", "--timeout-s")),
