@@ -1,5 +1,6 @@
-"""Risk models: single-patient scoring latency, batch CSV throughput, training time, and the
-held-out metrics of every outcome next to its baselines (REAL clinical / SEMI-SYNTHETIC fused).
+"""Risk models: single-patient scoring latency, batch CSV throughput, training time, the
+held-out metrics of every outcome next to its baselines (REAL clinical / SEMI-SYNTHETIC fused),
+and the external validation on every REAL cohort with the Dutch split-half recalibration.
 
     CTRIAGE_TEST_PORT_OFFSET=100 .venv/bin/pytest -m bench -s tests/bench/test_bench_risk.py
 """
@@ -16,6 +17,8 @@ import pytest
 from paths import RISK_MODELS
 
 from triage.fhir.features import FEATURES
+from triage.risk.cohorts import load_external
+from triage.risk.external import card_table, split_half_recalibration, validate_cohorts
 from triage.risk.mexico import load_cohort
 from triage.risk.model import RiskModel
 from triage.risk.scoring import RiskPanel, score_csv
@@ -135,6 +138,36 @@ def test_bench_training_and_metrics(mexico: Path, tmp_path: Path, record_result)
             "splits": summary["splits"],
             "semi_synthetic_odds_ratios": summary["semi_synthetic_odds_ratios"],
             "metrics": table,
+        },
+    )
+
+
+def test_bench_external_validation(shared_data: Path, record_result) -> None:
+    panel = RiskPanel.load(MODELS)
+    started = time.perf_counter()
+    cohorts = load_external(shared_data / "clinical")
+    results = validate_cohorts(cohorts, panel, n_boot=1000, seed=2020)
+    elapsed = time.perf_counter() - started
+    dutch = cohorts["netherlands-hosp"]
+    record_result(
+        "risk_external_validation",
+        {
+            "what": "shipped models on every REAL external cohort (same rows: model, age alone, "
+            "comorbidity count, the cohort's own 5-fold CV logistic ceiling; 1000 bootstrap "
+            "replicates), then a site layer fitted on one random half of the Dutch cohort and "
+            "validated on the other",
+            "models": {n: m.version for n, m in panel.fused.items()},
+            "seconds": round(elapsed, 1),
+            "table": card_table(results),
+            "dutch_split_half_recalibration": [
+                split_half_recalibration(dutch, panel, outcome, seed=2020)
+                for outcome in dutch.outcomes
+            ],
+            "net_benefit": {
+                f"{name}/{outcome}": entry["net_benefit"]
+                for name, result in results.items()
+                for outcome, entry in result["report"]["outcomes"].items()
+            },
         },
     )
 
