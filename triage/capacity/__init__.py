@@ -7,8 +7,11 @@
 - ``arrivals``: admissions forecast (damped exponential growth) from recent admissions.
 - ``series``: daily census series and the stock-flow forecast on them.
 - ``chime``: the CHIME model (Penn Medicine), re-implemented as a baseline.
-- ``backtest``: rolling-origin backtest against baselines; ``dpc``: the Italian series.
-- ``conformal``: interval recalibration from past errors known at each origin (no leakage).
+- ``backtest``: rolling-origin backtest against baselines; ``scoring``: its rows (MAE, WIS,
+  coverage, width); ``wis``: the weighted interval score; ``selection``: per-series model
+  selection by past WIS; ``unit_backtest``: the per-unit ``census`` model on a daily series.
+- ``dpc``: the Italian series; ``divi``: the German ICU register.
+- ``conformal``: bounded quantile forecasts from past errors known at each origin (no leakage).
 - ``plot``: a PNG for people.
 """
 

@@ -1,22 +1,23 @@
 """Rolling-origin backtest of ICU occupancy forecasts against baselines, on daily series.
 
 At every origin ``T`` each model sees only days ``<= T`` and forecasts days ``T+1..T+H``. Scored
-origins are every ``step_days`` after a warm-up; every model is scored on the same (origin,
-horizon) pairs, those whose observed occupancy is known (gaps are never scored). MAPE skips
-observed zeros. Rows also carry ``width80``/``width95``, the mean width of the bands in beds
-(coverage alone would reward wide bands).
+origins are every ``step_days`` from day ``WARMUP_DAYS + FIRST_SCORED_AFTER_DAYS + H``; every
+model is scored on the same (origin, horizon) pairs, those whose observed occupancy is known
+(gaps are never scored). The rows (``triage.capacity.scoring``) carry MAE and MAPE of the point
+forecast, WIS (and its parts) and relative WIS against persistence of the quantile forecast, the
+coverage and width of its 50/80/95 % intervals, and its widest 95 % interval against the bound.
 
 ``ctriage`` is the stock-flow model (``ctriage_flow``, also scored alone) blended with persistence
 per horizon (:class:`AdaptiveBlend`): at each origin the weight of the flow model is the one of
 0, 0.1, ..., 1 with the lowest MAE over the last ``BLEND_WINDOW_DAYS`` origins whose outcomes are
-known at that origin. Window, grid and minimum were fixed before the first run, not tuned on the
-scored origins; like the intervals, the weights use nothing after ``T``.
+known at that origin; ``other_model_share`` of its rows is how often that weight was 0
+(persistence alone). ``ctriage_select`` chooses per series between ``ctriage`` and the baselines
+by past WIS (``triage.capacity.selection``); its ``other_model_share`` is how often it took
+another model. Nothing uses an outcome after ``T``.
 
-Prediction intervals (every model but CHIME, which has none): rolling split-conformal on the
-log scale (``triage.capacity.conformal``): a local interval from the quantiles of the model's
-log errors over the last 90 origins, rescaled by the conformal quantile of past errors normalised
-by their own local interval over the last 365 origins. Only forecasts whose outcomes are known at
-``T`` are used.
+Quantile forecasts, for every model by the same rule (CHIME included: it publishes none, ours
+are what makes its WIS comparable): ``triage.capacity.conformal``, from each model's own past
+errors at every daily origin, bounded by construction.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from triage.capacity import conformal
+from triage.capacity import conformal, scoring, selection
 from triage.capacity.chime import chime_forecast
 from triage.capacity.series import DailySeries, flow_forecast
 
@@ -36,9 +37,14 @@ logger = logging.getLogger(__name__)
 Forecaster = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 LEVELS = conformal.LEVELS
 WARMUP_DAYS = 28
-CALIBRATION_DAYS = conformal.CALIBRATION_DAYS
-#: Origins before ``T`` whose forecasts the intervals at ``T`` learn from (both stages).
-INTERVAL_HISTORY_DAYS = conformal.CALIBRATION_DAYS + conformal.RECALIBRATION_DAYS
+#: Scoring starts this many days after the warm-up (plus the horizon), as in the first backtests,
+#: so that MAE stays comparable; the quantiles need ``conformal.MIN_ERRORS`` known errors.
+FIRST_SCORED_AFTER_DAYS = 90
+#: Origins before ``T`` whose forecasts the quantiles (and the selection) at ``T`` learn from.
+INTERVAL_HISTORY_DAYS = max(conformal.LONG_WINDOW_DAYS, selection.WINDOW_DAYS)
+SELECT = "ctriage_select"
+#: The models ``ctriage_select`` may choose instead of ``ctriage``.
+SELECTION_CANDIDATES = ("persistence", "ctriage_flow", "linear_trend", "seasonal_naive")
 BLEND_WINDOW_DAYS = 56
 BLEND_MIN_ERRORS = 14
 BLEND_WEIGHTS = np.linspace(0.0, 1.0, 11)
@@ -81,19 +87,23 @@ class AdaptiveBlend:
         return self.first(occupancy, admissions, horizon)
 
 
-def blend_forecasts(
+def blend_weights(
     y: np.ndarray, first: np.ndarray, second: np.ndarray, first_origin: int
 ) -> np.ndarray:
-    """Blend two [origins, horizon] forecast arrays made at every origin from ``first_origin``."""
+    """``[row, h - 1]`` weight of ``first`` at every origin from ``first_origin`` (see doc).
+
+    ``first``/``second`` are [origins, horizon] forecasts made at every origin; without enough
+    known errors the weight is 1 (the first model alone).
+    """
     rows, horizon = first.shape
-    out = first.copy()
+    weights = np.ones((rows, horizon))
     t = np.arange(first_origin, first_origin + rows)
     for h in range(1, horizon + 1):
         target = t + h
         actual = np.full(rows, np.nan)
         ok = target < y.size
         actual[ok] = y[target[ok]]
-        # candidates[w, row]: the blend of each weight, and its absolute error where known
+        # errors[w, row]: absolute error of the blend with weight w, NaN where not yet known
         candidates = (
             BLEND_WEIGHTS[:, None] * first[:, h - 1]
             + (1.0 - BLEND_WEIGHTS[:, None]) * second[:, h - 1]
@@ -107,22 +117,44 @@ def blend_forecasts(
                 continue
             mae = window[:, known].mean(axis=1)
             best = int(np.flatnonzero(mae <= mae.min() + 1e-12)[-1])  # ties: more model
-            out[row, h - 1] = candidates[best, row]
-    return out
+            weights[row, h - 1] = BLEND_WEIGHTS[best]
+    return weights
+
+
+def blend_forecasts(
+    y: np.ndarray, first: np.ndarray, second: np.ndarray, first_origin: int
+) -> np.ndarray:
+    """Blend two [origins, horizon] forecast arrays made at every origin from ``first_origin``."""
+    w = blend_weights(y, first, second, first_origin)
+    return np.asarray(w * first + (1.0 - w) * second)
+
+
+@dataclass(frozen=True)
+class Forecasts:
+    """Point forecasts [row, h - 1] at consecutive origins; ``blend_weight`` for a blend."""
+
+    points: np.ndarray
+    blend_weight: np.ndarray | None = None
 
 
 def every_forecast(
     series: DailySeries, model: Forecaster, origins: range, horizon: int
 ) -> np.ndarray:
     """Point forecasts at every origin of ``origins``; a blend learns from earlier ones too."""
+    return forecasts_of(series, model, origins, horizon).points
+
+
+def forecasts_of(series: DailySeries, model: Forecaster, origins: range, horizon: int) -> Forecasts:
+    """:func:`every_forecast` with the blend's weights (``blend_weight``) where it is a blend."""
     if not isinstance(model, AdaptiveBlend):
-        return point_forecasts(series, model, origins, horizon)
+        return Forecasts(point_forecasts(series, model, origins, horizon))
     since = max(WARMUP_DAYS, origins.start - BLEND_WINDOW_DAYS - horizon)
     wider = range(since, origins.stop)
     first = point_forecasts(series, model.first, wider, horizon)
     second = point_forecasts(series, model.second, wider, horizon)
-    blended = blend_forecasts(series.occupancy, first, second, since)
-    return blended[origins.start - since :]
+    w = blend_weights(series.occupancy, first, second, since)[origins.start - since :]
+    keep = slice(origins.start - since, None)
+    return Forecasts(w * first[keep] + (1.0 - w) * second[keep], w)
 
 
 def chime_for(population: float) -> Forecaster:
@@ -148,18 +180,6 @@ def default_models(population: float | None) -> dict[str, Forecaster]:
     return models
 
 
-#: Models whose forecasts get no interval (CHIME publishes none).
-NO_INTERVALS = frozenset({"chime"})
-
-
-@dataclass(frozen=True)
-class Scored:
-    """Forecasts of one model at the scored origins: ``point`` and ``bands`` [origin, h, level]."""
-
-    point: np.ndarray
-    bands: np.ndarray | None
-
-
 def point_forecasts(
     series: DailySeries, model: Forecaster, origins: Iterable[int], horizon: int
 ) -> np.ndarray:
@@ -168,16 +188,22 @@ def point_forecasts(
     return np.array([model(occ[: t + 1], adm[: t + 1], horizon) for t in origins])
 
 
-def conformal_bands(
-    series: DailySeries,
-    all_points: np.ndarray,
-    first_origin: int,
-    scored: np.ndarray,
-    recalibrate: bool = True,
+def quantile_forecasts(series: DailySeries, points: np.ndarray, first_origin: int) -> np.ndarray:
+    """``[row, h - 1, level]`` quantiles around ``points`` made at every origin from the first."""
+    return conformal.quantile_bands(series.occupancy, series.model_occupancy, points, first_origin)
+
+
+def scored_origins(
+    series: DailySeries, horizon: int, step_days: int, start: str | None, end: str | None
 ) -> np.ndarray:
-    """Intervals at ``scored`` origins from ``all_points`` (forecasts at every origin)."""
-    every = conformal.bands(series.occupancy, all_points, first_origin, recalibrate)
-    return every[np.asarray(scored) - first_origin]
+    """Indices of the origins scored (module doc), within ``start``..``end`` (ISO dates)."""
+    last = series.dates.size - 2
+    scored_from = WARMUP_DAYS + FIRST_SCORED_AFTER_DAYS + horizon
+    if start:
+        scored_from = max(scored_from, int(series.dates.searchsorted(np.datetime64(start))))
+    if end:
+        last = min(last, int(series.dates.searchsorted(np.datetime64(end), side="right")) - 1)
+    return np.arange(scored_from, last + 1, step_days)
 
 
 def run_backtest(
@@ -187,79 +213,49 @@ def run_backtest(
     step_days: int = 7,
     start: str | None = None,
     end: str | None = None,
-    recalibrate: bool = True,
 ) -> list[dict[str, object]]:
     """Score every model at every horizon; one dict per model and horizon (see module doc).
 
-    ``recalibrate=False`` scores the local conformal intervals alone (the intervals before
-    recalibration, kept for comparison).
+    With ``ctriage`` and persistence among ``models`` the rows include ``ctriage_select``.
     """
-    n = series.dates.size
-    first = WARMUP_DAYS
-    last = n - 2
-    scored_from = first + CALIBRATION_DAYS + horizon
-    if start:
-        scored_from = max(scored_from, int(series.dates.searchsorted(np.datetime64(start))))
-    if end:
-        last = min(last, int(series.dates.searchsorted(np.datetime64(end), side="right")) - 1)
-    scored = np.arange(scored_from, last + 1, step_days)
-    y = series.occupancy
+    scored = scored_origins(series, horizon, step_days, start, end)
+    if scored.size == 0:
+        return []
+    since = max(WARMUP_DAYS, int(scored[0]) - INTERVAL_HISTORY_DAYS - 2 * horizon)
+    every = range(since, int(scored[-1]) + 1)
+    rows_at = scored - since
+    actual = scoring.outcomes(series.occupancy, np.arange(every.start, every.stop), horizon)
+    bound = conformal.width_bound(conformal.census_scale(series.model_occupancy, since, len(every)))
+    kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     results: list[dict[str, object]] = []
     for name, model in models.items():
-        if name in NO_INTERVALS:
-            points = point_forecasts(series, model, scored, horizon)
-            bands = None
-        else:
-            calib_from = max(first, scored_from - INTERVAL_HISTORY_DAYS - 2 * horizon)
-            every = every_forecast(series, model, range(calib_from, last + 1), horizon)
-            points = every[scored - calib_from]
-            bands = conformal_bands(series, every, calib_from, scored, recalibrate)
-        results.extend(_score(name, y, scored, points, bands))
+        made = forecasts_of(series, model, every, horizon)
+        quantiles = quantile_forecasts(series, made.points, since)
+        kept[name] = (made.points, quantiles)
+        alone = None if made.blend_weight is None else made.blend_weight[rows_at] == 0.0
+        results += scoring.score_rows(
+            name, actual[rows_at], made.points[rows_at], quantiles[rows_at], bound[rows_at], alone
+        )
         logger.info("backtest %s: %s scored at %d origins", series.name, name, scored.size)
+    candidates = [m for m in ("ctriage", *SELECTION_CANDIDATES) if m in kept]
+    if candidates[:1] == ["ctriage"] and len(candidates) > 1:
+        chosen = selection.select_by_wis(
+            actual, [kept[m][0] for m in candidates], [kept[m][1] for m in candidates]
+        )
+        results += scoring.score_rows(
+            SELECT, actual[rows_at], chosen.points[rows_at], chosen.quantiles[rows_at],
+            bound[rows_at], chosen.choice[rows_at] > 0,
+        )  # fmt: skip
+    scoring.add_relative_wis(results)
     return results
-
-
-def _score(
-    name: str, y: np.ndarray, scored: np.ndarray, points: np.ndarray, bands: np.ndarray | None
-) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    for h in range(1, points.shape[1] + 1):
-        target = scored + h
-        ok = target < y.size
-        actual = np.full(scored.size, np.nan)
-        actual[ok] = y[target[ok]]
-        known = ~np.isnan(actual)
-        err = np.abs(points[known, h - 1] - actual[known])
-        nonzero = actual[known] > 0
-        row: dict[str, object] = {
-            "model": name,
-            "horizon_days": h,
-            "n": int(known.sum()),
-            "mae": float(err.mean()) if err.size else None,
-            "mape": float((err[nonzero] / actual[known][nonzero]).mean() * 100.0)
-            if nonzero.any()
-            else None,
-            "coverage80": None,
-            "coverage95": None,
-            "width80": None,
-            "width95": None,
-        }
-        if bands is not None:
-            b = bands[known, h - 1]
-            a = actual[known]
-            has = ~np.isnan(b[:, 0])
-            if has.any():
-                row["coverage80"] = float(((a[has] >= b[has, 1]) & (a[has] <= b[has, 2])).mean())
-                row["coverage95"] = float(((a[has] >= b[has, 0]) & (a[has] <= b[has, 3])).mean())
-                row["width80"] = float((b[has, 2] - b[has, 1]).mean())
-                row["width95"] = float((b[has, 3] - b[has, 0]).mean())
-        rows.append(row)
-    return rows
 
 
 @dataclass(frozen=True)
 class SeriesForecast:
-    """Our forecast from one origin: dates, expected and the 95/80/80/95% bounds per day."""
+    """Our forecast from one origin: dates, expected and the quantiles per day.
+
+    ``bands[h - 1, level]``: the quantiles at ``LEVELS`` (2.5, 10, 25, 50, 75, 90, 97.5 %).
+    """
 
     origin: np.datetime64
     dates: list[np.datetime64]
@@ -268,11 +264,11 @@ class SeriesForecast:
 
 
 def forecast_at(series: DailySeries, origin: int, horizon: int = 14) -> SeriesForecast:
-    """Our forecast from ``origin`` (an index of the series) with conformal intervals."""
+    """Our forecast from ``origin`` (an index of the series) with its quantiles."""
     calib_from = max(WARMUP_DAYS, origin - INTERVAL_HISTORY_DAYS - 2 * horizon)
     ours = AdaptiveBlend(ctriage_flow, persistence)
     every = every_forecast(series, ours, range(calib_from, origin + 1), horizon)
-    bands = conformal_bands(series, every, calib_from, np.array([origin]))[0]
+    bands = quantile_forecasts(series, every, calib_from)[-1]
     start = series.dates[origin]
     return SeriesForecast(
         origin=np.datetime64(start.date()),

@@ -1,52 +1,71 @@
-"""Rolling split-conformal prediction intervals on the log scale, in two stages.
+"""Quantile forecasts around point forecasts: rolling split-conformal on the count scale, bounded.
 
-Inputs: a daily series ``y`` and point forecasts ``points[row, h - 1]`` made at every origin
-``first_origin + row``. The log error of a forecast is ``log1p(y[t + h]) - log1p(forecast)``; at
-origin ``T`` only forecasts with ``t + h <= T`` have a known error, so nothing after ``T`` is used.
+Inputs: a daily series ``y`` (NaN: unknown), the census the models saw (``census``, gaps filled)
+and point forecasts ``points[row, h - 1]`` made at every origin ``first_origin + row``.
 
-1. **Local interval** (unchanged since the first backtest): the 2.5/10/90/97.5% quantiles of the
-   last ``CALIBRATION_DAYS`` known log errors (at least ``MIN_CALIBRATION``), levels widened by
-   the finite-sample factor ``(n + 1) / n``, give per level a log interval ``[lo, hi]``, centre
-   ``m`` and half-width ``w``.
-2. **Recalibration**: a quiet window understates the errors of the next wave, so each past
-   forecast whose outcome is known at ``T`` gets the normalised score ``|e - m| / w`` against its
-   own local interval (``w`` at least one bed); the conformal quantile ``k`` of the last
-   ``RECALIBRATION_DAYS`` scores (at least ``MIN_RECALIBRATION``; else ``k = 1``) scales the
-   interval: ``m +- k w``. ``k > 1`` widens it where outcomes used to fall outside, ``k < 1``
-   shrinks it.
+1. **Scale**: at origin ``t``, ``s_t = max(MIN_SCALE_BEDS, the highest census of the last
+   SCALE_DAYS days)``, known at ``t``.
+2. **Scaled errors**: ``z = (y[t + h] - forecast) / s_t``. At origin ``T`` only forecasts with
+   ``t + h <= T`` have a known error, so nothing after ``T`` is used.
+3. **Quantiles**: the empirical quantiles (levels ``LEVELS``, widened by ``(n + 1) / n``) of the
+   last ``WINDOW_DAYS`` known errors, and of the last ``LONG_WINDOW_DAYS``; the lower levels take
+   the lower of the two, the upper levels the higher, the median the recent window's (a quiet
+   half-year understates the errors of the next wave; the year before remembers the last one).
+   Each quantile is ``forecast + s_T * z_q``: quantiles of one sample cannot cross.
+4. **Bound**: every quantile is clipped to ``[0, CAP_MULTIPLE * s_T]``. So no interval is ever
+   wider than ``CAP_MULTIPLE`` times the recent census (at least ``MIN_SCALE_BEDS``): the 95 %
+   width is at most ``4 * max(5 beds, highest census of the last 7 days)``.
 
-Window, minimum and levels were fixed before the method was first run on the real series, not
-tuned on it. The one-bed floor on ``w`` came after that first run, which overflowed on regions
-with weeks at 0 beds (zero-width local intervals); it was set from the integer counts, not from
-coverage.
+Why not the log scale of the first version: an error ``log1p(y) - log1p(f)`` learnt on a forecast
+near 0 (a floored trend, a quiet summer) multiplies any later forecast by ``e^error``, and the
+rescaling of a second conformal stage had no cap: 95 % widths of 1e10 beds on other countries'
+series. Errors scaled by the census known at the origin cannot blow up that way.
+
+Settings (scale, windows, floor, cap) were chosen on the Italian series only (national and 21
+regions, origins from 2020-07), before any other country was run; see docs/capacity-backtests.md.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-#: Quantile levels of the bands: lower 95%, lower 80%, upper 80%, upper 95%.
-LEVELS = (0.025, 0.1, 0.9, 0.975)
-CALIBRATION_DAYS = 90
-MIN_CALIBRATION = 30
-RECALIBRATION_DAYS = 365
-MIN_RECALIBRATION = 28
-#: A band is never narrower than +-1 bed around the forecast (counts are integers; quiet
-#: stretches at 0 beds would otherwise give zero widths and unbounded normalised scores).
-MIN_HALF_WIDTH_BEDS = 1.0
-#: Numerical guard on the log offsets (expm1 overflows past ~709).
-MAX_LOG_OFFSET = 50.0
+from triage.capacity.wis import LEVELS, MEDIAN
+
+WINDOW_DAYS = 180
+LONG_WINDOW_DAYS = 365
+MIN_ERRORS = 30
+SCALE_DAYS = 7
+#: The scale of a series near 0 beds (counts are integers; a quiet stretch at 0 beds would give
+#: zero-width intervals).
+MIN_SCALE_BEDS = 5.0
+#: No quantile above this multiple of the scale. On Italy, 99.9 % of 14-day-ahead censuses were
+#: below 4 times the scale at their origin (largest: 6.1).
+CAP_MULTIPLE = 4.0
 
 
-def log_errors(y: np.ndarray, points: np.ndarray, first_origin: int) -> np.ndarray:
-    """``[row, h - 1]`` log errors of forecasts made at ``first_origin + row`` (NaN: unknown)."""
+def census_scale(census: np.ndarray, first_origin: int, rows: int) -> np.ndarray:
+    """``s_t`` for the origins ``first_origin .. first_origin + rows - 1`` (see module doc)."""
+    recent = pd.Series(census).rolling(SCALE_DAYS, min_periods=1).max().to_numpy(dtype=float)
+    return np.asarray(np.maximum(MIN_SCALE_BEDS, recent[first_origin : first_origin + rows]))
+
+
+def width_bound(scale: np.ndarray) -> np.ndarray:
+    """The widest any interval can be at origins of scale ``scale`` (beds)."""
+    return np.asarray(CAP_MULTIPLE * np.asarray(scale, dtype=float))
+
+
+def scaled_errors(
+    y: np.ndarray, points: np.ndarray, first_origin: int, scale: np.ndarray
+) -> np.ndarray:
+    """``[row, h - 1]`` errors of forecasts made at ``first_origin + row``, over ``s_t``."""
     rows, horizon = points.shape
     errors = np.full(points.shape, np.nan)
     t = np.arange(first_origin, first_origin + rows)
     for h in range(1, horizon + 1):
         ok = t + h < y.size
-        errors[ok, h - 1] = np.log1p(y[t[ok] + h]) - np.log1p(points[ok, h - 1])
+        errors[ok, h - 1] = (y[t[ok] + h] - points[ok, h - 1]) / scale[ok]
     return errors
 
 
@@ -69,7 +88,12 @@ def trailing_quantiles(
     samples, n_ok = samples[enough], n[enough]
     grow = (n_ok + 1) / n_ok
     for j, q in enumerate(levels):
-        level = np.minimum(1.0, q * grow) if q > 0.5 else np.maximum(0.0, 1.0 - (1.0 - q) * grow)
+        if q == 0.5:
+            level = np.full(n_ok.shape, 0.5)
+        elif q > 0.5:
+            level = np.minimum(1.0, q * grow)
+        else:
+            level = np.maximum(0.0, 1.0 - (1.0 - q) * grow)
         position = level * (n_ok - 1)
         below = np.floor(position).astype(int)
         above = np.minimum(below + 1, n_ok - 1)
@@ -80,42 +104,26 @@ def trailing_quantiles(
     return out
 
 
-def log_bands(
-    y: np.ndarray, points: np.ndarray, first_origin: int, recalibrate: bool = True
-) -> np.ndarray:
-    """``[row, h - 1, level]`` log-scale offsets of the bands from each forecast (NaN: none).
+def error_quantiles(errors: np.ndarray, lag: int) -> np.ndarray:
+    """``[row, level]`` quantiles of the scaled errors of one horizon (step 3 of the module doc)."""
+    recent = trailing_quantiles(errors, lag, WINDOW_DAYS, MIN_ERRORS, LEVELS)
+    year = trailing_quantiles(errors, lag, LONG_WINDOW_DAYS, MIN_ERRORS, LEVELS)
+    out = recent.copy()
+    out[:, :MEDIAN] = np.fmin(recent[:, :MEDIAN], year[:, :MEDIAN])
+    out[:, MEDIAN + 1 :] = np.fmax(recent[:, MEDIAN + 1 :], year[:, MEDIAN + 1 :])
+    return out
 
-    ``recalibrate=False`` gives the local interval of stage 1 alone.
-    """
-    errors = log_errors(y, points, first_origin)
+
+def quantile_bands(
+    y: np.ndarray, census: np.ndarray, points: np.ndarray, first_origin: int
+) -> np.ndarray:
+    """``[row, h - 1, level]`` quantiles (levels ``LEVELS``) around ``points`` (NaN: too early)."""
     rows, horizon = points.shape
+    scale = census_scale(census, first_origin, rows)
+    forecast = np.maximum(0.0, points)
+    errors = scaled_errors(y, forecast, first_origin, scale)
     out = np.full((rows, horizon, len(LEVELS)), np.nan)
     for h in range(1, horizon + 1):
-        e = errors[:, h - 1]
-        forecast = np.maximum(0.0, points[:, h - 1])
-        floor = np.log1p(forecast + MIN_HALF_WIDTH_BEDS) - np.log1p(forecast)
-        local = trailing_quantiles(e, h, CALIBRATION_DAYS, MIN_CALIBRATION, LEVELS)
-        if not recalibrate:
-            out[:, h - 1] = local
-            continue
-        for lower, upper, coverage in ((0, 3, 0.95), (1, 2, 0.8)):
-            centre = (local[:, lower] + local[:, upper]) / 2.0
-            half = np.maximum(floor, (local[:, upper] - local[:, lower]) / 2.0)
-            # A score is known at T when the outcome t + h <= T is: lag h, as for the errors.
-            scores = np.abs(e - centre) / half
-            k = trailing_quantiles(scores, h, RECALIBRATION_DAYS, MIN_RECALIBRATION, (coverage,))
-            k = np.where(np.isnan(k[:, 0]), 1.0, k[:, 0])
-            out[:, h - 1, lower] = centre - k * half
-            out[:, h - 1, upper] = centre + k * half
-        # Scaled apart, the 95% band must still hold the 80% one.
-        out[:, h - 1, 0] = np.fmin(out[:, h - 1, 0], out[:, h - 1, 1])
-        out[:, h - 1, 3] = np.fmax(out[:, h - 1, 3], out[:, h - 1, 2])
-    return np.clip(out, -MAX_LOG_OFFSET, MAX_LOG_OFFSET)
-
-
-def bands(
-    y: np.ndarray, points: np.ndarray, first_origin: int, recalibrate: bool = True
-) -> np.ndarray:
-    """``[row, h - 1, level]`` occupancy bounds around ``points`` (see module doc)."""
-    offsets = log_bands(y, points, first_origin, recalibrate)
-    return np.maximum(0.0, np.expm1(np.log1p(points)[:, :, None] + offsets))
+        z = error_quantiles(errors[:, h - 1], h)
+        out[:, h - 1] = forecast[:, h - 1, None] + scale[:, None] * z
+    return np.clip(out, 0.0, width_bound(scale)[:, None, None])

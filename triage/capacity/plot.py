@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from triage.capacity.backtest import SeriesForecast  # noqa: E402
 from triage.capacity.series import DailySeries  # noqa: E402
+from triage.capacity.wis import interval_index  # noqa: E402
 
 
 def plot_forecast(
@@ -47,10 +48,12 @@ def plot_forecast(
         )
     days = np.array(forecast.dates, dtype="datetime64[D]")
     if not np.isnan(forecast.bands).all():
+        lo95, hi95 = interval_index(0.95)
+        lo80, hi80 = interval_index(0.8)
         ax.fill_between(
             days,
-            forecast.bands[:, 0],
-            forecast.bands[:, 3],
+            forecast.bands[:, lo95],
+            forecast.bands[:, hi95],
             color="tab:blue",
             alpha=0.18,
             lw=0,
@@ -58,8 +61,8 @@ def plot_forecast(
         )
         ax.fill_between(
             days,
-            forecast.bands[:, 1],
-            forecast.bands[:, 2],
+            forecast.bands[:, lo80],
+            forecast.bands[:, hi80],
             color="tab:blue",
             alpha=0.35,
             lw=0,

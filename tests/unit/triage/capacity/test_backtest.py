@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,14 +18,18 @@ from typer.testing import CliRunner
 
 from streams.cli.root import app
 from triage.capacity import backtest as bt
-from triage.capacity import conformal, dpc
+from triage.capacity import dpc, wis
 from triage.capacity.exceptions import CapacityDataReason, CapacityDataRejected
 from triage.capacity.series import flow_forecast, from_frame, leaving_hazard, read_daily_csv
 
 pytestmark = pytest.mark.unit
 
 DPC = SHARED_DATA / "capacity" / "italy-dpc"
-KEYS = {"model", "horizon_days", "mae", "mape", "coverage80", "coverage95"}
+KEYS = {
+    "model", "horizon_days", "mae", "mape", "wis", "wis_dispersion", "wis_underprediction",
+    "wis_overprediction", "relative_wis", "coverage50", "coverage80", "coverage95", "width95",
+    "max_width95_over_bound", "other_model_share",
+}  # fmt: skip
 
 
 def synthetic_wave(days: int = 260, seed: int = 3) -> pd.DataFrame:
@@ -53,7 +58,7 @@ def test_gaps_are_added_interpolated_for_models_and_not_scored() -> None:
     assert not np.isnan(series.model_occupancy).any()
     assert np.isnan(series.admissions).all()  # column missing: unknown, not zero
     rows = bt.run_backtest(series, {"persistence": bt.persistence}, horizon=1, step_days=1)
-    origins = np.arange(bt.WARMUP_DAYS + bt.CALIBRATION_DAYS + 1, 259)
+    origins = np.arange(bt.WARMUP_DAYS + bt.FIRST_SCORED_AFTER_DAYS + 1, 259)
     assert rows[0]["n"] == origins.size - 3  # the three origins whose next day is a gap
 
 
@@ -90,16 +95,21 @@ def test_synthetic_backtest_intervals_and_no_look_ahead() -> None:
     """SYNTHETIC series: our model beats persistence after day 3 and covers near nominal."""
     series = from_frame(synthetic_wave(), "synthetic")
     rows = bt.run_backtest(series, bt.default_models(None), horizon=7, step_days=1)
-    by = {(r["model"], r["horizon_days"]): r for r in rows}
+    by: dict[tuple[object, object], dict[str, Any]] = {
+        (r["model"], r["horizon_days"]): r for r in rows
+    }
     assert {m for m, _ in by} == {
         "ctriage",
         "ctriage_flow",
         "persistence",
         "seasonal_naive",
         "linear_trend",
+        "ctriage_select",
     }
     assert by[("ctriage", 7)]["mae"] < by[("persistence", 7)]["mae"]
+    assert by[("ctriage", 7)]["relative_wis"] < 1.0 == by[("persistence", 7)]["relative_wis"]
     assert 0.6 <= by[("ctriage", 7)]["coverage80"] <= 0.95
+    assert 0.0 <= by[("ctriage_select", 7)]["other_model_share"] <= 1.0
     # Changing the future must not change a forecast made before it.
     early = bt.point_forecasts(series, bt.ctriage_flow, [150], 7)
     altered = synthetic_wave()
@@ -123,8 +133,8 @@ def test_blend_picks_the_model_that_was_right_before_the_origin() -> None:
     assert out[-1] == pytest.approx(10.0)
 
 
-def test_intervals_use_no_outcome_after_their_origin() -> None:
-    """Changing the series after day 300 leaves every interval made up to day 300 as it was."""
+def test_quantiles_of_the_blend_use_no_outcome_after_their_origin() -> None:
+    """Changing the series after day 300 leaves every forecast made up to day 300 as it was."""
     frame = synthetic_wave(days=420)
     series = from_frame(frame, "synthetic")
     altered = frame.copy()
@@ -132,60 +142,15 @@ def test_intervals_use_no_outcome_after_their_origin() -> None:
     changed = from_frame(altered, "x")
     ours = bt.default_models(None)["ctriage"]
     origins = range(bt.WARMUP_DAYS, 410)
-    points = bt.every_forecast(series, ours, origins, 7)
-    points_changed = bt.every_forecast(changed, ours, origins, 7)
-    past = np.arange(200, 301)
-    bands = bt.conformal_bands(series, points, origins.start, past)
-    again = bt.conformal_bands(changed, points_changed, origins.start, past)
-    assert not np.isnan(bands).any()
-    assert bands == pytest.approx(again)
-    # the same check is not vacuous: the intervals after day 301 do move
-    later = np.arange(330, 400)
-    moved = bt.conformal_bands(series, points, origins.start, later)
-    moved_again = bt.conformal_bands(changed, points_changed, origins.start, later)
-    assert not np.allclose(moved, moved_again)
-
-
-def test_recalibration_widens_intervals_after_large_errors_and_shrinks_after_small() -> None:
-    """SYNTHETIC log errors whose scale grows 1% (or shrinks 0.5%) a day: the local interval lags.
-
-    Where past outcomes fell outside their local intervals the recalibrated one is wider, and it
-    covers more of the next outcomes; where they fell well inside it is narrower.
-    """
-    rng = np.random.default_rng(11)
-    days, first = 400, 0
-    points = np.full((days, 1), 1e5)
-    noise = rng.standard_normal(days)
-    late = slice(250, days - 1)
-    for growth, wider in ((1.01, True), (0.995, False)):
-        scale = 0.05 * growth ** np.arange(days)
-        y = np.expm1(np.log1p(1e5) + scale * np.roll(noise, 1))  # y[t + 1] for the row t
-        local = conformal.log_bands(y, points, first, recalibrate=False)[:, 0]
-        calibrated = conformal.log_bands(y, points, first, recalibrate=True)[:, 0]
-        width_local = local[late, 3] - local[late, 0]
-        width_calibrated = calibrated[late, 3] - calibrated[late, 0]
-        assert bool(np.all(width_calibrated > width_local)) == wider
-        assert bool(np.all(width_calibrated < width_local)) == (not wider)
-        errors = conformal.log_errors(y, points, first)[late, 0]
-        covered_local = _covered(errors, local[late])
-        covered_calibrated = _covered(errors, calibrated[late])
-        if wider:
-            assert covered_local < 0.9 <= covered_calibrated
-        else:
-            assert covered_calibrated < covered_local
-
-
-def _covered(errors: np.ndarray, log_bands: np.ndarray) -> float:
-    """Share of ``errors`` inside the 95% log band of the same row."""
-    return float(np.mean((errors >= log_bands[:, 0]) & (errors <= log_bands[:, 3])))
-
-
-def test_trailing_quantiles_see_only_the_window_before_the_lag() -> None:
-    values = np.arange(10.0)
-    out = conformal.trailing_quantiles(values, lag=2, window=3, min_count=3, levels=(0.0, 1.0))
-    assert np.isnan(out[:4]).all()  # row 4 is the first with values 0..2 behind lag 2
-    assert out[4] == pytest.approx([0.0, 2.0])
-    assert out[9] == pytest.approx([5.0, 7.0])  # values 5, 6, 7
+    q = bt.quantile_forecasts(series, bt.every_forecast(series, ours, origins, 7), origins.start)
+    again = bt.quantile_forecasts(
+        changed, bt.every_forecast(changed, ours, origins, 7), origins.start
+    )
+    past = np.arange(200, 301) - origins.start
+    assert not np.isnan(q[past]).any()
+    assert q[past] == pytest.approx(again[past])
+    later = np.arange(330, 400) - origins.start
+    assert not np.allclose(q[later], again[later])  # not vacuous: later quantiles do move
 
 
 @pytest.mark.skipif(not DPC.is_dir(), reason="shared real data folder absent")
@@ -195,10 +160,15 @@ def test_real_italy_second_wave_beats_every_baseline() -> None:
     rows = bt.run_backtest(
         series, bt.default_models(dpc.POPULATION[dpc.ITALY]), 14, 7, "2020-10-01", "2021-04-30"
     )
-    mae = {(r["model"], r["horizon_days"]): r["mae"] for r in rows}
+    mae: dict[tuple[object, object], Any] = {
+        (r["model"], r["horizon_days"]): r["mae"] for r in rows
+    }
     for h in (1, 7, 14):
         ours = mae[("ctriage", h)]
         assert all(ours < mae[(m, h)] for m in ("persistence", "linear_trend", "chime")), h
+    seven: dict[object, dict[str, Any]] = {r["model"]: r for r in rows if r["horizon_days"] == 7}
+    assert seven["ctriage"]["relative_wis"] < 0.8
+    assert all(r["max_width95_over_bound"] <= 1.0 for r in seven.values())
 
 
 def test_cli_backtest_writes_json(tmp_path: Path) -> None:
@@ -212,9 +182,9 @@ def test_cli_backtest_writes_json(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
-    assert len(rows) == 6 * 3 and all(set(r) >= KEYS for r in rows)
-    assert {r["model"] for r in rows} >= {"chime", "ctriage"}
-    assert all(r["coverage80"] is None for r in rows if r["model"] == "chime")
+    assert len(rows) == 7 * 3 and all(set(r) >= KEYS for r in rows)
+    assert {r["model"] for r in rows} >= {"chime", "ctriage", "ctriage_select"}
+    assert all(r["wis"] is not None for r in rows)  # CHIME too: intervals by the same rule
     bad = CliRunner().invoke(app, ["capacity", "backtest", "--csv", str(tmp_path / "no.csv")])
     assert bad.exit_code == 2 and "unreadable" in bad.output
 
@@ -230,5 +200,6 @@ def test_cli_plot_writes_a_png(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    fc = bt.forecast_at(read_daily_csv(csv), 120, 14)
-    assert np.all(fc.bands[:, 0] <= fc.bands[:, 1]) and np.all(fc.bands[:, 2] <= fc.bands[:, 3])
+    fc = bt.forecast_at(read_daily_csv(csv), 160, 14)
+    assert fc.bands.shape == (14, len(wis.LEVELS))
+    assert np.all(np.diff(fc.bands, axis=1) >= 0)  # quantiles never cross
