@@ -168,7 +168,7 @@ class FileSkipReason(StrEnum):
     """Why a file under the input path is not part of any series (closed list)."""
 
     NOT_DICOM = "not_dicom"  # neither a DICOM file nor a DICOM dataset stored without its header
-    NOT_AN_IMAGE = "not_an_image"  # DICOM without SOP Instance UID, not of a CT image class
+    NOT_AN_INSTANCE = "not_an_instance"  # DICOM without SOP Instance UID, and not a CT image
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,10 @@ def scan_headers(files: list[Path]) -> HeaderScan:
         counts = Counter(s.reason.value for s in skipped)
         logger.info("skipped %d of %d files: %s", len(skipped), len(files), dict(counts))
     if not found:
-        raise SeriesRejected(R.NOT_DICOM, f"none of the {len(files)} files is a DICOM image")
+        counts = Counter(s.reason.value for s in skipped)
+        raise SeriesRejected(
+            R.NOT_DICOM, f"none of the {len(files)} files is a DICOM image ({dict(counts)})"
+        )
     return HeaderScan(found=found, skipped=skipped)
 
 
@@ -262,8 +265,9 @@ def _read_header(file: Path) -> FileDataset | SkippedFile:
             ) from e
         return SkippedFile(file, FileSkipReason.NOT_DICOM, f"not readable as DICOM: {e}"[:200])
     if "SOPInstanceUID" not in ds:
-        # pydicom stops quietly at the end of a cut-off file and returns what it read; every
-        # DICOM object has a SOP Instance UID, so a CT image without one ended early
+        # pydicom stops quietly at the end of a cut-off file and returns what it read (nothing
+        # when the cut is inside undefined-length compressed Pixel Data); every DICOM object
+        # has a SOP Instance UID, so a CT image without one ended early
         sop_class = _sop_class(ds)
         if sop_class in CT_IMAGE_CLASSES or raw_text(ds, "Modality") == "CT":
             raise SeriesRejected(
@@ -271,7 +275,7 @@ def _read_header(file: Path) -> FileDataset | SkippedFile:
             )
         return SkippedFile(
             file,
-            FileSkipReason.NOT_AN_IMAGE,
+            FileSkipReason.NOT_AN_INSTANCE,
             f"no SOP Instance UID; SOP class {UID(sop_class).name if sop_class else 'absent'}",
         )
     _check_complete(file, ds)

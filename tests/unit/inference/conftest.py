@@ -43,6 +43,18 @@ def normal001_slices(covid_ct_md: Path) -> list[Dataset]:
     return sorted(datasets, key=lambda ds: float(ds.ImagePositionPatient[2]))
 
 
+@pytest.fixture(scope="session")
+def chest_slices(normal001_slices: list[Dataset]) -> list[Dataset]:
+    """The chest slab's datasets (shared: copy before editing)."""
+    return normal001_slices[CHEST_SLAB]
+
+
+@pytest.fixture(scope="session")
+def abdomen_slices(normal001_slices: list[Dataset]) -> list[Dataset]:
+    """The upper abdomen's datasets (shared: copy before editing)."""
+    return normal001_slices[ABDOMEN_SLAB]
+
+
 def _write(folder: Path, datasets: list[Dataset]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for index, ds in enumerate(datasets):

@@ -45,7 +45,7 @@ def test_stray_object_without_sop_uid_is_skipped_and_recorded(tmp_path: Path, st
     assert volume.hu.shape[0] == SLICES
     [skipped] = volume.skipped_files
     assert skipped.file.name == "zz-stray.dcm"
-    assert skipped.reason is FileSkipReason.NOT_AN_IMAGE
+    assert skipped.reason is FileSkipReason.NOT_AN_INSTANCE
     assert "no SOP Instance UID" in skipped.detail
 
 
