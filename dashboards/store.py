@@ -47,38 +47,42 @@ studies = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+
+def _scored_study_columns() -> list[Column[Any]]:
+    """The columns that describe a scored study, shared by ``risks`` and ``alerts``."""
+    return [
+        Column("study_uid", String(64), nullable=False, index=True),
+        Column("patient_pseudonym", String(64), nullable=False),
+        Column("probability", Float, nullable=False),
+        Column("level", String(16), nullable=False),
+        Column("model_version", String(64), nullable=False),
+        Column("threshold_version", String(64), nullable=False),
+        Column("lesion_percent", Float),
+        Column("top_features", JSON),
+    ]
+
+
+def _regional_columns() -> list[Column[Any]]:
+    """Regional biomarkers of the learned lesion model (NULL: the model measures no zones)."""
+    return [Column("ct_severity_score", Float), Column("bilateral", Boolean)]
+
+
 risks = Table(
     "risks",
     metadata,
     Column("risk_id", String(36), primary_key=True),
-    Column("study_uid", String(64), nullable=False, index=True),
-    Column("patient_pseudonym", String(64), nullable=False),
-    Column("probability", Float, nullable=False),
-    Column("level", String(16), nullable=False),
-    Column("model_version", String(64), nullable=False),
-    Column("threshold_version", String(64), nullable=False),
-    Column("lesion_percent", Float),
-    Column("top_features", JSON),
+    *_scored_study_columns(),
     Column("completeness", String(32)),
     Column("scored_at", DateTime(timezone=True), nullable=False, index=True),
     Column("latency_s", Float),
-    # regional biomarkers of the learned lesion model; NULL when the model has none
-    Column("ct_severity_score", Float),
-    Column("bilateral", Boolean),
+    *_regional_columns(),
 )
 
 alerts = Table(
     "alerts",
     metadata,
     Column("alert_id", String(36), primary_key=True),
-    Column("study_uid", String(64), nullable=False, index=True),
-    Column("patient_pseudonym", String(64), nullable=False),
-    Column("probability", Float, nullable=False),
-    Column("level", String(16), nullable=False),
-    Column("model_version", String(64), nullable=False),
-    Column("threshold_version", String(64), nullable=False),
-    Column("lesion_percent", Float),
-    Column("top_features", JSON),
+    *_scored_study_columns(),
     Column("raised_at", DateTime(timezone=True), nullable=False, index=True),
     # added with escalation (issue 6); nullable, so older rows stay valid
     Column("kind", String(16)),
@@ -86,8 +90,7 @@ alerts = Table(
     Column("completeness", String(32)),
     Column("completeness_note", Text),
     Column("hospital", String(64)),
-    Column("ct_severity_score", Float),  # NULL: the lesion model does not measure zones
-    Column("bilateral", Boolean),
+    *_regional_columns(),
 )
 
 threshold_audit = Table(

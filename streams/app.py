@@ -1,75 +1,41 @@
-"""The Faust application: records, app, topics, tables, agents, built from explicit settings.
+"""The Faust application: topics with their value types, then the agents' tables and agents.
 
 The app is built by :func:`build_app` rather than at import, so importing ``streams`` reads no
-environment and opens no connection. Agents live in ``streams/agents/``; each module has a
-``register(pipeline)`` that declares its agents on the app.
+environment and opens no connection. This module only builds: what the agents share is a
+:class:`~streams.pipeline.Pipeline`, and each agent module has a ``register(pipeline)`` that
+declares its tables and agents on the app. Agents never import this module.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import faust
-from sqlalchemy.engine import Engine
+from faust.serializers.codecs import Codec
 
-from inference.volume import CtVolume, load_series
 from streams import topics as t
 from streams.metrics import ASSIGNED_PARTITIONS
+from streams.pipeline import Dependencies, Pipeline, load_registry
+from streams.records import Record
 from streams.settings import Settings
-from triage.alerts.policy import AlertPolicy
-from triage.risk.model import RiskModel
 
 logger = logging.getLogger(__name__)
 
 
-class Quantifier(Protocol):
-    """What the quantify agent needs from a lesion model client."""
+class RecordCodec(Codec):
+    """JSON records on the wire: a record is encoded by itself, bytes pass as they are.
 
-    model_name: str
+    Decoding leaves the bytes to the topic's ``value_type`` (:meth:`Record.from_data`), which
+    turns a malformed payload into a value the agent dead-letters instead of an error that
+    Faust would raise inside the stream.
+    """
 
-    def quantify_volume(self, volume: Any, masks: bool = False) -> Any:
-        """Return the biomarkers (regional ones and masks where the model has them)."""
+    def _loads(self, s: bytes) -> Any:
+        return s
 
-    def model_version(self) -> str:
-        """Return the served model version."""
-
-
-@dataclass
-class Dependencies:
-    """The services and models the agents call: built by the worker, replaced in tests."""
-
-    quantifier: Quantifier
-    risk_model: RiskModel
-    store: Engine
-    default_policy: AlertPolicy
-    hospital_capacity_beds: dict[str, int]
-    default_capacity_beds: int
-    # how a study folder becomes a volume: in a sandboxed child process in the worker
-    read_series: Callable[[Path], CtVolume] = load_series
-
-
-@dataclass
-class Pipeline:
-    """The app plus everything the agents share."""
-
-    app: faust.App
-    settings: Settings
-    deps: Dependencies
-    topics: dict[str, faust.TopicT] = field(default_factory=dict)
-    tables: dict[str, Any] = field(default_factory=dict)
-    policies: dict[str, AlertPolicy] = field(default_factory=dict)
-
-    def topic(self, name: str) -> faust.TopicT:
-        """The declared topic called ``name`` (dead-letter twins included)."""
-        return self.topics[name]
-
-    def policy_for(self, hospital: str) -> AlertPolicy:
-        """The alert policy in force for ``hospital`` (latest ``triage.config``, else default)."""
-        return self.policies.get(hospital, self.deps.default_policy)
+    def _dumps(self, s: Any) -> bytes:
+        return s.to_bytes() if isinstance(s, Record) else bytes(s)
 
 
 def _faust_app(settings: Settings) -> faust.App:
@@ -96,19 +62,24 @@ def _faust_app(settings: Settings) -> faust.App:
 
 
 def build_app(settings: Settings, deps: Dependencies) -> Pipeline:
-    """Declare topics, tables and agents on a new Faust app."""
+    """Declare topics (with their value types), tables and agents on a new Faust app."""
     from streams.agents import capacity, clinical, config, quantify, risk, sinks, writeback
 
     app = _faust_app(settings)
-    pipeline = Pipeline(app=app, settings=settings, deps=deps)
+    registry = load_registry(settings, deps.hospital_capacity_beds, deps.default_capacity_beds)
+    pipeline = Pipeline(app=app, settings=settings, deps=deps, registry=registry)
+    codec = RecordCodec()
+    value_types = t.value_types()
     for name, (partitions, _compacted) in t.topic_layout(settings.kafka.partitions).items():
         pipeline.topics[name] = app.topic(
             name,
             partitions=partitions,
             key_serializer="raw",
-            value_serializer="raw",
+            value_type=value_types[name],  # type: ignore[arg-type]  # a Record, not a faust Model
+            value_serializer=codec,
             internal=False,
         )
+    # clinical declares the context table that risk reads; risk the tables clinical re-scores with
     for module in (config, clinical, quantify, risk, capacity, sinks, writeback):
         module.register(pipeline)
 

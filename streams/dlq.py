@@ -82,7 +82,11 @@ def build_dead_letter(
 async def dead_letter(
     dlq_topic: Any, event: Any, *, stage: str, reason: str, error: BaseException | str
 ) -> DeadLetter:
-    """Send the Faust ``event`` being processed to ``dlq_topic`` and return the record."""
+    """Send the Faust ``event`` being processed to ``dlq_topic`` and return the record.
+
+    The dead letter keeps the message's bytes as received (``event.message.value``), whatever
+    the topic decoded them into.
+    """
     message = event.message
     record = build_dead_letter(
         stage=stage,
@@ -92,7 +96,7 @@ async def dead_letter(
         source_partition=message.partition,
         source_offset=message.offset,
         key=event.key,
-        payload=event.value,
+        payload=message.value,
     )
-    await dlq_topic.send(key=event.key, value=record.to_bytes())
+    await dlq_topic.send(key=event.key, value=record)
     return record

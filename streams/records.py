@@ -1,27 +1,51 @@
 """Typed records carried by ctriage topics.
 
-Topics carry JSON bytes; every agent parses them with these pydantic models, so a malformed payload
+Topics carry JSON bytes; each topic declares its record class (:mod:`streams.topics`), and the
+worker's topics decode a message into it before an agent sees it (:meth:`Record.from_data`). A
+payload that is not a valid record arrives as :class:`Malformed`, keeping its bytes, so it
 becomes a typed dead letter instead of a crashed agent. Times are epoch seconds (``*_at``) for
-latency arithmetic, or ISO 8601 strings (``*_time``) for simulated clinical time.
+latency arithmetic, or ISO 8601 strings (``*_time``) for simulated clinical time. The libraries'
+types are mapped to and from these records in :mod:`streams.mapping`.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from triage.fhir.icu import CensusChangeValues
 
 
-class _Record(BaseModel):
+@dataclass(frozen=True)
+class Malformed:
+    """A message that is not a valid record of its topic's class: its bytes, and why."""
+
+    payload: bytes
+    error: ValidationError
+
+
+class Record(BaseModel):
+    """Base of every record: frozen, no unknown fields, JSON on the wire."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     def to_bytes(self) -> bytes:
         """Serialise to the JSON bytes that go on the wire."""
         return self.model_dump_json().encode()
 
+    @classmethod
+    def from_data(cls, data: Any, *, preferred_type: Any = None) -> Self | Malformed:
+        """Decode a message value (Faust's ``value_type`` hook): the record, or why not."""
+        payload = bytes(data or b"")
+        try:
+            return cls.model_validate_json(payload)
+        except ValidationError as e:
+            return Malformed(payload, e)
 
-class CtStudy(_Record):
+
+class CtStudy(Record):
     """A CT study ready for quantification: a claim check, never the pixels."""
 
     event_id: str
@@ -34,7 +58,7 @@ class CtStudy(_Record):
     hospital: str
 
 
-class FhirResourceEvent(_Record):
+class FhirResourceEvent(Record):
     """One pseudonymised FHIR resource (R4 unless ``fhir_version`` says 5.0) for one patient."""
 
     event_id: str
@@ -48,7 +72,7 @@ class FhirResourceEvent(_Record):
     fhir_version: str = Field(default="4.0", description="FHIR release: 4.0 (R4) or 5.0 (R5)")
 
 
-class StageTimings(_Record):
+class StageTimings(Record):
     """Seconds spent in each stage of one study's path through the pipeline."""
 
     load_s: float = 0.0
@@ -56,7 +80,7 @@ class StageTimings(_Record):
     scoring_s: float = 0.0
 
 
-class Quantification(_Record):
+class Quantification(Record):
     """Imaging biomarkers of one study from the lesion model."""
 
     study_uid: str
@@ -75,7 +99,7 @@ class Quantification(_Record):
     masks_uri: str = ""
 
 
-class Contribution(_Record):
+class Contribution(Record):
     """One feature's share of a risk score, as shown to a clinician."""
 
     feature: str
@@ -84,7 +108,7 @@ class Contribution(_Record):
     direction: str
 
 
-class RiskAssessment(_Record):
+class RiskAssessment(Record):
     """The ventilation risk of one study; the unit every study yields exactly once."""
 
     risk_id: str
@@ -129,7 +153,7 @@ class RiskAssessment(_Record):
         return bool(self.regional["bilateral"]) if "bilateral" in self.regional else None
 
 
-class Alert(_Record):
+class Alert(Record):
     """A ventilation-risk alert for the emergency department."""
 
     alert_id: str
@@ -159,7 +183,7 @@ class Alert(_Record):
     bilateral: bool | None = None
 
 
-class TriageConfig(_Record):
+class TriageConfig(Record):
     """A hospital's alert policy; compacted ``triage.config`` keeps the latest per hospital.
 
     ``levels`` maps moderate/high/critical to the probability each starts at; records written
@@ -178,7 +202,7 @@ class TriageConfig(_Record):
     previous_version: str | None = None
 
 
-class ThresholdAudit(_Record):
+class ThresholdAudit(Record):
     """One change of a hospital's alert policy: who, when, old -> new, why (``triage.audit``)."""
 
     audit_id: str
@@ -195,23 +219,13 @@ class ThresholdAudit(_Record):
     audit_event: dict[str, Any] = Field(description="the same change as a FHIR R4 AuditEvent")
 
 
-class CapacityEventKind(StrEnum):
-    """What a capacity event reports."""
-
-    ICU_ADMISSION = "icu_admission"
-    ICU_DISCHARGE = "icu_discharge"
-    PIPELINE_RISK = "pipeline_risk"
-    VENTILATION_START = "ventilation_start"
-    VENTILATION_END = "ventilation_end"
-
-
-class CapacityEvent(_Record):
+class CapacityEvent(Record):
     """A change to the ICU or ventilator census or to the pipeline of at-risk patients.
 
     ``probability`` of a ``pipeline_risk`` event is the patient's ventilation risk.
     """
 
-    kind: CapacityEventKind
+    kind: CensusChangeValues
     hospital: str
     patient_pseudonym: str
     event_time: str
@@ -219,7 +233,7 @@ class CapacityEvent(_Record):
     unit: str | None = Field(default=None, description="ICU unit; None: the hospital's ICU")
 
 
-class ForecastDay(_Record):
+class ForecastDay(Record):
     """ICU occupancy (or ventilators in use) forecast for one day."""
 
     date: str
@@ -232,7 +246,7 @@ class ForecastDay(_Record):
     median: float | None = None
 
 
-class VentilatorForecast(_Record):
+class VentilatorForecast(Record):
     """Ventilators in use over the horizon, against the unit's ventilators."""
 
     capacity: int
@@ -243,7 +257,7 @@ class VentilatorForecast(_Record):
     breach_alert: bool = False
 
 
-class CapacityForecast(_Record):
+class CapacityForecast(Record):
     """An ICU occupancy forecast for one hospital (unit), with its ventilators when known."""
 
     forecast_id: str
@@ -267,7 +281,7 @@ class CapacityForecast(_Record):
     )
 
 
-class DeadLetter(_Record):
+class DeadLetter(Record):
     """A message the pipeline could not process, with everything needed to replay it."""
 
     reason_code: str

@@ -1,5 +1,9 @@
-"""Every ctriage topic, declared once: name, partition count, key, retention, dead-letter twin.
+"""Every ctriage topic, declared once: name, value type, partitions, key, retention, dead letters.
 
+Each topic names the record class its values are (``value_type``): the worker's Faust topics
+decode every message into it before an agent sees it (:mod:`streams.app`), so agents never parse
+bytes by hand. A dead-letter twin carries :class:`~streams.records.DeadLetter` records whose
+``payload`` is the failed message's bytes as received, never a re-encoding of what was decoded.
 Topics keyed by the pseudonymous patient id are co-partitioned (same partition count), so the
 worker that owns a patient's clinical context also owns that patient's CT results. Topics are
 created with the admin client before a worker starts and checked at start-up: an auto-created
@@ -15,6 +19,20 @@ from dataclasses import dataclass
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from streams.records import (
+    Alert,
+    CapacityEvent,
+    CapacityForecast,
+    CtStudy,
+    DeadLetter,
+    FhirResourceEvent,
+    Quantification,
+    Record,
+    RiskAssessment,
+    ThresholdAudit,
+    TriageConfig,
+)
+
 logger = logging.getLogger(__name__)
 
 
@@ -23,6 +41,8 @@ class TopicSpec:
     """One topic's declaration."""
 
     name: str
+    #: the record class of its values; ``bytes`` for a payload that is no record of ours
+    value_type: type[Record] | type[bytes]
     key: str
     copartitioned: bool
     compacted: bool = False
@@ -35,24 +55,35 @@ class TopicSpec:
         return f"{self.name}.dlq"
 
 
-CT_STUDIES = TopicSpec("ct.studies", key="patient_pseudonym", copartitioned=True, has_dlq=True)
+PATIENT = "patient_pseudonym"
+
+CT_STUDIES = TopicSpec("ct.studies", CtStudy, key=PATIENT, copartitioned=True, has_dlq=True)
 FHIR_RESOURCES = TopicSpec(
-    "fhir.resources", key="patient_pseudonym", copartitioned=True, has_dlq=True
+    "fhir.resources", FhirResourceEvent, key=PATIENT, copartitioned=True, has_dlq=True
 )
 CT_QUANTIFICATION = TopicSpec(
-    "ct.quantification", key="patient_pseudonym", copartitioned=True, has_dlq=True
+    "ct.quantification", Quantification, key=PATIENT, copartitioned=True, has_dlq=True
 )
-TRIAGE_RISK = TopicSpec("triage.risk", key="patient_pseudonym", copartitioned=True, has_dlq=True)
-TRIAGE_ALERTS = TopicSpec("triage.alerts", key="patient_pseudonym", copartitioned=True)
+TRIAGE_RISK = TopicSpec(
+    "triage.risk", RiskAssessment, key=PATIENT, copartitioned=True, has_dlq=True
+)
+TRIAGE_ALERTS = TopicSpec("triage.alerts", Alert, key=PATIENT, copartitioned=True)
 TRIAGE_CONFIG = TopicSpec(
-    "triage.config", key="hospital", copartitioned=False, compacted=True, has_dlq=True
-)
-#: Alerts as FHIR R4 RiskAssessment resources, ready to POST to an EHR (key: pseudonym).
-TRIAGE_ALERTS_FHIR = TopicSpec("triage.alerts.fhir", key="patient_pseudonym", copartitioned=True)
+    "triage.config", TriageConfig, key="hospital", copartitioned=False, compacted=True,
+    has_dlq=True,
+)  # fmt: skip
+#: Alerts as FHIR R4 RiskAssessment resources (JSON), ready to POST to an EHR (key: pseudonym).
+TRIAGE_ALERTS_FHIR = TopicSpec("triage.alerts.fhir", bytes, key=PATIENT, copartitioned=True)
 #: Every change of an alert policy (who, when, old -> new, why; FHIR AuditEvent inside).
-TRIAGE_AUDIT = TopicSpec("triage.audit", key="hospital", copartitioned=False, retention_ms=-1)
-CAPACITY_EVENTS = TopicSpec("capacity.events", key="hospital", copartitioned=False, has_dlq=True)
-CAPACITY_FORECASTS = TopicSpec("capacity.forecasts", key="hospital", copartitioned=False)
+TRIAGE_AUDIT = TopicSpec(
+    "triage.audit", ThresholdAudit, key="hospital", copartitioned=False, retention_ms=-1
+)
+CAPACITY_EVENTS = TopicSpec(
+    "capacity.events", CapacityEvent, key="hospital", copartitioned=False, has_dlq=True
+)
+CAPACITY_FORECASTS = TopicSpec(
+    "capacity.forecasts", CapacityForecast, key="hospital", copartitioned=False
+)
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CT_STUDIES,
@@ -75,6 +106,16 @@ class TopicLayoutError(RuntimeError):
 def expected_partitions(spec: TopicSpec, patient_partitions: int) -> int:
     """Partition count a topic must have: patient-keyed topics share one count, others have one."""
     return patient_partitions if spec.copartitioned else 1
+
+
+def value_types() -> dict[str, type[Record] | type[bytes]]:
+    """Every topic name (dead-letter twins included) -> the type of its values."""
+    types: dict[str, type[Record] | type[bytes]] = {}
+    for spec in ALL_TOPICS:
+        types[spec.name] = spec.value_type
+        if spec.has_dlq:
+            types[spec.dlq] = DeadLetter
+    return types
 
 
 def topic_layout(patient_partitions: int) -> dict[str, tuple[int, bool]]:

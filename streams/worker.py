@@ -10,8 +10,9 @@ from prometheus_client import start_http_server
 from dashboards.store import create_schema, make_engine
 from inference.client import TritonQuantifier
 from inference.sandbox import SandboxedReader
-from streams.app import Dependencies, Pipeline, build_app
+from streams.app import build_app
 from streams.metrics import REGISTRY
+from streams.pipeline import Dependencies, Pipeline
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from triage.alerts.policy import AlertPolicy

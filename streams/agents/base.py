@@ -1,4 +1,4 @@
-"""What every agent does with each message: parse it, or dead-letter it with a reason."""
+"""What every agent does with each message: take its record, or dead-letter it with a reason."""
 
 from __future__ import annotations
 
@@ -8,27 +8,32 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
-
 from streams.dlq import StreamReason, dead_letter
+from streams.records import Malformed, Record
 
-RecordT = TypeVar("RecordT", bound=BaseModel)
+RecordT = TypeVar("RecordT", bound=Record)
 ResultT = TypeVar("ResultT")
 
 logger = logging.getLogger(__name__)
 
 
-async def parse_or_dead_letter(
+async def record_or_dead_letter(
     event: Any, record_type: type[RecordT], dlq_topic: Any, stage: str
 ) -> RecordT | None:
-    """Parse the event's JSON value as ``record_type``; if invalid, dead-letter it, return None."""
-    try:
-        return record_type.model_validate_json(event.value or b"")
-    except ValidationError as e:
-        await dead_letter(
-            dlq_topic, event, stage=stage, reason=StreamReason.MALFORMED_RECORD, error=e
-        )
-        return None
+    """The event's record, as its topic decoded it; if malformed, dead-letter it, return None.
+
+    A topic of another value type than ``record_type`` is a wiring error (``TypeError``).
+    """
+    value = event.value
+    if isinstance(value, record_type):
+        return value
+    if value is not None and not isinstance(value, Malformed):
+        raise TypeError(f"expected {record_type.__name__}, the topic gave {type(value).__name__}")
+    error = value.error if value is not None else f"an empty message is no {record_type.__name__}"
+    await dead_letter(
+        dlq_topic, event, stage=stage, reason=StreamReason.MALFORMED_RECORD, error=error
+    )
+    return None
 
 
 async def in_thread(func: Callable[..., ResultT], *args: Any, **kwargs: Any) -> ResultT:

@@ -9,7 +9,9 @@ A Condition or Observation of a patient whose Patient resource has not arrived y
 Patient comes. After ``pending_ttl_s`` it is dead-lettered as ``unknown_patient``: by a timer
 that reads the table (Faust tables cannot be written outside a stream), and by the next event of
 that patient, which also clears it from the table. Once a context changes, recent CT studies of
-the patient are re-scored (:func:`streams.agents.risk.rescore_recent`).
+the patient are re-scored (:func:`streams.agents.scoring.rescore_recent`), and the ICU or
+ventilator census changes a resource implies (:func:`triage.fhir.icu.census_changes`) go to
+``capacity.events``.
 """
 
 from __future__ import annotations
@@ -17,20 +19,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime
 from typing import Any
 
 from streams import topics as t
-from streams.agents.base import handle_or_dead_letter, parse_or_dead_letter
-from streams.agents.capacity import load_registry
-from streams.agents.risk import rescore_recent
-from streams.app import Pipeline
+from streams.agents.base import handle_or_dead_letter, record_or_dead_letter
+from streams.agents.scoring import rescore_recent
 from streams.dlq import build_dead_letter, dead_letter
+from streams.mapping import capacity_event
 from streams.metrics import MESSAGES, PENDING_FHIR
-from streams.records import CapacityEvent, CapacityEventKind, DeadLetter, FhirResourceEvent
+from streams.pipeline import Pipeline
+from streams.records import DeadLetter, FhirResourceEvent
 from triage.exceptions import FhirRejected, FhirRejectionReason
 from triage.fhir.context import ClinicalContext
-from triage.fhir.icu import CensusChange, census_changes
+from triage.fhir.icu import census_changes
 from triage.fhir.parse import FhirVersionValues, declared_version, normalise_r5
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def register(pipeline: Pipeline) -> None:
     pipeline.tables["patient_to_pending"] = patient_to_pending
     dlq = pipeline.topic(t.FHIR_RESOURCES.dlq)
     capacity_events = pipeline.topic(t.CAPACITY_EVENTS.name)
-    icu_locations = load_registry(pipeline.settings).icu_locations  # Location ids of ICU units
+    icu_locations = pipeline.registry.icu_locations  # Location ids of ICU units
     expired_sent: set[str] = set()  # event ids already dead-lettered by the sweep
 
     async def expire(
@@ -70,13 +71,13 @@ def register(pipeline: Pipeline) -> None:
                 waiting.append(item)
             elif item["event"]["event_id"] not in expired_sent:
                 expired_sent.add(item["event"]["event_id"])
-                await dlq.send(key=pseudonym.encode(), value=_expired_letter(item).to_bytes())
+                await dlq.send(key=pseudonym.encode(), value=_expired_letter(item))
         return waiting
 
     @app.agent(pipeline.topic(t.FHIR_RESOURCES.name), name="update_clinical_context")
     async def update_clinical_context(stream: Any) -> None:
         async def handle(event: Any) -> None:
-            record = await parse_or_dead_letter(event, FhirResourceEvent, dlq, STAGE)
+            record = await record_or_dead_letter(event, FhirResourceEvent, dlq, STAGE)
             if record is None:
                 return
             key = record.patient_pseudonym
@@ -99,7 +100,7 @@ def register(pipeline: Pipeline) -> None:
             for change in census_changes(shaped or record.resource, icu_locations):
                 await capacity_events.send(
                     key=record.hospital.encode(),
-                    value=_capacity_event(record, change).to_bytes(),
+                    value=capacity_event(change, record.hospital, record.patient_pseudonym),
                 )
             await rescore_recent(pipeline, key, record.event_time)
             MESSAGES.labels(stage=STAGE).inc()
@@ -113,7 +114,7 @@ def register(pipeline: Pipeline) -> None:
         if len(held) >= fhir.pending_max_per_patient:
             oldest = held.pop(0)
             expired_sent.add(oldest["event"]["event_id"])
-            await dlq.send(key=key.encode(), value=_expired_letter(oldest).to_bytes())
+            await dlq.send(key=key.encode(), value=_expired_letter(oldest))
         held.append({"event": record.model_dump(mode="json"), "held_at": now})
         patient_to_pending[key] = held
         logger.debug("holding %d resources until the Patient of %s arrives", len(held), key)
@@ -129,7 +130,7 @@ def register(pipeline: Pipeline) -> None:
                 context = context.apply(record.resource, declared_version(record.fhir_version))
             except FhirRejected as e:
                 letter = _held_letter(item, e.reason, f"{type(e).__name__}: {e}")
-                await dlq.send(key=key.encode(), value=letter.to_bytes())
+                await dlq.send(key=key.encode(), value=letter)
         del patient_to_pending[key]
         return context
 
@@ -165,13 +166,3 @@ def _held_letter(item: dict[str, Any], reason: str, error: str) -> DeadLetter:
         payload=json.dumps(record),
     )
 
-
-def _capacity_event(record: FhirResourceEvent, change: CensusChange) -> CapacityEvent:
-    when: datetime = change.at
-    return CapacityEvent(
-        kind=CapacityEventKind(change.kind.value),
-        hospital=record.hospital,
-        patient_pseudonym=record.patient_pseudonym,
-        event_time=when.isoformat(),
-        unit=change.unit,
-    )

@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
 from streams import topics as t
-from streams.app import Pipeline
 from streams.dlq import StreamReason, build_dead_letter
-from streams.records import TriageConfig
+from streams.pipeline import Pipeline
+from streams.records import Malformed, TriageConfig
 from triage.alerts.policy import AlertPolicy
 from triage.exceptions import ConfigRejected
 
@@ -64,19 +64,26 @@ def register(pipeline: Pipeline) -> None:
         await consumer.start()
         try:
             async for message in consumer:
-                try:
-                    apply_config(pipeline, TriageConfig.model_validate_json(message.value or b""))
-                except (ValidationError, ConfigRejected) as e:
+                config = TriageConfig.from_data(message.value)  # the topic's value type
+                error: ValidationError | ConfigRejected | None = None
+                if isinstance(config, Malformed):
+                    error = config.error
+                else:
+                    try:
+                        apply_config(pipeline, config)
+                    except ConfigRejected as e:
+                        error = e
+                if error is not None:
                     letter = build_dead_letter(
                         stage=STAGE,
-                        reason=getattr(e, "reason", StreamReason.INVALID_CONFIG),
-                        error=e,
+                        reason=getattr(error, "reason", StreamReason.INVALID_CONFIG),
+                        error=error,
                         source_topic=message.topic,
                         source_partition=message.partition,
                         source_offset=message.offset,
                         key=message.key,
                         payload=message.value,
                     )
-                    await dlq.send(key=message.key, value=letter.to_bytes())
+                    await dlq.send(key=message.key, value=letter)
         finally:
             await consumer.stop()

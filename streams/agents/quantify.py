@@ -12,7 +12,6 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from inference.client import StudyResult
 from inference.exceptions import (
@@ -24,10 +23,11 @@ from inference.exceptions import (
 )
 from inference.masks import masks_path, save_masks
 from streams import topics as t
-from streams.agents.base import handle_or_dead_letter, in_thread, parse_or_dead_letter
-from streams.app import Pipeline
+from streams.agents.base import handle_or_dead_letter, in_thread, record_or_dead_letter
+from streams.claim_check import StudyUnavailable, study_path
 from streams.dlq import StreamReason, dead_letter
 from streams.metrics import MESSAGES, STAGE_SECONDS
+from streams.pipeline import Pipeline
 from streams.records import CtStudy, Quantification, StageTimings
 
 logger = logging.getLogger(__name__)
@@ -44,30 +44,6 @@ INFERENCE_REASONS: dict[type[InferenceError], StreamReason] = {
     TritonTimeout: StreamReason.TRITON_TIMEOUT,
     InferenceRejected: StreamReason.INFERENCE_REJECTED,
 }
-
-
-class StudyUnavailable(Exception):
-    """The claim check does not point to a readable study."""
-
-    def __init__(self, reason: StreamReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-def uri_path(uri: str) -> Path:
-    """The local path of a ``file://`` claim check; other schemes are not served yet."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        raise StudyUnavailable(StreamReason.UNSUPPORTED_URI, f"unsupported claim check {uri!r}")
-    return Path(unquote(parsed.path))
-
-
-def study_path(study_uri: str) -> Path:
-    """Resolve a ``file://`` claim check to a study folder."""
-    path = uri_path(study_uri)
-    if not path.is_dir():
-        raise StudyUnavailable(StreamReason.STUDY_NOT_FOUND, f"no study folder at {path}")
-    return path
 
 
 def keep_study_masks(
@@ -112,7 +88,7 @@ def register(pipeline: Pipeline) -> None:
     @app.agent(pipeline.topic(t.CT_STUDIES.name), name="quantify_study")
     async def quantify_study(stream: Any) -> None:
         async def handle(event: Any) -> None:
-            study = await parse_or_dead_letter(event, CtStudy, dlq, STAGE)
+            study = await record_or_dead_letter(event, CtStudy, dlq, STAGE)
             if study is None:
                 return
             try:
@@ -150,7 +126,7 @@ def register(pipeline: Pipeline) -> None:
                 study_uri=study.study_uri,
                 masks_uri=masks_uri,
             )
-            await out.send(key=event.key, value=result.to_bytes())
+            await out.send(key=event.key, value=result)
             MESSAGES.labels(stage=STAGE).inc()
 
         async for event in stream.events():

@@ -12,17 +12,23 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from dashboards import store
 from streams import topics as t
-from streams.agents.base import handle_or_dead_letter, in_thread, parse_or_dead_letter
-from streams.app import Pipeline
+from streams.agents.base import handle_or_dead_letter, in_thread, record_or_dead_letter
 from streams.dlq import StreamReason, dead_letter
 from streams.metrics import MESSAGES
-from streams.records import Alert, CapacityForecast, DeadLetter, RiskAssessment, ThresholdAudit
+from streams.pipeline import Pipeline
+from streams.records import (
+    Alert,
+    CapacityForecast,
+    DeadLetter,
+    Record,
+    RiskAssessment,
+    ThresholdAudit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,24 +42,31 @@ def _utc(epoch_s: float) -> datetime:
     return datetime.fromtimestamp(epoch_s, tz=UTC)
 
 
+def scored_study_row(record: RiskAssessment | Alert) -> dict[str, Any]:
+    """The columns a risk row and an alert row share, from either record (built once)."""
+    return {
+        "study_uid": record.study_uid,
+        "patient_pseudonym": record.patient_pseudonym,
+        "probability": record.probability,
+        "level": record.level,
+        "model_version": record.model_version,
+        "threshold_version": record.threshold_version,
+        "top_features": [c.model_dump() for c in record.top_features],
+        "completeness": record.completeness,
+    }
+
+
 def write_risk(engine: Engine, risk: RiskAssessment) -> None:
     """Upsert a risk and mark its study scored."""
     with engine.begin() as conn:
         store.upsert_risk(
             conn,
             {
+                **scored_study_row(risk),
                 "risk_id": risk.risk_id,
-                "study_uid": risk.study_uid,
-                "patient_pseudonym": risk.patient_pseudonym,
-                "probability": risk.probability,
-                "level": risk.level,
-                "model_version": risk.model_version,
-                "threshold_version": risk.threshold_version,
                 "lesion_percent": risk.biomarkers.get("lesion_percent"),
                 "ct_severity_score": risk.ct_severity_score,
                 "bilateral": risk.bilateral,
-                "top_features": [c.model_dump() for c in risk.top_features],
-                "completeness": risk.completeness,
                 "scored_at": _utc(risk.scored_at),
                 "latency_s": risk.latency_s,
             },
@@ -76,21 +89,14 @@ def write_alert(engine: Engine, alert: Alert) -> None:
         store.upsert_alert(
             conn,
             {
+                **scored_study_row(alert),
                 "alert_id": alert.alert_id,
-                "study_uid": alert.study_uid,
-                "patient_pseudonym": alert.patient_pseudonym,
-                "probability": alert.probability,
-                "level": alert.level,
-                "model_version": alert.model_version,
-                "threshold_version": alert.threshold_version,
                 "lesion_percent": alert.lesion_percent,
                 "ct_severity_score": alert.ct_severity_score,
                 "bilateral": alert.bilateral,
-                "top_features": [c.model_dump() for c in alert.top_features],
                 "raised_at": _utc(alert.raised_at),
                 "kind": alert.kind,
                 "escalated_from": alert.escalated_from,
-                "completeness": alert.completeness,
                 "completeness_note": alert.completeness_note,
                 "hospital": alert.hospital,
             },
@@ -197,7 +203,7 @@ def _study_of(payload: str) -> tuple[str, str] | None:
 
 
 async def _write_with_retry(
-    write: Callable[[Engine, Any], None], engine: Engine, record: BaseModel
+    write: Callable[[Engine, Any], None], engine: Engine, record: Record
 ) -> None:
     delay_s = STORE_BACKOFF_S
     for attempt in range(1, STORE_ATTEMPTS + 1):
@@ -222,7 +228,7 @@ def _dead_letter_writer(topic: str) -> Callable[[Engine, DeadLetter], None]:
 def _sink(
     pipeline: Pipeline,
     topic: str,
-    record_type: type[BaseModel],
+    record_type: type[Record],
     write: Callable[[Engine, Any], None],
 ) -> None:
     app = pipeline.app
@@ -233,7 +239,7 @@ def _sink(
 
     async def sink(stream: Any) -> None:
         async def handle(event: Any) -> None:
-            record = await parse_or_dead_letter(event, record_type, dlq, stage)
+            record = await record_or_dead_letter(event, record_type, dlq, stage)
             if record is None:
                 return
             try:

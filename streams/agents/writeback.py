@@ -25,11 +25,11 @@ from inference.dicom_results import results_for_volume
 from inference.exceptions import InferenceError
 from inference.masks import load_masks
 from streams import topics as t
-from streams.agents.base import handle_or_dead_letter, in_thread, parse_or_dead_letter
-from streams.agents.quantify import StudyUnavailable, study_path, uri_path
-from streams.app import Pipeline
+from streams.agents.base import handle_or_dead_letter, in_thread, record_or_dead_letter
+from streams.claim_check import StudyUnavailable, study_path, uri_path
 from streams.dlq import StreamReason, dead_letter
 from streams.metrics import MESSAGES
+from streams.pipeline import Pipeline
 from streams.records import Quantification
 from streams.sources.dicomweb import store_results
 
@@ -83,7 +83,7 @@ def register(pipeline: Pipeline) -> None:
     @app.agent(pipeline.topic(t.CT_QUANTIFICATION.name), name="write_back_results")
     async def write_back_results(stream: Any) -> None:
         async def handle(event: Any) -> None:
-            quantification = await parse_or_dead_letter(event, Quantification, dlq, STAGE)
+            quantification = await record_or_dead_letter(event, Quantification, dlq, STAGE)
             if quantification is None or not quantification.study_uri:
                 return
             try:

@@ -1,12 +1,18 @@
-"""Capacity forecasts: recompute time for 50 hospitals (SYNTHETIC censuses) and the backtests on
-the REAL Italian DPC series (national and the 21 regions).
+"""Capacity forecasts: recompute time for 50 hospitals (SYNTHETIC censuses), the backtests on
+REAL data (Italy: DPC national + 21 regions; Germany: DIVI register national + 16 states), the
+live per-unit model on the smallest regions of each, and the length of stay fitted on Italy.
 
-    CTRIAGE_TEST_PORT_OFFSET=300 .venv/bin/pytest -m bench -s tests/bench/test_bench_capacity.py
+    nice -n 10 .venv/bin/pytest -m bench -s tests/bench/test_bench_capacity.py
+
+Results: capacity_backtest_italy.json, capacity_backtest_germany.json, capacity_unit_backtest.json
+(docs/capacity-backtests.md reads them), capacity_recompute_50_hospitals.json,
+capacity_stay_italy.json.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -14,16 +20,23 @@ import pandas as pd
 import pytest
 from paths import SHARED_DATA
 
-from streams.agents.capacity import forecast_from_census
 from triage.capacity import backtest as bt
-from triage.capacity import dpc
+from triage.capacity import divi, dpc
 from triage.capacity.census import ICU_STAY, LengthOfStay
 from triage.capacity.series import DailySeries
 from triage.capacity.stay import fit_by_year, fit_length_of_stay, fittable_days, occupancy_rmse
+from triage.capacity.unit_backtest import run_unit_backtest
+from triage.capacity.unit_forecast import forecast_from_census
 
 pytestmark = pytest.mark.bench
 
 DPC = SHARED_DATA / "capacity" / "italy-dpc"
+DIVI = SHARED_DATA / "capacity" / "germany-divi"
+#: The smallest regions by population (chosen before any run of the unit model): units' stand-ins.
+SMALLEST = {
+    "italy": ["Valle d'Aosta", "Molise", "P.A. Bolzano", "P.A. Trento"],
+    "germany": ["Bremen", "Saarland", "Mecklenburg-Vorpommern", "Hamburg"],
+}
 NOW = datetime(2024, 1, 15, 8, tzinfo=UTC)
 
 
@@ -73,63 +86,133 @@ def test_bench_recompute_50_hospitals(record_result) -> None:  # type: ignore[no
     record_result("capacity_recompute_50_hospitals", numbers)
 
 
+def italy_series() -> dict[str, DailySeries]:
+    """REAL: the nation first, then the 21 regions (alphabetical)."""
+    regions = [dpc.ITALY, *sorted(r for r in dpc.POPULATION if r != dpc.ITALY)]
+    return {region: dpc.load(DPC, region) for region in regions}
+
+
+def germany_series() -> dict[str, DailySeries]:
+    """REAL: the nation first, then the 16 states (alphabetical)."""
+    return {divi.GERMANY: divi.load(DIVI), **dict(sorted(divi.load_states(DIVI).items()))}
+
+
+def _at_7_days(seven: pd.DataFrame, value: str) -> dict[str, dict[str, float]]:
+    """``{series: {model: value}}`` at 7 days."""
+    wide = seven.pivot(index="series", columns="model", values=value).round(3)
+    return {str(k): v for k, v in wide.to_dict(orient="index").items()}
+
+
+def country_summary(table: pd.DataFrame, nation: str) -> dict[str, object]:
+    """The figures of issue 14's "done when", per country, from every backtest row."""
+    seven = table[table.horizon_days == 7]
+    ours = seven[seven.model == "ctriage"].set_index("series")
+    regional = ours.drop(index=nation)
+    relative = seven.pivot(index="series", columns="model", values="relative_wis")
+    coverages = ["coverage50", "coverage80", "coverage95"]
+    return {
+        "national_relative_wis_7d": relative.loc[nation].round(3).to_dict(),
+        "regions": int(regional.shape[0]),
+        "regions_relative_wis_7d_below_1": int((regional.relative_wis < 1).sum()),
+        "share_regions_relative_wis_7d_below_1": float((regional.relative_wis < 1).mean()),
+        "regions_relative_wis_7d_below_1_by_model": {
+            str(m): int(v) for m, v in (relative.drop(index=nation) < 1).sum().items()
+        },
+        "relative_wis_7d_by_series": ours.relative_wis.round(3).to_dict(),
+        "mean_coverage95_all_series_horizons": float(
+            table[table.model == "ctriage"].coverage95.mean()
+        ),
+        "mean_coverage95_7d": float(ours.coverage95.mean()),
+        "mean_coverage_by_model": table.groupby("model")[coverages]
+        .mean()
+        .round(3)
+        .to_dict(orient="index"),
+        "max_width95_over_bound": float(table.max_width95_over_bound.max()),
+        "max_width95_beds": float(table.max_width95.max()),
+        "ctriage_blend_persistence_alone_share_7d": float(ours.other_model_share.mean()),
+        "ctriage_select_switched_share_7d": float(
+            seven[seven.model == bt.SELECT].other_model_share.mean()
+        ),
+        "mae_7d_by_series": ours.mae.round(3).to_dict(),
+    }
+
+
+def run_country(
+    record_result: Callable[[str, dict[str, object]], object],
+    name: str,
+    series: dict[str, DailySeries],
+    population: dict[str, int],
+    data: str,
+) -> None:
+    """Backtest every series of a country (nation first) and record the rows and the summary."""
+    frames, timings = [], {}
+    for region, daily in series.items():
+        started = time.perf_counter()
+        rows = bt.run_backtest(daily, bt.default_models(population[region]), 14, 7)
+        timings[region] = round(time.perf_counter() - started, 2)
+        frames.append(pd.DataFrame(rows).assign(series=region))
+    table = pd.concat(frames, ignore_index=True)
+    nation = next(iter(series))
+    summary = country_summary(table, nation)
+    print(pd.Series(summary["relative_wis_7d_by_series"]).to_string())
+    regional_s = round(sum(v for k, v in timings.items() if k != nation), 2)
+    record_result(
+        f"capacity_backtest_{name}",
+        {
+            "data": data,
+            "origins": "every 7 days from day 28 + 90 + 14 of each series; horizons 1-14 days",
+            "runtime_s": {"national": timings[nation], "all_regions": regional_s},
+            "summary": summary,
+            "rows": table.to_dict(orient="records"),
+        },
+    )
+
+
 @pytest.mark.skipif(not DPC.is_dir(), reason="shared real data folder absent")
 def test_bench_backtest_italy(record_result) -> None:  # type: ignore[no-untyped-def]
-    regions = [dpc.ITALY, *sorted(r for r in dpc.POPULATION if r != dpc.ITALY)]
-    frames = []
-    local_only = []
-    timings: dict[str, float] = {}
-    for region in regions:
-        series = dpc.load(DPC, region)
-        started = time.perf_counter()
-        rows = bt.run_backtest(series, bt.default_models(dpc.POPULATION[region]), 14, 7)
-        timings[region] = round(time.perf_counter() - started, 2)
-        frames.append(pd.DataFrame(rows).assign(region=region))
-        # The same forecasts with the local conformal intervals alone (before recalibration).
-        ours = {"ctriage": bt.default_models(None)["ctriage"]}
-        before = bt.run_backtest(series, ours, 14, 7, recalibrate=False)
-        local_only.append(pd.DataFrame(before).assign(region=region))
-    table = pd.concat(frames)
-    national = table[table.region == dpc.ITALY]
-    regional = table[table.region != dpc.ITALY]
-    pooled = _pooled(regional)
-    before_table = pd.concat(local_only)
-    before_national = before_table[before_table.region == dpc.ITALY]
-    before_pooled = _pooled(before_table[before_table.region != dpc.ITALY])
-    interval_keys = ["horizon_days", "coverage80", "coverage95", "width80", "width95"]
-    wins = {
-        "national_h_where_ctriage_best_mae": int(
-            sum(
-                national[national.horizon_days == h].set_index("model").mae.idxmin() == "ctriage"
-                for h in range(1, 15)
-            )
-        ),
-        "regions_x_h_where_ctriage_best_mae": int(
-            sum(
-                g.set_index("model").mae.idxmin() == "ctriage"
-                for _, g in regional.groupby(["region", "horizon_days"])
-            )
-        ),
-        "regions_x_h_total": 14 * (len(regions) - 1),
+    data = (
+        "REAL: Italian Civil Protection (pcm-dpc/COVID-19), ICU occupancy "
+        "(terapia_intensiva), 2020-02-24..2025-01-08"
+    )
+    run_country(record_result, "italy", italy_series(), dpc.POPULATION, data)
+
+
+@pytest.mark.skipif(not DIVI.is_dir(), reason="shared real data folder absent")
+def test_bench_backtest_germany(record_result) -> None:  # type: ignore[no-untyped-def]
+    data = (
+        "REAL: DIVI-Intensivregister (RKI, CC BY 4.0), adults' COVID-19 ICU census "
+        "(faelle_covid_aktuell), 2020-03-20..2026-08-22; every setting chosen on Italy only"
+    )
+    run_country(record_result, "germany", germany_series(), divi.POPULATION, data)
+
+
+@pytest.mark.skipif(not (DPC.is_dir() and DIVI.is_dir()), reason="shared real data folder absent")
+def test_bench_unit_model(record_result) -> None:  # type: ignore[no-untyped-def]
+    """REAL: the live per-unit model against the series model and persistence, small regions."""
+    states = divi.load_states(DIVI)
+    loaded = {
+        **{r: dpc.load(DPC, r) for r in SMALLEST["italy"]},
+        **{s: states[s] for s in SMALLEST["germany"]},
     }
+    frames = []
+    started = time.perf_counter()
+    for region, daily in loaded.items():
+        frames.append(pd.DataFrame(run_unit_backtest(daily, 14, 7)).assign(series=region))
+    table = pd.concat(frames, ignore_index=True)
+    seven = table[table.horizon_days == 7]
+    print(seven.pivot(index="series", columns="model", values="relative_wis").round(3))
     record_result(
-        "capacity_backtest_italy",
+        "capacity_unit_backtest",
         {
-            "data": "REAL: Italian Civil Protection (pcm-dpc/COVID-19), ICU occupancy, "
-            "2020-02-24..2025-01-08, origins every 7 days",
-            "runtime_s": {"national": timings[dpc.ITALY], "all_21_regions": round(
-                sum(v for k, v in timings.items() if k != dpc.ITALY), 2)},
-            **wins,
-            "national": national.drop(columns="region").to_dict(orient="records"),
-            "regions_pooled": pooled.to_dict(orient="records"),
-            "ctriage_local_intervals_only": {
-                "note": "same forecasts, intervals before recalibration (stage 1 of "
-                "triage/capacity/conformal.py alone)",
-                "national": before_national[interval_keys].to_dict(orient="records"),
-                "regions_pooled": before_pooled[interval_keys].to_dict(orient="records"),
-            },
+            "data": "REAL: the 4 smallest Italian regions and German states by population; "
+            "origins every 7 days with 90 days of known admissions before them",
+            "runtime_s": round(time.perf_counter() - started, 2),
+            "relative_wis_7d": _at_7_days(seven, "relative_wis"),
+            "coverage95_7d": _at_7_days(seven, "coverage95"),
+            "mae_7d": _at_7_days(seven, "mae"),
+            "rows": table.to_dict(orient="records"),
         },
-    )  # fmt: skip
+    )
 
 
 def _rolling_refit(
@@ -158,26 +241,6 @@ def _rolling_refit(
         "rmse_beds": round(float(np.sqrt(squared["refit"] / scored_days)), 2),
         "rmse_former_assumption": round(float(np.sqrt(squared["former"] / scored_days)), 2),
     }
-
-
-def _pooled(regional: pd.DataFrame) -> pd.DataFrame:
-    """Regional rows pooled per model and horizon, weighted by scored origins."""
-
-    def weighted(g: pd.DataFrame) -> pd.Series:
-        out = {
-            "mae": np.average(g.mae, weights=g.w),
-            "mape": np.average(g.mape.fillna(0), weights=g.w),
-        }
-        for key in ("coverage80", "coverage95", "width80", "width95"):
-            out[key] = np.average(g[key], weights=g.w) if g[key].notna().all() else None
-        return pd.Series(out)
-
-    return (
-        regional.assign(w=regional.n)
-        .groupby(["model", "horizon_days"])
-        .apply(weighted, include_groups=False)
-        .reset_index()
-    )
 
 
 def test_bench_length_of_stay_italy(record_result) -> None:  # type: ignore[no-untyped-def]

@@ -27,14 +27,12 @@ from streams import topics as t
 from streams.demo import WorkerProcess
 from streams.records import Alert, DeadLetter, Quantification, RiskAssessment, StageTimings
 from streams.settings import Settings
-from streams.sources.fhir_ingest import FhirIngress, KafkaFhirSink
 from triage.alerts.policy import RiskLevelValues, alert_id
 from triage.fhir.features import IMAGING_FEATURES
 from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.integration
 
-KEY = Pseudonymiser(b"ctriage-demo-key-change-me", "k1")  # the worker's default settings
 RUN = uuid.uuid4().hex[:8]
 HOSPITAL = f"it-alerts-{RUN}"
 PROBE_HOSPITAL = f"it-probe-{RUN}"
@@ -72,19 +70,6 @@ def settings(
 
 
 @pytest.fixture(scope="module")
-def worker(settings: Settings) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(settings)
-    try:
-        process.start(timeout_s=180)
-    except Exception:
-        process.stop()
-        tail = process.log_path.read_text()[-4000:] if process.log_path.exists() else ""
-        pytest.fail(f"worker did not start:\n{tail}")
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
 def api(settings: Settings) -> Iterator[AdminApiProcess]:
     server = AdminApiProcess(settings, settings.run_dir / "api.log")
     try:
@@ -116,14 +101,6 @@ class Topics:
 
     def close(self) -> None:
         self.consumer.close()
-
-
-def publish_fhir(settings: Settings, hospital: str, *resources: dict[str, Any]) -> None:
-    sink = KafkaFhirSink(settings.kafka.bootstrap_servers)
-    ingress = FhirIngress(KEY, hospital, sink, "it")
-    for resource in resources:
-        assert ingress.ingest_json(json.dumps(resource)).used == 1
-    sink.close()
 
 
 def send(settings: Settings, topic: str, key: str, value: bytes) -> None:
@@ -193,13 +170,17 @@ def alerts_of(reader: Topics, study_uid: str) -> list[Alert]:
 
 
 def patient_with_late_data(
-    settings: Settings, reader: Topics, hospital: str, name: str
+    settings: Settings,
+    reader: Topics,
+    hospital: str,
+    name: str,
+    publish_fhir: Callable[..., None],
+    pseudonymiser: Pseudonymiser,
 ) -> tuple[str, list[RiskAssessment]]:
     """A patient scored on arrival, then re-scored after each late result; its risk records."""
     raw = f"it-{name}-{RUN}"
-    pseudonym = KEY.patient(raw)
+    pseudonym = pseudonymiser.patient(raw)
     publish_fhir(
-        settings,
         hospital,
         {"resourceType": "Patient", "id": raw, "gender": "male", "birthDate": "1944"},
     )
@@ -214,7 +195,7 @@ def patient_with_late_data(
     reader.until(lambda: len(risks_of(reader, study_uid)) >= 1)
     for kind, code, value in LATE:
         before = len(risks_of(reader, study_uid))
-        publish_fhir(settings, hospital, late_resource(raw, kind, code, value))
+        publish_fhir(hospital, late_resource(raw, kind, code, value))
         reader.until(lambda before=before: len(risks_of(reader, study_uid)) > before, 30)
     return study_uid, risks_of(reader, study_uid)
 
@@ -230,7 +211,11 @@ def expected_alert_levels(risks: list[RiskAssessment]) -> list[str]:
 
 
 def test_change_applies_without_restart_and_alerts_escalate_once(
-    settings: Settings, worker: WorkerProcess, api: AdminApiProcess
+    settings: Settings,
+    worker: WorkerProcess,
+    api: AdminApiProcess,
+    publish_fhir: Callable[..., None],
+    pseudonymiser: Pseudonymiser,
 ) -> None:
     reader = Topics(
         settings,
@@ -241,7 +226,9 @@ def test_change_applies_without_restart_and_alerts_escalate_once(
     )
     try:
         # 1. probe: what the model makes of these inputs (default policy, its own hospital)
-        _, probe = patient_with_late_data(settings, reader, PROBE_HOSPITAL, "probe")
+        _, probe = patient_with_late_data(
+            settings, reader, PROBE_HOSPITAL, "probe", publish_fhir, pseudonymiser
+        )
         probe.sort(key=lambda r: r.revision)
         p0, p_max = probe[0].probability, max(r.probability for r in probe[1:])
         assert len(probe) == 1 + len(LATE), [r.revision for r in probe]
@@ -261,7 +248,7 @@ def test_change_applies_without_restart_and_alerts_escalate_once(
         version = body["policy"]["threshold_version"]
 
         # 3. the running worker applies it: a canary study scored under the new version
-        canary = KEY.patient(f"it-canary-{RUN}")
+        canary = pseudonymiser.patient(f"it-canary-{RUN}")
         applied_after_s = None
         tries = 0
         while tries < 120:
@@ -281,7 +268,9 @@ def test_change_applies_without_restart_and_alerts_escalate_once(
         print(f"policy change -> first score under it: {applied_after_s:.2f} s ({tries} tries)")
 
         # 4. the same patient story under the new levels: one alert, then one escalation
-        study_uid, risks = patient_with_late_data(settings, reader, HOSPITAL, "patient")
+        study_uid, risks = patient_with_late_data(
+            settings, reader, HOSPITAL, "patient", publish_fhir, pseudonymiser
+        )
         assert {r.threshold_version for r in risks} == {version}
         expected = expected_alert_levels(risks)
         assert expected[:1] == ["high"] and "critical" in expected, [
@@ -357,7 +346,7 @@ def test_change_applies_without_restart_and_alerts_escalate_once(
 
 
 def test_old_single_threshold_records_apply_and_bad_levels_are_dead_lettered(
-    settings: Settings, worker: WorkerProcess
+    settings: Settings, worker: WorkerProcess, pseudonymiser: Pseudonymiser
 ) -> None:
     reader = Topics(settings, t.TRIAGE_RISK.name, t.TRIAGE_CONFIG.dlq)
     try:
@@ -385,7 +374,7 @@ def test_old_single_threshold_records_apply_and_bad_levels_are_dead_lettered(
         reader.until(lambda: bool(letters()), 60)
         assert [d.reason_code for d in letters()] == ["levels_not_ordered"]
         # the old record's policy stays in force: high is its threshold
-        canary = KEY.patient(f"it-legacy-canary-{RUN}")
+        canary = pseudonymiser.patient(f"it-legacy-canary-{RUN}")
         uid = f"1.2.826.0.3.{time.time_ns()}"
         send(
             settings,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,15 +22,13 @@ from sqlalchemy import text
 
 from dashboards import store
 from streams import topics as t
-from streams.demo import WorkerProcess
-from streams.records import CapacityEvent, CapacityEventKind, CapacityForecast
+from streams.records import CapacityEvent, CapacityForecast
 from streams.settings import Settings
-from streams.sources.fhir_ingest import FhirIngress, KafkaFhirSink
+from triage.fhir.icu import CensusChangeValues
 from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.integration
 
-KEY = Pseudonymiser(b"ctriage-demo-key-change-me", "k1")  # the worker's default settings
 NOW = datetime.now(UTC).replace(microsecond=0)
 RUN = time.time_ns()
 HOSPITAL = f"it-hospital-{RUN}"
@@ -106,19 +103,6 @@ def settings(
     )
 
 
-@pytest.fixture(scope="module")
-def worker(settings: Settings):
-    process = WorkerProcess(settings)
-    try:
-        process.start(timeout_s=180)
-    except Exception:
-        process.stop()
-        tail = process.log_path.read_text()[-4000:] if process.log_path.exists() else ""
-        pytest.fail(f"worker did not start:\n{tail}")
-    yield process
-    process.stop()
-
-
 def encounter(patient: str, start_h: float, ward_first: bool) -> dict[str, Any]:
     stays = []
     if ward_first:
@@ -155,15 +139,6 @@ def ventilation(patient: str, start_h: float, end_h: float | None = None) -> dic
         "subject": {"reference": f"Patient/{patient}"},
         "performedPeriod": period,
     }
-
-
-def publish(settings: Settings, *resources: dict[str, Any]) -> None:
-    sink = KafkaFhirSink(settings.kafka.bootstrap_servers)
-    ingress = FhirIngress(KEY, HOSPITAL, sink, "it")
-    for resource in resources:
-        report = ingress.ingest_json(json.dumps(resource))
-        assert report.used == 1, (report.rejections, report.counts)
-    sink.close()
 
 
 def forecasts(settings: Settings, want: Any, timeout_s: float = 180) -> list[CapacityForecast]:
@@ -208,23 +183,23 @@ def census_is(occupied: int, ventilated: int, pipeline: int) -> Any:
 
 
 def test_encounters_and_ventilation_drive_icu_and_ventilator_forecasts(
-    settings: Settings, worker, tmp_path: Path
+    settings: Settings, worker, publish_fhir, pseudonymiser: Pseudonymiser
 ) -> None:
     a, b, c = (f"it-cap-{RUN}-{x}" for x in "abc")
     patients = [{"resourceType": "Patient", "id": p, "gender": "male", "birthDate": "1950"}
                 for p in (a, b)]  # fmt: skip
-    publish(settings, *patients)
-    publish(
-        settings,
+    publish_fhir(HOSPITAL, *patients)
+    publish_fhir(
+        HOSPITAL,
         encounter(a, start_h=6, ward_first=True),  # transferred from a ward into the unit
         encounter(b, start_h=5, ward_first=False),  # admitted straight into the unit
         ventilation(a, start_h=4),  # no location: placed in the unit that holds the patient
     )
     producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     scored = CapacityEvent(
-        kind=CapacityEventKind.PIPELINE_RISK,
+        kind=CensusChangeValues.PIPELINE_RISK,
         hospital=HOSPITAL,
-        patient_pseudonym=KEY.patient(c),
+        patient_pseudonym=pseudonymiser.patient(c),
         event_time=iso(3),
         probability=0.8,
     )
@@ -244,7 +219,7 @@ def test_encounters_and_ventilation_drive_icu_and_ventilator_forecasts(
     # the scored patient (risk 0.8) weighs on the ventilators from the day after the CT
     assert vent.days[1].expected > 0.8 * 0.5
 
-    publish(settings, ventilation(a, start_h=4, end_h=2))  # extubated
+    publish_fhir(HOSPITAL, ventilation(a, start_h=4, end_h=2))  # extubated
     found = forecasts(settings, census_is(occupied=2, ventilated=0, pipeline=1))
     assert census_is(2, 0, 1)(found), states(found)
 

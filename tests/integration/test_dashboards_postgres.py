@@ -20,18 +20,24 @@ from sqlalchemy import Engine
 
 from dashboards import admin, icu_forecast, pipeline_health, store
 from streams.admin.policy_log import audit_record
-from streams.agents.capacity import forecast_from_census
 from streams.agents.sinks import write_audit, write_dead_letter, write_forecast
 from streams.dlq import build_dead_letter
-from streams.records import ThresholdAudit
+from streams.mapping import forecast_record
+from streams.records import CapacityForecast, ThresholdAudit
 from triage.alerts.policy import AlertPolicy
 from triage.alerts.thresholds import ThresholdChange, apply_change
+from triage.capacity.unit_forecast import forecast_from_census
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2020, 11, 2, 8, tzinfo=UTC)
 RANGE = ("2020-10-03T08:00:00Z", "2020-11-16T08:00:00Z")  # now-30d .. now+14d
 MODEL = icu_forecast.build_icu_forecast()
+
+
+def forecast_of(*args: Any, **kwargs: Any) -> CapacityForecast:
+    """The capacity agent's record of a unit forecast (:func:`forecast_from_census`)."""
+    return forecast_record(forecast_from_census(*args, **kwargs), issued_at=NOW.timestamp())
 
 
 def _census(clock: datetime, occupants: int, ventilated: int) -> dict[str, Any]:
@@ -52,11 +58,11 @@ def engine(postgres_server) -> Engine:  # type: ignore[no-untyped-def]
     for days_ago, occupants in ((2, 4), (1, 5), (0, 7)):
         clock = NOW - timedelta(days=days_ago)
         census = _census(clock, occupants, 3)
-        write_forecast(engine, forecast_from_census("h1", census, 8, unit="icu-a", ventilators=4))
+        write_forecast(engine, forecast_of("h1", census, 8, unit="icu-a", ventilators=4))
         # a redelivered forecast is upserted, not duplicated
-        write_forecast(engine, forecast_from_census("h1", census, 8, unit="icu-a", ventilators=4))
-    write_forecast(engine, forecast_from_census("h1", _census(NOW, 2, 1), 5, ventilators=2))
-    write_forecast(engine, forecast_from_census("h2", _census(NOW, 9, 6), 10, ventilators=6))
+        write_forecast(engine, forecast_of("h1", census, 8, unit="icu-a", ventilators=4))
+    write_forecast(engine, forecast_of("h1", _census(NOW, 2, 1), 5, ventilators=2))
+    write_forecast(engine, forecast_of("h2", _census(NOW, 9, 6), 10, ventilators=6))
     yield engine
     engine.dispose()
 

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import json
+import functools
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from streams import topics as t
-from streams.demo import WorkerProcess
 from streams.records import DeadLetter, Quantification, RiskAssessment, StageTimings
 from streams.settings import Settings
-from streams.sources.fhir_ingest import FhirIngress, KafkaFhirSink
 from triage.fhir.features import IMAGING_FEATURES
 from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.integration
 
-KEY = Pseudonymiser(b"ctriage-demo-key-change-me", "k1")  # the worker's default settings
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -42,19 +38,6 @@ def settings(kafka_broker, port_offset: int, tmp_path_factory: pytest.TempPathFa
     )
 
 
-@pytest.fixture(scope="module")
-def worker(settings: Settings):
-    process = WorkerProcess(settings)  # hands the fhir settings (short pending time) over
-    try:
-        process.start(timeout_s=180)
-    except Exception:
-        process.stop()
-        tail = process.log_path.read_text()[-4000:] if process.log_path.exists() else ""
-        pytest.fail(f"worker did not start:\n{tail}")
-    yield process
-    process.stop()
-
-
 def observation(patient: str, loinc: str, value: float, unit: str, hours_before: float) -> dict:
     return {
         "resourceType": "Observation",
@@ -64,15 +47,6 @@ def observation(patient: str, loinc: str, value: float, unit: str, hours_before:
         "effectiveDateTime": (NOW - timedelta(hours=hours_before)).isoformat(),
         "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org", "code": unit},
     }
-
-
-def publish(settings: Settings, *resources: dict[str, Any]) -> None:
-    sink = KafkaFhirSink(settings.kafka.bootstrap_servers)
-    ingress = FhirIngress(KEY, settings.worker.hospital, sink, "it")
-    for resource in resources:
-        report = ingress.ingest_json(json.dumps(resource))
-        assert report.used == 1, report.rejections
-    sink.close()
 
 
 def consume(settings: Settings, topic: str, want: Any, timeout_s: float = 90) -> list[bytes]:
@@ -93,14 +67,15 @@ def consume(settings: Settings, topic: str, want: Any, timeout_s: float = 90) ->
     return values
 
 
-def test_pending_patient_then_late_data_rescore(settings: Settings, worker, tmp_path: Path) -> None:
+def test_pending_patient_then_late_data_rescore(
+    settings: Settings, worker, publish_fhir, pseudonymiser: Pseudonymiser
+) -> None:
+    publish = functools.partial(publish_fhir, settings.worker.hospital)
     raw = f"it-patient-{time.time_ns()}"
-    pseudonym = KEY.patient(raw)
+    pseudonym = pseudonymiser.patient(raw)
     # the Observation comes before its Patient: held, then folded in when the Patient arrives
-    publish(settings, observation(raw, "59408-5", 88, "%", hours_before=2))
-    publish(
-        settings, {"resourceType": "Patient", "id": raw, "gender": "female", "birthDate": "1950"}
-    )
+    publish(observation(raw, "59408-5", 88, "%", hours_before=2))
+    publish({"resourceType": "Patient", "id": raw, "gender": "female", "birthDate": "1950"})
     time.sleep(2)
     study_uid = f"1.2.826.0.1.{time.time_ns()}"
     quantification = Quantification(
@@ -132,23 +107,26 @@ def test_pending_patient_then_late_data_rescore(settings: Settings, worker, tmp_
     assert first[-1].completeness != "no clinical record"
 
     # a lab drawn before the CT arrives late: the study is scored again, same risk_id
-    publish(settings, observation(raw, "1988-5", 180, "mg/L", hours_before=1))
+    publish(observation(raw, "1988-5", 180, "mg/L", hours_before=1))
     more = risks(consume(settings, t.TRIAGE_RISK.name, lambda v: len(risks(v)) > len(first)))
     assert [r.revision for r in more] == list(range(len(first) + 1))
     assert {r.risk_id for r in more} == {first[0].risk_id}
     # the same resource again changes no feature: no further record
-    publish(settings, observation(raw, "1988-5", 180, "mg/L", hours_before=1))
+    publish(observation(raw, "1988-5", 180, "mg/L", hours_before=1))
     time.sleep(5)
     assert len(risks(consume(settings, t.TRIAGE_RISK.name, lambda v: False, 5))) == len(more)
 
 
-def test_unknown_patient_is_dead_lettered_after_pending_time(settings: Settings, worker) -> None:
+def test_unknown_patient_is_dead_lettered_after_pending_time(
+    settings: Settings, worker, publish_fhir, pseudonymiser: Pseudonymiser
+) -> None:
+    publish = functools.partial(publish_fhir, settings.worker.hospital)
     raw = f"it-nobody-{time.time_ns()}"
-    publish(settings, observation(raw, "8867-4", 90, "/min", hours_before=1))
+    publish(observation(raw, "8867-4", 90, "/min", hours_before=1))
 
     def letters(values: list[bytes]) -> list[DeadLetter]:
         out = [DeadLetter.model_validate_json(v) for v in values]
-        return [d for d in out if d.key == KEY.patient(raw)]
+        return [d for d in out if d.key == pseudonymiser.patient(raw)]
 
     found = letters(consume(settings, t.FHIR_RESOURCES.dlq, lambda v: bool(letters(v))))
     assert [d.reason_code for d in found] == ["unknown_patient"]

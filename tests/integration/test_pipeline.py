@@ -55,19 +55,6 @@ def settings(
     )
 
 
-@pytest.fixture(scope="module")
-def worker(settings: Settings):
-    process = WorkerProcess(settings)
-    try:
-        process.start(timeout_s=180)
-    except Exception:
-        process.stop()
-        tail = process.log_path.read_text()[-4000:] if process.log_path.exists() else ""
-        pytest.fail(f"worker did not start:\n{tail}")
-    yield process
-    process.stop()
-
-
 def _publish_malformed(settings: Settings, tmp_path: Path) -> dict[str, int]:
     """One bad message of each kind; returns the expected dead letters per DLQ topic."""
     not_dicom = tmp_path / "not-dicom"

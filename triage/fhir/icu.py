@@ -46,10 +46,15 @@ VENTILATION_CODES = frozenset(
 
 
 class CensusChangeValues(StrEnum):
-    """What a census change reports (closed list, mirrored by the capacity event kinds)."""
+    """What changes an ICU unit's census (closed list; the one vocabulary of ``capacity.events``).
+
+    FHIR gives the first four (:func:`census_changes`); ``pipeline_risk`` is a scored CT: a
+    patient who may need a bed or a ventilator soon, weighed by their ventilation risk.
+    """
 
     ICU_ADMISSION = "icu_admission"
     ICU_DISCHARGE = "icu_discharge"
+    PIPELINE_RISK = "pipeline_risk"
     VENTILATION_START = "ventilation_start"
     VENTILATION_END = "ventilation_end"
 

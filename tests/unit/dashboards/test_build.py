@@ -30,11 +30,13 @@ from dashboards.ed_triage import build_ed_triage
 from dashboards.pipeline_health import EXTERNAL_METRICS
 from streams import metrics
 from streams.admin.policy_log import audit_record
-from streams.agents.capacity import forecast_from_census
 from streams.agents.sinks import write_audit, write_dead_letter, write_forecast
 from streams.dlq import build_dead_letter
+from streams.mapping import forecast_record
+from streams.records import CapacityForecast
 from triage.alerts.policy import AlertPolicy
 from triage.alerts.thresholds import ThresholdChange, apply_change
+from triage.capacity.unit_forecast import forecast_from_census
 
 pytestmark = pytest.mark.unit
 
@@ -42,6 +44,11 @@ NOW = datetime(2020, 11, 2, 8, tzinfo=UTC)
 MODELS = {name: build() for name, build in DASHBOARDS.items()}
 # Columns a dashboard must never show, whatever the store one day holds.
 IDENTIFYING = ("name", "birth", "address", "phone", "mrn")
+
+
+def forecast_of(*args: Any, **kwargs: Any) -> CapacityForecast:
+    """The capacity agent's record of a unit forecast (:func:`forecast_from_census`)."""
+    return forecast_record(forecast_from_census(*args, **kwargs), issued_at=NOW.timestamp())
 
 
 def _panels(model: dict[str, Any]) -> list[dict[str, Any]]:
@@ -220,7 +227,7 @@ def filled_store() -> Engine:
         "at_risk": {"p2": [0.6, NOW.isoformat()]},
         "clock": NOW.isoformat(),
     }
-    forecast = forecast_from_census("h1", census, capacity=4, unit="icu-a", ventilators=2)
+    forecast = forecast_of("h1", census, capacity=4, unit="icu-a", ventilators=2)
     write_forecast(engine, forecast)  # the sink's own rows: ICU beds and ventilators
     return engine
 

@@ -15,13 +15,20 @@ from sqlalchemy import Engine
 
 from dashboards import icu_forecast, store
 from dashboards.catalog import DASHBOARDS
-from streams.agents.capacity import forecast_from_census
 from streams.agents.sinks import write_forecast
+from streams.mapping import forecast_record
+from streams.records import CapacityForecast
+from triage.capacity.unit_forecast import forecast_from_census
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2020, 11, 2, 8, tzinfo=UTC)
 MODEL = DASHBOARDS["icu-forecast"]()
+
+
+def forecast_of(*args: Any, **kwargs: Any) -> CapacityForecast:
+    """The capacity agent's record of a unit forecast (:func:`forecast_from_census`)."""
+    return forecast_record(forecast_from_census(*args, **kwargs), issued_at=NOW.timestamp())
 
 
 def _census(clock: datetime, occupants: int, ventilated: int) -> dict[str, Any]:
@@ -39,12 +46,9 @@ def fill(engine: Engine) -> None:
     store.create_schema(engine)
     for clock, occupants in ((NOW - timedelta(days=1), 3), (NOW, 5)):
         write_forecast(
-            engine,
-            forecast_from_census(
-                "h1", _census(clock, occupants, 2), 6, unit="icu-a", ventilators=3
-            ),
+            engine, forecast_of("h1", _census(clock, occupants, 2), 6, unit="icu-a", ventilators=3)
         )
-    write_forecast(engine, forecast_from_census("h1", _census(NOW, 1, 0), 4, ventilators=2))
+    write_forecast(engine, forecast_of("h1", _census(NOW, 1, 0), 4, ventilators=2))
 
 
 def expand(sql: str, hospital: str = "h1", unit: str = "icu-a") -> str:

@@ -9,8 +9,8 @@ import pytest
 
 from inference.exceptions import InvalidVolume
 from inference.masks import load_masks, masks_path, save_masks
-from streams.agents.quantify import StudyUnavailable
 from streams.agents.writeback import masks_file_of
+from streams.claim_check import StudyUnavailable
 from streams.dlq import StreamReason
 from streams.records import Quantification, StageTimings
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from streams.agents.capacity import load_registry
-from streams.settings import Settings
 from triage.capacity.exceptions import CapacityDataReason, CapacityDataRejected
 from triage.capacity.locations import (
     STAFFED_BEDS_EXTENSION,
@@ -16,6 +14,7 @@ from triage.capacity.locations import (
     read_resources,
     unit_capacities,
 )
+from triage.capacity.registry import build_registry
 
 pytestmark = pytest.mark.unit
 
@@ -162,16 +161,13 @@ def test_unreadable_file_is_refused(tmp_path: Path) -> None:
 
 def test_registry_configuration_wins_over_locations_then_defaults(tmp_path: Path) -> None:
     path = write(tmp_path, bundle(unit("icu-north"), bed("b1", "icu-north"), ventilator("v", "b1")))
-    settings = Settings(
-        worker={
-            "hospital": "h1",
-            "capacity_locations": path,
-            "unit_capacity": {"h1/icu-north": {"ventilators": 5}, "h3": {"beds": 30}},
-            "icu_capacity_beds": 12,
-            "icu_ventilators": 8,
-        }
+    registry = build_registry(
+        path,
+        {"h1/icu-north": {"ventilators": 5}, "h3": {"beds": 30}},
+        hospital="h1",
+        fallback_beds=12,
+        fallback_ventilators=8,
     )
-    registry = load_registry(settings)
     assert registry.beds("h1", "icu-north") == 1  # from the bed Locations
     assert registry.ventilators("h1", "icu-north") == 5  # configuration overrides the Devices
     assert registry.beds("h3", None) == 30 and registry.ventilators("h3", None) == 8
@@ -180,9 +176,7 @@ def test_registry_configuration_wins_over_locations_then_defaults(tmp_path: Path
 
 
 def test_scored_patients_join_the_first_unit_of_their_hospital() -> None:
-    settings = Settings(
-        worker={"unit_capacity": {"h1/icu-b": {"beds": 4}, "h1/icu-a": {"beds": 6}, "h2": {}}}
-    )
-    registry = load_registry(settings)
+    units = {"h1/icu-b": {"beds": 4}, "h1/icu-a": {"beds": 6}, "h2": {}}
+    registry = build_registry(None, units, hospital="h1")
     assert registry.admitting_unit("h1") == "icu-a"
     assert registry.admitting_unit("h2") is None  # hospital-level ICU

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from streams.agents.capacity import forecast_from_census
 from streams.cli.root import app
 from streams.settings import WorkerSettings
 from triage.capacity import dpc
@@ -24,6 +23,7 @@ from triage.capacity.stay import (
     fittable_days,
     occupancy_rmse,
 )
+from triage.capacity.unit_forecast import forecast_from_census
 
 pytestmark = pytest.mark.unit
 
@@ -129,12 +129,13 @@ def test_a_longer_stay_keeps_more_beds_taken() -> None:
     }
     short = forecast_from_census("h", census, 10, ventilators=6, icu_stay=LengthOfStay(5.0, 0.7))
     long = forecast_from_census("h", census, 10, ventilators=6, ventilation=LengthOfStay(30.0, 0.7))
-    assert long.days[-1].expected == pytest.approx(
-        forecast_from_census("h", census, 10).days[-1].expected
+    assert long.beds.forecast.days[-1].expected == pytest.approx(
+        forecast_from_census("h", census, 10).beds.forecast.days[-1].expected
     )
-    assert short.days[-1].expected < long.days[-1].expected
+    assert short.beds.forecast.days[-1].expected < long.beds.forecast.days[-1].expected
     assert short.ventilators is not None and long.ventilators is not None
-    assert short.ventilators.days[-1].expected < long.ventilators.days[-1].expected
+    short_vents, long_vents = short.ventilators.forecast, long.ventilators.forecast
+    assert short_vents.days[-1].expected < long_vents.days[-1].expected
 
 
 def test_cli_fits_a_csv_and_writes_json(tmp_path: Path) -> None:

@@ -1,0 +1,224 @@
+"""Records (``streams.records``) to and from the libraries' types, in one place.
+
+The cores in ``triage/`` take and return their own types (:class:`StudyFindings`,
+:class:`StudyOutcome`, :class:`CensusEvent`, :class:`UnitForecast`, ...); the agents carry
+records. Every field copied between the two is copied here, once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.records import (
+    Alert,
+    CapacityEvent,
+    CapacityForecast,
+    Contribution,
+    ForecastDay,
+    Quantification,
+    RiskAssessment,
+    VentilatorForecast,
+)
+from triage.capacity.census import CapacityForecast as ResourceDays
+from triage.capacity.unit_census import CensusEvent
+from triage.capacity.unit_forecast import UnitForecast
+from triage.fhir.icu import CensusChange, CensusChangeValues
+from triage.fhir.outbound import risk_assessment
+from triage.risk.assess import RecentStudy, StudyFindings, StudyOutcome, StudyRisk
+from triage.risk.model import Contribution as ScoreContribution
+
+
+def findings(quantification: Quantification) -> StudyFindings:
+    """What the risk core reads of a quantification."""
+    return StudyFindings(
+        study_uid=quantification.study_uid,
+        patient_pseudonym=quantification.patient_pseudonym,
+        hospital=quantification.hospital,
+        ct_time=quantification.ct_time,
+        biomarkers=quantification.biomarkers,
+        regional=quantification.regional,
+    )
+
+
+def contribution(c: ScoreContribution) -> Contribution:
+    """One feature's share of a score, as a record."""
+    return Contribution(
+        feature=c.feature, value=c.value, contribution=c.contribution, direction=str(c.direction)
+    )
+
+
+def risk_record(
+    quantification: Quantification,
+    risk: StudyRisk,
+    scored_at: float,
+    scoring_s: float,
+    revision: int = 0,
+) -> RiskAssessment:
+    """The ``triage.risk`` record of a scored quantification (``revision`` n: n-th re-score)."""
+    return RiskAssessment(
+        risk_id=risk.risk_id,
+        study_uid=quantification.study_uid,
+        patient_pseudonym=quantification.patient_pseudonym,
+        probability=risk.probability,
+        level=str(risk.level),
+        alert=risk.alert,
+        model_version=risk.model_version,
+        threshold_version=risk.threshold_version,
+        threshold=risk.threshold,
+        biomarkers=quantification.biomarkers,
+        regional=quantification.regional,
+        top_features=[contribution(c) for c in risk.top_features],
+        completeness=str(risk.completeness),
+        completeness_note=risk.completeness_note,
+        ct_time=quantification.ct_time,
+        hospital=quantification.hospital,
+        published_at=quantification.published_at,
+        scored_at=scored_at,
+        timings=quantification.timings.model_copy(update={"scoring_s": scoring_s}),
+        revision=revision,
+    )
+
+
+def alert_record(risk: RiskAssessment, outcome: StudyOutcome) -> Alert:
+    """The alert an emergency physician sees for the alert decision of ``outcome``."""
+    decision = outcome.alert
+    if decision is None:
+        raise ValueError(f"study {risk.study_uid}: the outcome raises no alert")
+    return Alert(
+        alert_id=decision.alert_id,
+        risk_id=risk.risk_id,
+        study_uid=risk.study_uid,
+        patient_pseudonym=risk.patient_pseudonym,
+        probability=risk.probability,
+        level=risk.level,
+        model_version=risk.model_version,
+        threshold_version=risk.threshold_version,
+        lesion_percent=risk.biomarkers.get("lesion_percent", 0.0),
+        top_features=risk.top_features,
+        completeness=risk.completeness,
+        ct_time=risk.ct_time,
+        hospital=risk.hospital,
+        raised_at=risk.scored_at,
+        kind=str(decision.kind),
+        escalated_from=None if decision.previous_level is None else str(decision.previous_level),
+        previous_alert_id=decision.previous_alert_id,
+        level_threshold=outcome.level_threshold,
+        completeness_note=risk.completeness_note,
+        revision=risk.revision,
+        ct_severity_score=risk.ct_severity_score,
+        bilateral=risk.bilateral,
+    )
+
+
+def fhir_risk_assessment(alert: Alert) -> dict[str, Any]:
+    """The alert as a FHIR R4 RiskAssessment (validated), ready to POST to an EHR."""
+    return risk_assessment(
+        alert_id=alert.alert_id,
+        patient_pseudonym=alert.patient_pseudonym,
+        study_uid=alert.study_uid,
+        probability=alert.probability,
+        level=alert.level,
+        occurrence=datetime.fromtimestamp(alert.raised_at, tz=UTC).isoformat(),
+        model_version=alert.model_version,
+        threshold_version=alert.threshold_version,
+        top_features=[c.model_dump() for c in alert.top_features],
+        completeness=alert.completeness_note or alert.completeness,
+        escalated_from=alert.escalated_from,
+    )
+
+
+def recent_entry(quantification: Quantification, risk: StudyRisk, revision: int) -> dict[str, Any]:
+    """A scored study as kept in ``patient_to_recent_studies`` (JSON-safe)."""
+    return {
+        "quantification": quantification.model_dump(mode="json"),
+        "digest": risk.features_digest,
+        "revision": revision,
+    }
+
+
+def recent_study(entry: dict[str, Any]) -> tuple[Quantification, RecentStudy]:
+    """A ``patient_to_recent_studies`` entry back as its record and the core's type."""
+    quantification = Quantification.model_validate(entry["quantification"])
+    return quantification, RecentStudy(
+        findings(quantification), str(entry["digest"]), int(entry["revision"])
+    )
+
+
+def capacity_event(change: CensusChange, hospital: str, patient_pseudonym: str) -> CapacityEvent:
+    """The ``capacity.events`` record of a census change read from FHIR."""
+    return CapacityEvent(
+        kind=change.kind,
+        hospital=hospital,
+        patient_pseudonym=patient_pseudonym,
+        event_time=change.at.isoformat(),
+        unit=change.unit,
+    )
+
+
+def pipeline_risk_event(risk: RiskAssessment) -> CapacityEvent:
+    """The ``capacity.events`` record of a scored study: a patient who may need the ICU."""
+    return CapacityEvent(
+        kind=CensusChangeValues.PIPELINE_RISK,
+        hospital=risk.hospital,
+        patient_pseudonym=risk.patient_pseudonym,
+        event_time=risk.ct_time,
+        probability=risk.probability,
+    )
+
+
+def census_event(record: CapacityEvent) -> CensusEvent:
+    """What the capacity core reads of a ``capacity.events`` record."""
+    return CensusEvent(
+        kind=record.kind,
+        hospital=record.hospital,
+        patient_pseudonym=record.patient_pseudonym,
+        event_time=record.event_time,
+        probability=record.probability,
+        unit=record.unit,
+    )
+
+
+def _days(forecast: ResourceDays) -> list[ForecastDay]:
+    return [
+        ForecastDay(
+            date=d.date.isoformat(),
+            expected=d.expected,
+            lower80=d.lower80,
+            upper80=d.upper80,
+            p_exceed=d.p_exceed,
+            lower95=d.lower95,
+            upper95=d.upper95,
+            median=d.median,
+        )
+        for d in forecast.days
+    ]
+
+
+def forecast_record(forecast: UnitForecast, issued_at: float) -> CapacityForecast:
+    """The ``capacity.forecasts`` record of a unit forecast issued at ``issued_at`` (epoch s)."""
+    beds, vents = forecast.beds, forecast.ventilators
+    return CapacityForecast(
+        forecast_id=forecast.forecast_id,
+        hospital=forecast.hospital,
+        unit=forecast.unit,
+        issued_for=forecast.issued_for.isoformat(),
+        issued_at=issued_at,
+        capacity=beds.capacity,
+        occupancy_now=beds.in_use_now,
+        pipeline_patients=forecast.pipeline_patients,
+        days=_days(beds.forecast),
+        expected_arrivals=beds.expected_arrivals,
+        p_breach=beds.p_breach,
+        breach_alert=beds.breach_alert,
+        ventilators=None
+        if vents is None
+        else VentilatorForecast(
+            capacity=vents.capacity,
+            in_use_now=vents.in_use_now,
+            days=_days(vents.forecast),
+            expected_arrivals=vents.expected_arrivals,
+            p_breach=vents.p_breach,
+            breach_alert=vents.breach_alert,
+        ),
+    )

@@ -1,0 +1,56 @@
+"""Fixtures shared by the integration tests (the services themselves are in ``tests/conftest.py``).
+
+A test module defines its own ``settings`` fixture (its app id, ports, store, options); the
+fixtures here build on whichever ``settings`` the requesting module defines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from streams.demo import DemoError, WorkerProcess
+from streams.settings import Settings
+from streams.sources.fhir_ingest import FhirIngress, KafkaFhirSink
+from triage.fhir.pseudonym import Pseudonymiser
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings) -> Iterator[WorkerProcess]:
+    """The real worker process on the module's settings (fails with its log tail if it cannot)."""
+    process = WorkerProcess(settings)
+    try:
+        process.start(timeout_s=180)
+    except (DemoError, OSError) as e:
+        process.stop()
+        tail = process.log_path.read_text()[-4000:] if process.log_path.exists() else ""
+        pytest.fail(f"worker did not start ({e}):\n{tail}")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def pseudonymiser(settings: Settings) -> Pseudonymiser:
+    """The worker's own pseudonymiser (its configured key), to find a patient downstream."""
+    key = settings.pseudonym.key.get_secret_value().encode()
+    return Pseudonymiser(key, settings.pseudonym.key_version)
+
+
+@pytest.fixture(scope="module")
+def publish_fhir(settings: Settings, pseudonymiser: Pseudonymiser) -> Callable[..., None]:
+    """``publish_fhir(hospital, *resources)``: each resource through FHIR ingress, each used."""
+
+    def publish(hospital: str, *resources: dict[str, Any]) -> None:
+        sink = KafkaFhirSink(settings.kafka.bootstrap_servers)
+        ingress = FhirIngress(pseudonymiser, hospital, sink, "it")
+        try:
+            for resource in resources:
+                report = ingress.ingest_json(json.dumps(resource))
+                assert report.used == 1, (report.rejections, report.counts)
+        finally:
+            sink.close()
+
+    return publish
