@@ -13,11 +13,11 @@ from typing import Any
 from streams.records import (
     Alert,
     CapacityEvent,
-    CapacityForecast,
     Contribution,
     ForecastDay,
     Quantification,
     RiskAssessment,
+    UnitForecastRecord,
     VentilatorForecast,
 )
 from triage.capacity.census import CapacityForecast as ResourceDays
@@ -195,10 +195,10 @@ def _days(forecast: ResourceDays) -> list[ForecastDay]:
     ]
 
 
-def forecast_record(forecast: UnitForecast, issued_at: float) -> CapacityForecast:
+def forecast_record(forecast: UnitForecast, issued_at: float) -> UnitForecastRecord:
     """The ``capacity.forecasts`` record of a unit forecast issued at ``issued_at`` (epoch s)."""
     beds, vents = forecast.beds, forecast.ventilators
-    return CapacityForecast(
+    return UnitForecastRecord(
         forecast_id=forecast.forecast_id,
         hospital=forecast.hospital,
         unit=forecast.unit,

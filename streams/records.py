@@ -257,7 +257,7 @@ class VentilatorForecast(Record):
     breach_alert: bool = False
 
 
-class CapacityForecast(Record):
+class UnitForecastRecord(Record):
     """An ICU occupancy forecast for one hospital (unit), with its ventilators when known."""
 
     forecast_id: str

@@ -22,7 +22,6 @@ from kafka.errors import TopicAlreadyExistsError
 from streams.records import (
     Alert,
     CapacityEvent,
-    CapacityForecast,
     CtStudy,
     DeadLetter,
     FhirResourceEvent,
@@ -31,6 +30,7 @@ from streams.records import (
     RiskAssessment,
     ThresholdAudit,
     TriageConfig,
+    UnitForecastRecord,
 )
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ CAPACITY_EVENTS = TopicSpec(
     "capacity.events", CapacityEvent, key="hospital", copartitioned=False, has_dlq=True
 )
 CAPACITY_FORECASTS = TopicSpec(
-    "capacity.forecasts", CapacityForecast, key="hospital", copartitioned=False
+    "capacity.forecasts", UnitForecastRecord, key="hospital", copartitioned=False
 )
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (

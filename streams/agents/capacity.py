@@ -22,7 +22,7 @@ from streams.dlq import StreamReason, dead_letter
 from streams.mapping import census_event, forecast_record
 from streams.metrics import CAPACITY_BREACH_PROBABILITY, CAPACITY_IN_USE, MESSAGES
 from streams.pipeline import Pipeline
-from streams.records import CapacityEvent, CapacityForecast
+from streams.records import CapacityEvent, UnitForecastRecord
 from triage.capacity.unit_forecast import UnitForecast
 from triage.exceptions import TriageError
 
@@ -75,7 +75,7 @@ def register(pipeline: Pipeline) -> None:
                 if forecast is not None:
                     await out.send(key=forecast.hospital.encode(), value=issue(forecast))
 
-    def issue(forecast: UnitForecast) -> CapacityForecast:
+    def issue(forecast: UnitForecast) -> UnitForecastRecord:
         """The forecast's record, its gauges published and its breach alerts logged."""
         record = forecast_record(forecast, issued_at=time.time())
         publish_capacity_gauges(record)
@@ -83,7 +83,7 @@ def register(pipeline: Pipeline) -> None:
         return record
 
 
-def log_breach_alerts(forecast: CapacityForecast, days: int) -> None:
+def log_breach_alerts(forecast: UnitForecastRecord, days: int) -> None:
     """A warning per resource whose breach probability reached the alert level."""
     where = f"{forecast.hospital}/{forecast.unit}" if forecast.unit else forecast.hospital
     if forecast.breach_alert:
@@ -99,7 +99,7 @@ def log_breach_alerts(forecast: CapacityForecast, days: int) -> None:
         )  # fmt: skip
 
 
-def publish_capacity_gauges(forecast: CapacityForecast) -> None:
+def publish_capacity_gauges(forecast: UnitForecastRecord) -> None:
     """Expose the forecast's breach probabilities and census to Prometheus (alert rules)."""
     unit = forecast.unit or ""
     parts = [("icu_beds", forecast.p_breach, forecast.occupancy_now)]

@@ -165,4 +165,3 @@ def _held_letter(item: dict[str, Any], reason: str, error: str) -> DeadLetter:
         key=record["patient_pseudonym"],
         payload=json.dumps(record),
     )
-

@@ -23,11 +23,11 @@ from streams.metrics import MESSAGES
 from streams.pipeline import Pipeline
 from streams.records import (
     Alert,
-    CapacityForecast,
     DeadLetter,
     Record,
     RiskAssessment,
     ThresholdAudit,
+    UnitForecastRecord,
 )
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def write_audit(engine: Engine, audit: ThresholdAudit) -> None:
         )
 
 
-def write_forecast(engine: Engine, forecast: CapacityForecast) -> None:
+def write_forecast(engine: Engine, forecast: UnitForecastRecord) -> None:
     """Upsert one row per forecast day and resource (ICU beds, then ventilators when known)."""
     issued_at = datetime.fromisoformat(forecast.issued_for)
     parts = [("icu_beds", "", forecast.capacity, forecast.occupancy_now, forecast.days,
@@ -261,7 +261,7 @@ def register(pipeline: Pipeline) -> None:
     _sink(pipeline, t.TRIAGE_RISK.name, RiskAssessment, write_risk)
     _sink(pipeline, t.TRIAGE_ALERTS.name, Alert, write_alert)
     _sink(pipeline, t.TRIAGE_AUDIT.name, ThresholdAudit, write_audit)
-    _sink(pipeline, t.CAPACITY_FORECASTS.name, CapacityForecast, write_forecast)
+    _sink(pipeline, t.CAPACITY_FORECASTS.name, UnitForecastRecord, write_forecast)
     for spec in t.ALL_TOPICS:
         if spec.has_dlq:
             _sink(

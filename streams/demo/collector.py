@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from streams import topics as t
 from streams.demo.summary import ReplayOutcome
-from streams.records import Alert, CapacityForecast, DeadLetter, RiskAssessment
+from streams.records import Alert, DeadLetter, RiskAssessment, UnitForecastRecord
 
 OUTPUT_TOPICS = (t.TRIAGE_RISK.name, t.TRIAGE_ALERTS.name, t.CAPACITY_FORECASTS.name)
 
@@ -70,7 +70,7 @@ class OutputCollector:
             if is_new and self.on_alert is not None:
                 self.on_alert(alert)
         elif topic == t.CAPACITY_FORECASTS.name:
-            outcome.forecast = CapacityForecast.model_validate_json(value)
+            outcome.forecast = UnitForecastRecord.model_validate_json(value)
         else:
             letter = DeadLetter.model_validate_json(value)
             outcome.dead_letters.append(letter)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.demo.summary import LatencySummary, SyntheticMatch
-from streams.records import Alert, CapacityForecast, Contribution, DeadLetter, ForecastDay
+from streams.records import Alert, Contribution, DeadLetter, ForecastDay, UnitForecastRecord
 
 if TYPE_CHECKING:
     from streams.demo.run import MonitoringSnapshot
@@ -48,7 +48,7 @@ def dead_letter_line(letter: DeadLetter) -> str:
     return f"[magenta]REJECTED[/] at {letter.stage}: {letter.reason_code} ({letter.error[:120]})"
 
 
-def forecast_table(forecast: CapacityForecast) -> Table:
+def forecast_table(forecast: UnitForecastRecord) -> Table:
     """The bed manager's view: ICU occupancy for the next days against capacity."""
     table = Table(
         title=(
@@ -62,7 +62,7 @@ def forecast_table(forecast: CapacityForecast) -> Table:
     return table
 
 
-def ventilator_table(forecast: CapacityForecast) -> Table | None:
+def ventilator_table(forecast: UnitForecastRecord) -> Table | None:
     """Ventilators in use for the same days against the unit's ventilators (None: not known)."""
     vents = forecast.ventilators
     if vents is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streams.records import Alert, CapacityForecast, DeadLetter, RiskAssessment
+from streams.records import Alert, DeadLetter, RiskAssessment, UnitForecastRecord
 from triage.cohort import load_outcomes
 
 
@@ -19,7 +19,7 @@ class ReplayOutcome:
     risks: dict[str, RiskAssessment] = field(default_factory=dict)
     alerts: dict[str, Alert] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    forecast: CapacityForecast | None = None
+    forecast: UnitForecastRecord | None = None
     risk_records: int = 0  # including redeliveries and re-scorings
     # first scorings (revision 0) per study, to check "exactly one per study"; late clinical
     # data adds revisions 1, 2, ... that supersede it

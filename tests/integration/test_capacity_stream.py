@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from dashboards import store
 from streams import topics as t
-from streams.records import CapacityEvent, CapacityForecast
+from streams.records import CapacityEvent, UnitForecastRecord
 from streams.settings import Settings
 from triage.fhir.icu import CensusChangeValues
 from triage.fhir.pseudonym import Pseudonymiser
@@ -141,20 +141,20 @@ def ventilation(patient: str, start_h: float, end_h: float | None = None) -> dic
     }
 
 
-def forecasts(settings: Settings, want: Any, timeout_s: float = 180) -> list[CapacityForecast]:
+def forecasts(settings: Settings, want: Any, timeout_s: float = 180) -> list[UnitForecastRecord]:
     consumer = KafkaConsumer(
         t.CAPACITY_FORECASTS.name,
         bootstrap_servers=settings.kafka.bootstrap_servers,
         auto_offset_reset="earliest",
         group_id=None,
     )
-    found: list[CapacityForecast] = []
+    found: list[UnitForecastRecord] = []
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline and not want(found):
             for records in consumer.poll(timeout_ms=1000).values():
                 for r in records:
-                    forecast = CapacityForecast.model_validate_json(r.value)
+                    forecast = UnitForecastRecord.model_validate_json(r.value)
                     if forecast.hospital == HOSPITAL:
                         found.append(forecast)
     finally:
@@ -162,14 +162,14 @@ def forecasts(settings: Settings, want: Any, timeout_s: float = 180) -> list[Cap
     return found
 
 
-def states(found: list[CapacityForecast]) -> list[tuple[Any, ...]]:
+def states(found: list[UnitForecastRecord]) -> list[tuple[Any, ...]]:
     """What the forecasts said, for a failure message."""
     return [(f.unit, f.issued_for, f.occupancy_now, f.pipeline_patients,
              f.ventilators.in_use_now if f.ventilators else None) for f in found]  # fmt: skip
 
 
 def census_is(occupied: int, ventilated: int, pipeline: int) -> Any:
-    def check(found: list[CapacityForecast]) -> bool:
+    def check(found: list[UnitForecastRecord]) -> bool:
         return any(
             f.unit == UNIT
             and f.occupancy_now == occupied

@@ -23,7 +23,7 @@ from streams.admin.policy_log import audit_record
 from streams.agents.sinks import write_audit, write_dead_letter, write_forecast
 from streams.dlq import build_dead_letter
 from streams.mapping import forecast_record
-from streams.records import CapacityForecast, ThresholdAudit
+from streams.records import ThresholdAudit, UnitForecastRecord
 from triage.alerts.policy import AlertPolicy
 from triage.alerts.thresholds import ThresholdChange, apply_change
 from triage.capacity.unit_forecast import forecast_from_census
@@ -35,7 +35,7 @@ RANGE = ("2020-10-03T08:00:00Z", "2020-11-16T08:00:00Z")  # now-30d .. now+14d
 MODEL = icu_forecast.build_icu_forecast()
 
 
-def forecast_of(*args: Any, **kwargs: Any) -> CapacityForecast:
+def forecast_of(*args: Any, **kwargs: Any) -> UnitForecastRecord:
     """The capacity agent's record of a unit forecast (:func:`forecast_from_census`)."""
     return forecast_record(forecast_from_census(*args, **kwargs), issued_at=NOW.timestamp())
 

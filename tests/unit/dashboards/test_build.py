@@ -33,7 +33,7 @@ from streams.admin.policy_log import audit_record
 from streams.agents.sinks import write_audit, write_dead_letter, write_forecast
 from streams.dlq import build_dead_letter
 from streams.mapping import forecast_record
-from streams.records import CapacityForecast
+from streams.records import UnitForecastRecord
 from triage.alerts.policy import AlertPolicy
 from triage.alerts.thresholds import ThresholdChange, apply_change
 from triage.capacity.unit_forecast import forecast_from_census
@@ -46,7 +46,7 @@ MODELS = {name: build() for name, build in DASHBOARDS.items()}
 IDENTIFYING = ("name", "birth", "address", "phone", "mrn")
 
 
-def forecast_of(*args: Any, **kwargs: Any) -> CapacityForecast:
+def forecast_of(*args: Any, **kwargs: Any) -> UnitForecastRecord:
     """The capacity agent's record of a unit forecast (:func:`forecast_from_census`)."""
     return forecast_record(forecast_from_census(*args, **kwargs), issued_at=NOW.timestamp())
 

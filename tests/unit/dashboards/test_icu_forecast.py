@@ -17,7 +17,7 @@ from dashboards import icu_forecast, store
 from dashboards.catalog import DASHBOARDS
 from streams.agents.sinks import write_forecast
 from streams.mapping import forecast_record
-from streams.records import CapacityForecast
+from streams.records import UnitForecastRecord
 from triage.capacity.unit_forecast import forecast_from_census
 
 pytestmark = pytest.mark.unit
@@ -26,7 +26,7 @@ NOW = datetime(2020, 11, 2, 8, tzinfo=UTC)
 MODEL = DASHBOARDS["icu-forecast"]()
 
 
-def forecast_of(*args: Any, **kwargs: Any) -> CapacityForecast:
+def forecast_of(*args: Any, **kwargs: Any) -> UnitForecastRecord:
     """The capacity agent's record of a unit forecast (:func:`forecast_from_census`)."""
     return forecast_record(forecast_from_census(*args, **kwargs), issued_at=NOW.timestamp())
 

@@ -18,7 +18,7 @@ from streams.mapping import (
     recent_study,
     risk_record,
 )
-from streams.records import CapacityForecast, Quantification, StageTimings
+from streams.records import Quantification, StageTimings, UnitForecastRecord
 from triage.alerts.policy import AlertPolicy, RiskLevelValues
 from triage.capacity.unit_forecast import forecast_from_census
 from triage.fhir.features import IMAGING_FEATURES
@@ -58,9 +58,7 @@ def test_risk_and_alert_records_of_a_scored_study(model: RiskModel) -> None:
     assert (risk.risk_id, risk.level, risk.revision) == (outcome.risk.risk_id, "critical", 2)
     assert risk.timings == StageTimings(load_s=1.0, inference_s=2.0, scoring_s=0.5)
     assert risk.latency_s == 3.5 and risk.ct_severity_score == 12.0 and risk.bilateral is True
-    assert [c.feature for c in risk.top_features] == [
-        c.feature for c in outcome.risk.top_features
-    ]
+    assert [c.feature for c in risk.top_features] == [c.feature for c in outcome.risk.top_features]
     alert = alert_record(risk, outcome)
     assert outcome.alert is not None and alert.alert_id == outcome.alert.alert_id
     assert (alert.kind, alert.escalated_from, alert.level_threshold) == ("initial", None, 3e-9)
@@ -110,7 +108,7 @@ def test_forecast_record_of_a_unit_forecast() -> None:
     }
     unit = forecast_from_census("h1", census, 4, unit="icu-a", ventilators=2)
     record = forecast_record(unit, issued_at=42.0)
-    assert CapacityForecast.model_validate_json(record.to_bytes()) == record
+    assert UnitForecastRecord.model_validate_json(record.to_bytes()) == record
     assert (record.forecast_id, record.hospital, record.unit) == (unit.forecast_id, "h1", "icu-a")
     assert record.issued_for == CT.isoformat() and record.issued_at == 42.0
     assert (record.capacity, record.occupancy_now, record.pipeline_patients) == (4, 1, 1)

@@ -109,4 +109,3 @@ def test_every_table_of_the_worker_has_its_changelog_declared(
     layout = t.changelog_layout("layout-test", partitions)
     for name, table in pipeline.tables.items():
         assert layout[table.changelog_topic.get_topic_name()] == (tables[name], True)
-

@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 
 from streams.demo.screen import alert_line, forecast_table, ventilator_table
-from streams.records import Alert, CapacityForecast, Contribution, ForecastDay, VentilatorForecast
+from streams.records import Alert, Contribution, ForecastDay, UnitForecastRecord, VentilatorForecast
 
 pytestmark = pytest.mark.unit
 
@@ -24,8 +24,8 @@ def _day(date: str, expected: float, median: float, p: float) -> ForecastDay:
     )
 
 
-def _forecast(ventilators: VentilatorForecast | None) -> CapacityForecast:
-    return CapacityForecast(
+def _forecast(ventilators: VentilatorForecast | None) -> UnitForecastRecord:
+    return UnitForecastRecord(
         forecast_id="f-1",
         hospital="demo-hospital",
         issued_for="2020-11-02T08:00:00+00:00",
