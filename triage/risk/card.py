@@ -38,6 +38,20 @@ OUTCOME_MODELS: dict[str, tuple[str, str]] = {
     "death": ("death", "death within 21 days of admission (Mexico FECHA_DEF)"),
 }
 PRIMARY_MODEL = "ventilation"
+LIMITATIONS: tuple[str, ...] = (
+    "Mexico 2020 first wave: one country, one case definition, outcomes as reported by "
+    "the snapshot (no dates for intubation or ICU)",
+    "no vitals, labs or cancer flag in the training data: the model ignores them",
+    "has_pneumonia comes from a pneumonia Condition only and is missing (never 0) until "
+    "one arrives; training withheld it from 30 % of rows so a missing flag reads as unknown",
+    "asthma and smoking are ignored (registry artefacts of the Mexico file)",
+    "a withheld field still moves the mean risk (up to +37 %, docs/risk-validation.md)",
+    "external validation (docs/risk-validation.md): better than age alone on 3 of 4 "
+    "cohort-outcomes, 0.005-0.124 AUC below the cohorts' own ceilings, poorly calibrated "
+    "out of the box: recalibrate on a site's outcomes (ctriage risk recalibrate) before use",
+    "imaging effect sizes are assumptions from two single-centre studies (fused model); "
+    "the drawn biomarkers pass through the lesion model's measured error first",
+)
 CLINICAL_SUFFIX = "_clinical"
 #: the output column of ``ctriage risk score`` for each card name
 RISK_COLUMNS: dict[str, str] = {name: f"risk_{name}" for name in OUTCOME_MODELS}
@@ -93,6 +107,33 @@ def feature_table(used: set[str] | None = None) -> list[dict[str, Any]]:
     return table
 
 
+def _metrics(
+    label: str,
+    per_split: dict[str, Any],
+    by_split: dict[str, Any],
+    bootstrap_replicates: int,
+    kind: str,
+) -> dict[str, Any]:
+    primary = per_split.get("random", next(iter(per_split.values())))[kind]
+    return {
+        "label": label,
+        "labels": {
+            "model": label,
+            "real_clinical_model": REAL_LABEL,
+            "baselines": "REAL for age_alone, comorbidity_count, logistic_clinical; "
+            "SEMI-SYNTHETIC for logistic_fused (uses the drawn imaging biomarkers)",
+        },
+        "split": per_split.get("random", {}).get("split"),
+        "auc": primary["auc"],
+        "auc_ci95": primary["auc_ci95"],
+        "brier": primary["brier"],
+        "calibration_error": primary["ece"],
+        "at_policy_thresholds": [primary["at_sensitivity_80"]],
+        "bootstrap_replicates": bootstrap_replicates,
+        "by_split": by_split,
+    }
+
+
 def build_card(
     artifact: str,
     name: str,
@@ -123,7 +164,6 @@ def build_card(
         if fused:
             entry["real_clinical_model"] = result["clinical"]
         by_split[split_name] = entry
-    primary = per_split.get("random", next(iter(per_split.values())))[kind]
     training_data = {**data, "semi_synthetic_imaging": fused}
     if fused:
         training_data["imaging_scheme"] = {
@@ -158,38 +198,8 @@ def build_card(
             "fitted_on": "calibration rows of the random split (never used for fitting); maps "
             "the raw XGBoost probability to the returned one, linearly between points",
         },
-        "metrics": {
-            "label": label,
-            "labels": {
-                "model": label,
-                "real_clinical_model": REAL_LABEL,
-                "baselines": "REAL for age_alone, comorbidity_count, logistic_clinical; "
-                "SEMI-SYNTHETIC for logistic_fused (uses the drawn imaging biomarkers)",
-            },
-            "split": per_split.get("random", {}).get("split"),
-            "auc": primary["auc"],
-            "auc_ci95": primary["auc_ci95"],
-            "brier": primary["brier"],
-            "calibration_error": primary["ece"],
-            "at_policy_thresholds": [primary["at_sensitivity_80"]],
-            "bootstrap_replicates": summary["bootstrap_replicates"],
-            "by_split": by_split,
-        },
+        "metrics": _metrics(label, per_split, by_split, summary["bootstrap_replicates"], kind),
         "operating_points_label": f"{label}; held-out random split, calibrated probabilities",
         "operating_points": operating_points,
-        "limitations": [
-            "Mexico 2020 first wave: one country, one case definition, outcomes as reported by "
-            "the snapshot (no dates for intubation or ICU)",
-            "no vitals, labs or cancer flag in the training data: the model ignores them",
-            "has_pneumonia comes from a pneumonia Condition only and is missing (never 0) until "
-            "one arrives; training withheld it from 30 % of rows so a missing flag reads as "
-            "unknown",
-            "asthma and smoking are ignored (registry artefacts of the Mexico file); cancer is "
-            "not in the file",
-            "external validation (docs/risk-validation.md): the transported model reaches age "
-            "alone but not the cohorts' own ceilings; recalibrate on a site's outcomes "
-            "(ctriage risk recalibrate) before use",
-            "imaging effect sizes are assumptions from two single-centre studies (fused model); "
-            "the drawn biomarkers pass through the lesion model's measured error first",
-        ],
+        "limitations": list(LIMITATIONS),
     }

@@ -285,22 +285,8 @@ def train_mexico(
     cohort = load_cohort(Path(data_dir))
     if max_rows is not None and max_rows < len(cohort):
         cohort = _subsample(cohort, max_rows, seed)
-    f, o = cohort.features, cohort.outcomes
-    truth = semisynthetic.draw_biomarkers(
-        f["has_pneumonia"].to_numpy(),
-        o["intubation"].to_numpy(),
-        o["icu"].to_numpy(),
-        o["death"].to_numpy(),
-        f["sex_male"].to_numpy(),
-        seed,
-    )
-    imaging = semisynthetic.measured_by_lesion_model(truth, seed + 1)
-    odds = {
-        kind: semisynthetic.achieved_odds_ratios(
-            frame, f["has_pneumonia"].to_numpy(), *(o[c].to_numpy() for c in o.columns)
-        )
-        for kind, frame in (("drawn", truth), ("measured", imaging))
-    }
+    o = cohort.outcomes
+    imaging, odds = semi_synthetic_imaging(cohort, seed)
     matrices = feature_matrices(cohort, imaging)
     all_splits = make_splits(cohort, seed)
     data = cohort_description(cohort)
@@ -334,27 +320,8 @@ def train_mexico(
             if split_name == "random":
                 shipped = fitted
         summary["outcomes"][name] = per_split
-        if out_dir is None or not shipped:
-            continue
-        for kind, model in shipped.items():
-            artifact = name if kind == "fused" else name + CLINICAL_SUFFIX
-            card = build_card(
-                artifact,
-                name,
-                kind,
-                calibration=model.calibration.to_dict(),
-                operating_points=model.operating_points,
-                per_split=per_split,
-                summary=summary,
-                params={
-                    **XGB_PARAMS,
-                    "monotone_constraints": robust.monotone_constraints(name),
-                    "seed": seed,
-                    "num_boost_round": model.rounds,
-                },
-            )
-            card["version"] = model_version(model.raw, card["calibration"])
-            write_artifact(Path(out_dir) / f"{artifact}.ubj", model.raw, card)
+        if out_dir is not None and shipped:
+            _write_shipped(Path(out_dir), name, shipped, per_split, summary)
     summary["training_time_s"] = round(time.perf_counter() - started, 1)
     if out_dir is not None:
         (Path(out_dir) / "risk_evaluation.json").write_text(
@@ -362,6 +329,55 @@ def train_mexico(
         )
     logger.info("trained Mexico risk models in %.1f s", summary["training_time_s"])
     return summary
+
+
+def semi_synthetic_imaging(cohort: MexicoCohort, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Drawn biomarkers as the lesion model would measure them, and the odds ratios reached."""
+    f, o = cohort.features, cohort.outcomes
+    truth = semisynthetic.draw_biomarkers(
+        f["has_pneumonia"].to_numpy(),
+        o["intubation"].to_numpy(),
+        o["icu"].to_numpy(),
+        o["death"].to_numpy(),
+        f["sex_male"].to_numpy(),
+        seed,
+    )
+    imaging = semisynthetic.measured_by_lesion_model(truth, seed + 1)
+    odds = {
+        kind: semisynthetic.achieved_odds_ratios(
+            frame, f["has_pneumonia"].to_numpy(), *(o[c].to_numpy() for c in o.columns)
+        )
+        for kind, frame in (("drawn", truth), ("measured", imaging))
+    }
+    return imaging, odds
+
+
+def _write_shipped(
+    out_dir: Path,
+    name: str,
+    shipped: dict[str, FittedModel],
+    per_split: dict[str, Any],
+    summary: dict[str, Any],
+) -> None:
+    for kind, model in shipped.items():
+        artifact = name if kind == "fused" else name + CLINICAL_SUFFIX
+        card = build_card(
+            artifact,
+            name,
+            kind,
+            calibration=model.calibration.to_dict(),
+            operating_points=model.operating_points,
+            per_split=per_split,
+            summary=summary,
+            params={
+                **XGB_PARAMS,
+                "monotone_constraints": robust.monotone_constraints(name),
+                "seed": summary["seed"],
+                "num_boost_round": model.rounds,
+            },
+        )
+        card["version"] = model_version(model.raw, card["calibration"])
+        write_artifact(out_dir / f"{artifact}.ubj", model.raw, card)
 
 
 def _subsample(cohort: MexicoCohort, n: int, seed: int) -> MexicoCohort:
