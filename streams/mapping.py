@@ -1,6 +1,6 @@
 """Records (``streams.records``) to and from the libraries' types, in one place.
 
-The cores in ``triage/`` take and return their own types (:class:`StudyFindings`,
+The cores in ``triage/`` and ``inference/`` take and return their own types (:class:`StudyFindings`,
 :class:`StudyOutcome`, :class:`CensusEvent`, :class:`UnitForecast`, ...); the agents carry
 records. Every field copied between the two is copied here, once.
 """
@@ -8,15 +8,17 @@ records. Every field copied between the two is copied here, once.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.records import (
     Alert,
     CapacityEvent,
     Contribution,
+    CtStudy,
     ForecastDay,
     Quantification,
     RiskAssessment,
+    StageTimings,
     UnitForecastRecord,
     VentilatorForecast,
 )
@@ -27,6 +29,34 @@ from triage.fhir.icu import CensusChange, CensusChangeValues
 from triage.fhir.outbound import risk_assessment
 from triage.risk.assess import RecentStudy, StudyFindings, StudyOutcome, StudyRisk
 from triage.risk.model import Contribution as ScoreContribution
+
+if TYPE_CHECKING:  # the Triton client is not needed to map its result
+    from inference.client import StudyResult
+
+
+def quantification_record(
+    study: CtStudy,
+    result: StudyResult,
+    lesion_model: str,
+    lesion_model_version: str,
+    timings: StageTimings,
+    masks_uri: str = "",
+) -> Quantification:
+    """The ``ct.quantification`` record of what the lesion model measured on a study."""
+    return Quantification(
+        study_uid=study.study_uid,
+        patient_pseudonym=study.patient_pseudonym,
+        biomarkers=result.biomarkers.as_dict(),
+        regional=result.regional.as_dict() if result.regional else {},
+        lesion_model=lesion_model,
+        lesion_model_version=lesion_model_version,
+        ct_time=study.ct_time,
+        published_at=study.published_at,
+        hospital=study.hospital,
+        timings=timings,
+        study_uri=study.study_uri,
+        masks_uri=masks_uri,
+    )
 
 
 def findings(quantification: Quantification) -> StudyFindings:

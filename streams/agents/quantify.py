@@ -26,9 +26,10 @@ from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, in_thread, record_or_dead_letter
 from streams.claim_check import StudyUnavailable, study_path
 from streams.dlq import StreamReason, dead_letter
+from streams.mapping import quantification_record
 from streams.metrics import MESSAGES, STAGE_SECONDS
 from streams.pipeline import Pipeline
-from streams.records import CtStudy, Quantification, StageTimings
+from streams.records import CtStudy, StageTimings
 
 logger = logging.getLogger(__name__)
 
@@ -112,19 +113,8 @@ def register(pipeline: Pipeline) -> None:
             timings = StageTimings(load_s=loaded - started, inference_s=inferred - loaded)
             STAGE_SECONDS.labels(stage="load").observe(timings.load_s)
             STAGE_SECONDS.labels(stage="inference").observe(timings.inference_s)
-            result = Quantification(
-                study_uid=study.study_uid,
-                patient_pseudonym=study.patient_pseudonym,
-                biomarkers=study_result.biomarkers.as_dict(),
-                regional=study_result.regional.as_dict() if study_result.regional else {},
-                lesion_model=quantifier.model_name,
-                lesion_model_version=version,
-                ct_time=study.ct_time,
-                published_at=study.published_at,
-                hospital=study.hospital,
-                timings=timings,
-                study_uri=study.study_uri,
-                masks_uri=masks_uri,
+            result = quantification_record(
+                study, study_result, quantifier.model_name, version, timings, masks_uri
             )
             await out.send(key=event.key, value=result)
             MESSAGES.labels(stage=STAGE).inc()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from paths import RISK_MODELS
 
+from inference.biomarkers import Biomarkers
+from inference.client import StudyResult
 from streams.mapping import (
     alert_record,
     capacity_event,
@@ -14,11 +17,12 @@ from streams.mapping import (
     findings,
     forecast_record,
     pipeline_risk_event,
+    quantification_record,
     recent_entry,
     recent_study,
     risk_record,
 )
-from streams.records import Quantification, StageTimings, UnitForecastRecord
+from streams.records import CtStudy, Quantification, StageTimings, UnitForecastRecord
 from triage.alerts.policy import AlertPolicy, RiskLevelValues
 from triage.capacity.unit_forecast import forecast_from_census
 from triage.fhir.features import IMAGING_FEATURES
@@ -121,3 +125,21 @@ def test_forecast_record_of_a_unit_forecast() -> None:
     assert record.ventilators.expected_arrivals == unit.ventilators.expected_arrivals
     bare = forecast_record(forecast_from_census("h1", census, 4), issued_at=42.0)
     assert bare.ventilators is None and bare.unit is None
+
+
+def test_quantification_record_of_a_study_result() -> None:
+    study = CtStudy(
+        event_id="e1", study_uid="1.2.3", patient_pseudonym="p1", study_uri="file:///s/1.2.3",
+        source="test", ct_time=CT.isoformat(), published_at=100.0, hospital="h1",
+    )  # fmt: skip
+    biomarkers = Biomarkers(**{f.name: 2.0 for f in fields(Biomarkers)})
+    timings = StageTimings(load_s=1.0, inference_s=2.0)
+    record = quantification_record(
+        study, StudyResult(biomarkers, None), "lesion_threshold", "1", timings
+    )
+    assert record.biomarkers == biomarkers.as_dict() and record.regional == {}
+    assert (record.study_uid, record.ct_time, record.study_uri) == (
+        "1.2.3", CT.isoformat(), "file:///s/1.2.3",
+    )  # fmt: skip
+    assert (record.lesion_model, record.masks_uri) == ("lesion_threshold", "")
+    assert record.timings == timings
