@@ -40,39 +40,87 @@ STAGE = "clinical_context"
 NEEDS_PATIENT = frozenset({"Condition", "Observation"})
 
 
+class PendingResources:
+    """Resources held in ``patient_to_pending`` until their Patient arrives, or dead-lettered.
+
+    Faust tables are written only from inside a stream: the timer's sweep reads the table and
+    dead-letters what is past ``ttl_s`` (remembering it in ``expired_sent``); the next event of
+    that patient clears it from the table.
+    """
+
+    def __init__(self, table: Any, dlq: Any, ttl_s: float, max_per_patient: int) -> None:
+        self.table = table
+        self.dlq = dlq
+        self.ttl_s = ttl_s
+        self.max_per_patient = max_per_patient
+        self.expired_sent: set[str] = set()  # event ids already dead-lettered
+
+    async def expire(
+        self, pseudonym: str, held: list[dict[str, Any]], now: float
+    ) -> list[dict[str, Any]]:
+        """Dead-letter held entries past their time; return the ones still waiting."""
+        waiting = []
+        for item in held:
+            if now - float(item["held_at"]) < self.ttl_s:
+                waiting.append(item)
+            elif item["event"]["event_id"] not in self.expired_sent:
+                self.expired_sent.add(item["event"]["event_id"])
+                await self.dlq.send(key=pseudonym.encode(), value=_expired_letter(item))
+        return waiting
+
+    async def hold(self, key: str, record: FhirResourceEvent) -> None:
+        """Hold a resource until the patient's Patient arrives (the oldest goes when full)."""
+        now = time.time()
+        held = await self.expire(key, list(self.table.get(key) or []), now)
+        if len(held) >= self.max_per_patient:
+            oldest = held.pop(0)
+            self.expired_sent.add(oldest["event"]["event_id"])
+            await self.dlq.send(key=key.encode(), value=_expired_letter(oldest))
+        held.append({"event": record.model_dump(mode="json"), "held_at": now})
+        self.table[key] = held
+        logger.debug("holding %d resources until the Patient of %s arrives", len(held), key)
+
+    async def release(self, key: str, context: ClinicalContext) -> ClinicalContext:
+        """Fold the patient's held resources into ``context`` (a bad one is dead-lettered)."""
+        held = self.table.get(key)
+        if not held:
+            return context
+        waiting = await self.expire(key, list(held), time.time())
+        for item in waiting:
+            record = FhirResourceEvent.model_validate(item["event"])
+            try:
+                context = context.apply(record.resource, declared_version(record.fhir_version))
+            except FhirRejected as e:
+                letter = _held_letter(item, e.reason, f"{type(e).__name__}: {e}")
+                await self.dlq.send(key=key.encode(), value=letter)
+        del self.table[key]
+        return context
+
+    async def sweep(self) -> int:
+        """Dead-letter what waited too long (the table is only read); how many are held."""
+        now = time.time()
+        count = 0
+        for key, held in list(self.table.items()):
+            count += len(held or [])
+            await self.expire(key, list(held or []), now)
+        return count
+
+
 def register(pipeline: Pipeline) -> None:
     """Declare the clinical context and pending tables, their agent and the pending sweep."""
     app = pipeline.app
     fhir = pipeline.settings.fhir
-    patient_to_context = app.Table(
-        "patient_to_context",
-        default=None,
-        partitions=pipeline.settings.kafka.partitions,
-    )
-    patient_to_pending = app.Table(
-        "patient_to_pending",
-        default=None,
-        partitions=pipeline.settings.kafka.partitions,
-    )
+    partitions = pipeline.settings.kafka.partitions
+    patient_to_context = app.Table("patient_to_context", default=None, partitions=partitions)
+    patient_to_pending = app.Table("patient_to_pending", default=None, partitions=partitions)
     pipeline.tables["patient_to_context"] = patient_to_context
     pipeline.tables["patient_to_pending"] = patient_to_pending
     dlq = pipeline.topic(t.FHIR_RESOURCES.dlq)
     capacity_events = pipeline.topic(t.CAPACITY_EVENTS.name)
     icu_locations = pipeline.registry.icu_locations  # Location ids of ICU units
-    expired_sent: set[str] = set()  # event ids already dead-lettered by the sweep
-
-    async def expire(
-        pseudonym: str, held: list[dict[str, Any]], now: float
-    ) -> list[dict[str, Any]]:
-        """Dead-letter held entries past their time; return the ones still waiting."""
-        waiting = []
-        for item in held:
-            if now - float(item["held_at"]) < fhir.pending_ttl_s:
-                waiting.append(item)
-            elif item["event"]["event_id"] not in expired_sent:
-                expired_sent.add(item["event"]["event_id"])
-                await dlq.send(key=pseudonym.encode(), value=_expired_letter(item))
-        return waiting
+    pending = PendingResources(
+        patient_to_pending, dlq, fhir.pending_ttl_s, fhir.pending_max_per_patient
+    )
 
     @app.agent(pipeline.topic(t.FHIR_RESOURCES.name), name="update_clinical_context")
     async def update_clinical_context(stream: Any) -> None:
@@ -87,14 +135,14 @@ def register(pipeline: Pipeline) -> None:
                 context = ClinicalContext.from_dict(stored) if stored else ClinicalContext()
                 if record.resource_type in NEEDS_PATIENT and not context.has_patient:
                     ClinicalContext().apply(record.resource, version)  # bad input fails now
-                    await hold(key, record)
+                    await pending.hold(key, record)
                     return
                 context = context.apply(record.resource, version)
             except FhirRejected as e:
                 await dead_letter(dlq, event, stage=STAGE, reason=e.reason, error=e)
                 return
             if record.resource_type == "Patient":
-                context = await release_pending(key, context)
+                context = await pending.release(key, context)
             patient_to_context[key] = context.to_dict()
             shaped = normalise_r5(record.resource) if version is FhirVersionValues.R5 else None
             for change in census_changes(shaped or record.resource, icu_locations):
@@ -108,41 +156,10 @@ def register(pipeline: Pipeline) -> None:
         async for event in stream.events():
             await handle_or_dead_letter(handle, event, dlq, STAGE)
 
-    async def hold(key: str, record: FhirResourceEvent) -> None:
-        now = time.time()
-        held = await expire(key, list(patient_to_pending.get(key) or []), now)
-        if len(held) >= fhir.pending_max_per_patient:
-            oldest = held.pop(0)
-            expired_sent.add(oldest["event"]["event_id"])
-            await dlq.send(key=key.encode(), value=_expired_letter(oldest))
-        held.append({"event": record.model_dump(mode="json"), "held_at": now})
-        patient_to_pending[key] = held
-        logger.debug("holding %d resources until the Patient of %s arrives", len(held), key)
-
-    async def release_pending(key: str, context: ClinicalContext) -> ClinicalContext:
-        held = patient_to_pending.get(key)
-        if not held:
-            return context
-        waiting = await expire(key, list(held), time.time())
-        for item in waiting:
-            record = FhirResourceEvent.model_validate(item["event"])
-            try:
-                context = context.apply(record.resource, declared_version(record.fhir_version))
-            except FhirRejected as e:
-                letter = _held_letter(item, e.reason, f"{type(e).__name__}: {e}")
-                await dlq.send(key=key.encode(), value=letter)
-        del patient_to_pending[key]
-        return context
-
     @app.timer(interval=fhir.pending_sweep_s)
     async def sweep_pending() -> None:
         """Dead-letter resources whose patient did not arrive in time (table is read only)."""
-        now = time.time()
-        count = 0
-        for key, held in list(patient_to_pending.items()):
-            count += len(held or [])
-            await expire(key, list(held or []), now)
-        PENDING_FHIR.set(count)
+        PENDING_FHIR.set(await pending.sweep())
 
 
 def _expired_letter(item: dict[str, Any]) -> DeadLetter:
