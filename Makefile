@@ -17,7 +17,7 @@ lint: setup
 	$(BIN)/mypy $(CODE)
 	for model in inference/model_repository/*/1/model.py; do $(BIN)/mypy $$model || exit 1; done
 	$(BIN)/lint-imports
-	$(BIN)/python -m deploy.k8s.validate
+	$(BIN)/python -m deploy.k8s.validate && $(BIN)/python -m deploy.compose.validate
 
 bench: setup
 	$(BIN)/pytest -m bench -s tests/bench
