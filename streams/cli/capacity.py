@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from streams.cli.common import fmt
 from triage.capacity import backtest as capacity_backtest
 from triage.capacity import forecast_icu, occupants_from_census
 from triage.capacity.census import ICU_STAY
 from triage.capacity.series import DailySeries, read_daily_csv
+from triage.capacity.sources import SeriesSourceValues
 from triage.capacity.stay import (
     fit_by_year,
     fit_length_of_stay,
@@ -74,27 +75,70 @@ def capacity_forecast(
     console.print(table)
 
 
+CsvOption = Annotated[
+    Path | None, typer.Option("--csv", help="Daily series CSV (date, icu_occupancy, ...).")
+]
+SourceOption = Annotated[
+    SeriesSourceValues | None,
+    typer.Option("--source", help="Read a public series instead: dpc (Italy), divi (Germany)."),
+]
+DataOption = Annotated[
+    Path | None, typer.Option("--data", help="Folder of the --source files (e.g. germany-divi).")
+]
+RegionOption = Annotated[
+    str | None, typer.Option("--region", help="Region of --source (default: the nation).")
+]
+
+
+def daily_series(
+    csv: Path | None,
+    source: SeriesSourceValues | None,
+    data: Path | None,
+    region: str | None,
+    name: str | None = None,
+) -> tuple[DailySeries, int | None]:
+    """The series of ``--csv`` or of ``--source``/``--data``/``--region``, and its population."""
+    from triage.capacity import sources
+
+    if csv is not None and source is None:
+        return read_daily_csv(csv, name), None
+    if source is None or csv is not None:
+        raise ValueError("give either --csv or --source (with --data)")
+    if data is None:
+        raise ValueError("--source needs --data, the folder of its files")
+    return sources.load(source, data, region), sources.population(source, region)
+
+
+def _number(value: object, decimals: int) -> str:
+    return f"{value:.{decimals}f}" if isinstance(value, float) else "n/a"
+
+
 @app.command("backtest")
 def capacity_backtest_command(
-    csv: Annotated[
-        Path, typer.Option("--csv", help="Daily series CSV (date, icu_occupancy, ...).")
-    ],
+    csv: CsvOption = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON here.")
     ] = None,
     population: Annotated[
         float | None,
-        typer.Option("--population", help="People in the region (CHIME runs only with it)."),
+        typer.Option(
+            "--population",
+            help="People in the region (CHIME runs only with it; --source knows it).",
+        ),
     ] = None,
     horizon: Annotated[int, typer.Option("--horizon", help="Days ahead (1..14).")] = 14,
     step_days: Annotated[int, typer.Option("--step-days", help="Days between origins.")] = 7,
     start: Annotated[str | None, typer.Option("--start", help="First origin (ISO date).")] = None,
     end: Annotated[str | None, typer.Option("--end", help="Last origin (ISO date).")] = None,
+    source: SourceOption = None,
+    data: DataOption = None,
+    region: RegionOption = None,
 ) -> None:
-    """Rolling-origin backtest of our forecast against persistence, trend and CHIME."""
+    """Rolling-origin backtest of our forecast against persistence, trend and CHIME (WIS too)."""
     started = time.perf_counter()
     try:
-        series = read_daily_csv(csv)
+        series, known_population = daily_series(csv, source, data, region)
+        population = population or known_population
         rows = capacity_backtest.run_backtest(
             series,
             capacity_backtest.default_models(population),
@@ -108,19 +152,24 @@ def capacity_backtest_command(
         raise typer.Exit(code=2) from e
     table = Table(
         title=f"ICU occupancy backtest, {series.name} ({series.dates[0].date()} .. "
-        f"{series.dates[-1].date()}, origins every {step_days} days)"
+        f"{series.dates[-1].date()}, origins every {step_days} days); relative WIS: against "
+        "persistence; w95: mean 95% width (beds)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    for column in ("model", "h (days)", "n", "MAE", "MAPE %", "cover 80%", "cover 95%"):
-        table.add_column(column, justify="right")
+    table.add_column("model", no_wrap=True)
+    for column in ("h", "n", "MAE", "MAPE%", "WIS", "rel.WIS", "c50", "c80", "c95", "w95"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in sorted(rows, key=lambda r: (int(str(r["horizon_days"])), str(r["model"]))):
         table.add_row(
             str(row["model"]),
             str(row["horizon_days"]),
             str(row["n"]),
-            fmt(row["mae"]),
-            fmt(row["mape"]),
-            fmt(row["coverage80"]),
-            fmt(row["coverage95"]),
+            *(_number(row[k], d) for k, d in (("mae", 2), ("mape", 1), ("wis", 2))),
+            _number(row["relative_wis"], 3),
+            *(_number(row[f"coverage{c}"], 2) for c in (50, 80, 95)),
+            _number(row["width95"], 0),
         )
     console.print(table)
     if population is None:
@@ -187,10 +236,8 @@ def capacity_fit_stay(
 
 @app.command("plot")
 def capacity_plot(
-    csv: Annotated[
-        Path, typer.Option("--csv", help="Daily series CSV (date, icu_occupancy, ...).")
-    ],
     out: Annotated[Path, typer.Option("--out", help="PNG to write.")],
+    csv: CsvOption = None,
     origin: Annotated[
         str | None, typer.Option("--origin", help="Forecast from this date (default: last day).")
     ] = None,
@@ -200,12 +247,15 @@ def capacity_plot(
     name: Annotated[str | None, typer.Option("--name", help="Hospital or region shown.")] = None,
     horizon: Annotated[int, typer.Option("--horizon", help="Days ahead.")] = 14,
     history_days: Annotated[int, typer.Option("--history-days", help="Days of history.")] = 90,
+    source: SourceOption = None,
+    data: DataOption = None,
+    region: RegionOption = None,
 ) -> None:
     """Write a PNG: history, forecast fan (80/95%) and the capacity line."""
     from triage.capacity.plot import plot_forecast
 
     try:
-        series: DailySeries = read_daily_csv(csv, name)
+        series, _ = daily_series(csv, source, data, region, name)
         at = series.dates.size - 1
         if origin is not None:
             at = int(series.dates.searchsorted(datetime.fromisoformat(origin)))

@@ -97,6 +97,14 @@ def germany_series() -> dict[str, DailySeries]:
     return {divi.GERMANY: divi.load(DIVI), **dict(sorted(divi.load_states(DIVI).items()))}
 
 
+def _records(table: pd.DataFrame) -> list[dict[str, object]]:
+    """Rows for the JSON, numbers rounded to 4 decimals."""
+    return [
+        {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+        for row in table.to_dict(orient="records")
+    ]
+
+
 def _at_7_days(seven: pd.DataFrame, value: str) -> dict[str, dict[str, float]]:
     """``{series: {model: value}}`` at 7 days."""
     wide = seven.pivot(index="series", columns="model", values=value).round(3)
@@ -129,6 +137,7 @@ def country_summary(table: pd.DataFrame, nation: str) -> dict[str, object]:
         .to_dict(orient="index"),
         "max_width95_over_bound": float(table.max_width95_over_bound.max()),
         "max_width95_beds": float(table.max_width95.max()),
+        "ctriage_capped95_share": float(table[table.model == "ctriage"].capped95_share.mean()),
         "ctriage_blend_persistence_alone_share_7d": float(ours.other_model_share.mean()),
         "ctriage_select_switched_share_7d": float(
             seven[seven.model == bt.SELECT].other_model_share.mean()
@@ -163,7 +172,8 @@ def run_country(
             "origins": "every 7 days from day 28 + 90 + 14 of each series; horizons 1-14 days",
             "runtime_s": {"national": timings[nation], "all_regions": regional_s},
             "summary": summary,
-            "rows": table.to_dict(orient="records"),
+            "national": _records(table[table.series == nation]),
+            "rows_1_7_14_days": _records(table[table.horizon_days.isin([1, 7, 14])]),
         },
     )
 
@@ -210,7 +220,7 @@ def test_bench_unit_model(record_result) -> None:  # type: ignore[no-untyped-def
             "relative_wis_7d": _at_7_days(seven, "relative_wis"),
             "coverage95_7d": _at_7_days(seven, "coverage95"),
             "mae_7d": _at_7_days(seven, "mae"),
-            "rows": table.to_dict(orient="records"),
+            "rows_1_7_14_days": _records(table[table.horizon_days.isin([1, 7, 14])]),
         },
     )
 

@@ -5,7 +5,8 @@ scored). ``mae``/``mape`` score the point forecast (MAPE skips observed zeros); 
 parts score the quantile forecast (median, 50/80/95 % intervals; ``triage.capacity.wis``);
 ``coverageXX``/``widthXX`` are the share of outcomes inside and the mean width (beds) of each
 interval; ``max_width95`` is the widest 95 % interval and ``max_width95_over_bound`` its ratio to
-the documented bound (``triage.capacity.conformal.width_bound``), never above 1.
+the documented bound (``triage.capacity.conformal.width_bound``), never above 1;
+``capped95_share`` how often the upper 95 % bound sits on that cap.
 ``other_model_share``: see :func:`score_rows`.
 ``relative_wis`` is the row's mean WIS over persistence's at the same horizon (the Forecast Hub's
 relative WIS against its baseline, on identical origins).
@@ -96,6 +97,7 @@ def _interval_part(
     width95 = q[:, hi95] - q[:, lo95]
     part["max_width95"] = float(width95.max()) if width95.size else None
     part["max_width95_over_bound"] = float((width95 / bound).max()) if width95.size else None
+    part["capped95_share"] = _mean(q[:, hi95] >= bound - 1e-9)
     return part
 
 

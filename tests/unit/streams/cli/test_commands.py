@@ -22,10 +22,10 @@ from triage.risk.model import load_card
 # (command path, its parameters: options by their flags, arguments in upper case)
 EXPECTED: list[tuple[str, tuple[str, ...]]] = [
     ("admin-api", ("--port", "--loglevel")),
-    ("capacity backtest", ("--csv", "--json", "--population", "--horizon", "--step-days", "--start", "--end")),  # noqa: E501
+    ("capacity backtest", ("--csv", "--json", "--population", "--horizon", "--step-days", "--start", "--end", "--source", "--data", "--region")),  # noqa: E501
     ("capacity fit-stay", ("--csv", "--json", "--start", "--end", "--by-year")),
     ("capacity forecast", ("--cohort", "--capacity-beds", "--now", "--days", "--los-mean-days")),
-    ("capacity plot", ("--csv", "--out", "--origin", "--capacity", "--name", "--horizon", "--history-days")),  # noqa: E501
+    ("capacity plot", ("--out", "--csv", "--origin", "--capacity", "--name", "--horizon", "--history-days", "--source", "--data", "--region")),  # noqa: E501
     ("cohort generate", ("OUT", "--patients/-n", "--seed", "--matrix", "--slices", "--hospital", "--icu-occupants", "--window-h")),  # noqa: E501
     ("dashboards build", ("--out",)),
     ("dashboards list", ()),

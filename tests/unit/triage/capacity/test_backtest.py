@@ -25,10 +25,11 @@ from triage.capacity.series import flow_forecast, from_frame, leaving_hazard, re
 pytestmark = pytest.mark.unit
 
 DPC = SHARED_DATA / "capacity" / "italy-dpc"
+DIVI = SHARED_DATA / "capacity" / "germany-divi"
 KEYS = {
     "model", "horizon_days", "mae", "mape", "wis", "wis_dispersion", "wis_underprediction",
     "wis_overprediction", "relative_wis", "coverage50", "coverage80", "coverage95", "width95",
-    "max_width95_over_bound", "other_model_share",
+    "max_width95_over_bound", "capped95_share", "other_model_share",
 }  # fmt: skip
 
 
@@ -187,6 +188,25 @@ def test_cli_backtest_writes_json(tmp_path: Path) -> None:
     assert all(r["wis"] is not None for r in rows)  # CHIME too: intervals by the same rule
     bad = CliRunner().invoke(app, ["capacity", "backtest", "--csv", str(tmp_path / "no.csv")])
     assert bad.exit_code == 2 and "unreadable" in bad.output
+    both = CliRunner().invoke(
+        app, ["capacity", "backtest", "--csv", str(csv), "--source", "dpc", "--data", "x"]
+    )
+    assert both.exit_code == 2 and "either --csv or --source" in both.output
+
+
+@pytest.mark.skipif(not DIVI.is_dir(), reason="shared real data folder absent")
+def test_cli_backtest_reads_the_german_register(tmp_path: Path) -> None:
+    """REAL data (DIVI, Bremen) through --source: population known, WIS printed, JSON written."""
+    out = tmp_path / "bremen.json"
+    args = ["capacity", "backtest", "--source", "divi", "--data", str(DIVI), "--region",
+            "Bremen", "--horizon", "2", "--end", "2021-01-31", "--json", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    assert "rel.WIS" in result.output and "CHIME not run" not in result.output
+    rows = json.loads(out.read_text())
+    assert {r["model"] for r in rows} >= {"chime", "ctriage"}
+    unknown = CliRunner().invoke(app, [*args[:6], "--region", "Atlantis"])
+    assert unknown.exit_code == 2 and "unknown_region" in unknown.output
 
 
 def test_cli_plot_writes_a_png(tmp_path: Path) -> None:
