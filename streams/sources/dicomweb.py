@@ -58,7 +58,8 @@ class DicomwebPoller:
         stability_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.client = DICOMwebClient(url)
+        # permissive: anonymisers' UIDs (UUIDs, leading zeros) are fetched; hostile ones are not
+        self.client = DICOMwebClient(url, permissive_uid=True)
         self.store = store
         self.on_study = on_study
         self.on_rejected = on_rejected

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 from dicom_factory import ct_slice, write_ct_series
+from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from deploy.orthanc import OrthancServer
 from inference.volume import load_series
+from streams.metrics import NONCONFORMANT_UID_STUDIES
 from streams.records import DeadLetter
 from streams.sources.dicom_receiver import DicomReceiver, StableStudy
 from streams.sources.study_store import StudyStore
@@ -93,6 +95,31 @@ def test_orthanc_sends_a_study_that_becomes_a_volume(
     assert time.monotonic() - sent_at < 60
     volume = load_series(stable.arrival.study_dir)
     assert volume.hu.shape == (12, 32, 32)
+    assert not collector.rejected
+
+
+def test_study_with_uuid_uids_arrives_and_is_counted_once(
+    orthanc_server: OrthancServer,
+    receiver,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """An anonymiser's UUID UIDs (three of four public COVID-CT-MD series) reach the store."""
+    scp, collector = receiver
+    study_uid = "5d3ab0f1-8e8c-4a36-9c55-3b1f61c2a0de"
+
+    def uuid_study(_: int, ds: Dataset) -> None:
+        del ds.StudyInstanceUID
+        ds.StudyInstanceUID = study_uid  # the factory's edits run with validation off
+
+    write_ct_series(tmp_path / "series", 12, edit=uuid_study)
+    before = NONCONFORMANT_UID_STUDIES._value.get()
+    study_id = upload(orthanc_server, tmp_path / "series")
+    orthanc(orthanc_server, "POST", "/modalities/ctriage/store", study_id.encode())
+    stable = collector.wait()
+    assert stable.arrival.study_uid == study_uid and stable.arrival.instances == 12
+    assert study_uid not in str(stable.arrival.study_dir)  # stored under a hash of the UID
+    assert load_series(stable.arrival.study_dir).study_uid == study_uid
+    assert NONCONFORMANT_UID_STUDIES._value.get() == before + 1
     assert not collector.rejected
 
 
