@@ -118,7 +118,7 @@ def module_zip(module: str, version: str) -> Path:
     return Path(info["Zip"])
 
 
-def crd_file(source: CrdSource) -> bytes:
+def pinned_file(source: CrdSource) -> bytes:
     """The CRD file's bytes, refused unless they hash to the pinned SHA-256."""
     with zipfile.ZipFile(module_zip(source.module, source.version)) as archive:
         data = archive.read(f"{source.module}@{source.version}/{source.path}")
@@ -150,7 +150,7 @@ def strict(schema: Any) -> Any:
 def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
     """The strict ``openAPIV3Schema`` of one served version of a pinned CRD."""
     source = CRDS[(api_version, kind)]
-    crd = yaml.safe_load(crd_file(source))
+    crd = yaml.safe_load(pinned_file(source))
     version = api_version.split("/")[1]
     for served in crd["spec"]["versions"]:
         if served["name"] == version and served.get("served", False):
