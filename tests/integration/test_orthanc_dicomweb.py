@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from dicom_factory import write_ct_series
 from dicomweb_client.api import DICOMwebClient
+from orthanc_client import upload
 from pydicom.dataset import Dataset
-from test_orthanc_receiver import upload
 
 from deploy.orthanc import OrthancServer
 from inference.biomarkers import quantify_threshold

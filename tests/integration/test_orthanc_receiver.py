@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from dicom_factory import ct_slice, write_ct_series
+from orthanc_client import orthanc, upload
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -24,23 +23,6 @@ from streams.sources.study_store import StudyStore
 pytestmark = pytest.mark.integration
 
 STABILITY_S = 1.0
-
-
-def orthanc(server: OrthancServer, method: str, path: str, body: bytes | None = None) -> object:
-    request = urllib.request.Request(server.url + path, data=body, method=method)
-    with urllib.request.urlopen(request, timeout=300) as response:
-        return json.loads(response.read() or b"null")
-
-
-def upload(server: OrthancServer, folder: Path) -> str:
-    """POST every file to Orthanc; return Orthanc's id of the (single) study."""
-    study_ids = set()
-    for file in sorted(folder.rglob("*.dcm")):
-        answer = orthanc(server, "POST", "/instances", file.read_bytes())
-        assert isinstance(answer, dict)
-        study_ids.add(answer["ParentStudy"])
-    [study_id] = study_ids
-    return study_id
 
 
 class Collector:
