@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from inference.chest import check_chest
 from inference.client import StudyResult
 from inference.exceptions import (
     InferenceError,
@@ -95,6 +96,7 @@ def register(pipeline: Pipeline) -> None:
             try:
                 started = time.perf_counter()
                 volume = await in_thread(deps.read_series, study_path(study.study_uri))
+                await in_thread(check_chest, volume.hu, volume.spacing_mm)  # no_lung_found
                 loaded = time.perf_counter()
                 study_result = await infer_with_retry(volume)
                 inferred = time.perf_counter()
