@@ -3,7 +3,9 @@
 The child has an address-space limit (``RLIMIT_AS``) and a wall-clock budget. When it dies (a
 segfault in a C decoder, the kernel's answer to the limit, a hang) the study is refused with
 ``reader_crashed``, ``resource_limit`` or ``reader_timeout``, and a fresh child serves the next
-study. The volume comes back to the parent by pickling (about 0.1 s for 150 MB).
+study. The volume comes back to the parent by pickling (about 0.1 s for 150 MB). The child
+exits when the process that made it dies (even by SIGKILL), so the forkserver and the resource
+tracker exit with it: a killed worker leaves no process behind.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import multiprocessing
+import os
 import resource
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,9 +30,29 @@ DEFAULT_MEMORY_LIMIT_MB = 6144
 DEFAULT_TIMEOUT_S = 300.0
 
 
-def _limit_memory(memory_limit_mb: int) -> None:
+#: How often the reader child checks that the process that made it is still alive.
+OWNER_POLL_S = 0.5
+
+
+def _exit_when_gone(owner_pid: int) -> None:
+    # The child's parent is the forkserver, not the owner, so PR_SET_PDEATHSIG cannot tell it
+    # that the owner (the worker) died: a SIGKILLed worker used to leave the child, the
+    # forkserver and the resource tracker alive. Once the child exits, the forkserver and the
+    # tracker see their pipes close and exit too.
+    while True:
+        try:
+            os.kill(owner_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass  # a pid reused by another user's process: the owner is gone as well
+        time.sleep(OWNER_POLL_S)
+
+
+def _start_child(memory_limit_mb: int, owner_pid: int) -> None:
     limit = memory_limit_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    threading.Thread(target=_exit_when_gone, args=(owner_pid,), daemon=True).start()
 
 
 def _call(func: Callable[..., Any], *args: Any) -> Any:
@@ -65,8 +89,8 @@ class SandboxedReader:
             self._pool = cf.ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_limit_memory,
-                initargs=(self.memory_limit_mb,),
+                initializer=_start_child,
+                initargs=(self.memory_limit_mb, os.getpid()),
             )
         return self._pool
 

@@ -71,3 +71,60 @@ def test_a_hung_reader_is_stopped(series: Path) -> None:
         assert sandbox.load_series(series).hu.shape == (12, 32, 32)
     finally:
         sandbox.close()
+
+
+_OWNER = """
+import os, sys, time
+from inference.sandbox import SandboxedReader
+if __name__ == "__main__":
+    reader = SandboxedReader(memory_limit_mb=2048, timeout_s=30)
+    print(reader.run(os.getpid), flush=True)
+    time.sleep(120)
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), from ``/proc``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found.extend(frontier)
+    return found
+
+
+def test_children_die_with_a_killed_owner(tmp_path):
+    """A SIGKILLed worker leaves no reader child, forkserver or resource tracker behind."""
+    import signal
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+    )  # fmt: skip
+    try:
+        assert owner.stdout is not None
+        child_pid = int(owner.stdout.readline())
+        children = _descendants(owner.pid)
+        assert child_pid in children and len(children) >= 3, children
+    finally:
+        owner.kill()
+        owner.wait()
+        if owner.stdout is not None:
+            owner.stdout.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in children):
+        time.sleep(0.2)
+    alive = [p for p in children if Path(f"/proc/{p}").exists()]
+    for pid in alive:  # ours to clean up, so the suite leaks nothing even when this fails
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"processes left behind by the killed owner: {alive}"
