@@ -76,6 +76,8 @@ risks = Table(
     Column("scored_at", DateTime(timezone=True), nullable=False, index=True),
     Column("latency_s", Float),
     *_regional_columns(),
+    # added with issue 15: the stored revision only ever grows (NULL in older rows: 0)
+    Column("revision", Integer),
 )
 
 alerts = Table(
@@ -183,7 +185,14 @@ def create_schema(engine: Engine) -> None:
                     )
 
 
-def _upsert(conn: Connection, table: Table, rows: Iterable[dict[str, Any]]) -> None:
+def _upsert(
+    conn: Connection, table: Table, rows: Iterable[dict[str, Any]], newer_by: str | None = None
+) -> None:
+    """Insert or update ``rows`` by primary key.
+
+    With ``newer_by``, a stored row is updated only when its ``newer_by`` column is not above
+    the incoming one (NULL counts as 0).
+    """
     rows = list(rows)
     if not rows:
         return
@@ -196,7 +205,11 @@ def _upsert(conn: Connection, table: Table, rows: Iterable[dict[str, Any]]) -> N
     else:
         raise ValueError(f"store dialect {dialect!r} is not supported (use SQLite or PostgreSQL)")
     updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
-    conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=updates), rows)
+    where = None
+    if newer_by is not None:
+        stored, incoming = table.c[newer_by], stmt.excluded[newer_by]
+        where = func.coalesce(stored, 0) <= func.coalesce(incoming, 0)
+    conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=updates, where=where), rows)
 
 
 def upsert_study(conn: Connection, row: dict[str, Any]) -> None:
@@ -205,8 +218,12 @@ def upsert_study(conn: Connection, row: dict[str, Any]) -> None:
 
 
 def upsert_risk(conn: Connection, row: dict[str, Any]) -> None:
-    """Insert or update a risk by ``risk_id``."""
-    _upsert(conn, risks, [row])
+    """Insert or update a risk by ``risk_id``, keeping the highest ``revision``.
+
+    At-least-once delivery and a crash can bring an older revision after a newer one (a
+    redelivered first score after a re-score): it never overwrites the newer row.
+    """
+    _upsert(conn, risks, [row], newer_by="revision")
 
 
 def upsert_alert(conn: Connection, row: dict[str, Any]) -> None:

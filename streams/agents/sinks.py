@@ -69,6 +69,7 @@ def write_risk(engine: Engine, risk: RiskAssessment) -> None:
                 "bilateral": risk.bilateral,
                 "scored_at": _utc(risk.scored_at),
                 "latency_s": risk.latency_s,
+                "revision": risk.revision,
             },
         )
         store.upsert_study(

@@ -56,6 +56,19 @@ def test_upserts_are_idempotent(tmp_path: Path) -> None:
         assert conn.execute(store.risks.select()).one().top_features[0]["feature"] == "spo2_pct"
 
 
+def test_a_redelivered_older_revision_never_overwrites_a_newer_one(tmp_path: Path) -> None:
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    store.create_schema(engine)
+    with engine.begin() as conn:
+        store.upsert_risk(conn, {**_risk(0.4), "revision": 0})
+        store.upsert_risk(conn, {**_risk(0.7), "revision": 12})
+        store.upsert_risk(conn, {**_risk(0.4), "revision": 0})  # redelivered after a crash
+        row = conn.execute(store.risks.select()).one()
+        assert (row.revision, row.probability) == (12, 0.7)
+        store.upsert_risk(conn, {**_risk(0.6), "revision": 12})  # the same revision again
+        assert conn.execute(store.risks.select()).one().probability == 0.6
+
+
 def test_dead_letters_are_appended(tmp_path: Path) -> None:
     engine = store.make_engine(f"sqlite:///{tmp_path / 'store.sqlite'}")
     store.create_schema(engine)
