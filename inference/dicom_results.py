@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +57,41 @@ PERCENT_CODES = {
         "AERATED-PCT", LOCAL_SCHEME, "Well-aerated percent of lung"
     ),
 }
+
+
+#: The RSNA consensus category (:mod:`inference.rsna`) as a qualitative evaluation of the lesion:
+#: no standard code exists for it or its values, so local codes.
+RSNA_CATEGORY = hd.sr.CodedConcept("RSNA-CAT", LOCAL_SCHEME, "RSNA COVID-19 CT category")
+RSNA_VALUES = {
+    name: hd.sr.CodedConcept(
+        f"RSNA-{name.upper()}", LOCAL_SCHEME, f"{name.capitalize()} appearance"
+    )
+    for name in ("typical", "indeterminate", "atypical", "negative")
+}
+NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+#: (category, deciding findings) as ``inference.rsna.RsnaAssessment`` / the records carry them
+RsnaSummary = tuple[str, Mapping[str, float]]
+
+
+#: Short local codes (SH: 16 characters at most) of the findings that decide the category.
+RSNA_FINDING_CODES = {
+    "lesion_percent": "RSNA-F-LES-PCT",
+    "max_zone_percent": "RSNA-F-MAXZONE",
+    "ggo_share_percent": "RSNA-F-GGO-SHARE",
+    "distribution_measured": "RSNA-F-DIST-MEAS",
+    "bilateral": "RSNA-F-BILAT",
+    "peripheral_predominant": "RSNA-F-PERIPH",
+    "peripheral_lesion_percent": "RSNA-F-PERIPH-PC",
+    "multifocal": "RSNA-F-MULTIFOC",
+    "lesion_count": "RSNA-F-COUNT",
+    "lower_zone_predominant": "RSNA-F-LOWER",
+    "involved_zones": "RSNA-F-ZONES",
+}
+
+
+def rsna_finding_code(name: str) -> hd.sr.CodedConcept:
+    """Local code of one deciding finding of the RSNA category (``RSNA_FINDING_CODES``)."""
+    return hd.sr.CodedConcept(RSNA_FINDING_CODES[name], LOCAL_SCHEME, name.replace("_", " "))
 
 
 @dataclass(frozen=True)
@@ -103,12 +138,15 @@ def build_results(
     algorithm: str,
     algorithm_version: str,
     uid_seed: str | None = None,
+    rsna: RsnaSummary | None = None,
 ) -> ResultObjects:
     """Segmentation of ``lung`` and ``lesion`` (z, y, x booleans over ``sources``) and the SR.
 
     With ``uid_seed`` every UID is derived from it, so storing the results of the same study and
     algorithm version twice (an at-least-once redelivery) replaces them instead of adding copies.
-    Raises ``InvalidVolume`` when the masks do not fit the sources or highdicom refuses them.
+    ``rsna`` (category, deciding findings) adds the coded RSNA consensus category to the
+    lesion's measurements group. Raises ``InvalidVolume`` when the masks do not fit the sources
+    or highdicom refuses them.
     """
     uid = _uids(uid_seed)
     slices = sum(number_of_frames(ds) for ds in sources)
@@ -125,7 +163,7 @@ def build_results(
         pixels = in_frame_order
     try:
         with quiet_pydicom():
-            return _build(sources, pixels, biomarkers, algorithm, algorithm_version, uid)
+            return _build(sources, pixels, biomarkers, (algorithm, algorithm_version), uid, rsna)
     # highdicom validates its inputs with ValueError / TypeError / AttributeError
     except (ValueError, TypeError, AttributeError, KeyError) as e:
         raise InvalidVolume(f"cannot build the SEG/SR of these sources: {e}") from e
@@ -149,10 +187,11 @@ def _build(
     sources: Sequence[Dataset],
     pixels: np.ndarray,
     biomarkers: dict[str, float],
-    algorithm: str,
-    algorithm_version: str,
+    algorithm_and_version: tuple[str, str],
     uid: Callable[[str], hd.UID],
+    rsna: RsnaSummary | None,
 ) -> ResultObjects:
+    algorithm, algorithm_version = algorithm_and_version
     algorithm_id = hd.AlgorithmIdentificationSequence(
         name=algorithm, version=algorithm_version, family=codes.cid7162.ArtificialIntelligence
     )
@@ -186,7 +225,7 @@ def _build(
         series_description="ctriage lung and lesion masks",
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
-    report = _report(sources, segmentation, biomarkers, algorithm, algorithm_version, uid)
+    report = _report(sources, segmentation, biomarkers, algorithm_and_version, uid, rsna)
     return ResultObjects(segmentation=segmentation, report=report)
 
 
@@ -194,14 +233,20 @@ def _report(
     sources: Sequence[Dataset],
     segmentation: hd.seg.Segmentation,
     biomarkers: dict[str, float],
-    algorithm: str,
-    algorithm_version: str,
+    algorithm_and_version: tuple[str, str],
     uid: Callable[[str], hd.UID],
+    rsna: RsnaSummary | None,
 ) -> hd.sr.Comprehensive3DSR:
+    algorithm, algorithm_version = algorithm_and_version
     algorithm_id = hd.sr.AlgorithmIdentification(name=algorithm, version=algorithm_version)
     source_series = hd.sr.SourceSeriesForSegmentation(str(sources[0].SeriesInstanceUID))
 
-    def group(number: int, finding: hd.sr.CodedConcept, measures: list[hd.sr.Measurement]):  # noqa: ANN202
+    def group(  # noqa: ANN202
+        number: int,
+        finding: hd.sr.CodedConcept,
+        measures: list[hd.sr.Measurement],
+        evaluations: list[hd.sr.QualitativeEvaluation] | None = None,
+    ):
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(
                 uid=uid(f"tracking-{number}"), identifier=f"{finding.meaning} (segment {number})"
@@ -215,6 +260,7 @@ def _report(
             finding_type=finding,
             algorithm_id=algorithm_id,
             measurements=measures,
+            qualitative_evaluations=evaluations,
         )
 
     def measure(name: hd.sr.CodedConcept, value: float, unit: hd.sr.CodedConcept):  # noqa: ANN202
@@ -226,6 +272,14 @@ def _report(
     lesion = [measure(VOLUME, biomarkers["lesion_volume_ml"], ML)] + [
         measure(code, biomarkers[name], PERCENT) for name, code in PERCENT_CODES.items()
     ]
+    evaluations = None
+    if rsna is not None:
+        category, deciding = rsna
+        evaluations = [hd.sr.QualitativeEvaluation(RSNA_CATEGORY, RSNA_VALUES[category])]
+        lesion += [
+            measure(rsna_finding_code(n), v, PERCENT if n.endswith("percent") else NO_UNITS)
+            for n, v in deciding.items()
+        ]
     observation = hd.sr.ObservationContext(
         observer_person_context=None,
         observer_device_context=hd.sr.ObserverContext(
@@ -238,7 +292,7 @@ def _report(
     content = hd.sr.MeasurementReport(
         observation_context=observation,
         procedure_reported=CT_CHEST,
-        imaging_measurements=[group(1, LUNG, lung), group(2, LESION, lesion)],
+        imaging_measurements=[group(1, LUNG, lung), group(2, LESION, lesion, evaluations)],
         title=codes.cid7021.ImagingMeasurementReport,
     )
     return hd.sr.Comprehensive3DSR(
@@ -271,6 +325,7 @@ def results_for_volume(
     biomarkers: dict[str, float],
     algorithm: str,
     algorithm_version: str,
+    rsna: RsnaSummary | None = None,
 ) -> list[Dataset]:
     """SEG of ``masks`` (lung, lesion) + SR of a quantified volume (deterministic UIDs)."""
     lung, lesion = masks
@@ -282,5 +337,6 @@ def results_for_volume(
         algorithm,
         algorithm_version,
         uid_seed=f"{volume.series_uid}/{algorithm}/{algorithm_version}",
+        rsna=rsna,
     )
     return [results.segmentation, results.report]

@@ -27,6 +27,7 @@ from inference.chest import check_chest
 from inference.client import THRESHOLD_MODEL, UNET_MODEL, TritonQuantifier, TritonSlices
 from inference.regional import UNITS as REGIONAL_UNITS
 from inference.regional import RegionalBiomarkers
+from inference.rsna import rsna_category
 from inference.segmentation import LogitsFn, OnnxSegmenter, segment_images, segment_volume
 from inference.volume import CtVolume, load_series
 
@@ -76,9 +77,17 @@ def report(
         "model_version": model_version,
         "biomarkers": biomarkers.as_dict(),
         "regional": regional.as_dict() if regional is not None else None,
+        **category_of(biomarkers, regional),
         "units": UNITS,
         "timings_s": {k: round(v, 3) for k, v in timings_s.items()},
     }
+
+
+def category_of(biomarkers: Biomarkers, regional: RegionalBiomarkers | None) -> dict[str, Any]:
+    """The RSNA consensus category fields of a result (:mod:`inference.rsna`)."""
+    return rsna_category(
+        biomarkers.as_dict(), regional.as_dict() if regional is not None else None
+    ).as_dict()
 
 
 def image_files(path: Path) -> list[Path] | None:
@@ -120,6 +129,7 @@ def quantify_images(
             "note": "pixel size unknown: volumes are pixel counts / 1000 (1 mm^3 pixels)",
             "biomarkers": seg.biomarkers.as_dict(),
             "regional": seg.regional.as_dict(),
+            **category_of(seg.biomarkers, seg.regional),
             "units": UNITS,
             "timings_s": {"segment": round(time.perf_counter() - started, 3)},
         }
@@ -193,6 +203,7 @@ def write_series(out: Path, series: SeriesQuantification) -> None:
             result["model"],
             str(result["model_version"] or "local"),
             uid_seed=f"{volume.series_uid}/{result['model']}",
+            rsna=(result["rsna_category"], result["rsna_findings"]),
         )
         objects.segmentation.save_as(out / f"{stem}.seg.dcm")
         objects.report.save_as(out / f"{stem}.sr.dcm")

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from inference.client import UNET_MODEL
@@ -54,6 +55,17 @@ def _table(result: dict[str, Any], title: str) -> Table:
     for name, value in values.items():
         table.add_row(name, f"{value:.2f}", UNITS[name])
     return table
+
+
+def _category_line(result: dict[str, Any]) -> str:
+    """The RSNA consensus category, its deciding findings and the decision-support caveat."""
+    deciding = ", ".join(f"{k}={v:g}" for k, v in result["rsna_findings"].items())
+    reasons = "; ".join(result["rsna_reasons"])
+    return (
+        f"RSNA category: [bold]{result['rsna_category']}[/bold] ({reasons}) "
+        f"{escape('[' + deciding + ']')}\n"
+        f"[dim]{result['rsna_note']}[/dim]"
+    )
 
 
 def _images(
@@ -120,6 +132,7 @@ def quantify(
         raise typer.Exit(EXIT_TRITON) from e
     result, timings_s = series.result, series.result["timings_s"]
     console.print(_table(result, f"series {series.volume.series_uid}"))
+    console.print(_category_line(result))
     console.print(f"load {timings_s['load']:.2f} s, quantify {timings_s['quantify']:.2f} s")
     if out is not None and out.suffix == ".json":
         write_json(out, result)

@@ -165,3 +165,21 @@ def test_highdicom_refusal_is_typed(tmp_path: Path) -> None:
     del sources[3].ImagePositionPatient  # no position: highdicom cannot place the frame
     with pytest.raises(InvalidVolume):
         build_results(sources, *_masks(10, 32), BIOMARKERS, "lesion_threshold", "1")
+
+
+def test_report_codes_the_rsna_category_and_its_findings(tmp_path: Path) -> None:
+    write_ct_series(tmp_path, 10)
+    volume = load_series(tmp_path)
+    sources = source_headers(volume.source_files)
+    deciding = {"bilateral": 1.0, "peripheral_lesion_percent": 72.0, "lesion_count": 4.0}
+    results = build_results(
+        sources, *_masks(10, 32), BIOMARKERS, "lesion_unet", "1", rsna=("typical", deciding)
+    )
+    sr = hd.sr.Comprehensive3DSR.from_dataset(roundtrip(results.report))
+    lesion_group = sr.content.get_volumetric_roi_measurement_groups()[1]
+    (evaluation,) = lesion_group.get_qualitative_evaluations()
+    assert (evaluation.name.value, evaluation.value.value) == ("RSNA-CAT", "RSNA-TYPICAL")
+    assert evaluation.value.scheme_designator == "99CTRIAGE"
+    values = {m.name.value: (m.value, m.unit.value) for m in lesion_group.get_measurements()}
+    assert values["RSNA-F-PERIPH-PC"] == (pytest.approx(72.0), "%")
+    assert values["RSNA-F-BILAT"] == (pytest.approx(1.0), "1")
