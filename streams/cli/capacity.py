@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -106,7 +107,8 @@ def daily_series(
         raise ValueError("give either --csv or --source (with --data)")
     if data is None:
         raise ValueError("--source needs --data, the folder of its files")
-    return sources.load(source, data, region), sources.population(source, region)
+    series = sources.load(source, data, region)
+    return replace(series, name=name or series.name), sources.population(source, region)
 
 
 def _number(value: object, decimals: int) -> str:
