@@ -1,0 +1,105 @@
+"""The worsening rule: lung burden rising by a set amount within a set interval.
+
+A rule on measured change between a patient's CT studies, not an input to the risk model (no
+reachable data links serial CT to outcomes). It fires for any patient, including those whose
+first CT was mild (the "secondary worsening" the clinicians ask to catch), and says so.
+
+Defaults (reasoning in ``docs/longitudinal.md``): +10 percentage points of lung involved, or
++5 CT severity score points (of 30), within 7 days. The rule's version names its values, so
+every worsening alert says which thresholds raised it, as threshold versions do for risk alerts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from triage.alerts.policy import CTRIAGE_NAMESPACE
+
+if TYPE_CHECKING:  # the timeline passes its changes in; no runtime cycle
+    from triage.timeline import Change
+
+
+class WorseningReasonValues(StrEnum):
+    """Why a study counts as worsening (closed list)."""
+
+    LESION_RISE = "lesion_rise"
+    SEVERITY_RISE = "severity_rise"
+
+
+@dataclass(frozen=True)
+class WorseningRule:
+    """Thresholds of the rule (percentage points, score points, days)."""
+
+    lesion_rise_points: float = 10.0
+    severity_rise_points: float = 5.0
+    within_days: float = 7.0
+    #: a first CT under this lesion % is "mild": worsening after it is secondary worsening
+    mild_first_percent: float = 10.0
+
+    def __post_init__(self) -> None:
+        if min(self.lesion_rise_points, self.severity_rise_points, self.within_days) <= 0:
+            raise ValueError(f"worsening thresholds must be positive: {self}")
+
+    @property
+    def version(self) -> str:
+        """Names the thresholds, e.g. ``worsening-10pp-5cts-7d``."""
+        return (
+            f"worsening-{self.lesion_rise_points:g}pp-{self.severity_rise_points:g}cts-"
+            f"{self.within_days:g}d"
+        )
+
+
+DEFAULT_RULE = WorseningRule()
+
+
+@dataclass(frozen=True)
+class WorseningDecision:
+    """A study that worsened: from which earlier study, why, and the alert's id."""
+
+    alert_id: str
+    reasons: tuple[WorseningReasonValues, ...]
+    change: Change
+    rule_version: str
+    secondary: bool  # the patient's first CT was mild
+
+
+def worsening_alert_id(study_uid: str, rule_version: str) -> str:
+    """Deterministic id of a study's worsening alert under one rule version."""
+    return str(uuid.uuid5(CTRIAGE_NAMESPACE, f"worsening|{study_uid}|{rule_version}"))
+
+
+def assess_worsening(
+    study_uid: str, changes: Sequence[Change], rule: WorseningRule = DEFAULT_RULE
+) -> WorseningDecision | None:
+    """Apply ``rule`` to the changes from each earlier study (oldest first) to ``study_uid``.
+
+    The rise is measured from the least-affected earlier study within ``rule.within_days``
+    (several small steps add up); studies at the same time or later do not count.
+    """
+    recent = [c for c in changes if 0 < c.interval_days <= rule.within_days]
+    if not recent:
+        return None
+    by_lesion = max(recent, key=lambda c: c.lesion_points)
+    scored = [c for c in recent if c.severity_points is not None]
+    by_severity = max(scored, key=lambda c: c.severity_points or 0.0) if scored else None
+    reasons = []
+    if by_lesion.lesion_points >= rule.lesion_rise_points:
+        reasons.append(WorseningReasonValues.LESION_RISE)
+    severity_rise = by_severity.severity_points if by_severity is not None else None
+    if severity_rise is not None and severity_rise >= rule.severity_rise_points:
+        reasons.append(WorseningReasonValues.SEVERITY_RISE)
+    if not reasons:
+        return None
+    lesion_rose = reasons[0] == WorseningReasonValues.LESION_RISE
+    change = by_lesion if lesion_rose or by_severity is None else by_severity
+    return WorseningDecision(
+        alert_id=worsening_alert_id(study_uid, rule.version),
+        reasons=tuple(reasons),
+        change=change,
+        rule_version=rule.version,
+        secondary=changes[0].lesion_from_percent < rule.mild_first_percent,
+    )
