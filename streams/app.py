@@ -9,6 +9,7 @@ declares its tables and agents on the app. Agents never import this module.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import faust
@@ -21,6 +22,8 @@ from streams.records import Record
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
 
 class RecordCodec(Codec):
@@ -46,8 +49,9 @@ def _faust_app(settings: Settings) -> faust.App:
         store="memory://",
         autodiscover=False,
         web_enabled=True,
-        web_host="127.0.0.1",
-        web_bind="127.0.0.1",
+        # the URL the worker advertises: its host name when it listens on every interface
+        web_host=socket.gethostname() if worker.bind_host in _WILDCARDS else worker.bind_host,
+        web_bind=worker.bind_host,
         web_port=worker.web_port,
         datadir=str(worker.data_dir),
         topic_partitions=settings.kafka.partitions,

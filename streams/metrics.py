@@ -1,10 +1,16 @@
-"""Prometheus metrics of the worker (scraped from its ``/metrics`` endpoint)."""
+"""Prometheus metrics of the worker and the ingress services (scraped from their ``/metrics``).
+
+The registry also holds the process collector (``process_resident_memory_bytes``,
+``process_cpu_seconds_total``, ``process_open_fds`` ...): memory and CPU of the process itself,
+where no container runtime reports them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+PROCESS = ProcessCollector(registry=REGISTRY)
 
 MESSAGES = Counter(
     "ctriage_messages",

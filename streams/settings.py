@@ -79,6 +79,9 @@ class WorkerSettings(BaseModel, frozen=True):
     web_port: int = 16066
     metrics_port: int = 19100
     data_dir: Path = REPO_ROOT / ".ctriage" / "worker"
+    # address /metrics and the Faust web port listen on ("0.0.0.0" in a container, so that
+    # Prometheus can scrape them; the default keeps them on this machine)
+    bind_host: str = "127.0.0.1"
     risk_model_path: Path = REPO_ROOT / "triage" / "risk" / "models" / "ventilation.ubj"
     # the shipped ventilation model's operating point 0.2 (sensitivity 0.49, specificity 0.95,
     # 7 alerts per 100 studies; semi-synthetic hold-out): with intubation in 5 % of patients a

@@ -55,8 +55,9 @@ def prepare(settings: Settings) -> Pipeline:
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the worker in the foreground until interrupted."""
     pipeline = prepare(settings)
-    start_http_server(settings.worker.metrics_port, addr="127.0.0.1", registry=REGISTRY)
-    logger.info("metrics on http://127.0.0.1:%d/metrics", settings.worker.metrics_port)
+    worker = settings.worker
+    start_http_server(worker.metrics_port, addr=worker.bind_host, registry=REGISTRY)
+    logger.info("metrics on http://%s:%d/metrics", worker.bind_host, worker.metrics_port)
     faust.Worker(pipeline.app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
