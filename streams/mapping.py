@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from inference.rsna import rsna_category
 from streams.records import (
     Alert,
+    BurdenChange,
     CapacityEvent,
     Contribution,
     CtStudy,
@@ -22,6 +24,7 @@ from streams.records import (
     UnitForecastRecord,
     VentilatorForecast,
 )
+from triage.alerts.worsening import WorseningDecision
 from triage.capacity.census import CapacityForecast as ResourceDays
 from triage.capacity.unit_census import CensusEvent
 from triage.capacity.unit_forecast import UnitForecast
@@ -29,6 +32,7 @@ from triage.fhir.icu import CensusChange, CensusChangeValues
 from triage.fhir.outbound import risk_assessment
 from triage.risk.assess import RecentStudy, StudyFindings, StudyOutcome, StudyRisk
 from triage.risk.model import Contribution as ScoreContribution
+from triage.timeline import Change, FollowUp, TimelinePoint
 
 if TYPE_CHECKING:  # the Triton client is not needed to map its result
     from inference.client import StudyResult
@@ -43,11 +47,13 @@ def quantification_record(
     masks_uri: str = "",
 ) -> Quantification:
     """The ``ct.quantification`` record of what the lesion model measured on a study."""
+    regional = result.regional.as_dict() if result.regional else None
+    category = rsna_category(result.biomarkers.as_dict(), regional)
     return Quantification(
         study_uid=study.study_uid,
         patient_pseudonym=study.patient_pseudonym,
         biomarkers=result.biomarkers.as_dict(),
-        regional=result.regional.as_dict() if result.regional else {},
+        regional=regional or {},
         lesion_model=lesion_model,
         lesion_model_version=lesion_model_version,
         ct_time=study.ct_time,
@@ -56,7 +62,30 @@ def quantification_record(
         timings=timings,
         study_uri=study.study_uri,
         masks_uri=masks_uri,
+        rsna_category=str(category.category),
+        rsna_findings=category.deciding,
     )
+
+
+def timeline_point(quantification: Quantification) -> TimelinePoint:
+    """What the patient's timeline keeps of a quantified study."""
+    regional = quantification.regional
+    return TimelinePoint(
+        study_uid=quantification.study_uid,
+        ct_time=quantification.ct_time,
+        lesion_percent=quantification.biomarkers.get("lesion_percent", 0.0),
+        ggo_percent=quantification.biomarkers.get("ggo_percent", 0.0),
+        consolidation_percent=quantification.biomarkers.get("consolidation_percent", 0.0),
+        ct_severity_score=regional.get("ct_severity_score"),
+        bilateral=bool(regional["bilateral"]) if "bilateral" in regional else None,
+        model_version=f"{quantification.lesion_model}:{quantification.lesion_model_version}",
+        rsna_category=quantification.rsna_category,
+    )
+
+
+def burden_change(change: Change | None) -> BurdenChange | None:
+    """The record of a timeline change (None stays None)."""
+    return None if change is None else BurdenChange(**change.as_dict())
 
 
 def findings(quantification: Quantification) -> StudyFindings:
@@ -84,8 +113,12 @@ def risk_record(
     scored_at: float,
     scoring_s: float,
     revision: int = 0,
+    follow: FollowUp | None = None,
 ) -> RiskAssessment:
-    """The ``triage.risk`` record of a scored quantification (``revision`` n: n-th re-score)."""
+    """The ``triage.risk`` record of a scored quantification (``revision`` n: n-th re-score).
+
+    ``follow`` (the study's place in the patient's timeline) adds the burden changes.
+    """
     return RiskAssessment(
         risk_id=risk.risk_id,
         study_uid=quantification.study_uid,
@@ -107,6 +140,10 @@ def risk_record(
         scored_at=scored_at,
         timings=quantification.timings.model_copy(update={"scoring_s": scoring_s}),
         revision=revision,
+        rsna_category=quantification.rsna_category,
+        rsna_findings=quantification.rsna_findings,
+        change_since_prior=burden_change(follow.since_prior) if follow else None,
+        change_since_first=burden_change(follow.since_first) if follow else None,
     )
 
 
@@ -138,6 +175,43 @@ def alert_record(risk: RiskAssessment, outcome: StudyOutcome) -> Alert:
         revision=risk.revision,
         ct_severity_score=risk.ct_severity_score,
         bilateral=risk.bilateral,
+        rsna_category=risk.rsna_category,
+        rsna_findings=risk.rsna_findings,
+        change_since_prior=risk.change_since_prior,
+        change_since_first=risk.change_since_first,
+    )
+
+
+def worsening_alert_record(risk: RiskAssessment, decision: WorseningDecision) -> Alert:
+    """The worsening alert of a study: its risk, and the burden change that fired the rule."""
+    return Alert(
+        alert_id=decision.alert_id,
+        risk_id=risk.risk_id,
+        study_uid=risk.study_uid,
+        patient_pseudonym=risk.patient_pseudonym,
+        probability=risk.probability,
+        level=risk.level,
+        model_version=risk.model_version,
+        threshold_version=risk.threshold_version,
+        lesion_percent=risk.biomarkers.get("lesion_percent", 0.0),
+        top_features=risk.top_features,
+        completeness=risk.completeness,
+        ct_time=risk.ct_time,
+        hospital=risk.hospital,
+        raised_at=risk.scored_at,
+        kind="worsening",
+        completeness_note=risk.completeness_note,
+        revision=risk.revision,
+        ct_severity_score=risk.ct_severity_score,
+        bilateral=risk.bilateral,
+        rsna_category=risk.rsna_category,
+        rsna_findings=risk.rsna_findings,
+        change_since_prior=risk.change_since_prior,
+        change_since_first=risk.change_since_first,
+        worsening_reasons=[str(r) for r in decision.reasons],
+        worsening_rule=decision.rule_version,
+        worsening_since=burden_change(decision.change),
+        secondary_worsening=decision.secondary,
     )
 
 

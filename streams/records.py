@@ -80,6 +80,19 @@ class StageTimings(Record):
     scoring_s: float = 0.0
 
 
+class BurdenChange(Record):
+    """Lung burden change from an earlier CT of the patient to this one (``triage.timeline``)."""
+
+    since_study_uid: str
+    since_time: str
+    interval_days: float
+    lesion_from_percent: float
+    lesion_points: float = Field(description="change in lesion % of lung (percentage points)")
+    lesion_points_per_day: float | None = None
+    severity_points: float | None = Field(default=None, description="CT severity score change")
+    severity_points_per_day: float | None = None
+
+
 class Quantification(Record):
     """Imaging biomarkers of one study from the lesion model."""
 
@@ -97,6 +110,9 @@ class Quantification(Record):
     regional: dict[str, float] = Field(default_factory=dict)
     #: claim check of the model's own masks (``file://``), kept only for the PACS write-back
     masks_uri: str = ""
+    #: RSNA consensus category (rule-based, :mod:`inference.rsna`) and its deciding findings
+    rsna_category: str = ""
+    rsna_findings: dict[str, float] = Field(default_factory=dict)
 
 
 class Contribution(Record):
@@ -136,6 +152,11 @@ class RiskAssessment(Record):
     completeness_note: str = Field(
         default="", description="what the model did not know, in a physician's words"
     )
+    rsna_category: str = ""
+    rsna_findings: dict[str, float] = Field(default_factory=dict)
+    #: burden change since the patient's previous / first CT (None: first CT of the patient)
+    change_since_prior: BurdenChange | None = None
+    change_since_first: BurdenChange | None = None
 
     @property
     def latency_s(self) -> float:
@@ -171,7 +192,7 @@ class Alert(Record):
     hospital: str
     raised_at: float
     # issue 6: escalation and what a physician reads (defaults keep older records valid)
-    kind: str = Field(default="initial", description="initial | escalation")
+    kind: str = Field(default="initial", description="initial | escalation | worsening")
     escalated_from: str | None = Field(default=None, description="level of the earlier alert")
     previous_alert_id: str | None = None
     level_threshold: float | None = Field(default=None, description="where the level starts")
@@ -181,6 +202,19 @@ class Alert(Record):
         default=None, description="0-30 over six lung zones (lesion_unet); None: not measured"
     )
     bilateral: bool | None = None
+    # issue 16: pattern and change over time (defaults keep older records valid)
+    rsna_category: str = ""
+    rsna_findings: dict[str, float] = Field(default_factory=dict)
+    change_since_prior: BurdenChange | None = None
+    change_since_first: BurdenChange | None = None
+    worsening_reasons: list[str] = Field(
+        default_factory=list, description="kind worsening: lesion_rise | severity_rise"
+    )
+    worsening_rule: str | None = Field(default=None, description="the rule's version")
+    worsening_since: BurdenChange | None = Field(
+        default=None, description="kind worsening: the change that fired the rule"
+    )
+    secondary_worsening: bool = Field(default=False, description="the first CT was mild")
 
 
 class TriageConfig(Record):

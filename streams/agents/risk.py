@@ -18,6 +18,12 @@ from typing import Any
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, record_or_dead_letter
 from streams.agents.scoring import context_of, remember_study, send_alert
+from streams.agents.timeline import (
+    declare_table,
+    follow_up_of,
+    remember_timeline,
+    send_worsening,
+)
 from streams.dlq import StreamReason, dead_letter
 from streams.mapping import findings, pipeline_risk_event, risk_record
 from streams.metrics import END_TO_END_SECONDS, MESSAGES, STAGE_SECONDS
@@ -39,6 +45,7 @@ def register(pipeline: Pipeline) -> None:
     pipeline.tables["alerted_studies"] = alerted_studies
     recent = app.Table("patient_to_recent_studies", default=None, partitions=partitions)
     pipeline.tables["patient_to_recent_studies"] = recent
+    declare_table(pipeline)  # patient_to_timeline: change since prior CT, worsening alerts
     dlq = pipeline.topic(t.CT_QUANTIFICATION.dlq)
     risk_topic = pipeline.topic(t.TRIAGE_RISK.name)
     capacity_events = pipeline.topic(t.CAPACITY_EVENTS.name)
@@ -61,18 +68,21 @@ def register(pipeline: Pipeline) -> None:
                     window_h,
                     alerted_studies,
                 )
+                follow = follow_up_of(pipeline, quantification)
             except (TriageError, ValueError) as e:
                 reason = getattr(e, "reason", StreamReason.SCORING_FAILED)
                 await dead_letter(dlq, event, stage=STAGE, reason=reason, error=e)
                 return
             scoring_s = time.perf_counter() - started
-            risk = risk_record(quantification, outcome.risk, time.time(), scoring_s)
+            risk = risk_record(quantification, outcome.risk, time.time(), scoring_s, follow=follow)
             await risk_topic.send(key=event.key, value=risk)
+            remember_timeline(pipeline, quantification.patient_pseudonym, follow)
             remember_study(pipeline, quantification, outcome)
             END_TO_END_SECONDS.observe(risk.latency_s)
             STAGE_SECONDS.labels(stage="scoring").observe(risk.timings.scoring_s)
             await capacity_events.send(key=risk.hospital.encode(), value=pipeline_risk_event(risk))
             await send_alert(pipeline, risk, outcome)
+            await send_worsening(pipeline, risk, follow)
             MESSAGES.labels(stage=STAGE).inc()
 
         async for event in stream.events():

@@ -21,14 +21,17 @@ from streams.mapping import (
     recent_entry,
     recent_study,
     risk_record,
+    timeline_point,
+    worsening_alert_record,
 )
-from streams.records import CtStudy, Quantification, StageTimings, UnitForecastRecord
+from streams.records import Alert, CtStudy, Quantification, StageTimings, UnitForecastRecord
 from triage.alerts.policy import AlertPolicy, RiskLevelValues
 from triage.capacity.unit_forecast import forecast_from_census
 from triage.fhir.features import IMAGING_FEATURES
 from triage.fhir.icu import CensusChange, CensusChangeValues
 from triage.risk.assess import score_study
 from triage.risk.model import RiskModel
+from triage.timeline import follow_up
 
 pytestmark = pytest.mark.unit
 
@@ -143,3 +146,32 @@ def test_quantification_record_of_a_study_result() -> None:
     )  # fmt: skip
     assert (record.lesion_model, record.masks_uri) == ("lesion_threshold", "")
     assert record.timings == timings
+    # lesions 2 % of lung, no zones measured: the category degrades to indeterminate
+    assert record.rsna_category == "indeterminate"
+    assert record.rsna_findings["distribution_measured"] == 0.0
+
+
+def test_follow_up_changes_ride_on_the_risk_and_alert_records(model: RiskModel) -> None:
+    prior = QUANTIFICATION.model_copy(
+        update={"study_uid": "1.2.2", "ct_time": (CT - timedelta(days=3)).isoformat(),
+                "biomarkers": {**QUANTIFICATION.biomarkers, "lesion_percent": 2.0},
+                "regional": {"ct_severity_score": 4.0, "bilateral": 0.0}}
+    )  # fmt: skip
+    first = follow_up([], timeline_point(prior))
+    later = follow_up([p.to_dict() for p in first.points], timeline_point(QUANTIFICATION))
+    outcome = score_study(findings(QUANTIFICATION), None, model, ALERTING, 72.0, {})
+    risk = risk_record(QUANTIFICATION, outcome.risk, 130.0, 0.5, follow=later)
+    change = risk.change_since_prior
+    assert change is not None and risk.change_since_first == change
+    assert (change.since_study_uid, change.interval_days) == ("1.2.2", pytest.approx(3.0))
+    assert change.lesion_points == pytest.approx(8.0)
+    assert change.severity_points == pytest.approx(8.0)
+    assert alert_record(risk, outcome).change_since_prior == change
+    assert later.worsening is not None  # +8 severity points in 3 days
+    worsening = worsening_alert_record(risk, later.worsening)
+    assert (
+        worsening.kind == "worsening" and worsening.alert_id != alert_record(risk, outcome).alert_id
+    )
+    assert worsening.worsening_reasons == ["severity_rise"]
+    assert worsening.secondary_worsening  # the first CT was 2 % of lung
+    assert Alert.model_validate_json(worsening.to_bytes()) == worsening
