@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from streams import topics as t
+from streams.agents.timeline import follow_up_of
 from streams.mapping import (
     alert_record,
     fhir_risk_assessment,
@@ -94,7 +95,9 @@ async def rescore_recent(pipeline: Pipeline, pseudonym: str, arrived: str) -> in
     for study, outcome in rescored:
         uid = study.findings.study_uid
         revision = study.revision + 1
-        risk = risk_record(studies[uid][0], outcome.risk, time.time(), scoring_s, revision)
+        quantification = studies[uid][0]
+        follow = follow_up_of(pipeline, quantification)  # the same change as its first score
+        risk = risk_record(quantification, outcome.risk, time.time(), scoring_s, revision, follow)
         await pipeline.topic(t.TRIAGE_RISK.name).send(key=pseudonym.encode(), value=risk)
         await send_alert(pipeline, risk, outcome)
         updated[uid] = {**recent[uid], "digest": outcome.risk.features_digest, "revision": revision}
