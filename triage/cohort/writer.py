@@ -7,6 +7,7 @@ Layout of ``out_dir``::
     fhir/<patient_id>.json     one R4 collection Bundle per patient
     fhir/census.json           ICU census: Patients + in-progress ICU Encounters
     dicom/<study_uid>/<n>.dcm  one CT series per study, file names shuffled
+    follow_up.csv              truth of the follow-up CTs (``follow_up_share`` > 0; SYNTHETIC)
 
 Everything is a deterministic function of the arguments: same seed, same bytes.
 """
@@ -26,6 +27,12 @@ import numpy as np
 from triage.cohort.dicom_series import SeriesInfo, series_uids, write_series
 from triage.cohort.exceptions import CohortError, CohortErrorReason
 from triage.cohort.fhir_bundles import IcuOccupant, census_bundle, patient_bundle
+from triage.cohort.follow_up import (
+    FollowUpRow,
+    plan_follow_up,
+    write_follow_up,
+    write_follow_up_rows,
+)
 from triage.cohort.identity import sample_identity
 from triage.cohort.manifest import (
     CohortManifest,
@@ -85,14 +92,21 @@ def generate_cohort(
     icu_occupants: int = 6,
     window_h: float = 48.0,
     start_time: datetime = DEFAULT_START_TIME,
+    follow_up_share: float = 0.0,
 ) -> CohortManifest:
     """Write a synthetic cohort of ``n_patients`` CT studies into ``out_dir`` (empty or new).
 
     CT studies arrive over ``window_h`` hours after ``start_time``; each patient's FHIR bundle
-    arrives shortly before its CT, or (20 %) up to 90 min after it. Raises
+    arrives shortly before its CT, or (20 %) up to 90 min after it. A ``follow_up_share`` of
+    the patients get a follow-up CT 2-5 days later (:mod:`triage.cohort.follow_up`). Raises
     :class:`CohortError` on bad parameters or a non-empty ``out_dir``.
     """
     _validate(n_patients, matrix, slices, icu_occupants, window_h)
+    if not 0.0 <= follow_up_share <= 1.0:
+        raise CohortError(
+            CohortErrorReason.INVALID_PARAMETER,
+            f"follow_up_share must be in [0, 1], got {follow_up_share}",
+        )
     if start_time.tzinfo is None:
         raise CohortError(CohortErrorReason.INVALID_PARAMETER, "start_time must be timezone-aware")
     out_dir = Path(out_dir)
@@ -108,8 +122,9 @@ def generate_cohort(
     taken_ids: set[str] = set()
     studies: list[StudyEntry] = []
     outcomes: list[OutcomeRow] = []
+    follow_ups: list[FollowUpRow] = []
     for index in range(n_patients):
-        study, outcome = _write_patient(
+        study, outcome, info = _write_patient(
             out_dir,
             seed,
             index,
@@ -121,10 +136,22 @@ def generate_cohort(
         )
         studies.append(study)
         outcomes.append(outcome)
+        profile = sample_profile(seed, index)
+        plan = plan_follow_up(seed, index, profile.lesion_fraction_target, follow_up_share)
+        if plan is not None:
+            second, outcome, row = write_follow_up(
+                out_dir, seed, profile, geometry, (study, info), plan
+            )
+            studies.append(second)
+            outcomes.append(outcome)
+            follow_ups.append(row)
+    studies.sort(key=lambda s: s.offset_s)  # the manifest is in arrival order
 
     census = _census(seed, icu_occupants, hospital, start_time, taken_ids)
     _write_json(out_dir / CENSUS_BUNDLE, census)
     write_outcomes(out_dir, outcomes)
+    if follow_up_share > 0:
+        write_follow_up_rows(out_dir, follow_ups)
     manifest = CohortManifest(
         seed=seed,
         n_patients=n_patients,
@@ -155,7 +182,7 @@ def _write_patient(
     hospital: str,
     geometry: PhantomGeometry,
     taken_ids: set[str],
-) -> tuple[StudyEntry, OutcomeRow]:
+) -> tuple[StudyEntry, OutcomeRow, SeriesInfo]:
     """Write one patient's FHIR bundle and CT series; return its manifest entry and outcome."""
     profile = sample_profile(seed, index)
     arrival = _arrival(seed, index, profile, ct_offset_s)
@@ -221,7 +248,7 @@ def _write_patient(
         truth.lesion_volume_ml,
         truth.lung_volume_ml,
     )
-    return study, outcome
+    return study, outcome, info
 
 
 def phantom_for(seed: int, profile: ClinicalProfile, geometry: PhantomGeometry) -> PhantomSpec:
