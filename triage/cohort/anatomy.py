@@ -7,6 +7,7 @@ point queries (used to aim the lesion burden at a target fraction of lung volume
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -105,6 +106,7 @@ class Anatomy:
     rib_phase_mm: float
     lung_hu: float
     vessels: tuple[Segment, ...] = ()
+    bronchi: tuple[Segment, ...] = ()  # seen only where consolidation surrounds them
     lesions: tuple[Blob, ...] = ()
 
     @property
@@ -234,21 +236,49 @@ def sample_vessels(rng: np.random.Generator, anatomy: Anatomy) -> tuple[Segment,
     return tuple(segments)
 
 
+def sample_bronchi(vessels: tuple[Segment, ...]) -> tuple[Segment, ...]:
+    """The bronchus beside each artery: same course, shifted by its radius plus 1.5 mm, thinner.
+
+    Bronchi and pulmonary arteries run in pairs; in aerated lung the bronchial lumen is air like
+    the lung around it, so only consolidation shows them (air bronchograms).
+    """
+    out = []
+    for seg in vessels:
+        axis = np.subtract(seg.p1, seg.p0)
+        side = np.cross(axis, (0.0, 0.0, 1.0))
+        if not np.linalg.norm(side):
+            side = np.array([1.0, 0.0, 0.0])
+        side = side / np.linalg.norm(side)
+        shift0, shift1 = side * (seg.r0_mm + 1.5), side * (seg.r1_mm + 1.5)
+        out.append(
+            Segment(
+                tuple(float(v) for v in np.add(seg.p0, shift0)),  # type: ignore[arg-type]
+                tuple(float(v) for v in np.add(seg.p1, shift1)),  # type: ignore[arg-type]
+                0.7 * seg.r0_mm,
+                0.7 * seg.r1_mm,
+            )
+        )
+    return tuple(out)
+
+
 def sample_lesions(
     rng: np.random.Generator,
     anatomy: Anatomy,
     target_fraction: float,
     consolidation_share: float,
     max_blobs: int = 400,
+    involved: Callable[[NDArray[np.float64]], Mask] | None = None,
 ) -> tuple[Blob, ...]:
     """Lesion clusters, peripheral and basal, added until ~``target_fraction`` of lung is hit.
 
     The fraction is estimated on random lung points (the exact volume is measured on the
-    rasterised volume by the caller).
+    rasterised volume by the caller); ``involved(points)`` says which points a lesion's outline
+    would really make diseased (the rest are spared lobules), all of them when None.
     """
     if target_fraction <= 0.0:
         return ()
     cloud, depth = sample_lung_points(rng, anatomy, 30000)
+    counts = np.ones(len(cloud), dtype=bool) if involved is None else involved(cloud)
     t = anatomy.height_fraction(cloud[:, 2])
     weight = np.clip(depth, 0, 1) ** 2.5 * np.clip(1.6 - t, 0.2, None) ** 1.5
     weight = weight / weight.sum()
@@ -274,9 +304,9 @@ def sample_lesions(
                 ),
                 angle_rad=float(rng.uniform(0, np.pi)),
                 core_fraction=float(rng.uniform(0.5, 0.8)) if consolidating else 0.0,
-                ggo_hu=float(rng.uniform(-600, -400)),
-                core_hu=float(rng.uniform(-100, 40)),
+                ggo_hu=float(rng.uniform(-700, -520)),
+                core_hu=float(rng.uniform(-150, 30)),
             )
             blobs.append(blob)
-            covered |= blob.q(cloud[:, 0], cloud[:, 1], cloud[:, 2]) <= 1
+            covered |= (blob.q(cloud[:, 0], cloud[:, 1], cloud[:, 2]) <= 1) & counts
     return tuple(blobs)

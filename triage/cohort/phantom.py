@@ -6,6 +6,13 @@ normal, so index 0 is the most inferior slice), row ``r`` at ``y = y0 + r * dy``
 ImageOrientationPatient ``[1, 0, 0, 0, 1, 0]``. The anatomy is fixed in millimetres, so lung and
 lesion volumes barely change with the matrix; only the sampling does. Rendering one slice
 needs only that slice's memory, which keeps 512 x 512 x 300 studies cheap.
+
+The body, bones and airway are flat HU classes; the lungs (parenchyma texture, vessels,
+ground glass with vessels through it, patchy consolidation with air bronchograms, partial
+volume at every border) are drawn by :mod:`triage.cohort.lung_render`, and the scanner noise
+and textures, matched to the real series in ``../shared/data``, come from
+:mod:`triage.cohort.texture`. SYNTHETIC: it looks like CT to the learned lesion model (see
+``tests/bench/test_bench_phantom_read.py``), it is not a patient.
 """
 
 from __future__ import annotations
@@ -23,13 +30,15 @@ from triage.cohort.anatomy import (
     Anatomy,
     TissueLabel,
     sample_anatomy,
+    sample_bronchi,
     sample_lesions,
     sample_vessels,
 )
+from triage.cohort.lung_render import SliceGrid, render_lung
 from triage.cohort.patients import Stream, patient_rng
+from triage.cohort.texture import Textures, involvement, sample_textures, scanner_noise
 
 HU_MIN, HU_MAX = -1024, 3071
-NOISE_HU = 12.0
 _TRACHEA_R_MM = 9.0
 
 
@@ -89,6 +98,7 @@ class PhantomSpec:
     geometry: PhantomGeometry
     anatomy: Anatomy
     noise_seed: tuple[int, int]  # (cohort seed, patient index)
+    textures: Textures
 
 
 @dataclass(frozen=True)
@@ -117,17 +127,22 @@ def sample_phantom(
     """Draw the phantom of patient ``index``: anatomy, vessel tree and lesions."""
     base = sample_anatomy(patient_rng(seed, index, Stream.ANATOMY), obese, geometry.scan_length_mm)
     vessels = sample_vessels(patient_rng(seed, index, Stream.VESSELS), base)
+    # a sub-stream of the anatomy stream: the shapes drawn before textures existed are unchanged
+    textures = sample_textures(np.random.default_rng([seed, index, int(Stream.ANATOMY), 1]))
+
+    def involved(points: NDArray[np.float64]) -> NDArray[np.bool_]:
+        field = textures.involvement.at(points[:, 0], points[:, 1], points[:, 2])
+        return np.asarray(involvement(field) >= 0.5)
+
     lesions = sample_lesions(
-        patient_rng(seed, index, Stream.LESIONS), base, lesion_fraction, consolidation_share
+        patient_rng(seed, index, Stream.LESIONS),
+        base,
+        lesion_fraction,
+        consolidation_share,
+        involved=involved,
     )
-    anatomy = replace(base, vessels=vessels, lesions=lesions)
-    return PhantomSpec(geometry=geometry, anatomy=anatomy, noise_seed=(seed, index))
-
-
-def _box(axis: NDArray[np.float32], lo: float, hi: float) -> slice:
-    start = int(np.searchsorted(axis, lo, side="left"))
-    stop = int(np.searchsorted(axis, hi, side="right"))
-    return slice(start, stop)
+    anatomy = replace(base, vessels=vessels, bronchi=sample_bronchi(vessels), lesions=lesions)
+    return PhantomSpec(geometry, anatomy, noise_seed=(seed, index), textures=textures)
 
 
 def render_slice(spec: PhantomSpec, k: int) -> tuple[NDArray[np.int16], NDArray[np.uint8]]:
@@ -150,16 +165,14 @@ def render_slice(spec: PhantomSpec, k: int) -> tuple[NDArray[np.int16], NDArray[
         hu[labels == label] = BASE_HU[label]
 
     lung, _ = a.lung_mask(x, y, h)
-    labels[lung] = TissueLabel.LUNG
-    # Gravity-dependent density: the posterior (dependent) lung is denser.
-    hu[lung] = a.lung_hu + 35.0 * ((y[lung] - a.lung_cy_mm) / a.lung_ay_mm)
-    vessel = _vessels(spec, xs, ys, h) & lung
-    _lesions(spec, xs, ys, h, lung & ~vessel, labels, hu)
-    labels[vessel] = TissueLabel.VESSEL
-    hu[vessel] = BASE_HU[TissueLabel.VESSEL]
+    rows, cols = np.flatnonzero(lung.any(axis=1)), np.flatnonzero(lung.any(axis=0))
+    if rows.size:
+        box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        grid = SliceGrid(xs[box[1]], ys[box[0]], h, g.spacing_mm)
+        render_lung(a, spec.textures, grid, lung[box], labels[box], hu[box])
 
     rng = np.random.default_rng([*spec.noise_seed, int(Stream.NOISE), k])
-    hu += NOISE_HU * rng.standard_normal(hu.shape, dtype=np.float32)
+    hu += scanner_noise(rng, (g.matrix, g.matrix), g.spacing_mm)
     return np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16), labels
 
 
@@ -182,65 +195,6 @@ def _bones(
     ring = (inner_r2 > 0.95**2) & (inner_r2 <= 1.0)
     cartilage = (y < -0.6 * a.inner_axes_mm[1]) & (np.abs(x) < 40.0)
     labels[ring & band & ~cartilage] = TissueLabel.BONE
-
-
-def _vessels(
-    spec: PhantomSpec, xs: NDArray[np.float32], ys: NDArray[np.float32], h: float
-) -> NDArray[np.bool_]:
-    out = np.zeros((ys.size, xs.size), dtype=bool)
-    for seg in spec.anatomy.vessels:
-        p0, p1 = np.asarray(seg.p0), np.asarray(seg.p1)
-        v = p1 - p0
-        r = max(seg.r0_mm, seg.r1_mm)
-        if v[2] != 0:
-            t_a, t_b = sorted(((h - r - p0[2]) / v[2], (h + r - p0[2]) / v[2]))
-            t_a, t_b = max(t_a, 0.0), min(t_b, 1.0)
-            if t_a > t_b:
-                continue
-        elif abs(h - p0[2]) > r:
-            continue
-        else:
-            t_a, t_b = 0.0, 1.0
-        ends = np.stack([p0 + t_a * v, p0 + t_b * v])
-        cols = _box(xs, float(ends[:, 0].min()) - r, float(ends[:, 0].max()) + r)
-        rows = _box(ys, float(ends[:, 1].min()) - r, float(ends[:, 1].max()) + r)
-        if cols.start >= cols.stop or rows.start >= rows.stop:
-            continue
-        px, py = np.meshgrid(xs[cols], ys[rows])
-        d = np.stack([px - p0[0], py - p0[1], np.full_like(px, h - p0[2])])
-        t = np.clip(np.tensordot(v, d, axes=1) / float(v @ v), 0.0, 1.0)
-        dist2 = ((d - v[:, None, None] * t) ** 2).sum(axis=0)
-        radius = seg.r0_mm + (seg.r1_mm - seg.r0_mm) * t
-        out[rows, cols] |= dist2 <= radius**2
-    return out
-
-
-def _lesions(
-    spec: PhantomSpec,
-    xs: NDArray[np.float32],
-    ys: NDArray[np.float32],
-    h: float,
-    allowed: NDArray[np.bool_],
-    labels: NDArray[np.uint8],
-    hu: NDArray[np.float32],
-) -> None:
-    for blob in spec.anatomy.lesions:
-        dh = (h - blob.center[2]) / blob.radii_mm[2]
-        if abs(dh) >= 1.0:
-            continue
-        r = blob.max_radius_mm * float(np.sqrt(1.0 - dh * dh))
-        cols = _box(xs, blob.center[0] - r, blob.center[0] + r)
-        rows = _box(ys, blob.center[1] - r, blob.center[1] + r)
-        if cols.start >= cols.stop or rows.start >= rows.stop:
-            continue
-        px, py = np.meshgrid(xs[cols], ys[rows])
-        q = blob.q(px, py, h)
-        ok = allowed[rows, cols]
-        sub_labels, sub_hu = labels[rows, cols], hu[rows, cols]
-        shell = ok & (q <= 1.0) & (sub_labels != TissueLabel.CONSOLIDATION)
-        sub_labels[shell], sub_hu[shell] = TissueLabel.GGO, blob.ggo_hu
-        core = ok & (q <= blob.core_fraction**2)
-        sub_labels[core], sub_hu[core] = TissueLabel.CONSOLIDATION, blob.core_hu
 
 
 def iter_slices(spec: PhantomSpec) -> Iterator[tuple[int, NDArray[np.int16], NDArray[np.uint8]]]:
