@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from streams.demo.screen import alert_line, forecast_table, ventilator_table
-from streams.records import Alert, Contribution, ForecastDay, UnitForecastRecord, VentilatorForecast
+from streams.demo.screen import alert_line, change_text, forecast_table, ventilator_table
+from streams.records import (
+    Alert,
+    BurdenChange,
+    Contribution,
+    ForecastDay,
+    UnitForecastRecord,
+    VentilatorForecast,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -101,3 +108,25 @@ def test_alert_line_without_regional_biomarkers_claims_none() -> None:
     line = alert_line(_alert())
     assert "lesions 23.4% of lung  because age=71↑" in line
     assert "severity" not in line
+
+
+PRIOR = BurdenChange(
+    since_study_uid="1.2.2", since_time="2020-10-30T08:00:00+00:00", interval_days=3.0,
+    lesion_from_percent=12.0, lesion_points=19.0, lesion_points_per_day=19.0 / 3,
+)  # fmt: skip
+
+
+def test_alert_line_shows_the_change_since_the_prior_ct_and_the_category() -> None:
+    line = alert_line(_alert(change_since_prior=PRIOR, rsna_category="typical"))
+    assert "[RSNA typical; was 12 % on 2020-10-30, now 23 % (+19 in 3 days)]" in line
+    assert change_text(_alert()) == ""
+
+
+def test_worsening_line_names_the_rule_and_secondary_worsening() -> None:
+    line = alert_line(
+        _alert(kind="worsening", worsening_since=PRIOR,
+               worsening_rule="worsening-10pp-5cts-7d", secondary_worsening=True)
+    )  # fmt: skip
+    assert line.startswith("[bold magenta]WORSENING after a mild first CT[/]")
+    assert "was 12 % on 2020-10-30, now 23 % (+19 in 3 days)" in line
+    assert "worsening-10pp-5cts-7d" in line
