@@ -52,15 +52,19 @@ def _faust_app(settings: Settings) -> faust.App:
         # the URL the worker advertises: its host name when it listens on every interface
         web_host=socket.gethostname() if worker.bind_host in _WILDCARDS else worker.bind_host,
         web_bind=worker.bind_host,
-        web_port=worker.web_port,
-        datadir=str(worker.data_dir),
+        web_port=worker.own_web_port,
+        datadir=str(worker.own_data_dir),
         topic_partitions=settings.kafka.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.kafka.replication,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         table_standby_replicas=0,
         broker_commit_every=50,
         broker_commit_interval=1.0,
+        # a crashed worker's partitions move within seconds (docs/fault-tolerance.md)
+        broker_session_timeout=worker.session_timeout_s,
+        broker_heartbeat_interval=worker.heartbeat_interval_s,
+        producer_acks=-1,  # acks=all: a record is kept by every in-sync replica
         stream_wait_empty=False,
     )
 

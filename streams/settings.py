@@ -28,6 +28,23 @@ class KafkaSettings(BaseModel, frozen=True):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     heap_mb: int = 768
+    # the local cluster of `ctriage services up` (1: one combined broker+controller, the demo;
+    # 3: three on loopback, ports bootstrap+10*i and controller+10*i)
+    nodes: int = Field(default=1, ge=1)
+    # topics' replication factor and min.insync.replicas (None: 1/1 on one node, 3/2 on three);
+    # producers send with acks=all
+    replication_factor: int | None = Field(default=None, ge=1)
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+
+    @property
+    def replication(self) -> int:
+        """Replication factor of every topic (the setting, or as many copies as nodes, <= 3)."""
+        return self.replication_factor or min(self.nodes, 3)
+
+    @property
+    def min_insync(self) -> int:
+        """``min.insync.replicas``: the setting, or one less than the replication (at least 1)."""
+        return self.min_insync_replicas or max(1, self.replication - 1)
 
 
 class TritonSettings(BaseModel, frozen=True):
@@ -79,6 +96,13 @@ class WorkerSettings(BaseModel, frozen=True):
     web_port: int = 16066
     metrics_port: int = 19100
     data_dir: Path = REPO_ROOT / ".ctriage" / "worker"
+    # several workers side by side (docs/fault-tolerance.md): worker N listens on web_port + N
+    # and metrics_port + N, keeps its state in data_dir-N (0: the ports and folder as set)
+    index: int = Field(default=0, ge=0)
+    # a crashed worker's partitions go to the others once the broker has missed its heartbeats
+    # for this long (Faust's 60 s default stopped triage for a minute after each crash)
+    session_timeout_s: float = Field(default=6.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.5, gt=0)
     # address /metrics and the Faust web port listen on ("0.0.0.0" in a container, so that
     # Prometheus can scrape them; the default keeps them on this machine)
     bind_host: str = "127.0.0.1"
@@ -112,6 +136,25 @@ class WorkerSettings(BaseModel, frozen=True):
     capacity_locations: Path | None = None
     reader_memory_limit_mb: int = 6144  # address space of the sandboxed DICOM reader process
     reader_timeout_s: float = 300.0  # a study that takes longer to read is refused
+
+    @property
+    def own_web_port(self) -> int:
+        """The Faust web port of worker ``index`` (``web_port + index``)."""
+        return self.web_port + self.index
+
+    @property
+    def own_metrics_port(self) -> int:
+        """The Prometheus port of worker ``index`` (``metrics_port + index``)."""
+        return self.metrics_port + self.index
+
+    @property
+    def own_data_dir(self) -> Path:
+        """The state folder of worker ``index`` (``data_dir``; ``data_dir-N`` for N > 0)."""
+        return (
+            self.data_dir
+            if self.index == 0
+            else self.data_dir.with_name(f"{self.data_dir.name}-{self.index}")
+        )
 
 
 class IngestSettings(BaseModel, frozen=True):

@@ -159,8 +159,14 @@ def ensure_topics(
     patient_partitions: int,
     timeout_s: float = 30,
     app_id: str | None = None,
+    replication: int = 1,
+    min_insync: int = 1,
 ) -> None:
-    """Create missing topics (and ``app_id``'s table changelogs); verify partition counts."""
+    """Create missing topics (and ``app_id``'s table changelogs); verify partition counts.
+
+    ``replication`` copies of each partition; ``min_insync``: how many must hold a record before
+    an ``acks=all`` send succeeds (a 3-node cluster: 3 and 2, so one broker may be down).
+    """
     layout = topic_layout(patient_partitions)
     if app_id is not None:
         layout |= changelog_layout(app_id, patient_partitions)
@@ -174,8 +180,11 @@ def ensure_topics(
             NewTopic(
                 name,
                 num_partitions=partitions,
-                replication_factor=1,
-                topic_configs=_topic_configs(name, compacted),
+                replication_factor=replication,
+                topic_configs={
+                    **_topic_configs(name, compacted),
+                    "min.insync.replicas": str(min_insync),
+                },
             )
             for name, (partitions, compacted) in layout.items()
         ]

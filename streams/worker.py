@@ -45,10 +45,15 @@ def build_dependencies(settings: Settings) -> Dependencies:
 
 def prepare(settings: Settings) -> Pipeline:
     """Check the topic layout and build the app (everything but running it)."""
+    kafka = settings.kafka
     ensure_topics(
-        settings.kafka.bootstrap_servers, settings.kafka.partitions, app_id=settings.worker.app_id
+        kafka.bootstrap_servers,
+        kafka.partitions,
+        app_id=settings.worker.app_id,
+        replication=kafka.replication,
+        min_insync=kafka.min_insync,
     )
-    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.worker.own_data_dir.mkdir(parents=True, exist_ok=True)
     return build_app(settings, build_dependencies(settings))
 
 
@@ -56,8 +61,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the worker in the foreground until interrupted."""
     pipeline = prepare(settings)
     worker = settings.worker
-    start_http_server(worker.metrics_port, addr=worker.bind_host, registry=REGISTRY)
-    logger.info("metrics on http://%s:%d/metrics", worker.bind_host, worker.metrics_port)
+    start_http_server(worker.own_metrics_port, addr=worker.bind_host, registry=REGISTRY)
+    logger.info("metrics on http://%s:%d/metrics", worker.bind_host, worker.own_metrics_port)
     faust.Worker(pipeline.app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 

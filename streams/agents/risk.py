@@ -17,7 +17,12 @@ from typing import Any
 
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, record_or_dead_letter
-from streams.agents.scoring import context_of, remember_study, send_alert
+from streams.agents.scoring import (
+    context_of,
+    first_score_revision,
+    remember_study,
+    send_alert,
+)
 from streams.agents.timeline import (
     declare_table,
     follow_up_of,
@@ -74,10 +79,14 @@ def register(pipeline: Pipeline) -> None:
                 await dead_letter(dlq, event, stage=STAGE, reason=reason, error=e)
                 return
             scoring_s = time.perf_counter() - started
-            risk = risk_record(quantification, outcome.risk, time.time(), scoring_s, follow=follow)
+            digest = outcome.risk.features_digest
+            revision = first_score_revision(pipeline, quantification, digest)
+            risk = risk_record(
+                quantification, outcome.risk, time.time(), scoring_s, revision, follow
+            )
             await risk_topic.send(key=event.key, value=risk)
             remember_timeline(pipeline, quantification.patient_pseudonym, follow)
-            remember_study(pipeline, quantification, outcome)
+            remember_study(pipeline, quantification, outcome, revision)
             END_TO_END_SECONDS.observe(risk.latency_s)
             STAGE_SECONDS.labels(stage="scoring").observe(risk.timings.scoring_s)
             await capacity_events.send(key=risk.hospital.encode(), value=pipeline_risk_event(risk))

@@ -55,13 +55,29 @@ async def send_alert(
     return alert
 
 
+def first_score_revision(pipeline: Pipeline, quantification: Quantification, digest: str) -> int:
+    """The revision a (re)delivered first score of a study is sent as.
+
+    0 for a study never scored. A redelivery after a crash finds the study remembered: it keeps
+    the revision the study reached (the same record again), or the next one when the model's
+    features changed since. Never 0 again after a re-score, so a stale first score cannot
+    follow revision 12 on ``triage.risk`` (the store also keeps the highest revision).
+    """
+    recent = pipeline.tables["patient_to_recent_studies"].get(quantification.patient_pseudonym)
+    entry = (recent or {}).get(quantification.study_uid)
+    if entry is None:
+        return 0
+    revision = int(entry["revision"])
+    return revision if entry["digest"] == digest else revision + 1
+
+
 def remember_study(
-    pipeline: Pipeline, quantification: Quantification, outcome: StudyOutcome
+    pipeline: Pipeline, quantification: Quantification, outcome: StudyOutcome, revision: int = 0
 ) -> None:
     """Keep a scored study for re-scoring when late clinical data arrives (bounded per patient)."""
     table = pipeline.tables["patient_to_recent_studies"]
     recent = dict(table.get(quantification.patient_pseudonym) or {})
-    recent[quantification.study_uid] = recent_entry(quantification, outcome.risk, revision=0)
+    recent[quantification.study_uid] = recent_entry(quantification, outcome.risk, revision)
     newest = sorted(recent.items(), key=lambda kv: kv[1]["quantification"]["ct_time"])
     table[quantification.patient_pseudonym] = dict(newest[-MAX_RECENT_STUDIES:])
 

@@ -20,12 +20,24 @@ if TYPE_CHECKING:
 
 def worker(
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
+    index: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Worker number N when several run side by side: ports web_port + N and "
+            "metrics_port + N, state in data_dir-N (default: CTRIAGE_WORKER__INDEX, 0).",
+        ),
+    ] = None,
 ) -> None:
     """Run the stream worker (Faust) in the foreground."""
     from streams.worker import run_worker
 
     configure_logging(loglevel)
-    run_worker(load_settings(), loglevel=loglevel)
+    settings = load_settings()
+    if index is not None:
+        worker_settings = settings.worker.model_copy(update={"index": index})
+        settings = settings.model_copy(update={"worker": worker_settings})
+    run_worker(settings, loglevel=loglevel)
 
 
 def topics() -> None:
@@ -33,7 +45,13 @@ def topics() -> None:
     from streams.topics import ensure_topics, topic_layout
 
     settings = load_settings()
-    ensure_topics(settings.kafka.bootstrap_servers, settings.kafka.partitions)
+    kafka = settings.kafka
+    ensure_topics(
+        kafka.bootstrap_servers,
+        kafka.partitions,
+        replication=kafka.replication,
+        min_insync=kafka.min_insync,
+    )
     for name, (partitions, compacted) in sorted(topic_layout(settings.kafka.partitions).items()):
         typer.echo(f"{name:28} partitions={partitions}{' compacted' if compacted else ''}")
 

@@ -126,7 +126,7 @@ class WorkerProcess:
 
     def assigned_partitions(self) -> int:
         """Partitions the worker owns, read from its Prometheus endpoint (0 if unreachable)."""
-        url = f"http://127.0.0.1:{self.settings.worker.metrics_port}/metrics"
+        url = f"http://127.0.0.1:{self.settings.worker.own_metrics_port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=1.0) as response:
                 text = response.read().decode()

@@ -33,3 +33,23 @@ def test_settings_survive_the_trip_through_the_environment(
     assert load_settings() == original
     assert env["CTRIAGE_KAFKA__SASL_PASSWORD"] == "s3cret"
     assert "CTRIAGE_KAFKA__SASL_USERNAME" not in env  # None stays unset
+
+
+def test_worker_index_gives_each_worker_its_own_ports_and_state(tmp_path) -> None:
+    from streams.settings import WorkerSettings
+
+    first = WorkerSettings(data_dir=tmp_path / "worker")
+    third = WorkerSettings(data_dir=tmp_path / "worker", index=2)
+    assert (first.own_web_port, first.own_metrics_port) == (16066, 19100)
+    assert (third.own_web_port, third.own_metrics_port) == (16068, 19102)
+    assert first.own_data_dir == tmp_path / "worker"
+    assert third.own_data_dir == tmp_path / "worker-2"
+
+
+def test_replication_follows_the_cluster_size() -> None:
+    from streams.settings import KafkaSettings
+
+    assert (KafkaSettings().replication, KafkaSettings().min_insync) == (1, 1)
+    assert (KafkaSettings(nodes=3).replication, KafkaSettings(nodes=3).min_insync) == (3, 2)
+    explicit = KafkaSettings(nodes=3, replication_factor=2, min_insync_replicas=1)
+    assert (explicit.replication, explicit.min_insync) == (2, 1)

@@ -49,7 +49,7 @@ EXPECTED: list[tuple[str, tuple[str, ...]]] = [
     ("thresholds show", ("--model", "--hospital", "--studies-per-day")),
     ("topics", ()),
     ("train", ("--out", "--cohort", "--mexico", "--seed", "--target", "--threshold", "--workers")),
-    ("worker", ("--loglevel",)),
+    ("worker", ("--loglevel", "--index")),
 ]  # fmt: skip
 
 
