@@ -83,6 +83,22 @@ def timeline_point(quantification: Quantification) -> TimelinePoint:
     )
 
 
+def timeline_point_of_risk(risk: RiskAssessment) -> TimelinePoint:
+    """A scored study as a timeline point (what ``ctriage patient timeline`` reads back)."""
+    regional = risk.regional
+    return TimelinePoint(
+        study_uid=risk.study_uid,
+        ct_time=risk.ct_time,
+        lesion_percent=risk.biomarkers.get("lesion_percent", 0.0),
+        ggo_percent=risk.biomarkers.get("ggo_percent", 0.0),
+        consolidation_percent=risk.biomarkers.get("consolidation_percent", 0.0),
+        ct_severity_score=regional.get("ct_severity_score"),
+        bilateral=risk.bilateral,
+        model_version=risk.model_version,
+        rsna_category=risk.rsna_category,
+    )
+
+
 def burden_change(change: Change | None) -> BurdenChange | None:
     """The record of a timeline change (None stays None)."""
     return None if change is None else BurdenChange(**change.as_dict())

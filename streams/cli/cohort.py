@@ -34,6 +34,9 @@ def generate(
         int, typer.Option(help="Patients already in the ICU (census bundle).")
     ] = 6,
     window_h: Annotated[float, typer.Option(help="Hours over which CT studies arrive.")] = 48.0,
+    follow_up_share: Annotated[
+        float, typer.Option(help="Share of patients with a follow-up CT 2-5 days later (0-1).")
+    ] = 0.0,
 ) -> None:
     """Write a SYNTHETIC cohort: CT phantoms, FHIR bundles, ICU census, manifest, outcomes."""
     started = time.monotonic()
@@ -47,6 +50,7 @@ def generate(
             hospital=hospital,
             icu_occupants=icu_occupants,
             window_h=window_h,
+            follow_up_share=follow_up_share,
         )
     except CohortError as e:
         typer.echo(f"error: {e}", err=True)

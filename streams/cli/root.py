@@ -14,6 +14,7 @@ from streams.cli import (
     dashboards,
     demo,
     fhir,
+    patient,
     quantify,
     risk,
     services,
@@ -47,6 +48,7 @@ app.add_typer(quantify.app, name="quantify", help="Quantify lesions on a CT seri
 app.add_typer(capacity.app, name="capacity")
 app.add_typer(risk.app, name="risk")
 app.add_typer(thresholds.app, name="thresholds")
+app.add_typer(patient.app, name="patient", help="One patient's CT studies over time.")
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ EXPECTED: list[tuple[str, tuple[str, ...]]] = [
     ("capacity fit-stay", ("--csv", "--json", "--start", "--end", "--by-year")),
     ("capacity forecast", ("--cohort", "--capacity-beds", "--now", "--days", "--los-mean-days")),
     ("capacity plot", ("--out", "--csv", "--origin", "--capacity", "--name", "--horizon", "--history-days", "--source", "--data", "--region")),  # noqa: E501
-    ("cohort generate", ("OUT", "--patients/-n", "--seed", "--matrix", "--slices", "--hospital", "--icu-occupants", "--window-h")),  # noqa: E501
+    ("cohort generate", ("OUT", "--patients/-n", "--seed", "--matrix", "--slices", "--hospital", "--icu-occupants", "--window-h", "--follow-up-share")),  # noqa: E501
     ("dashboards build", ("--out",)),
     ("dashboards list", ()),
     ("dashboards push", ("--url", "--token", "--folder-uid", "--no-overwrite/--overwrite", "--timeout-s")),  # noqa: E501
@@ -34,6 +34,7 @@ EXPECTED: list[tuple[str, tuple[str, ...]]] = [
     ("fhir-endpoint", ("--loglevel",)),
     ("ingest", ("PATH",)),
     ("ingest-fhir", ("PATH", "--fhir-version", "--dry-run/--no-dry-run")),
+    ("patient timeline", ("PSEUDONYM", "--png", "--wait-s")),
     ("poll-dicomweb", ("--url", "--interval-s", "--no-once/--once")),
     ("quantify", ("PATH", "--local", "--url", "--model", "--timeout-s", "--out", "--verbose/-v")),
     ("receive", ("--stability-s",)),
