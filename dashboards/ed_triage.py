@@ -56,6 +56,22 @@ WHERE $__timeFilter(raised_at)
 ORDER BY raised_at DESC
 LIMIT 500"""
 
+# Worsening alerts (issue 16): a rule on measured change between a patient's CTs, stored in the
+# alerts table with kind 'worsening' (docs/longitudinal.md).
+WORSENING_SQL = """\
+SELECT
+  raised_at AS "raised at",
+  patient_pseudonym AS "pseudonym",
+  lesion_percent AS "lesion % now",
+  ct_severity_score AS "CT severity /30",
+  level AS "risk level",
+  probability AS "probability",
+  study_uid AS "study"
+FROM alerts
+WHERE kind = 'worsening' AND $__timeFilter(raised_at)
+ORDER BY raised_at DESC
+LIMIT 200"""
+
 RISK_DISTRIBUTION_SQL = """\
 SELECT probability * 100 AS "risk %"
 FROM risks
@@ -131,6 +147,31 @@ def _alerts_table() -> table.Panel:
         )
         .override_by_name(
             "level", [DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"})]
+        )
+    )
+
+
+def _worsening_table() -> table.Panel:
+    return (
+        table.Panel()
+        .id(7)
+        .title("Patients worsening (lung burden rising between CTs)")
+        .description(
+            "Worsening alerts: lesion % rose by the rule's points (default +10, or +5 CT "
+            "severity points) within its days (default 7) since an earlier CT of the patient. "
+            "A rule on measured change, not a model score; docs/longitudinal.md."
+        )
+        .datasource(STORE_DATASOURCE)
+        .with_target(store_sql(WORSENING_SQL, SqlFormatValues.TABLE))
+        .span(24)
+        .height(8)
+        .show_header(True)
+        .override_by_name(
+            "probability",
+            [
+                DynamicConfigValue(id_val="unit", value="percentunit"),
+                DynamicConfigValue(id_val="decimals", value=1),
+            ],
         )
     )
 
@@ -235,6 +276,7 @@ def build_ed_triage() -> dict[str, Any]:
         .refresh("1m")
         .variables(list(datasource_variables()))
         .with_panel(_alerts_table())
+        .with_panel(_worsening_table())
         .with_panel(_risk_distribution())
         .with_panel(_alerts_per_hour())
         .with_panel(_dead_letters())

@@ -211,6 +211,10 @@ def filled_store() -> Engine:
         store.upsert_alert(
             conn, {**common, "alert_id": "a1", "raised_at": NOW, "hospital": "h1"}
         )
+        store.upsert_alert(  # a worsening alert (issue 16) for the worsening panel
+            conn,
+            {**common, "alert_id": "w1", "raised_at": NOW, "hospital": "h1", "kind": "worsening"},
+        )
     change = ThresholdChange("h1", {"high": 0.3}, reason="fewer alerts", changed_by="ana")
     applied = apply_change(AlertPolicy.single(0.2, "t1"), change)
     assert applied is not None
