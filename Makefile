@@ -38,6 +38,13 @@ system-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  echo "installing PostgreSQL and Prometheus (Debian packages)"; \
 	  apt-get update -qq && apt-get install -y -qq postgresql prometheus; }
+	@# Offline validation of the production manifests (make lint): Go fetches the operators' pinned
+	@# CRD schemas through the Go module proxy; kubectl renders kustomize without a cluster.
+	@command -v go >/dev/null || { \
+	  echo "installing Go (Debian package golang-go)"; \
+	  apt-get update -qq && apt-get install -y -qq golang-go; }
+	@command -v kubectl >/dev/null || { \
+	  echo "kubectl is missing: install the kubectl package (Kubernetes' apt repository) or a static kubectl binary on PATH; make lint renders deploy/k8s with it"; exit 1; }
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: ctriage needs Python 3.11"; exit 1; }
