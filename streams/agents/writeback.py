@@ -74,6 +74,10 @@ def register(pipeline: Pipeline) -> None:
             quantification.biomarkers,
             quantification.lesion_model,
             quantification.lesion_model_version,
+            # the SR codes the RSNA category (records before issue 16 have none)
+            (quantification.rsna_category, quantification.rsna_findings)
+            if quantification.rsna_category
+            else None,
         )
         store_results(url, datasets)
         if masks_file is not None:
