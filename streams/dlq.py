@@ -57,15 +57,11 @@ def build_dead_letter(
     """Describe a failed message; counts it in the dead-letter metric."""
     DEAD_LETTERS.labels(stage=stage, reason=str(reason)).inc()
     detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    logger.warning(
-        "dead-lettered %s@%s/%s at %s: %s (%s)",
-        source_topic,
-        source_partition,
-        source_offset,
-        stage,
-        reason,
-        detail,
-    )
+    # a Kafka message says where it was (topic@partition/offset); an ingress input has no offset
+    where = source_topic
+    if source_partition is not None or source_offset is not None:
+        where = f"{source_topic}@{source_partition}/{source_offset}"
+    logger.warning("dead-lettered %s at %s: %s (%s)", where, stage, reason, detail)
     return DeadLetter(
         reason_code=str(reason),
         stage=stage,

@@ -12,6 +12,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 REGISTRY = CollectorRegistry(auto_describe=True)
 PROCESS = ProcessCollector(registry=REGISTRY)
 
+INGRESS_REFUSALS = Counter(
+    "ctriage_ingress_refusals",
+    "Requests and associations refused at an ingress before any data was read, by source "
+    "(fhir-http, dicom-cstore) and reason (missing_token, invalid_token, expired_token, "
+    "insufficient_scope, unknown_calling_ae, unknown_calling_host).",
+    ["source", "reason"],
+    registry=REGISTRY,
+)
+
 MESSAGES = Counter(
     "ctriage_messages",
     "Messages processed successfully, by stage.",

@@ -169,6 +169,38 @@ class IngestSettings(BaseModel, frozen=True):
     poll_interval_s: float = 5.0
     # STOW-RS root where each quantified study's SEG + SR is stored (None: results stay here)
     writeback_url: str | None = None
+    # C-STORE peers allowed to send (MONAI Informatics Gateway's rejectUnknownSources): calling
+    # AE titles, and optionally their addresses (IPs or networks such as "10.1.0.0/16"; empty:
+    # any address). Every other association is rejected (A-ASSOCIATE-RJ) and counted. With no
+    # calling AE title configured every association is rejected, unless reject_unknown_sources
+    # is turned off (a laptop demo: then anyone who reaches the port may send).
+    calling_ae_titles: tuple[str, ...] = ()
+    calling_hosts: tuple[str, ...] = ()
+    reject_unknown_sources: bool = True
+    # Prometheus /metrics of `ctriage receive` / `ctriage poll-dicomweb` on ``host`` (None: off)
+    metrics_port: int | None = None
+    # DICOMweb (QIDO/WADO/STOW) authentication and TLS towards the PACS: a bearer token, or a
+    # user and password (HTTP basic); a CA bundle (PEM) for a PACS whose certificate is signed by
+    # the hospital's own CA (None: the system's CAs)
+    dicomweb_token: SecretStr | None = None
+    dicomweb_username: str | None = None
+    dicomweb_password: SecretStr | None = None
+    dicomweb_ca_file: Path | None = None
+    dicomweb_timeout_s: float = 60.0
+
+
+class FhirToken(BaseModel, frozen=True):
+    """One shared-secret bearer token of the FHIR endpoint: which client, what it may write.
+
+    ``scopes`` are SMART Backend Services scopes (``system/Observation.write``,
+    ``system/*.write``, v2 ``system/Observation.c``). As for the admin API, give the token
+    itself (``token``) or only its SHA-256 hex digest (``token_sha256``).
+    """
+
+    client: str
+    scopes: tuple[str, ...]
+    token: SecretStr | None = None
+    token_sha256: str | None = None
 
 
 class FhirSettings(BaseModel, frozen=True):
@@ -176,6 +208,23 @@ class FhirSettings(BaseModel, frozen=True):
 
     http_host: str = "127.0.0.1"
     http_port: int = 18080
+    # who may POST (docs/security.md): shared-secret bearer tokens with their scopes, and/or
+    # JWTs signed with an HS256 secret or an RS256/ES256 key (PEM public key files). With none
+    # configured every POST is refused (401).
+    tokens: tuple[FhirToken, ...] = ()
+    jwt_hs256_secrets: tuple[SecretStr, ...] = ()
+    jwt_public_keys: tuple[Path, ...] = ()
+    jwt_issuer: str | None = None  # required ``iss`` when set
+    jwt_audience: str | None = None  # required ``aud`` when set (e.g. this endpoint's URL)
+    jwt_leeway_s: float = 30.0  # clock skew tolerated on ``exp`` / ``nbf``
+    # Kafka at start-up: how long to wait for the broker before giving up with a clear error,
+    # and how long one request may wait for it before the sender is told to retry (503)
+    kafka_wait_s: float = 60.0
+    kafka_send_timeout_s: float = 10.0
+    # rejected originals kept at ingress (they may hold identifiers): at most this many files
+    # and bytes in $CTRIAGE_RUN_DIR/quarantine, oldest removed first; 0 files: keep none
+    quarantine_max_files: int = Field(default=1000, ge=0)
+    quarantine_max_mb: float = Field(default=256.0, ge=0)
     observation_window_h: float = 72.0
     pending_ttl_s: float = 300.0
     pending_max_per_patient: int = 1000

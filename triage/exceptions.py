@@ -19,7 +19,9 @@ from enum import StrEnum
 class FhirRejectionReason(StrEnum):
     """Why a FHIR resource was rejected (closed list)."""
 
-    INVALID_JSON = "invalid_json"
+    INVALID_JSON = "invalid_json"  # the bytes are not JSON (or not UTF-8)
+    NOT_A_RESOURCE = "not_a_resource"  # valid JSON, but not an object with a resourceType
+    UNREADABLE_FILE = "unreadable_file"  # a file that could not be read at all
     UNKNOWN_RESOURCE_TYPE = "unknown_resource_type"
     VALIDATION_FAILED = "validation_failed"
     MISSING_SUBJECT = "missing_subject"

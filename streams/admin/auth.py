@@ -1,8 +1,9 @@
-"""Bearer tokens of the admin API and its two roles.
+"""Bearer tokens of the admin API and its two roles; the shared-secret token scheme.
 
 ``viewer`` reads policies, operating points and the audit trail; ``threshold-admin`` may also
 change a policy. Tokens come from settings (``CTRIAGE_ADMIN__TOKENS``) in clear (``SecretStr``)
-or as SHA-256 hex digests; either way they are compared as digests in constant time.
+or as SHA-256 hex digests; either way they are compared as digests in constant time
+(:class:`DigestBook`, which the FHIR endpoint's tokens use too).
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, TypeVar
+
+from pydantic import SecretStr
 
 from streams.settings import AdminToken
+
+T = TypeVar("T")
 
 
 class AdminRoleValues(StrEnum):
@@ -40,35 +46,58 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class TokenBook:
-    """Resolves a bearer token to its principal."""
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (None: absent or not Bearer)."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
 
-    def __init__(self, tokens: Iterable[AdminToken]) -> None:
-        self._entries: list[tuple[bytes, Principal]] = []
-        for entry in tokens:
-            if entry.token is not None:
-                digest = token_digest(entry.token.get_secret_value())
-            elif entry.token_sha256:
-                digest = entry.token_sha256.strip().lower()
-            else:
-                raise ValueError(f"admin token of {entry.user!r} has neither token nor digest")
-            self._entries.append(
-                (digest.encode(), Principal(entry.user, AdminRoleValues(entry.role)))
-            )
+
+class DigestBook(Generic[T]):
+    """Shared-secret tokens, held as SHA-256 digests, each resolving to a value (its owner)."""
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[bytes, T]] = []
+
+    def add(self, owner: str, token: SecretStr | None, token_sha256: str | None, value: T) -> None:
+        """Add a token given in clear or as its SHA-256 hex digest."""
+        if token is not None:
+            digest = token_digest(token.get_secret_value())
+        elif token_sha256:
+            digest = token_sha256.strip().lower()
+        else:
+            raise ValueError(f"token of {owner!r} has neither token nor digest")
+        self._entries.append((digest.encode(), value))
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def find(self, token: str) -> T | None:
+        """The value of a known token (None: unknown), in the same time for every token."""
+        digest = token_digest(token).encode()
+        found = None
+        for known, value in self._entries:  # no early exit
+            if hmac.compare_digest(known, digest):
+                found = value
+        return found
+
+
+class TokenBook:
+    """Resolves a bearer token to its principal."""
+
+    def __init__(self, tokens: Iterable[AdminToken]) -> None:
+        self._book: DigestBook[Principal] = DigestBook()
+        for entry in tokens:
+            principal = Principal(entry.user, AdminRoleValues(entry.role))
+            self._book.add(entry.user, entry.token, entry.token_sha256, principal)
+
+    def __len__(self) -> int:
+        return len(self._book)
+
     def principal(self, authorization: str | None) -> Principal | None:
         """The principal of an ``Authorization: Bearer <token>`` header (None: unknown)."""
-        if not authorization:
-            return None
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        digest = token_digest(token.strip()).encode()
-        found = None
-        for known, principal in self._entries:  # no early exit: same time for every token
-            if hmac.compare_digest(known, digest):
-                found = principal
-        return found
+        token = bearer_token(authorization)
+        return None if token is None else self._book.find(token)

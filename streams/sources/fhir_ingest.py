@@ -5,8 +5,13 @@ what the clinical context reads (:func:`triage.features.maps_to_context`), pseud
 published keyed by the patient's pseudonym. Resources that carry nothing we read (Claims,
 Immunizations, Organizations, ...) are counted as *ignored* and not published (data
 minimisation). A rejected resource gets a typed reason and an OperationOutcome-style dead letter
-on ``fhir.resources.dlq``; its original stays on the ingress side (quarantine folder), because
-it was not pseudonymised. One bad resource never stops the rest of its payload.
+on ``fhir.resources.dlq``; its original stays on the ingress side (the bounded
+:class:`~streams.sources.quarantine.Quarantine`), because it was not pseudonymised. One bad
+resource never stops the rest of its payload.
+
+Nothing that names a patient leaves ingress: a dead letter (and its log line) carries the
+reason, the position inside the payload (``Bundle.entry[3]``, ``line 12``) and the quarantined
+file's random name, never the input file's name (Synthea names files after the patient).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +29,9 @@ from typing import Any, Protocol
 from streams import topics as t
 from streams.dlq import build_dead_letter
 from streams.records import DeadLetter, FhirResourceEvent
-from triage.exceptions import FhirRejected
+from streams.sources.fhir_report import IngestReport, Rejection, operation_outcome
+from streams.sources.quarantine import Quarantine
+from triage.exceptions import FhirRejected, FhirRejectionReason
 from triage.fhir.context import ClinicalContext, maps_to_context
 from triage.fhir.parse import (
     FhirVersionValues,
@@ -75,136 +82,89 @@ class CollectingSink:
         self.dead_letters.append(letter)
 
 
+class KafkaUnavailable(Exception):
+    """The broker did not answer in time (at start-up, or while publishing)."""
+
+
 class KafkaFhirSink:
-    """Publishes to ``fhir.resources`` / ``fhir.resources.dlq`` with a kafka-python producer."""
+    """Publishes to ``fhir.resources`` / ``fhir.resources.dlq`` with a kafka-python producer.
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    ``connect_timeout_s`` bounds the wait for the broker at start-up (the client retries with
+    backoff meanwhile), ``send_timeout_s`` one publication; both raise :class:`KafkaUnavailable`.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        connect_timeout_s: float = 60.0,
+        send_timeout_s: float = 60.0,
+    ) -> None:
         from kafka import KafkaProducer
+        from kafka.errors import KafkaError
 
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+        self.bootstrap_servers = bootstrap_servers
+        self.send_timeout_s = send_timeout_s
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap_servers,
+                acks="all",
+                linger_ms=5,
+                bootstrap_timeout_ms=int(connect_timeout_s * 1000),
+                max_block_ms=int(send_timeout_s * 1000),
+            )
+        except KafkaError as e:
+            raise KafkaUnavailable(
+                f"no Kafka broker answered at {bootstrap_servers} within {connect_timeout_s:g} s "
+                f"({type(e).__name__})"
+            ) from e
 
     def send_resource(self, event: FhirResourceEvent) -> None:
         """Publish one event keyed by the patient pseudonym."""
-        self._producer.send(
-            t.FHIR_RESOURCES.name, key=event.patient_pseudonym.encode(), value=event.to_bytes()
-        )
+        self._send(t.FHIR_RESOURCES.name, event.patient_pseudonym.encode(), event.to_bytes())
 
     def send_dead_letter(self, letter: DeadLetter) -> None:
         """Publish one dead letter."""
-        self._producer.send(t.FHIR_RESOURCES.dlq, value=letter.to_bytes())
+        self._send(t.FHIR_RESOURCES.dlq, None, letter.to_bytes())
 
-    def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until everything sent is acknowledged."""
-        self._producer.flush(timeout=timeout_s)
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until everything sent is acknowledged (``send_timeout_s`` by default)."""
+        from kafka.errors import KafkaError
+
+        wait_s = self.send_timeout_s if timeout_s is None else timeout_s
+        try:
+            self._producer.flush(timeout=wait_s)
+        except KafkaError as e:
+            raise KafkaUnavailable(
+                f"Kafka at {self.bootstrap_servers} did not acknowledge within {wait_s:g} s "
+                f"({type(e).__name__})"
+            ) from e
 
     def close(self) -> None:
-        """Flush and close the producer."""
-        self._producer.flush()
-        self._producer.close()
+        """Flush (bounded) and close the producer."""
+        try:
+            self.flush()
+        finally:
+            self._producer.close(timeout=self.send_timeout_s)
 
+    def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        from kafka.errors import KafkaError
 
-@dataclass
-class TypeCounts:
-    """What happened to the resources of one type."""
-
-    received: int = 0
-    used: int = 0
-    ignored: int = 0
-    rejected: int = 0
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """One rejected resource (or unreadable part of a payload), safe to show the sender."""
-
-    location: str
-    resource_type: str | None
-    reason: str
-    detail: str
-
-
-@dataclass
-class IngestReport:
-    """Counts by resource type, and every rejection, of one or more payloads."""
-
-    counts: dict[str, TypeCounts] = field(default_factory=dict)
-    rejections: list[Rejection] = field(default_factory=list)
-
-    def count(self, resource_type: str) -> TypeCounts:
-        """The counters of one resource type (created on first use)."""
-        return self.counts.setdefault(resource_type, TypeCounts())
-
-    @property
-    def used(self) -> int:
-        """Resources published."""
-        return sum(c.used for c in self.counts.values())
-
-    @property
-    def ignored(self) -> int:
-        """Valid resources that carry nothing ctriage reads."""
-        return sum(c.ignored for c in self.counts.values())
-
-    @property
-    def rejected(self) -> int:
-        """Rejections (resources and unreadable parts of payloads)."""
-        return len(self.rejections)
-
-    def merge(self, other: IngestReport) -> None:
-        """Add another report's numbers to this one."""
-        for rtype, c in other.counts.items():
-            mine = self.count(rtype)
-            mine.received += c.received
-            mine.used += c.used
-            mine.ignored += c.ignored
-            mine.rejected += c.rejected
-        self.rejections.extend(other.rejections)
-
-
-def operation_outcome(rejections: Iterable[Rejection], report: IngestReport) -> dict[str, Any]:
-    """A FHIR R4 OperationOutcome: one issue per rejection, plus an information summary."""
-    issues: list[dict[str, Any]] = [
-        {
-            "severity": "error",
-            "code": _ISSUE_CODES.get(r.reason, "invalid"),
-            "details": {
-                "coding": [{"system": REASON_SYSTEM, "code": r.reason}],
-                "text": r.detail[:1000],
-            },
-            "expression": [r.location],
-        }
-        for r in rejections
-    ]
-    issues.append(
-        {
-            "severity": "information",
-            "code": "informational",
-            "diagnostics": (
-                f"{report.used} resources used, {report.ignored} ignored, "
-                f"{report.rejected} rejected"
-            ),
-        }
-    )
-    return {"resourceType": "OperationOutcome", "issue": issues}
-
-
-REASON_SYSTEM = "https://ctriage.invalid/fhir-rejection-reason"
-# FhirRejectionReason -> FHIR R4 IssueType (hl7.org/fhir/R4/valueset-issue-type.html).
-_ISSUE_CODES = {
-    "invalid_json": "structure",
-    "unknown_resource_type": "not-supported",
-    "validation_failed": "invalid",
-    "missing_subject": "required",
-    "unit_mismatch": "code-invalid",
-    "implausible_value": "value",
-    "unknown_patient": "not-found",
-    "unsupported_version": "not-supported",
-    "unsupported_bundle_type": "not-supported",
-    "r5_content_as_r4": "not-supported",
-}
+        try:
+            self._producer.send(topic, key=key, value=value)
+        except KafkaError as e:
+            raise KafkaUnavailable(
+                f"cannot publish to {topic} at {self.bootstrap_servers} within "
+                f"{self.send_timeout_s:g} s ({type(e).__name__})"
+            ) from e
 
 
 class FhirIngress:
-    """Validates, pseudonymises and publishes FHIR payloads; reports counts and rejections."""
+    """Validates, pseudonymises and publishes FHIR payloads; reports counts and rejections.
+
+    ``quarantine`` keeps rejected originals (None: nowhere, as in a dry run); ``r5_hint`` tells
+    the sender of R5 content taken as R4 how to declare it on this channel (a CLI option, a
+    Content-Type parameter).
+    """
 
     def __init__(
         self,
@@ -212,13 +172,15 @@ class FhirIngress:
         hospital: str,
         sink: FhirSink,
         source: str,
-        quarantine_dir: Path | None = None,
+        quarantine: Quarantine | None = None,
+        r5_hint: str = "",
     ) -> None:
         self.pseudonymiser = pseudonymiser
         self.hospital = hospital
         self.sink = sink
         self.source = source
-        self.quarantine_dir = quarantine_dir
+        self.quarantine = quarantine
+        self.r5_hint = r5_hint
 
     def ingest_json(
         self,
@@ -231,10 +193,10 @@ class FhirIngress:
             document = load_json(payload)
         except FhirRejected as e:
             report = IngestReport()
-            self._reject(report, e, origin, None, payload)
+            self._reject(report, e, origin, "", None, self._hold(payload))
             return report
         urls = bundle_patient_urls(document) if _is_bundle(document) else {}
-        return self._ingest(iter_resources(document, ""), version, origin, urls)
+        return self._ingest(iter_resources(document, ""), version, origin, urls, document)
 
     def ingest_ndjson(
         self,
@@ -243,7 +205,7 @@ class FhirIngress:
         origin: str = "payload",
     ) -> IngestReport:
         """Ingest a Bulk Data NDJSON file (one resource per line)."""
-        return self._ingest(iter_ndjson(payload), version, origin, {})
+        return self._ingest(iter_ndjson(payload), version, origin, {}, None)
 
     def ingest_path(
         self, path: Path, version: FhirVersionValues = FhirVersionValues.R4
@@ -251,7 +213,8 @@ class FhirIngress:
         """Ingest a ``.json`` / ``.ndjson`` file, or every such file under a folder.
 
         Patient files go first (Bulk exports split resources by type), so fewer resources wait
-        in the pending state for their Patient.
+        in the pending state for their Patient. A file that cannot be read is a rejection
+        (``unreadable_file``) counted like any other.
         """
         files = (
             sorted(
@@ -263,7 +226,13 @@ class FhirIngress:
         )
         report = IngestReport()
         for file in files:
-            data = file.read_bytes()
+            try:
+                data = file.read_bytes()
+            except OSError as e:
+                why = f"cannot read the file: {e.strerror or type(e).__name__}"
+                error = FhirRejected(FhirRejectionReason.UNREADABLE_FILE, why)
+                self._reject(report, error, file.name, "", None, None)
+                continue
             if file.suffix == ".ndjson":
                 report.merge(self.ingest_ndjson(data, version, origin=file.name))
             else:
@@ -276,15 +245,23 @@ class FhirIngress:
         version: FhirVersionValues,
         origin: str,
         patient_urls: dict[str, str],
+        document: Any,
     ) -> IngestReport:
         report = IngestReport()
         parsed: list[ParsedResource] = []
+        document_held: list[str | None] = []  # the document, kept once for all its failures
         for part in parts:
-            if isinstance(part, ParseFailure):
-                where = _where(origin, part.location)
-                self._reject(report, part.error, where, None, part.raw)
-            else:
+            if not isinstance(part, ParseFailure):
                 parsed.append(part)
+                continue
+            if part.raw is not None:  # an unreadable line: its own text
+                held = self._hold(part.raw)
+            else:  # a part of the document that is not a resource: the document itself
+                if not document_held:
+                    document_held.append(self._hold(document))
+                held = document_held[0]
+            rtype = part.error.resource_type
+            self._reject(report, part.error, origin, part.location, rtype, held)
         # Patients first: their resources then find a known patient downstream.
         parsed.sort(key=lambda p: p.resource.get("resourceType") != "Patient")
         now = datetime.now(UTC).isoformat()
@@ -303,7 +280,6 @@ class FhirIngress:
     ) -> None:
         resource = part.resource
         rtype = str(resource.get("resourceType"))[:64]
-        where = _where(origin, part.location)
         report.count(rtype).received += 1
         try:
             validate_resource(resource, version)
@@ -321,8 +297,8 @@ class FhirIngress:
             )
             pseudonym = patient_key(clean)
         except FhirRejected as e:
-            report.count(rtype).rejected += 1
-            self._reject(report, e, where, rtype, resource)
+            held = self._hold(resource)
+            self._reject(report, e, origin, part.location, rtype, held, received=False)
             return
         self.sink.send_resource(
             FhirResourceEvent(
@@ -345,20 +321,30 @@ class FhirIngress:
         self,
         report: IngestReport,
         error: FhirRejected,
-        where: str,
+        origin: str,
+        location: str,
         rtype: str | None,
-        original: Any,
+        held: str | None,
+        received: bool = True,
     ) -> None:
-        rejection = Rejection(where, rtype, error.reason.value, error.why)
-        report.rejections.append(rejection)
-        held = self._quarantine(original)
-        outcome = operation_outcome([rejection], IngestReport())
+        """Count, answer and dead-letter one rejection whose original is ``held`` in quarantine.
+
+        The sender's answer (and the CLI's table) name the input (``origin``, e.g. the file);
+        the dead letter only the position inside it and the quarantined file.
+        """
+        detail = error.why
+        if error.reason is FhirRejectionReason.R5_CONTENT_AS_R4 and self.r5_hint:
+            detail = f"{detail} ({self.r5_hint})"
+        answer = Rejection(_where(origin, location), rtype, error.reason.value, detail)
+        report.reject(answer, received)
+        inside = Rejection(location or "payload", rtype, error.reason.value, detail)
+        outcome = operation_outcome([inside], IngestReport())
         outcome["issue"] = outcome["issue"][:1]
         letter = build_dead_letter(
             stage=STAGE,
             reason=error.reason,
-            error=f"{error.reason.value}: {where}: {error.why}",
-            source_topic=f"{self.source}:{where}"[:200],
+            error=f"{inside.location}: {detail}",
+            source_topic=self.source,
             source_partition=None,
             source_offset=None,
             key=None,
@@ -366,19 +352,9 @@ class FhirIngress:
         )
         self.sink.send_dead_letter(letter)
 
-    def _quarantine(self, original: Any) -> str | None:
+    def _hold(self, original: Any) -> str | None:
         """Keep a rejected original on the ingress side (it may hold identifiers)."""
-        if self.quarantine_dir is None or original is None:
-            return None
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        held = self.quarantine_dir / f"{uuid.uuid4()}.json"
-        if isinstance(original, bytes):
-            held.write_bytes(original)
-        elif isinstance(original, str):
-            held.write_text(original)
-        else:
-            held.write_text(json.dumps(original))
-        return held.name
+        return self.quarantine.hold(original) if self.quarantine is not None else None
 
 
 def _is_bundle(document: Any) -> bool:
@@ -387,17 +363,3 @@ def _is_bundle(document: Any) -> bool:
 
 def _where(origin: str, location: str) -> str:
     return f"{origin}:{location}" if location else origin
-
-
-def report_lines(report: IngestReport) -> list[str]:
-    """A plain-text table of the counts by resource type, then the rejections."""
-    lines = [f"{'resource type':24} {'received':>9} {'used':>6} {'ignored':>8} {'rejected':>9}"]
-    for rtype, c in sorted(report.counts.items()):
-        lines.append(f"{rtype:24} {c.received:9} {c.used:6} {c.ignored:8} {c.rejected:9}")
-    total = sum(c.received for c in report.counts.values())
-    lines.append(
-        f"{'total':24} {total:9} {report.used:6} {report.ignored:8} "
-        f"{sum(c.rejected for c in report.counts.values()):9}"
-    )
-    lines += [f"rejected  {r.reason}  {r.location}: {r.detail}" for r in report.rejections]
-    return lines

@@ -58,6 +58,34 @@ BUNDLE_TYPES = frozenset(
 )
 # Entries of a Subscription notification that describe the notification, not the patient.
 NOTIFICATION_STATUS_TYPES = frozenset({"SubscriptionStatus", "Parameters"})
+# Primitive types an Extension's value[x] may take (FHIR R4 and R5 datatypes): each may come
+# with an ``_value<Type>`` element that fhir.resources does not declare on Extension.
+EXTENSION_PRIMITIVE_VALUES = frozenset(
+    f"value{t}"
+    for t in (
+        "Base64Binary",
+        "Boolean",
+        "Canonical",
+        "Code",
+        "Date",
+        "DateTime",
+        "Decimal",
+        "Id",
+        "Instant",
+        "Integer",
+        "Integer64",
+        "Markdown",
+        "Oid",
+        "PositiveInt",
+        "String",
+        "Time",
+        "UnsignedInt",
+        "Uri",
+        "Url",
+        "Uuid",
+    )
+)
+_EXTENSION_FIELDS = frozenset({"extension", "modifierExtension"})
 _VERSION_PARAM = re.compile(r"fhirVersion\s*=\s*\"?([0-9.]+)\"?", re.IGNORECASE)
 
 
@@ -127,7 +155,7 @@ def iter_resources(document: Any, location: str = "") -> Iterator[ParsedResource
     """Flatten one JSON document (resource or Bundle, Bundles nested) into its resources."""
     if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
         yield ParseFailure(
-            FhirRejected(FhirRejectionReason.INVALID_JSON, "not a JSON object with resourceType"),
+            FhirRejected(FhirRejectionReason.NOT_A_RESOURCE, _not_a_resource(document)),
             location or "payload",
         )
         return
@@ -149,7 +177,9 @@ def iter_resources(document: Any, location: str = "") -> Iterator[ParsedResource
     entries = document.get("entry") or []
     if not isinstance(entries, list):
         yield ParseFailure(
-            FhirRejected(FhirRejectionReason.INVALID_JSON, "Bundle.entry is not a list", "Bundle"),
+            FhirRejected(
+                FhirRejectionReason.VALIDATION_FAILED, "Bundle.entry is not a list", "Bundle"
+            ),
             where,
         )
         return
@@ -161,7 +191,9 @@ def iter_resources(document: Any, location: str = "") -> Iterator[ParsedResource
             if method == "DELETE":
                 continue  # a delete carries no resource; nothing to fold
             yield ParseFailure(
-                FhirRejected(FhirRejectionReason.INVALID_JSON, "entry without resource", "Bundle"),
+                FhirRejected(
+                    FhirRejectionReason.NOT_A_RESOURCE, "Bundle entry without resource", "Bundle"
+                ),
                 entry_where,
             )
             continue
@@ -180,10 +212,13 @@ def validate_resource(
     """Validate one resource against the FHIR models of ``version``; raises ``FhirRejected``.
 
     A payload taken as R4 that fails R4 validation but is valid R5 is rejected as
-    ``R5_CONTENT_AS_R4``, so that the sender learns to declare ``fhirVersion=5.0``.
+    ``R5_CONTENT_AS_R4``, so that the sender learns to declare it as FHIR 5.0 (how depends on
+    the channel: the ingress adds that hint). Primitive extensions of Extension values
+    (``_valueCode``) are valid FHIR JSON that the models do not declare: they are validated as
+    Elements of their own (:func:`split_extension_value_elements`).
     """
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        raise FhirRejected(FhirRejectionReason.INVALID_JSON, "not a JSON object with resourceType")
+        raise FhirRejected(FhirRejectionReason.NOT_A_RESOURCE, _not_a_resource(resource))
     rtype = resource["resourceType"]
     rid = _safe_id(resource)
     model = _model_class(rtype, version)
@@ -192,7 +227,7 @@ def validate_resource(
         if version is FhirVersionValues.R4 and _model_class(rtype, other) is not None:
             raise FhirRejected(
                 FhirRejectionReason.R5_CONTENT_AS_R4,
-                f"{rtype[:60]!r} exists only in R5; declare fhirVersion=5.0",
+                f"{rtype[:60]!r} exists only in R5: declare the payload as FHIR 5.0",
                 rtype,
                 rid,
             )
@@ -203,18 +238,66 @@ def validate_resource(
             rid,
         )
     try:
-        model.model_validate(resource)
+        _validate_as(model, resource, version)
     except (ValidationError, ValueError, TypeError) as e:
         if version is FhirVersionValues.R4 and _valid_as(resource, FhirVersionValues.R5):
             raise FhirRejected(
                 FhirRejectionReason.R5_CONTENT_AS_R4,
-                "invalid as R4 but valid as R5; declare fhirVersion=5.0",
+                "invalid as R4 but valid as R5: declare the payload as FHIR 5.0",
                 rtype,
                 rid,
             ) from e
         raise FhirRejected(
             FhirRejectionReason.VALIDATION_FAILED, describe_error(e), rtype, rid
         ) from e
+
+
+def split_extension_value_elements(node: Any) -> tuple[Any, list[tuple[str, Any]]]:
+    """``node`` without the primitive extensions of its Extensions' values, and those elements.
+
+    FHIR JSON lets every primitive value carry an ``_<name>`` element (id and extensions),
+    ``Extension.valueCode`` included (``_valueCode``); fhir.resources 8 (R4B and R5) declares
+    it on every type but Extension, so a valid resource would be refused as "Extra inputs are
+    not permitted". The returned copy lacks them (``node`` itself when there is none); each
+    comes back as ``(name, element)`` to be validated as an Element.
+    """
+    found: list[tuple[str, Any]] = []
+    return _split(node, found, in_extension=False), found
+
+
+def _split(node: Any, found: list[tuple[str, Any]], in_extension: bool) -> Any:
+    if isinstance(node, list):
+        items = [_split(item, found, in_extension) for item in node]
+        return node if all(a is b for a, b in zip(items, node, strict=True)) else items
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    changed = False
+    for name, value in node.items():
+        if in_extension and name.startswith("_") and name[1:] in EXTENSION_PRIMITIVE_VALUES:
+            found.append((name, _split(value, found, in_extension=False)))
+            changed = True
+            continue
+        child = _split(value, found, in_extension=name in _EXTENSION_FIELDS)
+        changed = changed or child is not value
+        out[name] = child
+    return out if changed else node
+
+
+def _validate_as(model: Any, resource: dict[str, Any], version: FhirVersionValues) -> None:
+    """Validate with ``model``; Extension values' primitive extensions as Elements."""
+    stripped, elements = split_extension_value_elements(resource)
+    model.model_validate(stripped)
+    if not elements:
+        return
+    element_model: Any
+    if version is FhirVersionValues.R4:
+        from fhir.resources.R4B.element import Element as element_model
+    else:
+        from fhir.resources.element import Element as element_model
+    for _name, element in elements:
+        if element is not None:  # null is allowed in arrays of primitive extensions
+            element_model.model_validate(element)
 
 
 def normalise_r5(resource: dict[str, Any]) -> dict[str, Any]:
@@ -263,10 +346,18 @@ def _valid_as(resource: dict[str, Any], version: FhirVersionValues) -> bool:
     if model is None:
         return False
     try:
-        model.model_validate(resource)
+        _validate_as(model, resource, version)
     except (ValidationError, ValueError, TypeError):
         return False
     return True
+
+
+def _not_a_resource(document: Any) -> str:
+    """Why valid JSON is not a resource, naming only its JSON type (never its values)."""
+    if isinstance(document, dict):
+        return "a JSON object without a resourceType string"
+    kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return f"{kind.get(type(document), 'a number')}, not a JSON object with resourceType"
 
 
 def _safe_id(resource: dict[str, Any]) -> str | None:

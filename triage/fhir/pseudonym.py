@@ -95,7 +95,9 @@ def patient_key(resource: dict[str, Any]) -> str:
 
 def _check_resource(resource: Any) -> None:
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-        raise FhirRejected(FhirRejectionReason.INVALID_JSON, "not a JSON object with resourceType")
+        raise FhirRejected(
+            FhirRejectionReason.NOT_A_RESOURCE, "not a JSON object with a resourceType string"
+        )
     from fhir.resources.R4B import get_fhir_model_class
 
     try:

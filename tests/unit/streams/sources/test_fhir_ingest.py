@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from streams.sources.fhir_ingest import CollectingSink, FhirIngress, report_lines
+from streams.sources.fhir_ingest import CollectingSink, FhirIngress
+from streams.sources.fhir_report import report_lines
+from streams.sources.quarantine import Quarantine
 from triage.fhir.parse import FhirVersionValues
 from triage.fhir.pseudonym import Pseudonymiser
 
@@ -19,7 +21,8 @@ PSEUDO = Pseudonymiser(b"test-key", "k9")
 
 def ingress(tmp_path: Path | None = None) -> tuple[FhirIngress, CollectingSink]:
     sink = CollectingSink()
-    return FhirIngress(PSEUDO, "h1", sink, "test", quarantine_dir=tmp_path), sink
+    held = Quarantine(tmp_path) if tmp_path is not None else None
+    return FhirIngress(PSEUDO, "h1", sink, "test", quarantine=held), sink
 
 
 def synthea(shared_data: Path) -> Path:
@@ -83,8 +86,13 @@ def test_rejections_are_typed_dead_letters_with_operation_outcome(tmp_path: Path
         payload = json.loads(letter.payload)
         (issue,) = payload["operationOutcome"]["issue"]
         assert issue["details"]["coding"][0]["code"] == letter.reason_code
-        assert issue["expression"][0].startswith("Obs.ndjson:line ")
+        # the position inside the input; the input's name stays at ingress (it may name the
+        # patient, as Synthea's files do)
+        assert issue["expression"][0].startswith("line ")
+        assert "Obs.ndjson" not in letter.model_dump_json()
         assert "raw-42" not in letter.payload and "Zzyzx" not in letter.payload
+        assert letter.source_topic == "test" and not letter.error.startswith(letter.reason_code)
+    assert [r.location for r in report.rejections] == ["Obs.ndjson:line 2", "Obs.ndjson:line 3"]
     held = [json.loads(letter.payload)["quarantined"] for letter in sink.dead_letters]
     assert all((tmp_path / name).exists() for name in held)
 
@@ -112,3 +120,96 @@ def test_unsupported_bundle_type_and_invalid_json() -> None:
     report = ing.ingest_json(b"\xff\xfe not json")
     assert [r.reason for r in report.rejections] == ["invalid_json"]
     assert not sink.events
+
+
+def test_counts_add_up_with_unreadable_files_and_non_resources(tmp_path: Path) -> None:
+    """received = used + ignored + rejected, per row and in total, unreadable parts included."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    patient = {"resourceType": "Patient", "id": "raw-1", "birthDate": "1950-01-02"}
+    (folder / "Patient.ndjson").write_text(f"{json.dumps(patient)}\n{{oops\n[1, 2]\n")
+    (folder / "broken.json").write_bytes(b"\xff\xfe not json")
+    (folder / "list.json").write_text("[]")
+    (folder / "claim.json").write_text(json.dumps({"resourceType": "Claim"}))  # invalid Claim
+    (folder / "org.json").write_text(json.dumps({"resourceType": "Organization", "id": "o"}))
+    ing, sink = ingress(tmp_path / "quarantine")
+    report = ing.ingest_path(folder)
+    report.merge(ing.ingest_path(tmp_path / "gone.json"))  # vanished before it could be read
+    rows = {rtype: c for rtype, c in report.counts.items()}
+    for rtype, c in rows.items():
+        assert c.received == c.used + c.ignored + c.rejected, rtype
+    assert report.received == report.used + report.ignored + report.rejected == 8
+    assert report.rejected == len(report.rejections) == len(sink.dead_letters)
+    reasons = sorted(r.reason for r in report.rejections)
+    assert reasons == [
+        "invalid_json",  # {oops
+        "invalid_json",  # not UTF-8
+        "not_a_resource",  # [1, 2]
+        "not_a_resource",  # []
+        "unreadable_file",
+        "validation_failed",  # the Claim
+    ]
+    assert rows["Patient"].used == 1 and rows["Organization"].ignored == 1
+    assert rows["(unreadable)"].rejected == 3 and rows["(not a resource)"].rejected == 2
+    table = report_lines(report)
+    total = next(line for line in table if line.startswith("total"))
+    assert total.split()[1:] == [
+        str(report.received),
+        str(report.used),
+        str(report.ignored),
+        str(report.rejected),
+    ]
+    assert len([line for line in table if line.startswith("rejected  ")]) == report.rejected
+
+
+def test_r5_primitive_extension_is_accepted_and_kept(tmp_path: Path) -> None:
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": "Patient/raw-1"},
+        "effectiveDateTime": "2024-03-01T10:00:00Z",
+        "valueQuantity": {"value": 88, "system": "http://unitsofmeasure.org", "code": "/min"},
+        "extension": [
+            {
+                "url": "http://example.org/fhir/StructureDefinition/device-class",
+                "valueCode": "monitor",
+                "_valueCode": {
+                    "extension": [
+                        {
+                            "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                            "valueCode": "unknown",
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+    ing, sink = ingress(tmp_path)
+    for version in FhirVersionValues:
+        report = ing.ingest_json(json.dumps(observation), version)
+        assert report.used == 1, report.rejections
+    assert "_valueCode" in sink.events[-1].resource["extension"][0]
+    assert not list(tmp_path.iterdir())  # nothing rejected, nothing quarantined
+
+
+def test_dead_letter_log_line_says_each_thing_once(caplog: pytest.LogCaptureFixture) -> None:
+    ing, sink = ingress()
+    code_system = {"resourceType": "CodeSystem", "status": 42, "content": "complete"}
+    with caplog.at_level("WARNING", logger="streams.dlq"):
+        report = ing.ingest_json(json.dumps(code_system), origin="Smith_John_raw-77.json")
+    (rejection,) = report.rejections
+    (line,) = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert "None" not in line  # no "@None/None" for an input that has no partition or offset
+    assert line.count(rejection.reason) == 1
+    assert "Smith" not in line and "raw-77" not in line
+    assert line.startswith("dead-lettered test at fhir_ingress: validation_failed (CodeSystem: ")
+
+
+def test_r5_hint_names_the_option_of_the_channel() -> None:
+    sink = CollectingSink()
+    ing = FhirIngress(PSEUDO, "h1", sink, "cli", r5_hint="run with --fhir-version 5.0")
+    transport = {"resourceType": "Transport", "status": "completed", "intent": "order"}
+    (rejection,) = ing.ingest_json(json.dumps(transport)).rejections
+    assert rejection.reason == "r5_content_as_r4"
+    assert rejection.detail.endswith("(run with --fhir-version 5.0)")

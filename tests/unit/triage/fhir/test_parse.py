@@ -84,7 +84,8 @@ def test_unsupported_bundle_type_and_non_resources_are_failures() -> None:
     assert failure.error.reason is FhirRejectionReason.UNSUPPORTED_BUNDLE_TYPE
     (failure,) = list(iter_resources([1, 2]))
     assert isinstance(failure, ParseFailure)
-    assert failure.error.reason is FhirRejectionReason.INVALID_JSON
+    assert failure.error.reason is FhirRejectionReason.NOT_A_RESOURCE  # valid JSON, no resource
+    assert failure.error.why == "an array, not a JSON object with resourceType"
 
 
 def test_ndjson_lines_are_independent() -> None:
@@ -93,7 +94,10 @@ def test_ndjson_lines_are_independent() -> None:
     assert types(parts) == ["Patient", "Observation"]
     failures = [p for p in parts if isinstance(p, ParseFailure)]
     assert [f.location for f in failures] == ["line 2", "line 5"]
-    assert all(f.error.reason is FhirRejectionReason.INVALID_JSON for f in failures)
+    assert [f.error.reason for f in failures] == [
+        FhirRejectionReason.INVALID_JSON,  # "{broken": not JSON
+        FhirRejectionReason.NOT_A_RESOURCE,  # "42": JSON, not a resource
+    ]
 
 
 def test_versions_from_content_type() -> None:
@@ -140,3 +144,55 @@ def test_validation_messages_never_echo_input_values() -> None:
     assert "p1" not in info.value.why
     cause = info.value.__cause__
     assert cause is not None and canary not in describe_error(cause)
+
+
+def _data_absent(code: str) -> dict[str, Any]:
+    return {
+        "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+        "valueCode": code,
+    }
+
+
+@pytest.mark.parametrize("version", list(FhirVersionValues))
+def test_primitive_extensions_of_extension_values_are_valid_fhir(
+    version: FhirVersionValues,
+) -> None:
+    """``_valueCode`` beside an Extension's ``valueCode`` (fhir.resources declares none)."""
+    extension = {
+        "url": "http://example.org/fhir/StructureDefinition/triage-source",
+        "valueCode": "ed",
+        "_valueCode": {"id": "v1", "extension": [_data_absent("unknown")]},
+    }
+    nested = {
+        "url": "http://example.org/fhir/StructureDefinition/outer",
+        "extension": [{**extension, "_valueString": {"extension": [_data_absent("masked")]}}],
+    }
+    obs = {**OBS, "extension": [extension], "modifierExtension": [], "_status": {"id": "s"}}
+    obs["code"] = {**OBS["code"], "extension": [nested]}
+    validate_resource(obs, version)
+    # values absent, only their extensions (a data-absent-reason on the value itself)
+    absent = {"url": extension["url"], "_valueCode": {"extension": [_data_absent("unknown")]}}
+    validate_resource({**OBS, "extension": [absent]}, version)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"_valueCode": {"unknown": 1}},  # not an Element
+        {"_valueCode": {"extension": [{"valueCode": "x"}]}},  # nested extension without url
+        {"_url": {"id": "u"}},  # Extension.url is an attribute: no primitive extension
+        {"_valueQuantity": {"id": "q"}},  # Quantity is not a primitive
+    ],
+)
+def test_invalid_primitive_extensions_are_still_refused(bad: dict[str, Any]) -> None:
+    extension = {"url": "http://example.org/x", "valueCode": "a", **bad}
+    with pytest.raises(FhirRejected) as info:
+        validate_resource({**OBS, "extension": [extension]}, FhirVersionValues.R5)
+    assert info.value.reason is FhirRejectionReason.VALIDATION_FAILED
+
+
+def test_r5_hint_names_no_channel_option() -> None:
+    """The library says what to declare; each ingress says how (CLI option, HTTP header)."""
+    with pytest.raises(FhirRejected) as info:
+        validate_resource(R5_ENCOUNTER)
+    assert "FHIR 5.0" in info.value.why and "fhirVersion=" not in info.value.why

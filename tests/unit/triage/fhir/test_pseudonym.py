@@ -191,8 +191,8 @@ def test_synthea_bundle_has_no_name_or_id_left(shared_data: Path) -> None:
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        ([1, 2], FhirRejectionReason.INVALID_JSON),
-        ({"id": "x"}, FhirRejectionReason.INVALID_JSON),
+        ([1, 2], FhirRejectionReason.NOT_A_RESOURCE),
+        ({"id": "x"}, FhirRejectionReason.NOT_A_RESOURCE),
         ({"resourceType": "NotAThing", "id": "x"}, FhirRejectionReason.UNKNOWN_RESOURCE_TYPE),
         ({"resourceType": "Patient"}, FhirRejectionReason.MISSING_SUBJECT),
         (
