@@ -25,6 +25,7 @@ from deploy.process import (
     log_tail,
     port_is_open,
     require_binary,
+    spawn_detached,
 )
 
 logger = logging.getLogger(__name__)
@@ -37,13 +38,25 @@ _NODE_ID = 1
 
 
 def render_server_properties(
-    port: int, controller_port: int, log_dir: Path, num_partitions: int = 4
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    num_partitions: int = 4,
+    node_id: int = _NODE_ID,
+    quorum_voters: str | None = None,
 ) -> str:
-    """server.properties for a single-node KRaft cluster on 127.0.0.1 (every RF and ISR is 1)."""
+    """server.properties for one KRaft node on 127.0.0.1 (broker and controller in one process).
+
+    Alone (``quorum_voters`` None) every replication factor and ISR is 1; in a cluster
+    (``quorum_voters`` names every node's controller) Kafka's internal topics get 3 copies and
+    ``min.insync.replicas`` 2, so one node may die.
+    """
+    clustered = quorum_voters is not None
+    replicas, isr = ("3", "2") if clustered else ("1", "1")
     settings = {
         "process.roles": "broker,controller",
-        "node.id": str(_NODE_ID),
-        "controller.quorum.voters": f"{_NODE_ID}@{HOST}:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": quorum_voters or f"{node_id}@{HOST}:{controller_port}",
         "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
         "controller.listener.names": "CONTROLLER",
@@ -51,13 +64,13 @@ def render_server_properties(
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(log_dir),
         "num.partitions": str(num_partitions),
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "default.replication.factor": replicas,
+        "min.insync.replicas": isr,
+        "offsets.topic.replication.factor": replicas,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": isr,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": isr,
         # a local broker serves one consumer at a time: do not wait 3 s before the first rebalance
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "true",
@@ -108,8 +121,15 @@ class KafkaBroker(LocalService):
         num_partitions: int = 4,
         resolve_timeout_s: float = 900,
         ready_probe: ReadyProbe | None = None,
+        node_id: int = _NODE_ID,
+        quorum_voters: str | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         self.run_dir = run_dir.resolve()
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters
+        # every node of one cluster is formatted with the same id
+        self.cluster_id = cluster_id
         self.ready_probe = ready_probe
         self.cache_dir = cache_dir.expanduser().resolve()
         self.port = port
@@ -131,13 +151,31 @@ class KafkaBroker(LocalService):
 
     def start(self, timeout_s: float = 90) -> None:
         """Resolve jars, write config, format storage if needed, launch and wait until healthy."""
+        self._launch(self.prepare(), self.stdout_log, timeout_s, logs=self.logs)
+
+    @property
+    def logs(self) -> tuple[Path, Path]:
+        """The JVM's output and the broker's log (their tails go into start errors)."""
+        return self.stdout_log, self.server_log
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Prepare and launch without waiting (a cluster starts all nodes, then waits for each).
+
+        A lone node of a 3-node quorum cannot become healthy until a second one runs.
+        """
+        self._process = spawn_detached(self.prepare(), self.stdout_log, cwd=self.run_dir)
+        self.pid_file.write(self._process.pid)
+        return self._process
+
+    def prepare(self) -> list[str]:
+        """Refuse busy ports, resolve jars, write config, format storage; the JVM command."""
         java = require_binary("java", SERVICE, INSTALL_HINT)
         self._refuse_start(HOST, (self.port, self.controller_port), str(self.run_dir))
         lib = resolve_kafka_jars(self.cache_dir, timeout_s=self.resolve_timeout_s)
         self._write_config()
         classpath = f"{lib}/*"
         self._format_storage(java, classpath)
-        cmd = [
+        return [
             java,
             f"-Xmx{self.heap_mb}m",
             "-XX:+UseG1GC",
@@ -148,13 +186,17 @@ class KafkaBroker(LocalService):
             "kafka.Kafka",
             str(self.server_properties),
         ]
-        self._launch(cmd, self.stdout_log, timeout_s, logs=(self.stdout_log, self.server_log))
 
     def _write_config(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.server_properties.write_text(
             render_server_properties(
-                self.port, self.controller_port, self.data_dir, self.num_partitions
+                self.port,
+                self.controller_port,
+                self.data_dir,
+                self.num_partitions,
+                node_id=self.node_id,
+                quorum_voters=self.quorum_voters,
             ),
             encoding="utf-8",
         )
@@ -178,7 +220,7 @@ class KafkaBroker(LocalService):
             "kafka.tools.StorageTool",
             "format",
             # "=" form: a base64url id may start with "-", which argparse would take for an option
-            f"--cluster-id={new_cluster_id()}",
+            f"--cluster-id={self.cluster_id or new_cluster_id()}",
             f"--config={self.server_properties}",
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)

@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from deploy.kafka import HOST, KafkaBroker, ReadyProbe
+from deploy.kafka_cluster import KafkaCluster
 from deploy.postgres import PostgresServer
 from deploy.process import LocalService, port_is_open, rss_mb
 from deploy.prometheus import PrometheusServer
@@ -75,16 +76,31 @@ class LocalServices:
         prometheus_targets: Sequence[str] = (),
         scrape_interval_s: float = 5.0,
         kafka_ready_probe: ReadyProbe | None = None,
+        kafka_nodes: int = 1,
     ) -> None:
-        self.kafka = KafkaBroker(
-            run_dir / "kafka",
-            cache_dir,
-            port=kafka_port,
-            controller_port=kafka_controller_port,
-            heap_mb=kafka_heap_mb,
-            num_partitions=kafka_partitions,
-            ready_probe=kafka_ready_probe,
-        )
+        # one node: the demo's broker, as before; more: a KRaft cluster on loopback
+        self.kafka: KafkaBroker | KafkaCluster
+        if kafka_nodes == 1:
+            self.kafka = KafkaBroker(
+                run_dir / "kafka",
+                cache_dir,
+                port=kafka_port,
+                controller_port=kafka_controller_port,
+                heap_mb=kafka_heap_mb,
+                num_partitions=kafka_partitions,
+                ready_probe=kafka_ready_probe,
+            )
+        else:
+            self.kafka = KafkaCluster(
+                run_dir / "kafka",
+                cache_dir,
+                nodes=kafka_nodes,
+                port=kafka_port,
+                controller_port=kafka_controller_port,
+                heap_mb=kafka_heap_mb,
+                num_partitions=kafka_partitions,
+                ready_probe=kafka_ready_probe,
+            )
         self.triton = TritonServer(
             run_dir / "triton",
             model_repository,

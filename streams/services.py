@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deploy.services import LocalServices
+from streams.kafka_health import broker_answers
 from streams.settings import Settings
 
 
@@ -19,9 +20,13 @@ def port_of(bootstrap_servers: str) -> int:
 
 
 def services_from_settings(
-    settings: Settings, model_repository: Path | None = None
+    settings: Settings, model_repository: Path | None = None, kafka_nodes: int | None = None
 ) -> LocalServices:
-    """Build :class:`LocalServices` from ctriage settings."""
+    """Build :class:`LocalServices` from ctriage settings (``kafka_nodes``: overrides the setting).
+
+    The Kafka readiness probe is a metadata round trip (:mod:`streams.kafka_health`): a node
+    whose port is open may not serve clients yet.
+    """
     return LocalServices(
         run_dir=settings.run_dir,
         cache_dir=settings.cache_dir,
@@ -30,6 +35,8 @@ def services_from_settings(
         kafka_controller_port=settings.kafka.controller_port,
         kafka_heap_mb=settings.kafka.heap_mb,
         kafka_partitions=settings.kafka.partitions,
+        kafka_nodes=kafka_nodes or settings.kafka.nodes,
+        kafka_ready_probe=broker_answers,
         triton_http_port=settings.triton.http_port,
         triton_grpc_port=settings.triton.grpc_port,
         triton_metrics_port=settings.triton.metrics_port,

@@ -29,7 +29,8 @@ class KafkaSettings(BaseModel, frozen=True):
     sasl_password: SecretStr | None = None
     heap_mb: int = 768
     # the local cluster of `ctriage services up` (1: one combined broker+controller, the demo;
-    # 3: three on loopback, ports bootstrap+10*i and controller+10*i)
+    # 3: three on loopback, node i on ports bootstrap+100*i and controller+100*i, clear of the
+    # workers' metrics_port+N; `services up --kafka-nodes 3` does the same)
     nodes: int = Field(default=1, ge=1)
     # topics' replication factor and min.insync.replicas (None: 1/1 on one node, 3/2 on three);
     # producers send with acks=all

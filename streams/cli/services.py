@@ -11,11 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from deploy.exceptions import ServiceError
-from deploy.services import ServiceNameValues, ServiceStatus
+from deploy.kafka_cluster import recorded_nodes
+from deploy.services import LocalServices, ServiceNameValues, ServiceStatus
 from streams.services import services_from_settings
 from streams.settings import load_settings
 
-app = typer.Typer(help="Run the local Kafka broker and Triton server.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run the local Kafka broker (or cluster) and Triton server.", no_args_is_help=True
+)
 console = Console()
 
 Only = Annotated[
@@ -41,6 +44,25 @@ def _print(statuses: list[ServiceStatus]) -> None:
     console.print(table)
 
 
+KafkaNodes = Annotated[
+    int | None,
+    typer.Option(
+        "--kafka-nodes",
+        min=1,
+        help="Kafka nodes on loopback (default: CTRIAGE_KAFKA__NODES, 1; 3 for a real cluster).",
+    ),
+]
+
+
+def _services(
+    kafka_nodes: int | None = None, model_repository: Path | None = None
+) -> LocalServices:
+    """The local services; a cluster launched earlier is found again by its node folders."""
+    settings = load_settings()
+    nodes = kafka_nodes or recorded_nodes(settings.run_dir / "kafka")
+    return services_from_settings(settings, model_repository, kafka_nodes=nodes)
+
+
 def _names(only: list[ServiceNameValues] | None) -> list[ServiceNameValues]:
     return list(only) if only else list(ServiceNameValues)
 
@@ -52,10 +74,11 @@ def up(
         Path | None, typer.Option(help="Triton model repository (default: from settings).")
     ] = None,
     timeout_s: Annotated[float, typer.Option(help="Seconds to wait for each service.")] = 120,
+    kafka_nodes: KafkaNodes = None,
 ) -> None:
     """Start the services in the background and return once they are healthy."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    services = services_from_settings(load_settings(), model_repository)
+    services = _services(kafka_nodes, model_repository)
     try:
         statuses = services.up(_names(only), kafka_timeout_s=timeout_s, triton_timeout_s=timeout_s)
     except ServiceError as e:
@@ -71,7 +94,7 @@ def down(
     timeout_s: Annotated[float, typer.Option(help="Seconds before SIGKILL.")] = 30,
 ) -> None:
     """Stop the services started by ``up`` (found through their pid files)."""
-    services = services_from_settings(load_settings())
+    services = _services()
     try:
         statuses = services.down(_names(only), timeout_s=timeout_s)
     except ServiceError as e:
@@ -83,4 +106,4 @@ def down(
 @app.command()
 def status() -> None:
     """Show whether each service runs, is healthy, and how much memory it holds."""
-    _print(services_from_settings(load_settings()).status())
+    _print(_services().status())

@@ -44,7 +44,7 @@ EXPECTED: list[tuple[str, tuple[str, ...]]] = [
     ("risk validate", ("--csv", "--models", "--json", "--plots", "--threshold", "--bootstrap", "--seed")),  # noqa: E501
     ("services down", ("--only", "--timeout-s")),
     ("services status", ()),
-    ("services up", ("--only", "--model-repository", "--timeout-s")),
+    ("services up", ("--only", "--model-repository", "--timeout-s", "--kafka-nodes")),
     ("thresholds history", ("--hospital",)),
     ("thresholds set", ("--level", "--value", "--reason", "--hospital", "--by", "--alert-from", "--expected-version", "--api", "--token")),  # noqa: E501
     ("thresholds show", ("--model", "--hospital", "--studies-per-day")),
