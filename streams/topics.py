@@ -137,6 +137,7 @@ TABLES: dict[str, int | None] = {
     "patient_to_pending": None,
     "alerted_studies": None,
     "patient_to_recent_studies": None,
+    "patient_to_timeline": None,
     "hospital_to_census": 1,
 }
 
