@@ -15,6 +15,7 @@ from streams.cli.common import configure_logging, pseudonymiser
 from streams.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from streams.sources.dicom_receiver import PeerAllowList
     from streams.sources.publish import StudyPublisher
 
 
@@ -87,6 +88,43 @@ def _publisher(settings: Settings) -> StudyPublisher:
     )
 
 
+def _allowed_peers(settings: Settings) -> PeerAllowList | None:
+    """The C-STORE allow-list of the settings (None: any peer, when explicitly turned off)."""
+    import logging
+
+    from streams.sources.dicom_receiver import PeerAllowList
+
+    ingest = settings.ingest
+    if not ingest.reject_unknown_sources:
+        logging.getLogger(__name__).warning(
+            "CTRIAGE_INGEST__REJECT_UNKNOWN_SOURCES is off: any peer that reaches port %d may "
+            "send studies",
+            ingest.port,
+        )
+        return None
+    try:
+        peers = PeerAllowList.of(ingest.calling_ae_titles, ingest.calling_hosts)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="CTRIAGE_INGEST__CALLING_HOSTS") from e
+    if not peers.ae_titles:
+        logging.getLogger(__name__).warning(
+            "no calling AE title allowed (CTRIAGE_INGEST__CALLING_AE_TITLES): every "
+            "association is rejected"
+        )
+    return peers
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """Serve this process's Prometheus metrics when ``CTRIAGE_INGEST__METRICS_PORT`` is set."""
+    from prometheus_client import start_http_server
+
+    from streams.metrics import REGISTRY
+
+    port = settings.ingest.metrics_port
+    if port is not None:
+        start_http_server(port, addr=settings.ingest.host, registry=REGISTRY)
+
+
 def ingest_command(
     path: Annotated[Path, typer.Argument(help="Folder of DICOM files, or a DICOMDIR.")],
 ) -> None:
@@ -125,7 +163,9 @@ def receive_command(
 
     configure_logging("info")
     settings = load_settings()
+    peers = _allowed_peers(settings)
     publisher = _publisher(settings)
+    _serve_metrics(settings)
     receiver = DicomReceiver(
         StudyStore(settings.ingest.study_store),
         on_stable=lambda study: publisher.publish(study.arrival, "dicom-cstore"),
@@ -134,6 +174,7 @@ def receive_command(
         host=settings.ingest.host,
         port=settings.ingest.port,
         stability_s=settings.ingest.stability_s if stability_s is None else stability_s,
+        peers=peers,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -158,23 +199,38 @@ def poll_dicomweb_command(
     """Poll a PACS over DICOMweb and publish each new stable CT study (Ctrl-C stops)."""
     import threading
 
-    from streams.sources.dicomweb import DicomwebPoller
+    from streams.sources.dicomweb import DicomwebPoller, pacs_session
     from streams.sources.publish import StudyArrival
     from streams.sources.study_store import StudyStore
 
     configure_logging("info")
     settings = load_settings()
+    ingest = settings.ingest
+    root = url or ingest.dicomweb_url
+    try:
+        session = pacs_session(
+            root,
+            ingest.dicomweb_token,
+            ingest.dicomweb_username,
+            ingest.dicomweb_password,
+            ingest.dicomweb_ca_file,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="CTRIAGE_INGEST__DICOMWEB_*") from e
     publisher = _publisher(settings)
+    _serve_metrics(settings)
 
     def announce(arrival: StudyArrival) -> None:
         publisher.publish(arrival, "dicomweb")
 
     poller = DicomwebPoller(
-        url or settings.ingest.dicomweb_url,
-        StudyStore(settings.ingest.study_store),
+        root,
+        StudyStore(ingest.study_store),
         on_study=announce,
         on_rejected=publisher.reject,
-        stability_s=0.0 if once else settings.ingest.stability_s,
+        stability_s=0.0 if once else ingest.stability_s,
+        session=session,
+        timeout_s=ingest.dicomweb_timeout_s,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

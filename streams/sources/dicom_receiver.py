@@ -7,6 +7,12 @@ of it has arrived for ``stability_s`` seconds (MONAI Informatics Gateway uses 5 
 sources differ, so it is configurable). An instance that arrives after its study was announced
 re-opens it: the study is announced again when stable (same event id; downstream is idempotent).
 C-ECHO is answered. A refused instance (hostile UID) gets a failure status and a dead letter.
+
+Only known peers may send (MONAI Informatics Gateway's ``rejectUnknownSources``): with a
+:class:`PeerAllowList` an association from another calling AE title (or an allowed title from
+another address) is rejected at once (A-ASSOCIATE-RJ, permanent, "calling AE title not
+recognised"), before any instance is read; the refusal is counted in
+``ctriage_ingress_refusals_total{source="dicom-cstore"}`` and logged with the peer.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,7 @@ from inference.volume import study_datetime
 from streams.metrics import RECEIVED_INSTANCES
 from streams.records import DeadLetter
 from streams.sources.publish import StudyArrival, rejection
+from streams.sources.refusals import IngressRefusalValues, count_refusal
 from streams.sources.study_store import StudyStore, patient_id
 
 logger = logging.getLogger(__name__)
@@ -38,6 +46,13 @@ SOURCE = "dicom-cstore"
 STATUS_SUCCESS = 0x0000
 STATUS_CANNOT_UNDERSTAND = 0xC000  # PS3.4 C-STORE "Error: Cannot understand"
 STATUS_OUT_OF_RESOURCES = 0xA700
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected permanent, by the service user, with its diagnostic
+_REJECTED_PERMANENT = 0x01
+_BY_SERVICE_USER = 0x01
+_DIAGNOSTIC = {
+    IngressRefusalValues.UNKNOWN_CALLING_AE: 0x03,  # calling AE title not recognised
+    IngressRefusalValues.UNKNOWN_CALLING_HOST: 0x01,  # no reason given
+}
 #: Transfer syntaxes accepted for storage: everything pydicom knows, compressed included.
 _TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1",  # explicit VR little endian
@@ -123,11 +138,40 @@ class StudyTracker:
             return len(self._pending)
 
 
+@dataclass(frozen=True)
+class PeerAllowList:
+    """The C-STORE peers allowed to associate: calling AE titles, optionally from networks."""
+
+    ae_titles: frozenset[str]
+    networks: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    @classmethod
+    def of(cls, ae_titles: Iterable[str], hosts: Iterable[str] = ()) -> PeerAllowList:
+        """From settings: AE titles, and IP addresses or networks (``10.1.0.0/16``)."""
+        networks = tuple(ip_network(host.strip(), strict=False) for host in hosts)
+        return cls(frozenset(title.strip() for title in ae_titles), networks)
+
+    def refusal(self, ae_title: str, address: str) -> IngressRefusalValues | None:
+        """Why a peer may not send (None: it may)."""
+        if ae_title.strip() not in self.ae_titles:
+            return IngressRefusalValues.UNKNOWN_CALLING_AE
+        if not self.networks:
+            return None
+        try:
+            peer = ip_address(address)
+        except ValueError:
+            return IngressRefusalValues.UNKNOWN_CALLING_HOST
+        if any(peer in network for network in self.networks):
+            return None
+        return IngressRefusalValues.UNKNOWN_CALLING_HOST
+
+
 class DicomReceiver:
     """A Storage SCP on ``host:port`` that announces stable studies.
 
     ``on_stable`` gets each stable study, ``on_rejected`` each dead letter. It runs in background
-    threads between ``start()`` and ``stop()``.
+    threads between ``start()`` and ``stop()``. ``peers`` (None: any peer) are the only calling
+    AE titles and addresses whose associations are accepted.
     """
 
     def __init__(
@@ -140,8 +184,10 @@ class DicomReceiver:
         port: int = 11112,
         stability_s: float = 5.0,
         check_interval_s: float = 0.1,
+        peers: PeerAllowList | None = None,
     ) -> None:
         self.store = store
+        self.peers = peers
         self.on_stable = on_stable
         self.on_rejected = on_rejected
         self.ae_title = ae_title
@@ -160,9 +206,10 @@ class DicomReceiver:
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(str(context.abstract_syntax), _TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        self._server = ae.start_server(
-            self.address, block=False, evt_handlers=[(evt.EVT_C_STORE, self._handle_store)]
-        )
+        handlers: list[Any] = [(evt.EVT_C_STORE, self._handle_store)]
+        if self.peers is not None:
+            handlers.append((evt.EVT_REQUESTED, self._handle_request))
+        self._server = ae.start_server(self.address, block=False, evt_handlers=handlers)
         self._stop.clear()
         self._timer = threading.Thread(target=self._watch, name="dicom-stability", daemon=True)
         self._timer.start()
@@ -177,6 +224,25 @@ class DicomReceiver:
         if self._timer is not None:
             self._timer.join(timeout=10)
             self._timer = None
+
+    def _handle_request(self, event: Any) -> None:
+        """Reject an association from a peer not on the allow-list, before it sends anything."""
+        if self.peers is None:  # registered only with an allow-list
+            return
+        assoc = event.assoc
+        calling = str(assoc.requestor.primitive.calling_ae_title).strip()
+        address = str(assoc.requestor.address)
+        reason = self.peers.refusal(calling, address)
+        if reason is None:
+            return
+        count_refusal(
+            SOURCE,
+            reason,
+            f"{calling[:16]!r}@{address}",
+            "not in CTRIAGE_INGEST__CALLING_AE_TITLES / CALLING_HOSTS",
+        )
+        assoc.acse.send_reject(_REJECTED_PERMANENT, _BY_SERVICE_USER, _DIAGNOSTIC[reason])
+        assoc.kill()
 
     def _handle_store(self, event: Any) -> int:
         try:

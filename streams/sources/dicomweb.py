@@ -6,6 +6,9 @@ across polls: DICOMweb has no "study complete" signal either. Fetched instances 
 store under keys derived from their UIDs, and the study is announced like any other source's.
 A non-conformant UID (an anonymiser's UUID) is fetched like any other, percent-encoded in the
 request URLs; a hostile one (control characters, path separators) is dead-lettered.
+
+The PACS may require authentication and TLS (:func:`pacs_session`): a bearer token or a user and
+password (HTTP basic), and a CA bundle for a certificate signed by the hospital's own CA.
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from dicomweb_client.api import DICOMwebClient
+from pydantic import SecretStr
 from pydicom.dataset import Dataset
-from requests import RequestException
+from requests import PreparedRequest, RequestException, Response, Session
+from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
 
 from inference.exceptions import SeriesRejected, SeriesRejectionReason
 from inference.headers import quiet_pydicom
@@ -40,6 +47,52 @@ _INSTANCES = "00201208"
 _AS_STORED = (("application/dicom", "*"),)
 
 
+def pacs_session(
+    url: str,
+    token: SecretStr | None = None,
+    username: str | None = None,
+    password: SecretStr | None = None,
+    ca_file: Path | None = None,
+) -> Session:
+    """An HTTP session that authenticates to the PACS and checks its certificate.
+
+    A bearer ``token`` or a ``username`` and ``password`` (not both); ``ca_file`` (PEM) replaces
+    the system's CAs for a PACS whose certificate the hospital's own CA signed. Credentials over
+    plain ``http://`` work but are logged as a warning: they travel in clear.
+    """
+    if token is not None and username is not None:
+        raise ValueError("give the PACS a bearer token or a user and password, not both")
+    if ca_file is not None and not ca_file.is_file():
+        raise ValueError(f"CA file {ca_file} does not exist")
+    session = Session()
+    if token is not None:
+        session.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+    elif username is not None:
+        secret = password.get_secret_value() if password is not None else ""
+        session.auth = HTTPBasicAuth(username, secret)
+    if ca_file is not None:
+        session.verify = str(ca_file)
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's verify; the
+        # adapter makes the configured CA the one that is used
+        session.mount("https://", _CaBundleAdapter(str(ca_file)))
+    if (token is not None or username is not None) and url.lower().startswith("http://"):
+        logger.warning("PACS credentials are sent in clear to %s: use https://", url)
+    return session
+
+
+class _CaBundleAdapter(HTTPAdapter):
+    """Verifies every HTTPS certificate against one CA bundle, whatever the environment says."""
+
+    def __init__(self, ca_file: str) -> None:
+        super().__init__()
+        self.ca_file = ca_file
+
+    def send(self, request: PreparedRequest, **kwargs: Any) -> Response:  # type: ignore[override]
+        """Send with ``verify`` set to the CA bundle (never off, never the environment's)."""
+        kwargs["verify"] = self.ca_file
+        return super().send(request, **kwargs)
+
+
 @dataclass
 class _Seen:
     instances: int
@@ -57,9 +110,11 @@ class DicomwebPoller:
         on_rejected: Callable[[DeadLetter], None],
         stability_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        session: Session | None = None,
+        timeout_s: float = 60.0,
     ) -> None:
         # permissive: anonymisers' UIDs (UUIDs, leading zeros) are fetched; hostile ones are not
-        self.client = DICOMwebClient(url, permissive_uid=True)
+        self.client = DICOMwebClient(url, session=session, permissive_uid=True, timeout=timeout_s)
         self.store = store
         self.on_study = on_study
         self.on_rejected = on_rejected
@@ -163,6 +218,6 @@ def _in_url(uid: str) -> str:
     return quote(uid, safe="")
 
 
-def store_results(url: str, datasets: list[Dataset]) -> None:
+def store_results(url: str, datasets: list[Dataset], session: Session | None = None) -> None:
     """STOW-RS the result objects (SEG, SR) into their study on the PACS."""
-    DICOMwebClient(url).store_instances(datasets)
+    DICOMwebClient(url, session=session).store_instances(datasets)

@@ -1,28 +1,39 @@
-"""Orthanc (a real PACS) sends studies to our C-STORE receiver; each stable study loads."""
+"""Orthanc (a real PACS) sends studies to our C-STORE receiver; each stable study loads.
+
+The receiver accepts only allow-listed calling AE titles (Orthanc's own, and the test's
+pynetdicom peer): Orthanc sending from an unknown AE title, or from an address not allowed, is
+rejected at association, counted and logged, and nothing of the study is stored.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
+import urllib.error
 from pathlib import Path
 
 import pytest
 from dicom_factory import ct_slice, write_ct_series
 from orthanc_client import orthanc, upload
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from deploy.orthanc import OrthancServer
 from inference.volume import load_series
-from streams.metrics import NONCONFORMANT_UID_STUDIES
+from streams.metrics import INGRESS_REFUSALS, NONCONFORMANT_UID_STUDIES
 from streams.records import DeadLetter
-from streams.sources.dicom_receiver import DicomReceiver, StableStudy
+from streams.sources.dicom_receiver import DicomReceiver, PeerAllowList, StableStudy
 from streams.sources.study_store import StudyStore
 
 pytestmark = pytest.mark.integration
 
 STABILITY_S = 1.0
+#: Orthanc's calling AE title (deploy/orthanc.py's default) and the test's own pynetdicom peer
+ALLOWED = PeerAllowList.of(["ORTHANC", "HOSTILE"], ["127.0.0.1"])
 
 
 class Collector:
@@ -41,7 +52,13 @@ class Collector:
 
 
 @pytest.fixture
-def receiver(tmp_path: Path, receiver_address: tuple[str, int]):  # noqa: ANN201
+def peers() -> PeerAllowList:
+    """Who the receiver accepts (a test may override this fixture)."""
+    return ALLOWED
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, receiver_address: tuple[str, int], peers: PeerAllowList):  # noqa: ANN201
     aet, port = receiver_address
     collector = Collector()
     scp = DicomReceiver(
@@ -51,10 +68,74 @@ def receiver(tmp_path: Path, receiver_address: tuple[str, int]):  # noqa: ANN201
         ae_title=aet,
         port=port,
         stability_s=STABILITY_S,
+        peers=peers,
     )
     scp.start()
     yield scp, collector
     scp.stop()
+
+
+def refused(reason: str) -> float:
+    return INGRESS_REFUSALS.labels(source="dicom-cstore", reason=reason)._value.get()
+
+
+def own_study(folder: Path, slices: int) -> Path:
+    """A CT series under a study UID of its own (the factory's default is shared in Orthanc)."""
+    study_uid = generate_uid()
+
+    def edit(_: int, ds: Dataset) -> None:
+        ds.StudyInstanceUID = study_uid
+
+    write_ct_series(folder, slices, edit=edit)
+    return folder
+
+
+def store_from(server: OrthancServer, study_id: str, local_aet: str) -> None:
+    """Orthanc's C-STORE of a study to our receiver, calling with ``local_aet``."""
+    body = json.dumps({"Resources": [study_id], "LocalAet": local_aet, "Synchronous": True})
+    orthanc(server, "POST", "/modalities/ctriage/store", body.encode())
+
+
+def test_orthanc_from_an_unknown_ae_title_is_rejected_and_counted(
+    orthanc_server: OrthancServer,
+    receiver,  # noqa: ANN001
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scp, collector = receiver
+    study_id = upload(orthanc_server, own_study(tmp_path / "series", 4))
+    before = refused("unknown_calling_ae")
+    with (
+        caplog.at_level(logging.WARNING, logger="streams.sources.refusals"),
+        pytest.raises(urllib.error.HTTPError),  # Orthanc reports the failed C-STORE
+    ):
+        store_from(orthanc_server, study_id, "INTRUDER")
+    assert refused("unknown_calling_ae") == before + 1
+    assert any(
+        "dicom-cstore refused 'INTRUDER'@127.0.0.1: unknown_calling_ae" in r.getMessage()
+        for r in caplog.records
+    )
+    time.sleep(STABILITY_S * 2)
+    assert scp.instances == 0 and not collector.stable and not collector.rejected
+    assert not any(scp.store.root.rglob("*.dcm"))
+    # the same study from Orthanc's own AE title goes through
+    store_from(orthanc_server, study_id, "ORTHANC")
+    assert collector.wait().arrival.instances == 4
+
+
+@pytest.mark.parametrize("peers", [PeerAllowList.of(["ORTHANC"], ["10.20.0.0/16"])])
+def test_an_allowed_ae_title_from_another_address_is_rejected(
+    orthanc_server: OrthancServer,
+    receiver,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    scp, collector = receiver
+    study_id = upload(orthanc_server, own_study(tmp_path / "series", 2))
+    before = refused("unknown_calling_host")
+    with pytest.raises(urllib.error.HTTPError):
+        store_from(orthanc_server, study_id, "ORTHANC")
+    assert refused("unknown_calling_host") == before + 1
+    assert scp.instances == 0
 
 
 def test_orthanc_echoes_our_receiver(orthanc_server: OrthancServer, receiver) -> None:  # noqa: ANN001
