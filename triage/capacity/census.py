@@ -193,28 +193,9 @@ def forecast_icu(
     ``arrivals[j]`` is the expected number of unannounced admissions on day ``j + 1`` (patients
     not already counted in ``pipeline``); missing days count as none.
     """
-    if capacity_beds < 0:
-        raise ConfigRejected(ConfigRejectionReason.NEGATIVE_CAPACITY, f"{capacity_beds} beds")
+    occupants, pipeline = list(occupants), list(pipeline)
+    rates = _checked_inputs(capacity_beds, now, occupants, pipeline, arrivals, arrival_log_sd, days)
     los = LengthOfStay(los_mean_days, los_sigma)
-    _check_aware(now, "now")
-    occupants = list(occupants)
-    pipeline = list(pipeline)
-    rates = [float(r) for r in (arrivals or [])][:days]
-    rates += [0.0] * (days - len(rates))
-    if any(not (r >= 0.0 and math.isfinite(r)) for r in rates) or not arrival_log_sd >= 0.0:
-        raise ConfigRejected(
-            ConfigRejectionReason.INVALID_ARRIVALS,
-            f"arrival rates {rates} and log-sd {arrival_log_sd} must be finite and >= 0",
-        )
-    for occ in occupants:
-        _check_aware(occ.admitted_at, f"admitted_at of {occ.patient}")
-    for pat in pipeline:
-        _check_aware(pat.at, f"CT time of {pat.patient}")
-        if not (0.0 <= pat.p_icu <= 1.0):
-            raise ConfigRejected(
-                ConfigRejectionReason.PROBABILITY_OUT_OF_RANGE,
-                f"p_icu {pat.p_icu} of {pat.patient}",
-            )
     delay = timedelta(days=admission_delay_days)
     elapsed = [(now - occ.admitted_at).total_seconds() / _DAY_S for occ in occupants]
     admit_offsets = [(max(pat.at + delay, now) - now).total_seconds() / _DAY_S for pat in pipeline]
@@ -266,6 +247,38 @@ def forecast_icu(
         days=out,
         p_breach=max(p_breach, max((d.p_exceed for d in out), default=0.0)),
     )
+
+
+def _checked_inputs(
+    capacity_beds: int,
+    now: datetime,
+    occupants: list[Occupant],
+    pipeline: list[PipelinePatient],
+    arrivals: Sequence[float] | None,
+    arrival_log_sd: float,
+    days: int,
+) -> list[float]:
+    """Refuse bad forecast inputs (:class:`ConfigRejected`); the arrival rate of each day."""
+    if capacity_beds < 0:
+        raise ConfigRejected(ConfigRejectionReason.NEGATIVE_CAPACITY, f"{capacity_beds} beds")
+    _check_aware(now, "now")
+    rates = [float(r) for r in (arrivals or [])][:days]
+    rates += [0.0] * (days - len(rates))
+    if any(not (r >= 0.0 and math.isfinite(r)) for r in rates) or not arrival_log_sd >= 0.0:
+        raise ConfigRejected(
+            ConfigRejectionReason.INVALID_ARRIVALS,
+            f"arrival rates {rates} and log-sd {arrival_log_sd} must be finite and >= 0",
+        )
+    for occ in occupants:
+        _check_aware(occ.admitted_at, f"admitted_at of {occ.patient}")
+    for pat in pipeline:
+        _check_aware(pat.at, f"CT time of {pat.patient}")
+        if not (0.0 <= pat.p_icu <= 1.0):
+            raise ConfigRejected(
+                ConfigRejectionReason.PROBABILITY_OUT_OF_RANGE,
+                f"p_icu {pat.p_icu} of {pat.patient}",
+            )
+    return rates
 
 
 def poisson_lognormal(mean: float, log_sd: float, nodes: int = 7) -> np.ndarray:

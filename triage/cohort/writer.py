@@ -81,6 +81,25 @@ def _validate(
         raise CohortError(CohortErrorReason.INVALID_PARAMETER, "; ".join(problems))
 
 
+def _validate_timing(follow_up_share: float, start_time: datetime) -> None:
+    if not 0.0 <= follow_up_share <= 1.0:
+        raise CohortError(
+            CohortErrorReason.INVALID_PARAMETER,
+            f"follow_up_share must be in [0, 1], got {follow_up_share}",
+        )
+    if start_time.tzinfo is None:
+        raise CohortError(CohortErrorReason.INVALID_PARAMETER, "start_time must be timezone-aware")
+
+
+def _empty_output(out_dir: Path) -> Path:
+    """Create ``out_dir`` (with ``fhir/``); refuse one that already holds something."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if any(out_dir.iterdir()):
+        raise CohortError(CohortErrorReason.OUTPUT_NOT_EMPTY, f"{out_dir} is not empty")
+    (out_dir / "fhir").mkdir()
+    return out_dir
+
+
 def generate_cohort(
     out_dir: Path,
     n_patients: int,
@@ -102,18 +121,8 @@ def generate_cohort(
     :class:`CohortError` on bad parameters or a non-empty ``out_dir``.
     """
     _validate(n_patients, matrix, slices, icu_occupants, window_h)
-    if not 0.0 <= follow_up_share <= 1.0:
-        raise CohortError(
-            CohortErrorReason.INVALID_PARAMETER,
-            f"follow_up_share must be in [0, 1], got {follow_up_share}",
-        )
-    if start_time.tzinfo is None:
-        raise CohortError(CohortErrorReason.INVALID_PARAMETER, "start_time must be timezone-aware")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if any(out_dir.iterdir()):
-        raise CohortError(CohortErrorReason.OUTPUT_NOT_EMPTY, f"{out_dir} is not empty")
-    (out_dir / "fhir").mkdir()
+    _validate_timing(follow_up_share, start_time)
+    out_dir = _empty_output(Path(out_dir))
     geometry = PhantomGeometry(slices=slices, matrix=matrix)
     started = time.monotonic()
 
