@@ -59,6 +59,12 @@ class TritonSettings(BaseModel, frozen=True):
     model_version: str = "1"
     timeout_s: float = 60.0
     model_repository: Path = REPO_ROOT / "inference" / "model_repository"
+    # an outage (Triton unreachable): each study is retried with exponential back-off (first
+    # wait, doubling, capped) for at most this long, then dead-lettered as triton_unavailable
+    # (`ctriage dlq replay` sends it again once Triton is back); 0: no retry
+    outage_retry_s: float = Field(default=60.0, ge=0)
+    retry_backoff_s: float = Field(default=0.5, gt=0)
+    retry_backoff_max_s: float = Field(default=8.0, gt=0)
 
     @property
     def http_url(self) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from inference.chest import check_chest
 from inference.client import StudyResult
@@ -33,12 +34,9 @@ from streams.pipeline import Pipeline
 from streams.records import CtStudy, StageTimings
 
 logger = logging.getLogger(__name__)
+ResultT = TypeVar("ResultT")
 
 STAGE = "quantify"
-#: Attempts and first back-off when Triton is unreachable; a study is dead-lettered after that,
-#: so an outage delays the pipeline by seconds, never stops it.
-TRITON_ATTEMPTS = 3
-TRITON_BACKOFF_S = 1.0
 
 
 INFERENCE_REASONS: dict[type[InferenceError], StreamReason] = {
@@ -46,6 +44,41 @@ INFERENCE_REASONS: dict[type[InferenceError], StreamReason] = {
     TritonTimeout: StreamReason.TRITON_TIMEOUT,
     InferenceRejected: StreamReason.INFERENCE_REJECTED,
 }
+
+
+def backoff_delays(budget_s: float, first_s: float, max_s: float) -> list[float]:
+    """Waits between attempts: doubling from ``first_s``, capped at ``max_s``, summing <= budget."""
+    delays: list[float] = []
+    delay_s = first_s
+    while sum(delays) + min(delay_s, max_s) <= budget_s:
+        delays.append(min(delay_s, max_s))
+        delay_s *= 2
+    return delays
+
+
+async def retry_while_unavailable(
+    call: Callable[[], Awaitable[ResultT]], budget_s: float, first_s: float, max_s: float
+) -> ResultT:
+    """Await ``call()``, again after each back-off while Triton is unreachable, within ``budget_s``.
+
+    Any other error, or :class:`TritonUnavailable` once the budget is spent, propagates (the
+    agent dead-letters it). One line per attempt, and one when Triton answers again.
+    """
+    delays = backoff_delays(budget_s, first_s, max_s)
+    for attempt, delay_s in enumerate([*delays, None], start=1):
+        try:
+            result = await call()
+        except TritonUnavailable:
+            if delay_s is None:
+                logger.warning("Triton still unavailable after %.1fs; dead-lettering", sum(delays))
+                raise
+            logger.warning("Triton unavailable (attempt %d), retrying in %.1fs", attempt, delay_s)
+            await asyncio.sleep(delay_s)
+            continue
+        if attempt > 1:
+            logger.info("Triton answered again after %d attempts", attempt)
+        return result
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def keep_study_masks(
@@ -69,23 +102,15 @@ def register(pipeline: Pipeline) -> None:
     keep_masks = bool(pipeline.settings.ingest.writeback_url)
     masks_dir = pipeline.settings.worker.data_dir / "masks"
 
+    triton = pipeline.settings.triton
+
     async def infer_with_retry(volume: Any) -> StudyResult:
-        delay_s = TRITON_BACKOFF_S
-        for attempt in range(1, TRITON_ATTEMPTS + 1):
-            try:
-                result: StudyResult = await in_thread(
-                    quantifier.quantify_volume, volume, keep_masks
-                )
-                return result
-            except TritonUnavailable:
-                if attempt == TRITON_ATTEMPTS:
-                    raise
-                logger.warning(
-                    "Triton unavailable (attempt %d), retrying in %.1fs", attempt, delay_s
-                )
-                await asyncio.sleep(delay_s)
-                delay_s *= 2
-        raise AssertionError("unreachable")
+        async def infer() -> StudyResult:
+            return await in_thread(quantifier.quantify_volume, volume, keep_masks)
+
+        return await retry_while_unavailable(
+            infer, triton.outage_retry_s, triton.retry_backoff_s, triton.retry_backoff_max_s
+        )
 
     @app.agent(pipeline.topic(t.CT_STUDIES.name), name="quantify_study")
     async def quantify_study(stream: Any) -> None:

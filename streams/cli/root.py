@@ -13,6 +13,7 @@ from streams.cli import (
     cohort,
     dashboards,
     demo,
+    dlq,
     fhir,
     patient,
     quantify,
@@ -49,6 +50,7 @@ app.add_typer(capacity.app, name="capacity")
 app.add_typer(risk.app, name="risk")
 app.add_typer(thresholds.app, name="thresholds")
 app.add_typer(patient.app, name="patient", help="One patient's CT studies over time.")
+app.add_typer(dlq.app, name="dlq", help="Dead letters: replay them once the cause is fixed.")
 
 
 def main() -> None:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
-from sqlalchemy import select
+from kafka import KafkaProducer
+from stream_checks import descendants, stored_revisions, topic_values, wait_for
 
-from dashboards import store
 from streams import topics as t
 from streams.demo import DemoError, WorkerProcess
 from streams.records import Alert, Quantification, RiskAssessment, StageTimings
@@ -106,63 +105,18 @@ def _publish(settings: Settings, records: list[Quantification]) -> None:
 
 def _stored(settings: Settings, study_uids: set[str]) -> dict[str, int]:
     """Stored risk rows of ``study_uids``: study -> revision."""
-    engine = store.make_engine(settings.store.url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(select(store.risks.c.study_uid, store.risks.c.revision)).all()
-    finally:
-        engine.dispose()
-    return {uid: revision or 0 for uid, revision in rows if uid in study_uids}
-
-
-def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.25)
-    raise AssertionError(f"{what} not within {timeout_s:.0f}s")
-
-
-def _topic_values(settings: Settings, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=3000,
-    )
-    try:
-        return [message.value for message in consumer]
-    finally:
-        consumer.close()
-
-
-def _descendants(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier}
-        found.extend(frontier)
-    return found
+    return stored_revisions(settings.store.url, study_uids)
 
 
 def test_a_killed_worker_loses_nothing_and_its_partitions_move_fast(settings, workers):
     batch = [_quantification(f"k1-crash-{RUN}-{i}", f"{UID_ROOT}.{i}") for i in range(40)]
     ours = {q.study_uid for q in batch}
     _publish(settings, batch)
-    _wait(lambda: len(_stored(settings, ours)) >= 12, 120, "30 % of the studies scored")
+    wait_for(lambda: len(_stored(settings, ours)) >= 12, 120, "30 % of the studies scored")
 
     victim = workers[1]
     assert victim.process is not None
-    children = _descendants(victim.process.pid)
+    children = descendants(victim.process.pid)
     victim.process.kill()  # SIGKILL: no leave-group, the broker must notice by itself
     killed_at = time.monotonic()
     victim.process.wait()
@@ -171,15 +125,18 @@ def test_a_killed_worker_loses_nothing_and_its_partitions_move_fast(settings, wo
     probes = [_quantification(f"k1-probe-{RUN}-{i}", f"{UID_ROOT}.9{i}") for i in range(16)]
     _publish(settings, probes)
     probe_uids = {q.study_uid for q in probes}
-    _wait(lambda: len(_stored(settings, probe_uids)) == len(probes), 120, "probes scored")
+    wait_for(lambda: len(_stored(settings, probe_uids)) == len(probes), 120, "probes scored")
     recovery_s = time.monotonic() - killed_at
-    _wait(lambda: len(_stored(settings, ours)) == len(ours), 60, "every study scored")
+    wait_for(lambda: len(_stored(settings, ours)) == len(ours), 60, "every study scored")
     print(f"\nworker SIGKILL -> every partition scored again: {recovery_s:.1f}s")
 
     assert recovery_s <= RECOVERY_LIMIT_S, f"recovery took {recovery_s:.1f}s"
     assert set(_stored(settings, ours | probe_uids)) == ours | probe_uids  # none lost
     assert all(revision == 0 for revision in _stored(settings, ours).values())
-    alerts = [Alert.model_validate_json(v) for v in _topic_values(settings, t.TRIAGE_ALERTS.name)]
+    alerts = [
+        Alert.model_validate_json(v)
+        for v in topic_values(settings.kafka.bootstrap_servers, t.TRIAGE_ALERTS.name)
+    ]
     alert_ids = [a.alert_id for a in alerts if a.study_uid in ours | probe_uids]
     assert len(alert_ids) == len(set(alert_ids)), "an alert id twice on triage.alerts"
     left = [pid for pid in children if Path(f"/proc/{pid}").exists()]
@@ -195,7 +152,7 @@ def test_a_redelivered_first_score_never_goes_back_to_revision_zero(
     publish_fhir(HOSPITAL, {"resourceType": "Patient", "id": raw, "gender": "male",
                             "birthDate": "1944"})  # fmt: skip
     _publish(settings, [study])
-    _wait(lambda: study.study_uid in _stored(settings, {study.study_uid}), 60, "first score")
+    wait_for(lambda: study.study_uid in _stored(settings, {study.study_uid}), 60, "first score")
     # late clinical data the model reads: the study is scored again as revision 1
     clinical = "http://terminology.hl7.org/CodeSystem/condition-clinical"
     verified = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -209,15 +166,15 @@ def test_a_redelivered_first_score_never_goes_back_to_revision_zero(
         "recordedDate": "2000-01-01T00:00:00+00:00",
     }  # fmt: skip
     publish_fhir(HOSPITAL, condition)
-    _wait(lambda: _stored(settings, {study.study_uid}).get(study.study_uid) == 1, 60, "re-score")
+    wait_for(lambda: _stored(settings, {study.study_uid}).get(study.study_uid) == 1, 60, "re-score")
 
     _publish(settings, [study])  # the redelivery a crash before the offset commit brings
 
     def revisions() -> list[int]:
-        values = _topic_values(settings, t.TRIAGE_RISK.name)
+        values = topic_values(settings.kafka.bootstrap_servers, t.TRIAGE_RISK.name)
         risks = [RiskAssessment.model_validate_json(v) for v in values]
         return [r.revision for r in risks if r.study_uid == study.study_uid]
 
-    _wait(lambda: len(revisions()) >= 3, 60, "the redelivered study scored")
+    wait_for(lambda: len(revisions()) >= 3, 60, "the redelivered study scored")
     assert revisions() == [0, 1, 1]
     assert _stored(settings, {study.study_uid})[study.study_uid] == 1

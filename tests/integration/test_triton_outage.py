@@ -33,7 +33,8 @@ def outage_settings(
     return Settings(
         run_dir=run_dir,
         kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "partitions": 4},
-        triton={"http_port": 28090 + port_offset},  # nothing listens here
+        # nothing listens here; each study retried for 2 s (0.5 s, 1 s back-off), then given up
+        triton={"http_port": 28090 + port_offset, "outage_retry_s": 2.0},
         store={"url": f"sqlite:///{run_dir / 'store.sqlite'}"},
         worker={
             "app_id": "ctriage-outage",
@@ -109,4 +110,7 @@ def test_triton_outage_dead_letters_and_keeps_flowing(outage_settings, tmp_path_
 
 def test_outage_worker_log_names_the_retries(outage_settings):
     log = WorkerProcess(outage_settings).log_path
-    assert "Triton unavailable (attempt 1)" in log.read_text()
+    text = log.read_text()
+    assert "Triton unavailable (attempt 1), retrying in 0.5s" in text
+    assert "Triton unavailable (attempt 2), retrying in 1.0s" in text
+    assert "Triton still unavailable after 1.5s; dead-lettering" in text

@@ -31,6 +31,7 @@ EXPECTED: list[tuple[str, tuple[str, ...]]] = [
     ("dashboards list", ()),
     ("dashboards push", ("--url", "--token", "--folder-uid", "--no-overwrite/--overwrite", "--timeout-s")),  # noqa: E501
     ("demo", ("--patients", "--seed", "--speed", "--matrix", "--slices", "--timeout-s", "--keep-services/--no-keep-services", "--lesion-model")),  # noqa: E501
+    ("dlq replay", ("--topic", "--reason", "--idle-timeout-s")),
     ("fhir-endpoint", ("--loglevel",)),
     ("ingest", ("PATH",)),
     ("ingest-fhir", ("PATH", "--fhir-version", "--dry-run/--no-dry-run")),

@@ -1,0 +1,80 @@
+"""What the crash, replay and chaos tests read back: stored risks, topic values, processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kafka import KafkaConsumer
+from sqlalchemy import select
+
+from dashboards import store
+
+
+def stored_revisions(store_url: str, study_uids: set[str]) -> dict[str, int]:
+    """Stored risk rows of ``study_uids``: study -> revision."""
+    engine = store.make_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(store.risks.c.study_uid, store.risks.c.revision)).all()
+    finally:
+        engine.dispose()
+    return {uid: revision or 0 for uid, revision in rows if uid in study_uids}
+
+
+def risk_rows_per_study(store_url: str, study_uids: set[str]) -> dict[str, int]:
+    """How many risk rows each of ``study_uids`` has in the store (absent: not listed)."""
+    engine = store.make_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            uids = conn.execute(select(store.risks.c.study_uid)).scalars().all()
+    finally:
+        engine.dispose()
+    counts: dict[str, int] = {}
+    for uid in uids:
+        if uid in study_uids:
+            counts[uid] = counts.get(uid, 0) + 1
+    return counts
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """Poll ``condition`` every 0.25 s; seconds it took, or ``AssertionError`` naming ``what``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise AssertionError(f"{what} not within {timeout_s:.0f}s")
+
+
+def topic_values(bootstrap_servers: str, topic: str) -> list[bytes]:
+    """Every value on ``topic`` from the beginning (stops after 3 s without a record)."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+    )
+    try:
+        return [message.value for message in consumer]
+    finally:
+        consumer.close()
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of every process below ``pid`` (read from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found.extend(frontier)
+    return found
