@@ -9,10 +9,11 @@ for the worker and the dashboards; the tests' ``postgres_server`` fixture starts
 
     run_dir/postgres.log  run_dir/postgres.pid  <data_dir>/  (the cluster)
 
-PostgreSQL refuses to run as root: when we are root, the cluster belongs to the ``postgres``
-account (created by the Debian package) and lives in ``$TMPDIR/ctriage-postgres-<hash of
-run_dir>`` (root's private test folders are not readable by another account); otherwise it lives
-in ``run_dir/data``. :meth:`PostgresServer.purge` deletes it.
+The cluster lives in ``run_dir/data``. PostgreSQL refuses to run as root: when we are root, the
+cluster belongs to the ``postgres`` account (created by the Debian package), which must be able
+to reach it. Where a folder above ``run_dir`` shuts that account out (root's private test folders,
+mode 0700) the cluster goes to ``$TMPDIR/ctriage-postgres-<hash of run_dir>`` instead, and the
+start says so. :meth:`PostgresServer.purge` deletes it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -64,6 +66,31 @@ def postgres_bin_dir() -> Path:
     return majors[-1].parent
 
 
+def account_can_reach(path: Path, account: str) -> bool:
+    """Whether OS ``account`` may enter every existing folder from ``/`` down to ``path``.
+
+    Folders still missing are created by us with the usual umask (0755), so they count as open.
+    """
+    try:
+        entry = pwd.getpwnam(account)
+    except KeyError:  # no such account: the start fails later with its own message
+        return False
+    for folder in [*reversed(path.parents), path]:
+        try:
+            info = folder.stat()
+        except FileNotFoundError:
+            break
+        if info.st_uid == entry.pw_uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid == entry.pw_gid:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
+
+
 class PostgresServer(LocalService):
     """A local PostgreSQL cluster on an explicit loopback port, with one database."""
 
@@ -81,11 +108,10 @@ class PostgresServer(LocalService):
         self.database = database
         self.durable = durable  # False (tests): fsync off, much faster, loses data on power cut
         self.as_account = SERVICE_ACCOUNT if os.geteuid() == 0 else None
-        if self.as_account is not None:
+        self.data_dir = self.run_dir / "data"
+        if self.as_account is not None and not account_can_reach(self.run_dir, self.as_account):
             digest = hashlib.sha256(str(self.run_dir).encode()).hexdigest()[:12]
             self.data_dir = Path(tempfile.gettempdir()) / f"ctriage-postgres-{digest}"
-        else:
-            self.data_dir = self.run_dir / "data"
         self.log_path = self.run_dir / "postgres.log"
         self.service = SERVICE
         self.pid_file = PidFile(
@@ -107,6 +133,11 @@ class PostgresServer(LocalService):
         self._refuse_start(HOST, (self.port,), self.url)
         bin_dir = postgres_bin_dir()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.data_dir.is_relative_to(self.run_dir):
+            logger.info(
+                "postgres data in %s: the %s account cannot enter a folder above %s",
+                self.data_dir, self.as_account, self.run_dir,
+            )  # fmt: skip
         if not (self.data_dir / "PG_VERSION").is_file():
             self._initdb(bin_dir)
         options = [
