@@ -11,6 +11,7 @@ from dashboards.store import create_schema, make_engine
 from inference.client import TritonQuantifier
 from inference.sandbox import SandboxedReader
 from streams.app import build_app
+from streams.log_limits import limit_kafka_client_logs
 from streams.metrics import REGISTRY
 from streams.pipeline import Dependencies, Pipeline
 from streams.settings import Settings
@@ -63,7 +64,16 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     worker = settings.worker
     start_http_server(worker.own_metrics_port, addr=worker.bind_host, registry=REGISTRY)
     logger.info("metrics on http://%s:%d/metrics", worker.bind_host, worker.own_metrics_port)
-    faust.Worker(pipeline.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    OutageQuietWorker(pipeline.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+class OutageQuietWorker(faust.Worker):
+    """Faust's worker whose log handlers hold back a broker outage's repeated client lines."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """Faust has just replaced the root's handlers: limit the Kafka clients' on each."""
+        super().on_setup_root_logger(logger, level)
+        limit_kafka_client_logs(logger.handlers)
 
 
 def main() -> None:
