@@ -22,6 +22,7 @@ from kafka import KafkaProducer
 from streams import topics as t
 from streams.dlq import build_dead_letter
 from streams.records import CtStudy, FhirResourceEvent
+from streams.sources.quarantine import Quarantine
 from triage.cohort import load_manifest
 from triage.exceptions import FhirRejected
 from triage.fhir.pseudonym import Pseudonymiser, patient_key
@@ -183,17 +184,20 @@ def _quarantine(
     error: FhirRejected,
     quarantine_dir: Path,
 ) -> None:
-    quarantine_dir.mkdir(parents=True, exist_ok=True)
-    held = quarantine_dir / f"{uuid.uuid4()}.json"
-    held.write_text(json.dumps(bundle))
+    """Keep a rejected bundle at ingress (private, bounded) and dead-letter it without PHI.
+
+    The dead letter names neither the file (a cohort names it after the raw patient id) nor
+    the resource id: only the reason, its explanation and the quarantined file's random name.
+    """
+    held = Quarantine(quarantine_dir).hold(bundle)
     letter = build_dead_letter(
         stage="ingress",
         reason=error.reason,
-        error=f"{type(error).__name__}: {error} (payload held at ingress: {held.name})",
-        source_topic=f"file:{source.name}",
+        error=f"{error.why} (payload held at ingress: {held})",
+        source_topic=SOURCE,
         source_partition=None,
         source_offset=None,
         key=None,
-        payload=json.dumps({"quarantined": held.name}),
+        payload=json.dumps({"quarantined": held}),
     )
     producer.send(t.FHIR_RESOURCES.dlq, value=letter.to_bytes())

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from psycopg.rows import dict_row
 
 from dashboards import store
+from dashboards.catalog import DASHBOARDS
 from inference.client import THRESHOLD_MODEL
 from streams import topics as t
 from streams.demo import DemoOptions, WorkerProcess, run_pipeline
 from streams.records import CtStudy, FhirResourceEvent
 from streams.settings import Settings
+from streams.sources.fhir_ingest import FhirIngress, KafkaFhirSink
+from streams.sources.quarantine import Quarantine
 from triage.cohort import generate_cohort
+from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.integration
 
@@ -166,8 +175,103 @@ def test_replay_end_to_end(settings, worker, cohort, tmp_path):
     collector.close()
 
 
-def test_no_identifiers_downstream(settings, worker, cohort):
-    """Names, birth dates and raw ids of the cohort never appear on a downstream topic."""
+# PHI canary: identifiers planted in input that ingress accepts (pseudonymised) and rejects
+# (dead-lettered, original quarantined), on top of every identifier of the replayed cohort
+PLANTED_ID = "zq-pipeline-canary-3141"
+PLANTED_NAMES = ("Zqplantedfamily", "Zqplantedgiven")
+PLANTED_BIRTH = "1948-11-23"
+
+
+def _planted_resources() -> list[dict[str, Any]]:
+    patient = {
+        "resourceType": "Patient",
+        "id": PLANTED_ID,
+        "name": [{"family": PLANTED_NAMES[0], "given": [PLANTED_NAMES[1]]}],
+        "identifier": [{"system": "urn:mrn", "value": f"{PLANTED_ID}-mrn"}],
+        "birthDate": PLANTED_BIRTH,
+    }
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+        "subject": {"reference": f"Patient/{PLANTED_ID}", "display": PLANTED_NAMES[0]},
+        "effectiveDateTime": "2024-03-01T10:00:00+00:00",
+        "valueQuantity": {"value": 38.2, "system": "http://unitsofmeasure.org", "code": "Cel"},
+    }
+    implausible = {**observation, "valueQuantity": {**observation["valueQuantity"], "value": 95}}
+    invalid = {**patient, "gender": ["not", "a", "code"]}
+    return [patient, observation, implausible, invalid]
+
+
+def _plant(settings: Settings, tmp_path: Path) -> None:
+    """Send the planted resources through FHIR ingress, as ``ingest-fhir`` does."""
+    key = settings.pseudonym.key.get_secret_value().encode()
+    sink = KafkaFhirSink(settings.kafka.bootstrap_servers)
+    ingress = FhirIngress(
+        Pseudonymiser(key, settings.pseudonym.key_version),
+        "demo-hospital",
+        sink,
+        "canary",
+        quarantine=Quarantine(tmp_path / "quarantine"),
+    )
+    try:
+        reasons = []
+        for resource in _planted_resources():
+            report = ingress.ingest_json(json.dumps(resource), origin=f"{PLANTED_ID}.json")
+            reasons += [r.reason for r in report.rejections]
+    finally:
+        sink.close()
+    assert sorted(reasons) == ["implausible_value", "validation_failed"]
+
+
+def _dashboard_rows(engine: Any) -> list[dict[str, Any]]:
+    """Every SQL query of every dashboard, run on the pipeline's store over all of time."""
+    macros = [
+        (r"\$__timeFilter\(([\w.]+)\)", r"(\1 IS NOT NULL)"),
+        (r"\$__timeGroupAlias\(([\w.]+)\s*,[^)]*\)", r'\1 AS "time"'),
+        (r"\$__timeFrom\(\)", "'2000-01-01T00:00:00Z'"),
+        (r"\$__timeTo\(\)", "'2100-01-01T00:00:00Z'"),
+        (r"\$hospital\b", "demo-hospital"),
+        (r"\$unit\b", "icu"),
+    ]
+    rows: list[dict[str, Any]] = []
+    for build in DASHBOARDS.values():
+        model = build()
+        queries = [v["query"] for v in model["templating"]["list"] if v["type"] == "query"]
+        queries += [
+            t["rawSql"] for p in model["panels"] for t in p.get("targets", []) if "rawSql" in t
+        ]
+        for sql in queries:
+            for pattern, replacement in macros:
+                sql = re.sub(pattern, replacement, sql)
+            assert "$" not in sql, sql
+            with engine.connect() as conn:  # as Grafana sends it: text, no bind parameters
+                cursor = conn.connection.driver_connection.cursor(row_factory=dict_row)  # type: ignore[union-attr]
+                cursor.execute(sql)
+                rows += list(cursor.fetchall())
+    return rows
+
+
+def test_no_identifiers_downstream(settings, worker, cohort, tmp_path, caplog):
+    """Names, birth dates and raw ids never appear downstream of ingress, anywhere we can look.
+
+    The replayed cohort's identifiers and planted ones (accepted and rejected at ingress) are
+    searched on every topic (dead letters included), in the store, in the results of every
+    dashboard query, in the worker's and the ingress' logs and in the worker's metrics.
+    """
+    with caplog.at_level(logging.INFO):
+        _plant(settings, tmp_path)
+    engine = store.make_engine(settings.store.url)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # the worker sinks the planted dead letters
+        with engine.connect() as conn:
+            planted = conn.execute(
+                store.dead_letters.select().where(store.dead_letters.c.source_topic == "canary")
+            ).fetchall()
+        if len(planted) == 2:
+            break
+        time.sleep(1)
+    assert len(planted) == 2
     bundles = [json.loads(p.read_text()) for p in (cohort / "fhir").glob("*.json")]
     canaries: set[str] = set()
     for bundle in bundles:
@@ -182,6 +286,7 @@ def test_no_identifiers_downstream(settings, worker, cohort):
                     canaries.add(json.dumps(name["family"]))
                     canaries.update(json.dumps(given) for given in name.get("given", []))
     canaries.discard("")
+    canaries |= {PLANTED_ID, PLANTED_BIRTH, *PLANTED_NAMES}
     topics = [spec.name for spec in t.ALL_TOPICS] + [s.dlq for s in t.ALL_TOPICS if s.has_dlq]
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
@@ -211,7 +316,6 @@ def test_no_identifiers_downstream(settings, worker, cohort):
     assert not leaks, f"identifiers leaked downstream: {sorted(set(leaks))[:5]}"
 
     # nor in the reporting store that the dashboards read, nor in the worker's log
-    engine = store.make_engine(settings.store.url)
     rows = 0
     with engine.connect() as conn:
         for table in store.metadata.sorted_tables:
@@ -220,9 +324,26 @@ def test_no_identifiers_downstream(settings, worker, cohort):
                 for cell in map(str, row):
                     # a whole cell that is an identifier, or one inside a JSON payload
                     leaks += [c for c in canaries if c in cell or c.strip('"') == cell]
-    engine.dispose()
     assert rows > PATIENTS
     assert not leaks, f"identifiers leaked into the store: {sorted(set(leaks))[:5]}"
-    log = WorkerProcess(settings).log_path.read_text(errors="replace")
-    leaks = [c for c in canaries if c in log]
-    assert not leaks, f"identifiers leaked into the worker log: {sorted(set(leaks))[:5]}"
+    results = _dashboard_rows(engine)
+    engine.dispose()
+    assert results, "the dashboards' queries returned nothing to search"
+    for row in results:
+        for cell in map(str, row.values()):
+            leaks += [c for c in canaries if c in cell or c.strip('"') == cell]
+    assert not leaks, f"identifiers in dashboard query results: {sorted(set(leaks))[:5]}"
+    url = f"http://127.0.0.1:{settings.worker.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        scraped = response.read().decode()
+    assert "process_resident_memory_bytes" in scraped
+    places = {
+        "worker log": WorkerProcess(settings).log_path.read_text(errors="replace"),
+        "ingress log": caplog.text,
+        "worker metrics": scraped,
+    }
+    for place, text in places.items():
+        leaks = [c for c in canaries if c in text]
+        assert not leaks, f"identifiers leaked into the {place}: {sorted(set(leaks))[:5]}"
+    quarantined = "\n".join(p.read_text() for p in (tmp_path / "quarantine").iterdir())
+    assert PLANTED_NAMES[0] in quarantined  # the originals stay at ingress, and only there
