@@ -352,3 +352,40 @@ def test_endpoint_conforms_to_its_openapi(
         "application/fhir+json"
     ):
         assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_ingest_fhir_cli_publishes_counts_and_quarantines_privately(
+    kafka_broker, shared_data: Path, tmp_path: Path
+) -> None:
+    """``ctriage ingest-fhir`` as a user runs it: real bundles plus broken files, real Kafka."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for source in sorted((shared_data / "fhir" / "synthea-covid" / "bundles").glob("*.json"))[:3]:
+        (folder / source.name).write_bytes(source.read_bytes())
+    (folder / "broken.json").write_text('{"resourceType": "Bundle", "type": "batch", "entry": [')
+    (folder / "list.json").write_text("[1, 2, 3]")
+    run_dir = tmp_path / "run"
+    env = _env(kafka_broker.bootstrap_servers, 0, run_dir)
+
+    def ingest(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "streams.cli", "ingest-fhir", str(folder), *extra]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    dry = ingest("--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert not run_dir.exists()  # a dry run writes nothing
+    done = ingest()
+    assert done.returncode == 0, done.stderr
+    total = next(line for line in done.stdout.splitlines() if line.startswith("total")).split()
+    received, used, ignored, rejected = map(int, total[1:])
+    assert received == used + ignored + rejected and rejected == 2
+    assert (
+        total == next(line for line in dry.stdout.splitlines() if line.startswith("total")).split()
+    )
+    reasons = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("rejected ")]
+    assert sorted(reasons) == ["invalid_json", "not_a_resource"]
+    quarantine = run_dir / "quarantine"
+    held = list(quarantine.iterdir())
+    assert len(held) == 2 and stat.S_IMODE(quarantine.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in held)
+    assert "Traceback" not in done.stderr
