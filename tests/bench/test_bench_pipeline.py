@@ -7,6 +7,7 @@ for the worker's default lesion model (``lesion_unet``) and the threshold baseli
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -182,5 +183,7 @@ def test_bench_end_to_end(
             "mean_inference_s": latency.mean_inference_s,
             "mean_scoring_s": latency.mean_scoring_s,
             "peak_rss_mb": {"worker": worker_rss.peak_mb, "kafka": kafka_rss.peak_mb},
+            # a shared 2-core machine: the neighbours' load is part of every figure
+            "load_average_1_5_15_at_end": [round(v, 2) for v in os.getloadavg()],
         },
     )

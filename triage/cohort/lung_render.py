@@ -5,14 +5,18 @@ What makes the lesions look like CT rather than flat blobs (issue 12, item 3):
 - **Ground glass** is a density *field*, not a label: each lesion's signed distance to its
   lobulated border (a :class:`~triage.cohort.texture.WaveField` perturbs the ellipsoid) goes
   through a logistic edge whose width is the lesion's own blur plus the voxel's partial volume,
-  so the lung fades into the lesion over a few mm. Inside, the density is patchy (lesion
-  texture) with thin septal lines (crazy paving), and the vessels run through it unchanged.
-- **Consolidation** is a denser core with a sharper edge; the bronchi that cross it stay
-  filled with air (air bronchograms), the vessels vanish into it (same density).
+  so the lung fades into the lesion over a few mm. A lobule-scale involvement field spares
+  some lobules inside the outline (a mosaic, as large real lesions are, not one flat blob).
+  Inside, the density is patchy (lesion texture) with thin septal lines (crazy paving), and the
+  vessels run through it unchanged.
+- **Consolidation** fills the most involved lobules of a lesion's denser core, with a sharper
+  edge; the bronchi that cross it stay filled with air (air bronchograms), the vessels vanish
+  into it (same density).
 - **Parenchyma** carries small-vessel texture, so that normal lung has the SD of real lung.
 
-The ground truth stays a label map: a voxel is ground glass / consolidation where its signed
-distance is >= 0, i.e. inside the 50 % partial-volume contour, as a reader would draw it.
+The ground truth stays a label map: a voxel is ground glass where its lesion amount (edge
+profile x involvement) is >= 0.5, consolidation where the core's amount is, i.e. inside the
+50 % partial-volume contour, as a reader would draw it.
 """
 
 from __future__ import annotations

@@ -11,18 +11,26 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from inference.biomarkers import CONSOLIDATION_HU, check_volume
+from inference.lungmask import close_and_fill, lung_mask
 from inference.regional import RegionalBiomarkers, regional_biomarkers, zone_score
 from inference.segmentation import (
     INPUT_SIZE,
     MODEL_PATH,
+    LogitsFn,
     OnnxSegmenter,
+    Segmentation,
     hu_to_unit,
     lesion_classes,
+    measure,
     segment_images,
     segment_slices,
+    segment_volume,
     unit_to_hu,
 )
+from inference.volume import load_series
 from streams.cli.quantify import app as quantify_app
+from triage.cohort.phantom import PhantomGeometry, render_volume, sample_phantom
 
 pytestmark = pytest.mark.unit
 
@@ -139,3 +147,52 @@ def test_quantify_images_writes_masks_of_the_input_size(shared_data: Path, tmp_p
         written = json.loads((out / f"{stem}.json").read_text())
         assert written["biomarkers"]["lesion_percent"] > 0
         assert "ct_severity_score" in written["regional"]
+
+
+def whole_volume_reference(
+    hu: np.ndarray, spacing_mm: tuple[float, float, float], logits_fn: LogitsFn
+) -> Segmentation:
+    """segment_volume as it was before the lung box: every step on the whole volume."""
+    spacing = check_volume(hu, spacing_mm)
+    lung = lung_mask(hu, spacing)
+    if lung.any():
+        lung = close_and_fill(lung, max(1, round(3.0 / min(spacing[1:]))))
+    lesion, _ = segment_slices(hu_to_unit(hu), logits_fn)
+    return measure(hu, spacing, lung, lesion & (hu <= CONSOLIDATION_HU[1]))
+
+
+def assert_same_segmentation(fast: Segmentation, reference: Segmentation) -> None:
+    """Stated tolerance: the window's linear map runs after the resize instead of before, so a
+    voxel whose logit is within float rounding of 0 may flip: at most 1 voxel in 100,000."""
+    assert (fast.lung == reference.lung).all()
+    assert int((fast.classes != reference.classes).sum()) <= 1e-5 * reference.classes.size
+    assert fast.biomarkers.as_dict() == pytest.approx(reference.biomarkers.as_dict(), rel=1e-4)
+    assert fast.regional.as_dict() == pytest.approx(reference.regional.as_dict(), rel=1e-4)
+
+
+def test_segment_volume_in_the_lung_box_equals_the_whole_volume_on_p001(
+    segmenter: OnnxSegmenter, shared_data: Path
+) -> None:
+    """The fast path (lung box, only lung slices through the network) against the reference."""
+    p001 = load_series(shared_data / "dicom" / "covid-ct-md" / "P001")
+    fast = segment_volume(p001.hu, p001.spacing_mm, segmenter)
+    assert fast.classes.shape == p001.hu.shape and fast.biomarkers.lesion_volume_ml > 50
+    assert_same_segmentation(fast, whole_volume_reference(p001.hu, p001.spacing_mm, segmenter))
+
+
+@pytest.mark.parametrize("matrix", [128, 200])  # 2x upsampling to the network, and any factor
+def test_segment_volume_in_the_lung_box_at_other_matrices(
+    segmenter: OnnxSegmenter, matrix: int
+) -> None:
+    geometry = PhantomGeometry(slices=24, matrix=matrix)
+    hu, _, _ = render_volume(sample_phantom(8, 0, geometry, 0.2, 0.3, obese=False))
+    fast = segment_volume(hu, geometry.spacing_mm, segmenter)
+    assert fast.biomarkers.lesion_volume_ml > 0
+    assert_same_segmentation(fast, whole_volume_reference(hu, geometry.spacing_mm, segmenter))
+
+
+def test_segment_volume_without_lung_is_empty(segmenter: OnnxSegmenter) -> None:
+    body = np.full((6, 64, 64), 40, dtype=np.int16)
+    seg = segment_volume(body, (2.0, 1.0, 1.0), segmenter)
+    assert seg.classes.shape == body.shape and not seg.lung.any() and not seg.classes.any()
+    assert seg.biomarkers.lung_volume_ml == 0.0

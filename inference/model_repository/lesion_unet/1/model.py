@@ -1,12 +1,18 @@
 """Triton Python-backend study model: HU volume + spacing -> lesion masks and biomarkers.
 
 The computation is :func:`inference.segmentation.segment_volume`, the function the ``--local``
-path of ``ctriage quantify --model lesion_unet`` runs; only the network call differs: here it
-is a BLS request to ``lesion_unet_onnx`` (dynamic batching there), locally onnxruntime in
-process. A volume that cannot be quantified gets an INVALID_ARG error response (HTTP 400).
+path of ``ctriage quantify --model lesion_unet`` runs, with the same network in the same
+process: onnxruntime on ``lesion_unet_onnx``'s weights (``NETWORK_ONNX`` in config.pbtxt),
+threads set by the config's ``ORT_*`` parameters. No BLS round trip per slice batch: each
+cost a request, a copy of the slices into shared memory and back and a wait in the slice
+model's queue (about two thirds of a study's time on 2 cores, ``docs/imaging-performance.md``).
+A volume that cannot be quantified gets an INVALID_ARG error response (HTTP 400).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -14,34 +20,29 @@ import triton_python_backend_utils as pb_utils
 from inference.biomarkers import Biomarkers
 from inference.exceptions import InvalidVolume
 from inference.regional import RegionalBiomarkers
-from inference.segmentation import segment_volume
-
-NETWORK = "lesion_unet_onnx"
+from inference.segmentation import OnnxSegmenter, segment_volume
 
 
-class NetworkError(RuntimeError):
-    """The BLS call to the slice network failed."""
-
-
-def _network(slices: np.ndarray) -> np.ndarray:
-    request = pb_utils.InferenceRequest(
-        model_name=NETWORK,
-        requested_output_names=["LOGITS"],
-        inputs=[pb_utils.Tensor("SLICES", np.ascontiguousarray(slices, dtype=np.float32))],
-    )
-    response = request.exec()
-    if response.has_error():
-        raise NetworkError(f"{NETWORK}: {response.error().message()}")
-    return pb_utils.get_output_tensor_by_name(response, "LOGITS").as_numpy()
+def _parameter(config: dict, key: str, default: str) -> str:
+    value = config.get("parameters", {}).get(key, {}).get("string_value", default)
+    return str(value)
 
 
 class TritonPythonModel:
-    """One volume per request."""
+    """One volume per request; one onnxruntime session per instance."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        """Names of the scalar outputs."""
+        """Open the network with the configured threads; names of the scalar outputs."""
+        config = json.loads(args["model_config"])
+        repository = Path(args["model_repository"]).parent
+        network = repository / _parameter(config, "NETWORK_ONNX", "lesion_unet_onnx/1/model.onnx")
+        threads = int(_parameter(config, "ORT_INTRA_OP_THREADS", "2"))
+        spinning = _parameter(config, "ORT_ALLOW_SPINNING", "0") == "1"
+        self.segmenter = OnnxSegmenter(network, threads=threads, allow_spinning=spinning)
         self.names = Biomarkers.names() + RegionalBiomarkers.names()
-        pb_utils.Logger.log_info(f"lesion_unet ready, {len(self.names)} biomarkers + masks")
+        pb_utils.Logger.log_info(
+            f"lesion_unet ready: {network}, {threads} onnxruntime threads, spinning {spinning}"
+        )
 
     def execute(self, requests: list) -> list:
         """Answer each request with its biomarkers and masks, or an error of its own."""
@@ -54,7 +55,7 @@ class TritonPythonModel:
             if hu is None or spacing_tensor is None:
                 raise InvalidVolume("inputs HU and SPACING_MM are both required")
             spacing = tuple(float(v) for v in spacing_tensor.as_numpy().ravel())
-            seg = segment_volume(hu.as_numpy(), spacing, _network)  # type: ignore[arg-type]
+            seg = segment_volume(hu.as_numpy(), spacing, self.segmenter)  # type: ignore[arg-type]
         except InvalidVolume as e:
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(f"invalid volume: {e}", pb_utils.TritonError.INVALID_ARG)
@@ -69,9 +70,14 @@ class TritonPythonModel:
             pb_utils.Tensor(name.upper(), np.array([values[name]], dtype=np.float32))
             for name in self.names
         ]
-        tensors.append(pb_utils.Tensor("CLASSES", seg.classes))
-        tensors.append(pb_utils.Tensor("LUNG", seg.lung.astype(np.uint8)))
+        # the masks are 2 x 78 MB for a 512 x 512 x 300 study: sent only when asked for (a
+        # request that names no output gets them all, as Triton's own default)
+        requested = set(request.requested_output_names()) or {"CLASSES", "LUNG"}  # type: ignore[attr-defined]
+        if "CLASSES" in requested:
+            tensors.append(pb_utils.Tensor("CLASSES", seg.classes))
+        if "LUNG" in requested:
+            tensors.append(pb_utils.Tensor("LUNG", seg.lung.astype(np.uint8)))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
-        """Nothing to release."""
+        """The onnxruntime session is released with the instance."""
