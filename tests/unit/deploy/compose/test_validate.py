@@ -81,21 +81,46 @@ def test_hand_edited_rules_and_a_bad_scrape_config_fail(tmp_path: Path) -> None:
     assert any(e.startswith("promtool check config") for e in errors), errors
 
 
-def _ctriage_environment() -> dict[str, Any]:
+SERVICES = ("worker", "fhir-endpoint", "dicom-receiver", "dicomweb-poller", "admin-api")
+
+
+def _ctriage_environment(service: str = "worker") -> dict[str, Any]:
     project = load(COMPOSE_FILE, read_env(EXAMPLE_ENV))
-    return dict(project["services"]["worker"]["environment"])
+    return dict(project["services"][service]["environment"])
+
+
+def _settings(environment: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name, value in environment.items():
+        if value is not None:  # a key without a value: passed from .env when set there, else unset
+            monkeypatch.setenv(name, str(value))
+    return Settings()
 
 
 def test_services_read_settings_that_exist(monkeypatch: pytest.MonkeyPatch) -> None:
     environment = _ctriage_environment()
-    for name, value in environment.items():
-        monkeypatch.setenv(name, str(value))
-    settings = Settings()
+    settings = _settings(environment, monkeypatch)
     assert settings.kafka.bootstrap_servers == "kafka:9092"
     assert settings.triton.http_url == "triton:8000"
     assert settings.pseudonym.key.get_secret_value() == read_env(EXAMPLE_ENV)["PSEUDONYM_KEY"]
     assert settings.admin.tokens and settings.admin.tokens[0].role == "threshold-admin"
-    for name in (n for n in environment if n.startswith("CTRIAGE_")):
-        section, _, field = name.removeprefix("CTRIAGE_").lower().partition("__")
-        model = Settings.model_fields[section].annotation
-        assert not field or field in model.model_fields, name  # type: ignore[union-attr]
+    assert settings.worker.bind_host == "0.0.0.0"
+    assert settings.ingest.dicomweb_token is None and settings.ingest.dicomweb_username is None
+    for service in SERVICES:
+        for name in (n for n in _ctriage_environment(service) if n.startswith("CTRIAGE_")):
+            section, _, field = name.removeprefix("CTRIAGE_").lower().partition("__")
+            model = Settings.model_fields[section].annotation
+            assert not field or field in model.model_fields, name  # type: ignore[union-attr]
+
+
+def test_ingress_credentials_come_from_the_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    fhir = _settings(_ctriage_environment("fhir-endpoint"), monkeypatch).fhir
+    assert fhir.tokens and fhir.tokens[0].token_sha256 and fhir.tokens[0].token is None
+    assert fhir.jwt_issuer is None  # a key without a value stays unset, never ""
+    receiver = _settings(_ctriage_environment("dicom-receiver"), monkeypatch).ingest
+    assert receiver.calling_ae_titles == ("HOSPITAL_PACS",) and receiver.reject_unknown_sources
+    assert receiver.metrics_port == 9100
+    # secrets are interpolated from .env: none is written in the compose file itself
+    text = COMPOSE_FILE.read_text()
+    for secret in ("FHIR_TOKENS", "ADMIN_TOKENS", "PSEUDONYM_KEY", "POSTGRES_PASSWORD"):
+        assert f"${{{secret}:?" in text, secret
+    assert "token_sha256" not in text and "Bearer" not in text

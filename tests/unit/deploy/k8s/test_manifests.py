@@ -121,7 +121,7 @@ def test_every_setting_name_exists_in_streams_settings(
     names = _env_names(request.getfixturevalue(overlay))
     assert len(names) > 20
     for name in names:
-        match = re.fullmatch(r"CTRIAGE_([A-Z_]+?)(?:__([A-Z_]+))?", name)
+        match = re.fullmatch(r"CTRIAGE_([A-Z_]+?)(?:__([A-Z0-9_]+))?", name)
         assert match, name
         section, field = match.group(1).lower(), (match.group(2) or "").lower()
         assert section in Settings.model_fields, f"{name}: no settings section {section}"
@@ -155,8 +155,12 @@ def test_services_listen_where_their_settings_say(production: list[dict[str, Any
     }  # fmt: skip
     assert ports["ctriage-fhir-endpoint"] == {int(config["CTRIAGE_FHIR__HTTP_PORT"])}
     assert ports["ctriage-admin-api"] == {int(config["CTRIAGE_ADMIN__PORT"])}
-    assert ports["ctriage-dicom-receiver"] == {int(config["CTRIAGE_INGEST__PORT"])}
+    ingest_metrics = int(config["CTRIAGE_INGEST__METRICS_PORT"])
+    assert ports["ctriage-dicom-receiver"] == {int(config["CTRIAGE_INGEST__PORT"]), ingest_metrics}
+    assert ports["ctriage-dicomweb-poller"] == {ingest_metrics}
     assert ports["ctriage-worker"] == {int(config["CTRIAGE_WORKER__METRICS_PORT"])}
+    # /metrics listens on the pod's address, not on its loopback only
+    assert config["CTRIAGE_WORKER__BIND_HOST"] == "0.0.0.0"
     triton = {int(config[f"CTRIAGE_TRITON__{k}_PORT"]) for k in ("HTTP", "GRPC", "METRICS")}
     assert ports["ctriage-triton"] == triton
 
@@ -207,3 +211,44 @@ def test_the_memory_panel_selects_every_ctriage_container(production: list[dict[
     names = {c["name"] for d in _of_kind(production, "Deployment")
              for c in d["spec"]["template"]["spec"]["containers"]}  # fmt: skip
     assert names == set(CONTAINERS)
+
+
+def _secret_fields() -> set[str]:
+    """``CTRIAGE_*`` names of every setting that holds a secret (a ``SecretStr`` or tokens)."""
+    names = set()
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        for field, sub in getattr(model, "model_fields", {}).items():
+            if "SecretStr" in str(sub.annotation) or field == "tokens":
+                names.add(f"CTRIAGE_{section.upper()}__{field.upper()}")
+    return names
+
+
+@pytest.mark.parametrize("overlay", ["production", "external_services"])
+def test_secrets_come_from_secrets_only(overlay: str, request: pytest.FixtureRequest) -> None:
+    objects = request.getfixturevalue(overlay)
+    secret = _secret_fields()
+    assert {"CTRIAGE_FHIR__TOKENS", "CTRIAGE_FHIR__JWT_HS256_SECRETS",
+            "CTRIAGE_INGEST__DICOMWEB_TOKEN"} <= secret  # fmt: skip
+    assert not secret & set(_config(objects)), "a secret in the ConfigMap"
+    env = {
+        (d["metadata"]["name"], e["name"]): e
+        for d in _of_kind(objects, "Deployment")
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+    }
+    for (where, name), entry in env.items():
+        if name in secret:
+            assert "secretKeyRef" in entry.get("valueFrom", {}), f"{where}: {name} is literal"
+    assert ("ctriage-fhir-endpoint", "CTRIAGE_FHIR__TOKENS") in env
+    assert ("ctriage-dicomweb-poller", "CTRIAGE_INGEST__DICOMWEB_TOKEN") in env
+
+
+def test_the_ingress_services_are_scraped(production: list[dict[str, Any]]) -> None:
+    config = _config(production)
+    assert json.loads(config["CTRIAGE_INGEST__CALLING_AE_TITLES"])
+    monitors = {m["metadata"]["name"]: m["spec"] for m in _of_kind(production, "PodMonitor")}
+    fhir = monitors["ctriage-fhir-endpoint"]["podMetricsEndpoints"]
+    assert fhir == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    for name in ("ctriage-dicom-receiver", "ctriage-dicomweb-poller"):
+        assert monitors[name]["podMetricsEndpoints"][0]["port"] == "metrics", name
