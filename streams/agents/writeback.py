@@ -6,8 +6,11 @@ deterministic); the measurement report the biomarkers, coded. A learned-model re
 masks is refused rather than given another method's masks. The masks file is removed once stored.
 
 Off the critical path: it reads ``ct.quantification`` beside the risk agent, so a slow or
-absent PACS never delays an alert. Enabled by ``CTRIAGE_INGEST__WRITEBACK_URL``. UIDs derive from
-the series and the model version, so a redelivered quantification replaces its objects.
+absent PACS never delays an alert. Enabled by ``CTRIAGE_INGEST__WRITEBACK_URL``; it authenticates
+to the PACS and checks its certificate with the poller's DICOMweb settings
+(``CTRIAGE_INGEST__DICOMWEB_TOKEN`` / ``_USERNAME`` / ``_PASSWORD`` / ``_CA_FILE``,
+:func:`~streams.sources.dicomweb.pacs_session`). UIDs derive from the series and the model
+version, so a redelivered quantification replaces its objects.
 A failure is dead-lettered on ``ct.quantification.dlq`` as ``pacs_writeback_failed``.
 """
 
@@ -31,7 +34,7 @@ from streams.dlq import StreamReason, dead_letter
 from streams.metrics import MESSAGES
 from streams.pipeline import Pipeline
 from streams.records import Quantification
-from streams.sources.dicomweb import store_results
+from streams.sources.dicomweb import pacs_session, store_results
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,16 @@ def register(pipeline: Pipeline) -> None:
     url = pipeline.settings.ingest.writeback_url
     if not url:
         return
+    ingest = pipeline.settings.ingest
+    # the same credentials and CA as the poller; a contradictory or missing one stops the worker
+    # at start (ValueError), not each study later
+    session = pacs_session(
+        url,
+        ingest.dicomweb_token,
+        ingest.dicomweb_username,
+        ingest.dicomweb_password,
+        ingest.dicomweb_ca_file,
+    )
     app = pipeline.app
     dlq = pipeline.topic(t.CT_QUANTIFICATION.dlq)
     read_series = pipeline.deps.read_series
@@ -79,7 +92,7 @@ def register(pipeline: Pipeline) -> None:
             if quantification.rsna_category
             else None,
         )
-        store_results(url, datasets)
+        store_results(url, datasets, session=session, timeout_s=ingest.dicomweb_timeout_s)
         if masks_file is not None:
             masks_file.unlink(missing_ok=True)
         return len(datasets)

@@ -218,6 +218,15 @@ def _in_url(uid: str) -> str:
     return quote(uid, safe="")
 
 
-def store_results(url: str, datasets: list[Dataset], session: Session | None = None) -> None:
-    """STOW-RS the result objects (SEG, SR) into their study on the PACS."""
-    DICOMwebClient(url, session=session).store_instances(datasets)
+def store_results(
+    url: str,
+    datasets: list[Dataset],
+    session: Session | None = None,
+    timeout_s: float = 60.0,
+) -> None:
+    """STOW-RS the result objects (SEG, SR) into their study on the PACS.
+
+    ``session`` authenticates and checks the certificate (:func:`pacs_session`); ``timeout_s``
+    bounds each request (``CTRIAGE_INGEST__DICOMWEB_TIMEOUT_S``).
+    """
+    DICOMwebClient(url, session=session, timeout=timeout_s).store_instances(datasets)
