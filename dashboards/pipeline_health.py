@@ -4,13 +4,16 @@ For whoever runs the pipeline. Most panels query Prometheus through ``$prometheu
 reads the store's ``dead_letters`` (reason codes and counts only, never payloads). Metrics come
 from four registries, each named in :data:`EXTERNAL_METRICS` or :mod:`streams.metrics`:
 
-- the ctriage workers' ``/metrics`` (:mod:`streams.metrics`, names only: no import here);
+- the ctriage workers' and ingress services' ``/metrics`` (:mod:`streams.metrics`, names only:
+  no import here), the process collector's ``process_resident_memory_bytes`` included (the
+  memory of each ctriage process, on Kubernetes and on a single host alike); the workers are the
+  scrape job ``ctriage``, each ingress service its own (``ctriage-fhir-endpoint`` ...);
 - Triton's metrics port (``nv_inference_*``, ``nv_gpu_*``), scraped by the Triton PodMonitor;
 - KEDA's operator (``keda_scaler_metrics_value``: the consumer lag its Kafka scaler reads for
   the worker's ScaledObject, the number that drives scaling);
 - the kubelet's cAdvisor (``container_memory_working_set_bytes``), scraped by any
-  kube-prometheus-stack: the workers register no process collector, so memory is the
-  container's. On a single host (compose) this panel stays empty.
+  kube-prometheus-stack: the containers' working set, Triton's included (no series on a single
+  host, where compose runs no cAdvisor).
 """
 
 from __future__ import annotations
@@ -77,7 +80,9 @@ EXTERNAL_METRICS: dict[str, ExternalMetric] = {
 CONSUMER_LAG = (
     f'sum by (scaledObject, metric) (keda_scaler_metrics_value{{scaledObject="{SCALED_OBJECT}"}})'
 )
-WORKERS = "count(ctriage_assigned_partitions)"
+#: The workers' scrape job (the ingress services export the same gauge, always 0).
+WORKER_JOB = "ctriage"
+WORKERS = f'count(ctriage_assigned_partitions{{job="{WORKER_JOB}"}})'
 PARTITIONS = "sum(ctriage_assigned_partitions)"
 PENDING_FHIR = "sum(ctriage_pending_fhir_resources)"
 DEAD_LETTERS_LAST_HOUR = "sum(increase(ctriage_dead_letters_total[1h]))"
@@ -96,6 +101,8 @@ CONTAINER_MEMORY = (
     f'{{container=~"{"|".join(CONTAINERS)}"}})'
 )
 GPU_MEMORY = "sum by (gpu_uuid) (nv_gpu_memory_used_bytes)"
+#: Resident memory of each ctriage process (the process collector of streams.metrics).
+PROCESS_MEMORY = 'sum by (job, instance) (process_resident_memory_bytes{job=~"ctriage.*"})'
 
 DEAD_LETTERS_SQL = """\
 SELECT
@@ -181,9 +188,11 @@ def _panels() -> list[Any]:
                 "ms"),
         _series(8, "Triton failed requests", "Failed inference requests per second, by model.",
                 [(TRITON_FAILURES, "{{model}}")], "reqps"),
-        _series(9, "Memory", "Working set of each ctriage container (cAdvisor) and GPU memory "
-                "used on Triton's GPUs.",
-                [(CONTAINER_MEMORY, "{{pod}}/{{container}}"), (GPU_MEMORY, "GPU {{gpu_uuid}}")],
+        _series(9, "Memory", "Resident memory of each ctriage process (its process collector), "
+                "working set of each ctriage container (cAdvisor, Kubernetes only) and GPU "
+                "memory used on Triton's GPUs.",
+                [(PROCESS_MEMORY, "process {{job}} {{instance}}"),
+                 (CONTAINER_MEMORY, "{{pod}}/{{container}}"), (GPU_MEMORY, "GPU {{gpu_uuid}}")],
                 "bytes"),
         table.Panel()
         .id(10)

@@ -255,20 +255,50 @@ def test_store_holds_no_identifying_columns() -> None:
     assert not [c for c in columns if any(word in c for word in IDENTIFYING)]
 
 
+#: Labels Prometheus attaches to every series it scrapes (the target's job and address).
+TARGET_LABELS = frozenset({"job", "instance"})
+#: Series each metric type exposes (prometheus_client's exposition; ``_created`` left out).
+_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
+    "summary": ("_sum", "_count"),
+    "info": ("_info",),
+}
+
+
 def _exported_metrics() -> dict[str, set[str]]:
-    """Series names the worker exports -> the labels a query may group by."""
+    """Series names the worker exports -> the labels a query may group by.
+
+    Every family of the worker's registry, as ``REGISTRY.collect()`` yields it: ctriage's own
+    metrics and the process collector's (``process_resident_memory_bytes`` ...). A labelled
+    metric has no sample until a child exists, so its label names come from the metric object
+    (``_labelnames`` is private in prometheus_client, but it is the only place they live before
+    a child exists); samples add what the collectors report.
+    """
+    declared = {
+        m._name: set(m._labelnames)
+        for m in vars(metrics).values()
+        if isinstance(m, Counter | Gauge | Histogram)
+    }
     exported: dict[str, set[str]] = {}
-    for metric in vars(metrics).values():
-        # _labelnames is private in prometheus_client, but it is the only place labels live
-        # before a child exists; the names checked here are what Prometheus will store.
-        if isinstance(metric, Counter):
-            exported[f"{metric._name}_total"] = set(metric._labelnames)
-        elif isinstance(metric, Histogram):
-            for suffix in ("_bucket", "_sum", "_count"):
-                exported[metric._name + suffix] = set(metric._labelnames) | {"le"}
-        elif isinstance(metric, Gauge):
-            exported[metric._name] = set(metric._labelnames)
+    for family in metrics.REGISTRY.collect():
+        labels = declared.get(family.name, set()) | TARGET_LABELS
+        labels |= {name for sample in family.samples for name in sample.labels}
+        for suffix in _SUFFIXES.get(family.type, ("",)):
+            extra = {"le"} if suffix == "_bucket" else set()
+            exported[family.name + suffix] = labels | extra
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                exported.setdefault(sample.name, set()).update(labels, sample.labels)
     return exported
+
+
+def test_every_family_of_the_worker_registry_is_exported() -> None:
+    exported = _exported_metrics()
+    families = {f.name for f in metrics.REGISTRY.collect()}
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total"} <= set(exported)
+    assert all(any(n.startswith(f) for n in exported) for f in families)
+    assert exported["ctriage_stage_seconds_bucket"] == {"stage", "le"} | TARGET_LABELS
 
 
 def _registries() -> dict[str, set[str]]:
