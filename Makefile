@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CODE   := streams inference triage dashboards deploy
 
-.PHONY: demo test lint bench setup system-deps clean
+.PHONY: demo test lint bench chaos setup system-deps clean
 
 demo: setup
 	$(BIN)/ctriage demo
@@ -21,6 +21,11 @@ lint: setup
 
 bench: setup
 	$(BIN)/pytest -m bench -s tests/bench
+
+# Kills workers and brokers on a local 3-node cluster (docs/fault-tolerance.md), a few minutes;
+# CTRIAGE_CHAOS_STUDIES=1000 for the issue's full size. Figures: tests/bench/results/chaos-*.json
+chaos: setup
+	$(BIN)/pytest -m chaos -s tests/chaos
 
 setup: system-deps $(VENV)/.installed
 
