@@ -226,7 +226,7 @@ POISON = {
 def test_poison_messages_are_dead_lettered_and_good_ones_scored(settings, workers):
     studies = _studies("poison", STUDIES)
     uids = {s.study_uid for s in studies}
-    per_kind = max(1, STUDIES // 40)  # 100 poison in a 1,000-study replay: 20 of each kind
+    per_kind = max(2, STUDIES // 50)  # 100 poison in a 1,000-study replay: 20 of each kind
     poison = [value for value in POISON.values() for _ in range(per_kind)]
     _publish(settings.kafka.bootstrap_servers, studies, tuple(poison))
     wait_for(lambda: len(stored_revisions(settings.store.url, uids)) == len(uids), 300, "all")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from streams import topics as t
 pytestmark = pytest.mark.chaos
 
 TOPIC = t.CT_QUANTIFICATION.name
+RUN = uuid.uuid4().hex[:8]  # the session's cluster also carries the chaos scenarios' records
 
 
 def _admin(bootstrap_servers: str) -> KafkaAdminClient:
@@ -53,7 +55,7 @@ def _read_all(bootstrap_servers: str, expected: int) -> list[bytes]:
     deadline = time.monotonic() + 60
     try:
         while len(got) < expected and time.monotonic() < deadline:
-            got.extend(message.value for message in consumer)
+            got.extend(m.value for m in consumer if m.value.startswith(RUN.encode()))
     finally:
         consumer.close()
     return got
@@ -73,7 +75,7 @@ def test_three_nodes_replicate_and_survive_one_sigkill(cluster: KafkaCluster) ->
     assert all(len(p["replica_nodes"]) == 3 for p in partitions)
     assert configs["topic"][TOPIC]["min.insync.replicas"]["value"] == "2"
 
-    before = [f"before-{i}".encode() for i in range(20)]
+    before = [f"{RUN}-before-{i}".encode() for i in range(20)]
     _send(servers, before)
     leader = next(p["leader_id"] for p in partitions if p["partition_index"] == 0)
     victim = next(node for node in cluster.nodes if node.node_id == leader)
@@ -82,7 +84,7 @@ def test_three_nodes_replicate_and_survive_one_sigkill(cluster: KafkaCluster) ->
     os.kill(victim.pid, signal.SIGKILL)
     victim.stop(timeout_s=10)  # reaps the dead JVM (our child) and drops its pid file
     survivors = ",".join(n.bootstrap_servers for n in cluster.nodes if n is not victim)
-    after = [f"after-{i}".encode() for i in range(20)]
+    after = [f"{RUN}-after-{i}".encode() for i in range(20)]
     _send(survivors, after)  # acks=all with 2 of 3 in sync: accepted
     sent_again_s = time.monotonic() - killed_at
     got = _read_all(survivors, len(before) + len(after))
