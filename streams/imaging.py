@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from inference.biomarkers import quantify_threshold
-from inference.exceptions import InferenceError, SeriesRejected
-from inference.volume import load_series
+from inference import InferenceError, SeriesRejected, load_series, quantify_threshold
 
 logger = logging.getLogger(__name__)
 

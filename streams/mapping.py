@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from inference.rsna import rsna_category
+from inference import rsna_category
 from streams.records import (
     Alert,
     BurdenChange,
@@ -24,18 +24,16 @@ from streams.records import (
     UnitForecastRecord,
     VentilatorForecast,
 )
-from triage.alerts.worsening import WorseningDecision
-from triage.capacity.census import CapacityForecast as ResourceDays
-from triage.capacity.unit_census import CensusEvent
-from triage.capacity.unit_forecast import UnitForecast
-from triage.fhir.icu import CensusChange, CensusChangeValues
-from triage.fhir.outbound import risk_assessment
-from triage.risk.assess import RecentStudy, StudyFindings, StudyOutcome, StudyRisk
-from triage.risk.model import Contribution as ScoreContribution
+from triage.alerts import WorseningDecision
+from triage.capacity import CapacityForecast as ResourceDays
+from triage.capacity import CensusEvent, UnitForecast
+from triage.fhir import CensusChange, CensusChangeValues, risk_assessment
+from triage.risk import Contribution as ScoreContribution
+from triage.risk import RecentStudy, StudyFindings, StudyOutcome, StudyRisk
 from triage.timeline import Change, FollowUp, TimelinePoint
 
 if TYPE_CHECKING:  # the Triton client is not needed to map its result
-    from inference.client import StudyResult
+    from inference import StudyResult
 
 
 def quantification_record(

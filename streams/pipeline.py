@@ -14,13 +14,11 @@ from typing import Any, Protocol
 import faust
 from sqlalchemy.engine import Engine
 
-from inference.volume import CtVolume, load_series
+from inference import CtVolume, load_series
 from streams.settings import Settings
-from triage.alerts.policy import AlertPolicy
-from triage.capacity.census import LengthOfStay
-from triage.capacity.registry import CapacityRegistry, build_registry
-from triage.capacity.unit_forecast import CapacityPlanner
-from triage.risk.model import RiskModel
+from triage.alerts import AlertPolicy
+from triage.capacity import CapacityPlanner, CapacityRegistry, LengthOfStay, build_registry
+from triage.risk import RiskModel
 
 
 class Quantifier(Protocol):

@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from triage.fhir.icu import CensusChangeValues
+from triage.fhir import CensusChangeValues
 
 
 @dataclass(frozen=True)

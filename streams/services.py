@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy.services import LocalServices
+from deploy import LocalServices
 from streams.kafka_health import broker_answers
 from streams.settings import Settings
 

@@ -7,17 +7,16 @@ import logging
 import faust
 from prometheus_client import start_http_server
 
-from dashboards.store import create_schema, make_engine
-from inference.client import TritonQuantifier
-from inference.sandbox import SandboxedReader
+from dashboards import create_schema, make_engine
+from inference import SandboxedReader, TritonQuantifier
 from streams.app import build_app
 from streams.log_limits import limit_kafka_client_logs
 from streams.metrics import REGISTRY
 from streams.pipeline import Dependencies, Pipeline
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from triage.alerts.policy import AlertPolicy
-from triage.risk.model import RiskModel
+from triage.alerts import AlertPolicy
+from triage.risk import RiskModel
 
 logger = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from streams.admin.openapi import openapi_spec
 from streams.admin.policy_log import PolicyInForce, PolicyLog, PolicyLogError
 from streams.admin.volume import StudyVolume, study_volume
 from streams.records import ThresholdAudit
-from triage.alerts.thresholds import ThresholdChange, operating_point_rows
+from triage.alerts import ThresholdChange, operating_point_rows
 from triage.exceptions import ConfigRejected, ConfigRejectionReason, TriageError
-from triage.risk.model import load_card
+from triage.risk import load_card
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from triage.alerts.policy import NAMED_LEVELS
+from triage.alerts import NAMED_LEVELS
 
 _PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
 _ERROR_CODES = [

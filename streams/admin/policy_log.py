@@ -27,10 +27,9 @@ from pydantic import ValidationError
 
 from streams import topics as t
 from streams.records import ThresholdAudit, TriageConfig
-from triage.alerts.policy import AlertPolicy
-from triage.alerts.thresholds import AppliedChange, ThresholdChange, apply_change
+from triage.alerts import AlertPolicy, AppliedChange, ThresholdChange, apply_change
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
-from triage.fhir.outbound import threshold_audit_event
+from triage.fhir import threshold_audit_event
 
 logger = logging.getLogger(__name__)
 

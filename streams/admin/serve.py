@@ -15,7 +15,7 @@ from kafka.errors import KafkaError
 
 from streams.admin.policy_log import PolicyLog, PolicyLogError
 from streams.settings import Settings
-from triage.alerts.policy import AlertPolicy
+from triage.alerts import AlertPolicy
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboards import store
+from dashboards import make_engine, recent_studies_per_day, studies
 
 VOLUME_WINDOW_DAYS = 7.0
 
@@ -34,12 +34,12 @@ def study_volume(
     url = make_url(store_url)
     if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
         return StudyVolume(None, f"unknown: store {url.database} does not exist yet")
-    engine = store.make_engine(store_url)
+    engine = make_engine(store_url)
     try:
-        if not inspect(engine).has_table(store.studies.name):
+        if not inspect(engine).has_table(studies.name):
             return StudyVolume(None, "unknown: the store has no studies table yet")
         with engine.connect() as conn:
-            per_day = store.recent_studies_per_day(conn, datetime.now(UTC), days)
+            per_day = recent_studies_per_day(conn, datetime.now(UTC), days)
     except SQLAlchemyError as e:
         return StudyVolume(None, f"unknown: store unreadable ({type(e).__name__})")
     finally:

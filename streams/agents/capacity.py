@@ -23,7 +23,7 @@ from streams.mapping import census_event, forecast_record
 from streams.metrics import CAPACITY_BREACH_PROBABILITY, CAPACITY_IN_USE, MESSAGES
 from streams.pipeline import Pipeline
 from streams.records import CapacityEvent, UnitForecastRecord
-from triage.capacity.unit_forecast import UnitForecast
+from triage.capacity import UnitForecast
 from triage.exceptions import TriageError
 
 logger = logging.getLogger(__name__)

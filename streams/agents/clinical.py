@@ -30,9 +30,13 @@ from streams.metrics import MESSAGES, PENDING_FHIR
 from streams.pipeline import Pipeline
 from streams.records import DeadLetter, FhirResourceEvent
 from triage.exceptions import FhirRejected, FhirRejectionReason
-from triage.fhir.context import ClinicalContext
-from triage.fhir.icu import census_changes
-from triage.fhir.parse import FhirVersionValues, declared_version, normalise_r5
+from triage.fhir import (
+    ClinicalContext,
+    FhirVersionValues,
+    census_changes,
+    declared_version,
+    normalise_r5,
+)
 
 logger = logging.getLogger(__name__)
 

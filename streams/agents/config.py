@@ -18,7 +18,7 @@ from streams import topics as t
 from streams.dlq import StreamReason, build_dead_letter
 from streams.pipeline import Pipeline
 from streams.records import Malformed, TriageConfig
-from triage.alerts.policy import AlertPolicy
+from triage.alerts import AlertPolicy
 from triage.exceptions import ConfigRejected
 
 logger = logging.getLogger(__name__)

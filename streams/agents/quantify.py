@@ -14,16 +14,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from inference.chest import check_chest
-from inference.client import StudyResult
-from inference.exceptions import (
+from inference import (
     InferenceError,
     InferenceRejected,
     SeriesRejected,
+    StudyResult,
     TritonTimeout,
     TritonUnavailable,
+    check_chest,
+    masks_path,
+    save_masks,
 )
-from inference.masks import masks_path, save_masks
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, in_thread, record_or_dead_letter
 from streams.claim_check import StudyUnavailable, study_path

@@ -35,7 +35,7 @@ from streams.metrics import END_TO_END_SECONDS, MESSAGES, STAGE_SECONDS
 from streams.pipeline import Pipeline
 from streams.records import Quantification
 from triage.exceptions import TriageError
-from triage.risk.assess import score_study
+from triage.risk import score_study
 
 logger = logging.getLogger(__name__)
 

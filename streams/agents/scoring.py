@@ -25,8 +25,8 @@ from streams.mapping import (
 from streams.metrics import ALERTS, RESCORES
 from streams.pipeline import Pipeline
 from streams.records import Alert, Quantification, RiskAssessment
-from triage.fhir.context import ClinicalContext
-from triage.risk.assess import StudyOutcome, rescore
+from triage.fhir import ClinicalContext
+from triage.risk import StudyOutcome, rescore
 
 #: How many recently scored studies per patient are kept for re-scoring.
 MAX_RECENT_STUDIES = 10

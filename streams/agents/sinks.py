@@ -15,7 +15,14 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from dashboards import store
+from dashboards import (
+    insert_dead_letter,
+    upsert_alert,
+    upsert_forecast_rows,
+    upsert_risk,
+    upsert_study,
+    upsert_threshold_audit,
+)
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, in_thread, record_or_dead_letter
 from streams.dlq import StreamReason, dead_letter
@@ -59,7 +66,7 @@ def scored_study_row(record: RiskAssessment | Alert) -> dict[str, Any]:
 def write_risk(engine: Engine, risk: RiskAssessment) -> None:
     """Upsert a risk and mark its study scored."""
     with engine.begin() as conn:
-        store.upsert_risk(
+        upsert_risk(
             conn,
             {
                 **scored_study_row(risk),
@@ -72,7 +79,7 @@ def write_risk(engine: Engine, risk: RiskAssessment) -> None:
                 "revision": risk.revision,
             },
         )
-        store.upsert_study(
+        upsert_study(
             conn,
             {
                 "study_uid": risk.study_uid,
@@ -87,7 +94,7 @@ def write_risk(engine: Engine, risk: RiskAssessment) -> None:
 def write_alert(engine: Engine, alert: Alert) -> None:
     """Upsert an alert."""
     with engine.begin() as conn:
-        store.upsert_alert(
+        upsert_alert(
             conn,
             {
                 **scored_study_row(alert),
@@ -107,7 +114,7 @@ def write_alert(engine: Engine, alert: Alert) -> None:
 def write_audit(engine: Engine, audit: ThresholdAudit) -> None:
     """Upsert a policy change's audit record (who, when, old -> new, why)."""
     with engine.begin() as conn:
-        store.upsert_threshold_audit(
+        upsert_threshold_audit(
             conn,
             {
                 "audit_id": audit.audit_id,
@@ -159,13 +166,13 @@ def write_forecast(engine: Engine, forecast: UnitForecastRecord) -> None:
         for i, day in enumerate(days)
     ]
     with engine.begin() as conn:
-        store.upsert_forecast_rows(conn, rows)
+        upsert_forecast_rows(conn, rows)
 
 
 def write_dead_letter(engine: Engine, topic: str, letter: DeadLetter) -> None:
     """Record a dead letter; a rejected study also gets its status."""
     with engine.begin() as conn:
-        store.insert_dead_letter(
+        insert_dead_letter(
             conn,
             {
                 "topic": topic,
@@ -181,7 +188,7 @@ def write_dead_letter(engine: Engine, topic: str, letter: DeadLetter) -> None:
         )
         study = _study_of(letter.payload)
         if study is not None:
-            store.upsert_study(
+            upsert_study(
                 conn,
                 {
                     "study_uid": study[0],

@@ -16,7 +16,7 @@ from streams.mapping import timeline_point, worsening_alert_record
 from streams.metrics import ALERTS
 from streams.pipeline import Pipeline
 from streams.records import Alert, Quantification, RiskAssessment
-from triage.alerts.worsening import WorseningRule
+from triage.alerts import WorseningRule
 from triage.timeline import FollowUp, follow_up
 
 TABLE = "patient_to_timeline"

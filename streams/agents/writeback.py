@@ -22,11 +22,13 @@ from typing import Any
 
 from requests.exceptions import RequestException
 
-from inference.biomarkers import threshold_masks
-from inference.client import THRESHOLD_MODEL
-from inference.dicom_results import results_for_volume
-from inference.exceptions import InferenceError
-from inference.masks import load_masks
+from inference import (
+    THRESHOLD_MODEL,
+    InferenceError,
+    load_masks,
+    results_for_volume,
+    threshold_masks,
+)
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, in_thread, record_or_dead_letter
 from streams.claim_check import StudyUnavailable, study_path, uri_path

@@ -14,16 +14,22 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from triage.capacity import backtest as capacity_backtest
-from triage.capacity import forecast_icu, occupants_from_census
-from triage.capacity.census import ICU_STAY
-from triage.capacity.series import DailySeries, read_daily_csv
-from triage.capacity.sources import SeriesSourceValues
-from triage.capacity.stay import (
+from triage.capacity import (
+    ICU_STAY,
+    DailySeries,
+    SeriesSourceValues,
+    default_models,
     fit_by_year,
     fit_length_of_stay,
     fittable_days,
+    forecast_at,
+    forecast_icu,
+    load_source_series,
     occupancy_rmse,
+    occupants_from_census,
+    read_daily_csv,
+    run_backtest,
+    source_population,
 )
 from triage.exceptions import TriageError
 
@@ -99,16 +105,14 @@ def daily_series(
     name: str | None = None,
 ) -> tuple[DailySeries, int | None]:
     """The series of ``--csv`` or of ``--source``/``--data``/``--region``, and its population."""
-    from triage.capacity import sources
-
     if csv is not None and source is None:
         return read_daily_csv(csv, name), None
     if source is None or csv is not None:
         raise ValueError("give either --csv or --source (with --data)")
     if data is None:
         raise ValueError("--source needs --data, the folder of its files")
-    series = sources.load(source, data, region)
-    return replace(series, name=name or series.name), sources.population(source, region)
+    series = load_source_series(source, data, region)
+    return replace(series, name=name or series.name), source_population(source, region)
 
 
 def _number(value: object, decimals: int) -> str:
@@ -141,9 +145,9 @@ def capacity_backtest_command(
     try:
         series, known_population = daily_series(csv, source, data, region)
         population = population or known_population
-        rows = capacity_backtest.run_backtest(
+        rows = run_backtest(
             series,
-            capacity_backtest.default_models(population),
+            default_models(population),
             horizon=horizon,
             step_days=step_days,
             start=start,
@@ -254,7 +258,7 @@ def capacity_plot(
     region: RegionOption = None,
 ) -> None:
     """Write a PNG: history, forecast fan (80/95%) and the capacity line."""
-    from triage.capacity.plot import plot_forecast
+    from triage.capacity import plot_forecast
 
     try:
         series, _ = daily_series(csv, source, data, region, name)
@@ -263,7 +267,7 @@ def capacity_plot(
             at = int(series.dates.searchsorted(datetime.fromisoformat(origin)))
             if not 0 <= at < series.dates.size:
                 raise ValueError(f"origin {origin} outside the series")
-        forecast = capacity_backtest.forecast_at(series, at, horizon)
+        forecast = forecast_at(series, at, horizon)
         plot_forecast(series, forecast, out, capacity=capacity, history_days=history_days)
     except (TriageError, ValueError, OSError) as e:
         console.print(f"[red]cannot plot[/red]: {e}")

@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-from triage.cohort.exceptions import CohortError
-from triage.cohort.manifest import load_outcomes
-from triage.cohort.writer import generate_cohort
+from triage.cohort import CohortError, generate_cohort, load_outcomes
 
 app = typer.Typer(no_args_is_help=True, help="Synthetic cohorts (FHIR + DICOM + outcomes).")
 

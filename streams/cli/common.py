@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from streams.settings import Settings
-    from triage.fhir.pseudonym import Pseudonymiser
+    from triage.fhir import Pseudonymiser
 
 
 def configure_logging(level: str) -> None:
@@ -29,7 +29,7 @@ def fmt(value: Any) -> str:
 
 def pseudonymiser(settings: Settings) -> Pseudonymiser:
     """The ingress pseudonymiser with the configured key and key version."""
-    from triage.fhir.pseudonym import Pseudonymiser
+    from triage.fhir import Pseudonymiser
 
     key = settings.pseudonym.key.get_secret_value().encode()
     return Pseudonymiser(key, settings.pseudonym.key_version)

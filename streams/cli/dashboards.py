@@ -14,9 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dashboards.catalog import DASHBOARDS
-from dashboards.client import DEFAULT_TIMEOUT_S, push_dashboard
-from dashboards.exceptions import DashboardPushError
+from dashboards import DASHBOARDS, DEFAULT_TIMEOUT_S, DashboardPushError, push_dashboard
 
 EXIT_PUSH_FAILED = 1
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from deploy.services import LocalServices
+    from deploy import LocalServices
     from streams.demo import DemoOptions, OutputCollector, WorkerProcess
     from streams.sources.replay import ReplayReport
 
@@ -43,7 +43,7 @@ def demo(
     ] = "lesion_threshold",
 ) -> None:
     """Start Kafka + Triton + the worker, replay a synthetic cohort, show alerts and forecasts."""
-    from inference.client import THRESHOLD_MODEL, UNET_MODEL
+    from inference import THRESHOLD_MODEL, UNET_MODEL
     from streams import demo as d
     from streams.demo import screen
 

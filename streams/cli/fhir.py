@@ -38,7 +38,7 @@ def ingest_fhir_command(
     from streams.sources.fhir_ingest import CollectingSink, FhirIngress, FhirSink, KafkaFhirSink
     from streams.sources.fhir_report import report_lines
     from triage.exceptions import FhirRejected
-    from triage.fhir.parse import declared_version
+    from triage.fhir import declared_version
 
     try:
         version = declared_version(fhir_version)

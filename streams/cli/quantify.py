@@ -19,11 +19,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from inference.client import UNET_MODEL
-from inference.exceptions import InvalidVolume, SeriesRejected, TritonError
-from inference.quantify import (
+from inference import (
     MODELS,
+    UNET_MODEL,
     UNITS,
+    InvalidVolume,
+    SeriesRejected,
+    TritonError,
     image_files,
     logits_fn,
     quantify_images,

@@ -20,15 +20,21 @@ from rich.table import Table
 from streams.cli.common import fmt
 from streams.imaging import DICOM_BIOMARKER_SOURCE, dicom_biomarkers
 from triage.exceptions import TriageError
-from triage.risk import semisynthetic
-from triage.risk.card import REAL_LABEL
-from triage.risk.external import DEFAULT_THRESHOLDS
-from triage.risk.model import SYNTHETIC_LABEL
-from triage.risk.recalibrate import file_digest, recalibrate
-from triage.risk.scoring import MODELS_DIR, RiskPanel, score_csv
-from triage.risk.synthetic import train_from_cohort
-from triage.risk.training import train_mexico
-from triage.risk.validate import read_table, validate
+from triage.risk import (
+    DEFAULT_THRESHOLDS,
+    MODELS_DIR,
+    REAL_LABEL,
+    SEMI_SYNTHETIC_LABEL,
+    SYNTHETIC_LABEL,
+    RiskPanel,
+    file_digest,
+    read_table,
+    recalibrate,
+    score_csv,
+    train_from_cohort,
+    train_mexico,
+    validate,
+)
 
 DEFAULT_SEED = 2020
 
@@ -284,7 +290,7 @@ def train_real(data_dir: Path, out_dir: Path, seed: int, console: Console) -> No
     for split, description in summary["splits"].items():
         table = Table(
             title=f"held-out {split} split ({description})\n[green]REAL[/green]: {REAL_LABEL}\n"
-            f"[yellow]SEMI-SYNTHETIC[/yellow]: {semisynthetic.LABEL}"
+            f"[yellow]SEMI-SYNTHETIC[/yellow]: {SEMI_SYNTHETIC_LABEL}"
         )
         for column in ("outcome", "model", "data", "AUC (95% CI)", "Brier", "ECE"):
             table.add_column(column, justify="right", overflow="fold")

@@ -10,9 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from deploy.exceptions import ServiceError
-from deploy.kafka_cluster import recorded_nodes
-from deploy.services import LocalServices, ServiceNameValues, ServiceStatus
+from deploy import LocalServices, ServiceError, ServiceNameValues, ServiceStatus, recorded_nodes
 from streams.services import services_from_settings
 from streams.settings import load_settings
 

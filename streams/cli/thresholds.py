@@ -26,15 +26,16 @@ from streams.admin.serve import default_policy, serve_admin_api, with_log
 from streams.admin.volume import study_volume
 from streams.cli.common import configure_logging, fmt
 from streams.settings import Settings, load_settings
-from triage.alerts.policy import NAMED_LEVELS, AlertPolicy
-from triage.alerts.thresholds import (
+from triage.alerts import (
+    NAMED_LEVELS,
+    AlertPolicy,
     OperatingPointRow,
     ThresholdChange,
     operating_point_rows,
     parse_level_name,
 )
 from triage.exceptions import ConfigRejected, TriageError
-from triage.risk.model import SYNTHETIC_LABEL, RiskModel, load_card
+from triage.risk import SYNTHETIC_LABEL, RiskModel, load_card
 
 app = typer.Typer(
     help="Alert levels per hospital: operating points, changes, audit trail.",

@@ -26,17 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.postgres import local_store_url
-from deploy.prometheus import PrometheusServer
-from deploy.services import LocalServices
-from inference.client import THRESHOLD_MODEL
+from deploy import LocalServices, PrometheusServer, local_store_url
+from inference import THRESHOLD_MODEL
 from streams.demo.collector import OutputCollector
 from streams.demo.summary import ReplayOutcome
 from streams.services import services_from_settings
 from streams.settings import Settings, settings_env
 from streams.sources.replay import ReplayReport, replay
 from triage.cohort import generate_cohort
-from triage.fhir.pseudonym import Pseudonymiser
+from triage.fhir import Pseudonymiser
 
 logger = logging.getLogger(__name__)
 

@@ -31,9 +31,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from inference.exceptions import SeriesRejected
-from inference.headers import quiet_pydicom
-from inference.volume import study_datetime
+from inference import SeriesRejected, quiet_pydicom, study_datetime
 from streams.metrics import RECEIVED_INSTANCES
 from streams.records import DeadLetter
 from streams.sources.publish import StudyArrival, rejection

@@ -28,10 +28,13 @@ from requests import PreparedRequest, RequestException, Response, Session
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 
-from inference.exceptions import SeriesRejected, SeriesRejectionReason
-from inference.headers import quiet_pydicom
-from inference.uids import uid_refusal
-from inference.volume import study_datetime
+from inference import (
+    SeriesRejected,
+    SeriesRejectionReason,
+    quiet_pydicom,
+    study_datetime,
+    uid_refusal,
+)
 from streams.metrics import RECEIVED_INSTANCES
 from streams.records import DeadLetter
 from streams.sources.publish import StudyArrival, rejection

@@ -35,15 +35,15 @@ from streams.sources.fhir_report import IngestReport, Rejection, operation_outco
 from streams.sources.quarantine import Quarantine
 from streams.sources.refusals import IngressRefusalValues, count_refusal
 from triage.exceptions import FhirRejected
-from triage.fhir.parse import (
+from triage.fhir import (
     FhirVersionValues,
     ParsedResource,
+    Pseudonymiser,
     declared_version,
     iter_ndjson,
     iter_resources,
     version_from_content_type,
 )
-from triage.fhir.pseudonym import Pseudonymiser
 
 __all__ = ["SOURCE", "build_app", "openapi_spec"]
 

@@ -32,22 +32,21 @@ from streams.records import DeadLetter, FhirResourceEvent
 from streams.sources.fhir_report import IngestReport, Rejection, operation_outcome
 from streams.sources.quarantine import Quarantine
 from triage.exceptions import FhirRejected, FhirRejectionReason
-from triage.fhir.context import ClinicalContext, maps_to_context
-from triage.fhir.parse import (
+from triage.fhir import (
+    ClinicalContext,
     FhirVersionValues,
     ParsedResource,
     ParseFailure,
+    Pseudonymiser,
+    bundle_patient_urls,
     iter_ndjson,
     iter_resources,
     load_json,
+    maps_to_context,
     normalise_r5,
-    validate_resource,
-)
-from triage.fhir.pseudonym import (
-    Pseudonymiser,
-    bundle_patient_urls,
     patient_key,
     pseudonymise_resource,
+    validate_resource,
 )
 
 logger = logging.getLogger(__name__)

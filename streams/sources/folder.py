@@ -16,9 +16,13 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from inference.exceptions import SeriesRejected, SeriesRejectionReason
-from inference.headers import quiet_pydicom, read_headers
-from inference.volume import study_datetime
+from inference import (
+    SeriesRejected,
+    SeriesRejectionReason,
+    quiet_pydicom,
+    read_headers,
+    study_datetime,
+)
 from streams.metrics import RECEIVED_INSTANCES
 from streams.records import CtStudy, DeadLetter
 from streams.sources.publish import StudyArrival, StudyPublisher, rejection

@@ -22,7 +22,7 @@ from streams import topics as t
 from streams.dlq import build_dead_letter
 from streams.metrics import INGESTED_STUDIES
 from streams.records import CtStudy, DeadLetter
-from triage.fhir.pseudonym import Pseudonymiser
+from triage.fhir import Pseudonymiser
 
 logger = logging.getLogger(__name__)
 

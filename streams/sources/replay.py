@@ -25,7 +25,7 @@ from streams.records import CtStudy, FhirResourceEvent
 from streams.sources.quarantine import Quarantine
 from triage.cohort import load_manifest
 from triage.exceptions import FhirRejected
-from triage.fhir.pseudonym import Pseudonymiser, patient_key
+from triage.fhir import Pseudonymiser, patient_key
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from inference.headers import raw_text
-from inference.uids import check_uid, is_conformant_uid, uid_key
+from inference import check_uid, is_conformant_uid, raw_text, uid_key
 from streams.metrics import NONCONFORMANT_UID_STUDIES
 
 logger = logging.getLogger(__name__)

@@ -26,10 +26,10 @@ from triage.fhir.features import IMAGING_FEATURES
 from triage.fhir.pseudonym import Pseudonymiser
 from triage.risk.mexico import load_cohort
 from triage.risk.model import RiskModel
-from triage.risk.recalibrate import recalibrate
+from triage.risk.recalibration import recalibrate
 from triage.risk.scoring import FLAGS, RiskPanel
 from triage.risk.training import make_splits
-from triage.risk.validate import parse_table
+from triage.risk.validation import parse_table
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,25 @@
+"""Public API of ``triage.alerts``: what other packages import (deep imports stay inside)."""
+
+from triage.alerts.policy import NAMED_LEVELS, AlertPolicy
+from triage.alerts.thresholds import (
+    AppliedChange,
+    OperatingPointRow,
+    ThresholdChange,
+    apply_change,
+    operating_point_rows,
+    parse_level_name,
+)
+from triage.alerts.worsening import WorseningDecision, WorseningRule
+
+__all__ = [
+    "AlertPolicy",
+    "AppliedChange",
+    "NAMED_LEVELS",
+    "OperatingPointRow",
+    "ThresholdChange",
+    "WorseningDecision",
+    "WorseningRule",
+    "apply_change",
+    "operating_point_rows",
+    "parse_level_name",
+]

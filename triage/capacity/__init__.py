@@ -15,7 +15,9 @@
 - ``plot``: a PNG for people.
 """
 
+from triage.capacity.backtest import default_models, forecast_at, run_backtest
 from triage.capacity.census import (
+    ICU_STAY,
     CapacityForecast,
     DayForecast,
     LengthOfStay,
@@ -27,16 +29,44 @@ from triage.capacity.census import (
     poisson_lognormal,
     quantile,
 )
+from triage.capacity.plot import plot_forecast
+from triage.capacity.registry import CapacityRegistry, build_registry
+from triage.capacity.series import DailySeries, read_daily_csv
+from triage.capacity.sources import SeriesSourceValues
+from triage.capacity.sources import load as load_source_series
+from triage.capacity.sources import population as source_population
+from triage.capacity.stay import fit_by_year, fit_length_of_stay, fittable_days, occupancy_rmse
+from triage.capacity.unit_census import CensusEvent
+from triage.capacity.unit_forecast import CapacityPlanner, UnitForecast
 
 __all__ = [
     "CapacityForecast",
+    "CapacityPlanner",
+    "CapacityRegistry",
+    "CensusEvent",
+    "DailySeries",
     "DayForecast",
+    "ICU_STAY",
     "LengthOfStay",
     "Occupant",
     "PipelinePatient",
+    "SeriesSourceValues",
+    "UnitForecast",
+    "build_registry",
+    "default_models",
+    "fit_by_year",
+    "fit_length_of_stay",
+    "fittable_days",
+    "forecast_at",
     "forecast_icu",
+    "load_source_series",
+    "occupancy_rmse",
     "occupants_from_census",
+    "plot_forecast",
     "poisson_binomial",
     "poisson_lognormal",
     "quantile",
+    "read_daily_csv",
+    "run_backtest",
+    "source_population",
 ]

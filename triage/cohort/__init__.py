@@ -15,10 +15,10 @@ from triage.cohort.manifest import (
 from triage.cohort.writer import DEFAULT_START_TIME, generate_cohort
 
 __all__ = [
-    "DEFAULT_START_TIME",
     "CohortError",
     "CohortErrorReason",
     "CohortManifest",
+    "DEFAULT_START_TIME",
     "OutcomeRow",
     "StudyEntry",
     "generate_cohort",

@@ -1,10 +1,10 @@
 """External validation on every REAL cohort, and the Dutch split-half recalibration check.
 
-:func:`validate_cohorts` runs :func:`triage.risk.validate.validate` on each cohort of
+:func:`validate_cohorts` runs :func:`triage.risk.validation.validate` on each cohort of
 :mod:`triage.risk.cohorts`; :func:`card_table` turns the reports into the rows the model cards
 and docs/risk-validation.md show (our model vs age alone vs comorbidity count vs the cohort's
 own cross-validated ceiling, same rows); :func:`split_half_recalibration` fits a site layer
-on one half of a cohort (:mod:`triage.risk.recalibrate`) and validates on the other half.
+on one half of a cohort (:mod:`triage.risk.recalibration`) and validates on the other half.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy as np
 from triage.risk.card import OUTCOME_MODELS, RISK_COLUMNS
 from triage.risk.cohorts import ExternalCohort
 from triage.risk.model import CARD_SUFFIX, load_card
-from triage.risk.recalibrate import fit_layer, without_site_layers
+from triage.risk.recalibration import fit_layer, without_site_layers
 from triage.risk.scoring import RiskPanel
-from triage.risk.validate import outcome_report, parse_table, score_table, validate
+from triage.risk.validation import outcome_report, parse_table, score_table, validate
 
 #: the alert levels of the default single-threshold policy (0.2: moderate, high, critical)
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.6)

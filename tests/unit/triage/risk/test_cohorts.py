@@ -15,7 +15,7 @@ from triage.risk.cohorts import (
     ExternalCohort,
     load_external,
 )
-from triage.risk.validate import parse_table
+from triage.risk.validation import parse_table
 
 pytestmark = pytest.mark.unit
 

@@ -18,9 +18,9 @@ from triage.exceptions import (
 from triage.risk.cohorts import ExternalCohort
 from triage.risk.external import split_half_recalibration
 from triage.risk.model import RiskModel
-from triage.risk.recalibrate import MIN_EVENTS, fit_layer, recalibrate
+from triage.risk.recalibration import MIN_EVENTS, fit_layer, recalibrate
 from triage.risk.scoring import RiskPanel, score_csv
-from triage.risk.validate import parse_table
+from triage.risk.validation import parse_table
 
 pytestmark = pytest.mark.unit
 

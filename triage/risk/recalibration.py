@@ -1,7 +1,7 @@
 """Site recalibration: a calibration layer fitted on a site's own scored patients, no retraining.
 
 ``ctriage risk recalibrate --csv LOCAL_OUTCOMES.csv --out DIR`` reads a validation table
-(:mod:`triage.risk.validate`: the scoring columns plus ``ventilation`` / ``icu`` / ``death``),
+(:mod:`triage.risk.validation`: the scoring columns plus ``ventilation`` / ``icu`` / ``death``),
 scores it with the models in force and fits, per outcome with known outcomes:
 
 - **isotonic** (pool-adjacent-violators) when the outcome has at least
@@ -37,7 +37,7 @@ from triage.risk.card import CLINICAL_SUFFIX, RISK_COLUMNS
 from triage.risk.evaluation import IsotonicCalibration
 from triage.risk.model import CARD_SUFFIX, RiskModel, load_card, recalibrated_version
 from triage.risk.scoring import MODELS_DIR, RiskPanel
-from triage.risk.validate import ValidationTable, score_table
+from triage.risk.validation import ValidationTable, score_table
 
 MIN_EVENTS = 100
 ISOTONIC_MIN_EVENTS = 500

@@ -14,7 +14,7 @@ from triage.risk.cohorts import ExternalCohort
 from triage.risk.evaluation import roc_auc
 from triage.risk.external import DEFAULT_THRESHOLDS, card_table, validate_cohorts
 from triage.risk.scoring import RiskPanel
-from triage.risk.validate import net_benefit, parse_table, read_table, validate
+from triage.risk.validation import net_benefit, parse_table, read_table, validate
 
 pytestmark = pytest.mark.unit
 
