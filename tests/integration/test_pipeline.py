@@ -34,7 +34,8 @@ PATIENTS = 30
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cohort")
-    generate_cohort(out, n_patients=PATIENTS, seed=11, matrix=96, slices=48)
+    # seed 13: test_follow_up's cohort (seed 11) would share these study UIDs on the shared broker
+    generate_cohort(out, n_patients=PATIENTS, seed=13, matrix=96, slices=48)
     return out
 
 
