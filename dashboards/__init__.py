@@ -5,6 +5,7 @@ from dashboards.client import DEFAULT_TIMEOUT_S, push_dashboard
 from dashboards.exceptions import DashboardPushError
 from dashboards.store import (
     create_schema,
+    export_tables,
     insert_dead_letter,
     make_engine,
     recent_studies_per_day,
@@ -14,6 +15,7 @@ from dashboards.store import (
     upsert_risk,
     upsert_study,
     upsert_threshold_audit,
+    upsert_treatment,
 )
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "DashboardPushError",
     "create_schema",
+    "export_tables",
     "insert_dead_letter",
     "make_engine",
     "push_dashboard",
@@ -31,4 +34,5 @@ __all__ = [
     "upsert_risk",
     "upsert_study",
     "upsert_threshold_audit",
+    "upsert_treatment",
 ]

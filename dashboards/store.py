@@ -67,6 +67,20 @@ def _regional_columns() -> list[Column[Any]]:
     return [Column("ct_severity_score", Float), Column("bilateral", Boolean)]
 
 
+def _change_columns(since: str) -> list[Column[Any]]:
+    """Burden change since the ``prior`` or the ``first`` CT of the patient."""
+    return [
+        Column(f"{since}_study_uid", String(64)),
+        Column(f"{since}_ct_time", DateTime(timezone=True)),
+        Column(f"interval_{since}_days", Float),
+        Column(f"lesion_from_{since}_percent", Float),
+        Column(f"lesion_change_{since}_points", Float),
+        Column(f"lesion_change_{since}_per_day", Float),
+        Column(f"severity_change_{since}_points", Float),
+        Column(f"severity_change_{since}_per_day", Float),
+    ]
+
+
 risks = Table(
     "risks",
     metadata,
@@ -78,6 +92,14 @@ risks = Table(
     *_regional_columns(),
     # added with issue 15: the stored revision only ever grows (NULL in older rows: 0)
     Column("revision", Integer),
+    # added with issue 16 (NULL in older rows and for a patient's first CT): the CT time, the
+    # burden parts, the RSNA category and the change since the prior and the first CT
+    Column("ct_time", DateTime(timezone=True)),
+    Column("ggo_percent", Float),
+    Column("consolidation_percent", Float),
+    Column("rsna_category", String(16)),
+    *_change_columns("prior"),
+    *_change_columns("first"),
 )
 
 alerts = Table(
@@ -93,6 +115,21 @@ alerts = Table(
     Column("completeness_note", Text),
     Column("hospital", String(64)),
     *_regional_columns(),
+)
+
+treatments = Table(
+    "treatments",
+    metadata,
+    # issue 16: COVID-19 treatments from FHIR MedicationRequest / MedicationAdministration; only
+    # the coded drug, its class, the start and the status (no dose, prescriber or note)
+    Column("treatment_id", String(36), primary_key=True),
+    Column("patient_pseudonym", String(64), nullable=False, index=True),
+    Column("drug", String(32), nullable=False),
+    Column("treatment_class", String(32), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("given", Boolean, nullable=False),
+    Column("source", String(32), nullable=False),
 )
 
 threshold_audit = Table(
@@ -229,6 +266,28 @@ def upsert_risk(conn: Connection, row: dict[str, Any]) -> None:
 def upsert_alert(conn: Connection, row: dict[str, Any]) -> None:
     """Insert or update an alert by ``alert_id``."""
     _upsert(conn, alerts, [row])
+
+
+def upsert_treatment(conn: Connection, row: dict[str, Any]) -> None:
+    """Insert or update a treatment by ``treatment_id`` (a later status replaces the earlier)."""
+    _upsert(conn, treatments, [row])
+
+
+def export_tables(conn: Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The newest risk row of every scored study and every treatment, for the cohort export."""
+    newest = (
+        select(risks.c.study_uid, func.max(risks.c.scored_at).label("scored_at"))
+        .group_by(risks.c.study_uid)
+        .subquery()
+    )
+    study_rows = conn.execute(
+        select(risks).join(
+            newest,
+            (risks.c.study_uid == newest.c.study_uid) & (risks.c.scored_at == newest.c.scored_at),
+        )
+    )
+    treatment_rows = conn.execute(select(treatments))
+    return [dict(r._mapping) for r in study_rows], [dict(r._mapping) for r in treatment_rows]
 
 
 def upsert_threshold_audit(conn: Connection, row: dict[str, Any]) -> None:

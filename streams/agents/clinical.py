@@ -41,7 +41,9 @@ from triage.fhir import (
 logger = logging.getLogger(__name__)
 
 STAGE = "clinical_context"
-NEEDS_PATIENT = frozenset({"Condition", "Observation"})
+NEEDS_PATIENT = frozenset(
+    {"Condition", "Observation", "MedicationRequest", "MedicationAdministration"}
+)
 
 
 class PendingResources:

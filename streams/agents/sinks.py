@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from dashboards import (
     upsert_risk,
     upsert_study,
     upsert_threshold_audit,
+    upsert_treatment,
 )
 from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, in_thread, record_or_dead_letter
@@ -30,12 +32,15 @@ from streams.metrics import MESSAGES
 from streams.pipeline import Pipeline
 from streams.records import (
     Alert,
+    BurdenChange,
     DeadLetter,
+    FhirResourceEvent,
     Record,
     RiskAssessment,
     ThresholdAudit,
     UnitForecastRecord,
 )
+from triage.fhir import treatment_of
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +82,12 @@ def write_risk(engine: Engine, risk: RiskAssessment) -> None:
                 "scored_at": _utc(risk.scored_at),
                 "latency_s": risk.latency_s,
                 "revision": risk.revision,
+                "ct_time": datetime.fromisoformat(risk.ct_time.replace("Z", "+00:00")),
+                "ggo_percent": risk.biomarkers.get("ggo_percent"),
+                "consolidation_percent": risk.biomarkers.get("consolidation_percent"),
+                "rsna_category": risk.rsna_category or None,
+                **change_columns("prior", risk.change_since_prior),
+                **change_columns("first", risk.change_since_first),
             },
         )
         upsert_study(
@@ -87,6 +98,44 @@ def write_risk(engine: Engine, risk: RiskAssessment) -> None:
                 "status": "scored",
                 "reason_code": None,
                 "updated_at": _utc(risk.scored_at),
+            },
+        )
+
+
+def change_columns(since: str, change: BurdenChange | None) -> dict[str, Any]:
+    """The risks table's change columns since the ``prior`` or ``first`` CT (None: all NULL)."""
+    return {
+        f"{since}_study_uid": change.since_study_uid if change else None,
+        f"{since}_ct_time": (
+            datetime.fromisoformat(change.since_time.replace("Z", "+00:00")) if change else None
+        ),
+        f"interval_{since}_days": change.interval_days if change else None,
+        f"lesion_from_{since}_percent": change.lesion_from_percent if change else None,
+        f"lesion_change_{since}_points": change.lesion_points if change else None,
+        f"lesion_change_{since}_per_day": change.lesion_points_per_day if change else None,
+        f"severity_change_{since}_points": change.severity_points if change else None,
+        f"severity_change_{since}_per_day": change.severity_points_per_day if change else None,
+    }
+
+
+def write_treatment(engine: Engine, event: FhirResourceEvent) -> None:
+    """Upsert the coded treatment a medication resource records (other resources: nothing)."""
+    treatment = treatment_of(event.resource)
+    if treatment is None:
+        return
+    key = f"{event.patient_pseudonym}|{treatment.record_id}"
+    with engine.begin() as conn:
+        upsert_treatment(
+            conn,
+            {
+                "treatment_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"ctriage:treatment:{key}")),
+                "patient_pseudonym": event.patient_pseudonym,
+                "drug": treatment.drug,
+                "treatment_class": treatment.treatment_class.value,
+                "started_at": datetime.fromisoformat(treatment.started_at),
+                "status": treatment.status,
+                "given": treatment.given,
+                "source": treatment.source,
             },
         )
 
@@ -270,6 +319,7 @@ def register(pipeline: Pipeline) -> None:
     _sink(pipeline, t.TRIAGE_ALERTS.name, Alert, write_alert)
     _sink(pipeline, t.TRIAGE_AUDIT.name, ThresholdAudit, write_audit)
     _sink(pipeline, t.CAPACITY_FORECASTS.name, UnitForecastRecord, write_forecast)
+    _sink(pipeline, t.FHIR_RESOURCES.name, FhirResourceEvent, write_treatment)  # treatments only
     for spec in t.ALL_TOPICS:
         if spec.has_dlq:
             _sink(

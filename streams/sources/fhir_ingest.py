@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from streams import topics as t
 from streams.dlq import build_dead_letter
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.records import DeadLetter, FhirResourceEvent
 from streams.sources.fhir_report import IngestReport, Rejection, operation_outcome
 from streams.sources.quarantine import Quarantine
@@ -39,6 +40,7 @@ from triage.fhir import (
     ParseFailure,
     Pseudonymiser,
     bundle_patient_urls,
+    inline_medications,
     iter_ndjson,
     iter_resources,
     load_json,
@@ -97,6 +99,7 @@ class KafkaFhirSink:
         bootstrap_servers: str,
         connect_timeout_s: float = 60.0,
         send_timeout_s: float = 60.0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
@@ -110,6 +113,7 @@ class KafkaFhirSink:
                 linger_ms=5,
                 bootstrap_timeout_ms=int(connect_timeout_s * 1000),
                 max_block_ms=int(send_timeout_s * 1000),
+                **security.kafka_python(),
             )
         except KafkaError as e:
             raise KafkaUnavailable(
@@ -195,6 +199,8 @@ class FhirIngress:
             self._reject(report, e, origin, "", None, self._hold(payload))
             return report
         urls = bundle_patient_urls(document) if _is_bundle(document) else {}
+        if _is_bundle(document):  # a Medication entry travels inside the resource naming it
+            document = inline_medications(document)
         return self._ingest(iter_resources(document, ""), version, origin, urls, document)
 
     def ingest_ndjson(

@@ -9,6 +9,9 @@ same anatomy (same phantom streams), a new lesion burden drawn from a trajectory
 - ``mild_then_worsening``: the same rise after a mild first CT (under 10 % of lung), the
   "secondary worsening" the clinicians ask to catch.
 
+A share of them is treated between the two CTs (:mod:`triage.cohort.treatments`), independently
+of the trajectory (no effect of any drug is simulated).
+
 The rises are well above the worsening rule's default (+10 points in 7 days) and the falls and
 steadiness well below it, so the rule's SYNTHETIC sensitivity and specificity measure the
 plumbing and the measurement, not a clinical claim. ``follow_up.csv`` holds the truth.
@@ -17,10 +20,12 @@ plumbing and the measurement, not a clinical claim. ``follow_up.csv`` holds the 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +33,9 @@ from triage.cohort.dicom_series import SeriesInfo, series_uids, write_series
 from triage.cohort.manifest import OutcomeRow, StudyEntry
 from triage.cohort.patients import ClinicalProfile
 from triage.cohort.phantom import PhantomGeometry, sample_phantom
+from triage.cohort.treatments import treatment_bundle
 from triage.fhir.codes import ConditionKey
+from triage.fhir.treatments import treatment_of
 
 FOLLOW_UP_FILE = "follow_up.csv"
 #: Follow-up studies take their UIDs from patient index + this (census occupants use 9e7+).
@@ -73,6 +80,7 @@ class FollowUpRow:
     lesion_fraction_prior: float
     lesion_fraction: float
     worsening: bool
+    treatments: str = ""  # drug keys given between the two CTs, ';'-separated (SYNTHETIC)
 
 
 def plan_follow_up(
@@ -126,6 +134,15 @@ def write_follow_up(
         entry, study_uid=study_uid, series_uid=series_uid, study_dir=study_dir,
         ct_time=ct_time, offset_s=offset_s, fhir_offset_s=max(entry.fhir_offset_s, offset_s - 60.0),
     )  # fmt: skip
+    treated = treatment_bundle(
+        seed, profile.index, entry.patient_id, profile.severity, entry.ct_time, ct_time
+    )
+    drugs = ""
+    if treated is not None:
+        fhir_rel = f"fhir/{entry.patient_id}-treatments.json"
+        (out_dir / fhir_rel).write_text(json.dumps(treated, indent=1))
+        study = replace(study, fhir_bundle=fhir_rel, fhir_offset_s=offset_s - 7200.0)
+        drugs = ";".join(_drugs(treated))
     outcome = OutcomeRow(
         patient_id=entry.patient_id,
         study_uid=study_uid,
@@ -145,8 +162,17 @@ def write_follow_up(
         lesion_fraction_prior=profile.lesion_fraction_target,
         lesion_fraction=plan.lesion_fraction,
         worsening=plan.trajectory.worsens,
+        treatments=drugs,
     )
     return study, outcome, row
+
+
+def _drugs(bundle: dict[str, Any]) -> list[str]:
+    """The drug keys a treatment bundle orders (its MedicationRequests), in order."""
+    found = (treatment_of(e["resource"]) for e in bundle["entry"])
+    return list(
+        dict.fromkeys(t.drug for t in found if t is not None and t.source == "MedicationRequest")
+    )
 
 
 def write_follow_up_rows(out_dir: Path, rows: list[FollowUpRow]) -> Path:
@@ -176,6 +202,7 @@ def load_follow_up(cohort_dir: Path) -> list[FollowUpRow]:
                 lesion_fraction_prior=float(r["lesion_fraction_prior"]),
                 lesion_fraction=float(r["lesion_fraction"]),
                 worsening=r["worsening"] == "True",
+                treatments=r.get("treatments") or "",
             )
             for r in csv.DictReader(f)
         ]

@@ -21,12 +21,22 @@ from triage.fhir.pseudonym import (
     patient_key,
     pseudonymise_resource,
 )
+from triage.fhir.treatments import (
+    TREATMENT_DEFINITIONS,
+    Treatment,
+    TreatmentClassValues,
+    inline_medications,
+    treatment_of,
+)
 
 __all__ = [
     "CensusChange",
     "CensusChangeValues",
     "ClinicalContext",
     "FhirVersionValues",
+    "TREATMENT_DEFINITIONS",
+    "Treatment",
+    "TreatmentClassValues",
     "ParseFailure",
     "ParsedResource",
     "Pseudonymiser",
@@ -34,6 +44,7 @@ __all__ = [
     "census_changes",
     "declared_version",
     "iter_ndjson",
+    "inline_medications",
     "iter_resources",
     "load_json",
     "maps_to_context",
@@ -42,6 +53,7 @@ __all__ = [
     "pseudonymise_resource",
     "risk_assessment",
     "threshold_audit_event",
+    "treatment_of",
     "validate_resource",
     "version_from_content_type",
 ]

@@ -34,6 +34,7 @@ from triage.fhir.readers import (
     status_code,
     time_of,
 )
+from triage.fhir.treatments import TREATMENT_RESOURCES, Treatment, drug_of, treatment_of
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class ClinicalContext:
     (comorbidity or diagnosis -> active now) is derived from it. ``observations`` maps an
     :class:`ObservationKey` value to ``[iso_time_utc, value]`` pairs in canonical units, sorted
     by time. ``has_patient`` says whether the Patient resource itself has been seen.
+    ``treatments`` maps a medication resource's id to its :class:`Treatment` (as a dict): the
+    drug, its class, the start time and the status only.
     """
 
     birth_year: int | None = None
@@ -63,6 +66,7 @@ class ClinicalContext:
     condition_records: dict[str, ConditionRecord] = field(default_factory=dict)
     resources_seen: int = 0
     has_patient: bool = False
+    treatments: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def apply(
         self, resource: dict[str, Any], version: FhirVersionValues = FhirVersionValues.R4
@@ -70,8 +74,8 @@ class ClinicalContext:
         """Return a new context with ``resource`` folded in; raises :class:`FhirRejected`.
 
         Every resource is validated (``fhir.resources.R4B`` for R4, R5 models for R5). Patient,
-        Condition and Observation change the context; other valid resource types leave it as
-        it is.
+        Condition, Observation, MedicationRequest and MedicationAdministration change the
+        context; other valid resource types leave it as it is.
         """
         _validate(resource, version)
         if version is FhirVersionValues.R5:
@@ -91,7 +95,20 @@ class ClinicalContext:
         elif rtype == "Observation":
             require_subject(resource)
             new._apply_observation(resource)
+        elif rtype in TREATMENT_RESOURCES:
+            require_subject(resource)
+            new._apply_treatment(resource)
         return new
+
+    def treatments_given(self) -> list[Treatment]:
+        """The patient's treatments that reached them, by start time."""
+        known = (Treatment.from_dict(t) for t in self.treatments.values())
+        return sorted((t for t in known if t.given), key=lambda t: (t.started_at, t.drug))
+
+    def _apply_treatment(self, resource: dict[str, Any]) -> None:
+        treatment = treatment_of(resource)
+        if treatment is not None:  # an update of the same resource replaces the earlier one
+            self.treatments[treatment.record_id] = treatment.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
@@ -103,6 +120,7 @@ class ClinicalContext:
             "condition_records": {k: list(rec) for k, rec in self.condition_records.items()},
             "resources_seen": self.resources_seen,
             "has_patient": self.has_patient,
+            "treatments": {k: dict(v) for k, v in self.treatments.items()},
         }
 
     @classmethod
@@ -122,6 +140,7 @@ class ClinicalContext:
             },
             resources_seen=int(data.get("resources_seen", 0)),
             has_patient=bool(data.get("has_patient", data.get("birth_year") is not None)),
+            treatments={str(k): dict(v) for k, v in (data.get("treatments") or {}).items()},
         )
 
     def conditions_at(self, at_iso: str) -> dict[str, bool]:
@@ -228,7 +247,8 @@ def maps_to_context(resource: dict[str, Any]) -> bool:
     Patient always; a Condition coded in a comorbidity or diagnosis value set (pneumonia); an
     Observation (or one of
     its components) with a known LOINC code; an ICU Encounter (or an inpatient one at a
-    ``Location/<id>``, which the worker may know as an ICU); an invasive-ventilation Procedure.
+    ``Location/<id>``, which the worker may know as an ICU); an invasive-ventilation Procedure;
+    a MedicationRequest / MedicationAdministration of a COVID-19 treatment (treatments.json).
     Everything else is ignored at
     ingress (counted, not published: data minimisation).
     """
@@ -244,6 +264,8 @@ def maps_to_context(resource: dict[str, Any]) -> bool:
             c.get("code") for c in resource.get("component") or [] if isinstance(c, dict)
         ]
         return any(first_key(c, observation_key_for) is not None for c in concepts)
+    if rtype in TREATMENT_RESOURCES:
+        return drug_of(resource) is not None  # a COVID-19 treatment of the value set
     if rtype in {"Encounter", "Procedure"}:
         return census_candidate(resource)  # ICU stays, transfers, invasive ventilation
     return False
