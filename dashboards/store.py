@@ -290,6 +290,16 @@ def export_tables(conn: Connection) -> tuple[list[dict[str, Any]], list[dict[str
     return [dict(r._mapping) for r in study_rows], [dict(r._mapping) for r in treatment_rows]
 
 
+def patient_treatments(conn: Connection, pseudonym: str) -> list[dict[str, Any]]:
+    """One patient's stored treatments, by start time."""
+    query = (
+        select(treatments)
+        .where(treatments.c.patient_pseudonym == pseudonym)
+        .order_by(treatments.c.started_at, treatments.c.drug)
+    )
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
 def upsert_threshold_audit(conn: Connection, row: dict[str, Any]) -> None:
     """Insert or update a policy change's audit record by ``audit_id``."""
     _upsert(conn, threshold_audit, [row])

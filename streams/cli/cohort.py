@@ -1,4 +1,4 @@
-"""``ctriage cohort``: generate synthetic cohorts (FHIR + DICOM + outcomes)."""
+"""``ctriage cohort``: generate synthetic cohorts; export the store's studies with treatments."""
 
 from __future__ import annotations
 
@@ -10,12 +10,50 @@ import typer
 
 from triage.cohort import CohortError, generate_cohort, load_outcomes
 
-app = typer.Typer(no_args_is_help=True, help="Synthetic cohorts (FHIR + DICOM + outcomes).")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Synthetic cohorts (FHIR + DICOM + outcomes); the treatment-response export.",
+)
 
 
 @app.callback()
 def cohort() -> None:
-    """Synthetic cohorts: SYNTHETIC data that prove the plumbing, not clinical validity."""
+    """Synthetic cohorts (SYNTHETIC: they prove the plumbing) and the store's cohort export."""
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="FILE.parquet or FILE.csv to write.")],
+    store_url: Annotated[
+        str | None, typer.Option(help="Reporting store URL (default: CTRIAGE_STORE__URL).")
+    ] = None,
+) -> None:
+    """One row per quantified study: burden, change since prior/first CT, treatments before it.
+
+    Pseudonymised (keyed pseudonyms, study numbers, no UIDs, names or birth dates). Descriptive:
+    no causal claim (treated patients differ from untreated ones).
+    """
+    from dashboards import export_tables, make_engine
+    from streams.settings import load_settings
+    from triage.export import NOT_CAUSAL, export_rows, write_export
+
+    if out.suffix.lower() not in {".parquet", ".csv"}:
+        typer.echo(f"error: --out must end in .parquet or .csv, not {out.name!r}", err=True)
+        raise typer.Exit(code=2)
+    engine = make_engine(store_url or load_settings().store.url)
+    try:
+        with engine.connect() as conn:
+            studies, treatments = export_tables(conn)
+    finally:
+        engine.dispose()
+    rows = export_rows(studies, treatments)
+    write_export(rows, out)
+    patients = len({r["pseudonym"] for r in rows})
+    treated = sum(1 for r in rows if r["treatments_before"])
+    typer.echo(
+        f"{len(rows)} studies of {patients} patients ({treated} after a treatment) -> {out}\n"
+        f"{NOT_CAUSAL}"
+    )
 
 
 @app.command()
