@@ -24,7 +24,14 @@ from typing import Any
 import psutil
 import pytest
 from kafka import KafkaProducer
-from stream_checks import descendants, risk_rows_per_study, stored_revisions, topic_values, wait_for
+from stream_checks import (
+    descendants,
+    risk_rows_per_study,
+    stored_revisions,
+    topic_values,
+    wait_for,
+    wait_settled,
+)
 
 from deploy.kafka_cluster import KafkaCluster
 from streams import topics as t
@@ -80,25 +87,6 @@ def workers(settings: Settings) -> Iterator[list[WorkerProcess]]:
     yield started
     for process in started:
         process.stop()
-
-
-def _wait_settled(workers: list[WorkerProcess]) -> None:
-    """Wait until no worker is between a new assignment and the end of its table recovery.
-
-    A worker SIGKILLed while the group is still rebalancing left the two others not consuming
-    for minutes in one run (docs/fault-tolerance.md, "Not done yet"); the scenarios here kill
-    a worker of a settled group, as the issue's "after >= 20 % progress" means.
-    """
-
-    def settled() -> bool:
-        for worker in workers:
-            text = worker.log_path.read_text(errors="replace")
-            if text.rfind("Worker ready") < text.rfind("Setting newly assigned partitions"):
-                return False
-        return True
-
-    time.sleep(3)  # a rebalance a join has caused may not have reached the logs yet
-    wait_for(settled, 180, "the group settled")
 
 
 def _studies(scenario: str, n: int) -> list[Quantification]:
@@ -190,7 +178,7 @@ def test_worker_sigkill_three_times(settings, workers):
     chunks = [studies[i::4] for i in range(4)]
     recoveries, left = [], []
     for kill in range(3):
-        _wait_settled(workers)
+        wait_settled([w.log_path for w in workers])
         _publish(settings.kafka.bootstrap_servers, chunks[kill])
         done_before = len(stored_revisions(settings.store.url, uids))
         target = done_before + max(1, len(chunks[kill]) // 5)  # >= 20 % of the chunk scored

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
-from stream_checks import descendants, stored_revisions, topic_values, wait_for
+from stream_checks import descendants, stored_revisions, topic_values, wait_for, wait_settled
 
 from streams import topics as t
 from streams.demo import DemoError, WorkerProcess
@@ -113,6 +113,9 @@ def test_a_killed_worker_loses_nothing_and_its_partitions_move_fast(settings, wo
     ours = {q.study_uid for q in batch}
     _publish(settings, batch)
     wait_for(lambda: len(_stored(settings, ours)) >= 12, 120, "30 % of the studies scored")
+    # kill a member of a settled group (both workers serving partitions, no recovery running)
+    wait_for(lambda: all(w.assigned_partitions() > 0 for w in workers), 120, "both assigned")
+    wait_settled([w.log_path for w in workers])
 
     victim = workers[1]
     assert victim.process is not None
