@@ -11,7 +11,7 @@ The Triton model repository is ``inference/model_repository``.
 from inference.biomarkers import quantify_threshold, threshold_masks
 from inference.chest import check_chest
 from inference.client import THRESHOLD_MODEL, UNET_MODEL, StudyResult, TritonQuantifier
-from inference.dicom_results import results_for_volume
+from inference.dicom_results import PriorComparison, results_for_volume
 from inference.exceptions import (
     InferenceError,
     InferenceRejected,
@@ -40,6 +40,7 @@ from inference.uids import check_uid, is_conformant_uid, uid_key, uid_refusal
 from inference.volume import CtVolume, load_series, study_datetime
 
 __all__ = [
+    "PriorComparison",
     "CtVolume",
     "InferenceError",
     "InferenceRejected",

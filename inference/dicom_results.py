@@ -18,6 +18,7 @@ import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import highdicom as hd
@@ -94,6 +95,34 @@ def rsna_finding_code(name: str) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(RSNA_FINDING_CODES[name], LOCAL_SCHEME, name.replace("_", " "))
 
 
+#: The comparison with the patient's prior CT (issue 16); no standard codes, so local ones.
+PRIOR_STUDY_DATE = hd.sr.CodedConcept("PRIOR-STUDY-DATE", LOCAL_SCHEME, "Prior study date")
+PRIOR_STUDY_UID = hd.sr.CodedConcept("PRIOR-STUDY-UID", LOCAL_SCHEME, "Prior study")
+PRIOR_LESION_PERCENT = hd.sr.CodedConcept(
+    "PRIOR-LESION-PCT", LOCAL_SCHEME, "Lesion percent of lung on the prior study"
+)
+LESION_CHANGE = hd.sr.CodedConcept(
+    "LESION-PCT-CHG", LOCAL_SCHEME, "Lesion percent change since the prior study"
+)
+SEVERITY_CHANGE = hd.sr.CodedConcept(
+    "CTSS-CHG", LOCAL_SCHEME, "CT severity score change since the prior study"
+)
+PRIOR_INTERVAL = hd.sr.CodedConcept("PRIOR-INTERVAL", LOCAL_SCHEME, "Interval since prior study")
+DAYS = hd.sr.CodedConcept("d", "UCUM", "day")
+
+
+@dataclass(frozen=True)
+class PriorComparison:
+    """The comparison with the patient's prior CT: when, its lesion %, and the change since."""
+
+    study_uid: str
+    study_date: date
+    lesion_percent: float
+    lesion_points: float  # percentage points of lung, this study minus the prior
+    interval_days: float
+    severity_points: float | None = None
+
+
 @dataclass(frozen=True)
 class ResultObjects:
     """The two objects to store in the study."""
@@ -139,14 +168,17 @@ def build_results(
     algorithm_version: str,
     uid_seed: str | None = None,
     rsna: RsnaSummary | None = None,
+    prior: PriorComparison | None = None,
 ) -> ResultObjects:
     """Segmentation of ``lung`` and ``lesion`` (z, y, x booleans over ``sources``) and the SR.
 
     With ``uid_seed`` every UID is derived from it, so storing the results of the same study and
     algorithm version twice (an at-least-once redelivery) replaces them instead of adding copies.
     ``rsna`` (category, deciding findings) adds the coded RSNA consensus category to the
-    lesion's measurements group. Raises ``InvalidVolume`` when the masks do not fit the sources
-    or highdicom refuses them.
+    lesion's measurements group; ``prior`` adds the comparison with the patient's prior CT (its
+    lesion %, the change and the interval as measurements of the lesion group, its date and
+    Study Instance UID in the report). Raises ``InvalidVolume`` when the masks do not fit the
+    sources or highdicom refuses them.
     """
     uid = _uids(uid_seed)
     slices = sum(number_of_frames(ds) for ds in sources)
@@ -163,7 +195,9 @@ def build_results(
         pixels = in_frame_order
     try:
         with quiet_pydicom():
-            return _build(sources, pixels, biomarkers, (algorithm, algorithm_version), uid, rsna)
+            return _build(
+                sources, pixels, biomarkers, (algorithm, algorithm_version), uid, (rsna, prior)
+            )
     # highdicom validates its inputs with ValueError / TypeError / AttributeError
     except (ValueError, TypeError, AttributeError, KeyError) as e:
         raise InvalidVolume(f"cannot build the SEG/SR of these sources: {e}") from e
@@ -189,7 +223,7 @@ def _build(
     biomarkers: dict[str, float],
     algorithm_and_version: tuple[str, str],
     uid: Callable[[str], hd.UID],
-    rsna: RsnaSummary | None,
+    context: tuple[RsnaSummary | None, PriorComparison | None],
 ) -> ResultObjects:
     algorithm, algorithm_version = algorithm_and_version
     algorithm_id = hd.AlgorithmIdentificationSequence(
@@ -225,7 +259,7 @@ def _build(
         series_description="ctriage lung and lesion masks",
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
-    report = _report(sources, segmentation, biomarkers, algorithm_and_version, uid, rsna)
+    report = _report(sources, segmentation, biomarkers, algorithm_and_version, uid, context)
     return ResultObjects(segmentation=segmentation, report=report)
 
 
@@ -235,8 +269,9 @@ def _report(
     biomarkers: dict[str, float],
     algorithm_and_version: tuple[str, str],
     uid: Callable[[str], hd.UID],
-    rsna: RsnaSummary | None,
+    context: tuple[RsnaSummary | None, PriorComparison | None],
 ) -> hd.sr.Comprehensive3DSR:
+    rsna, prior = context
     algorithm, algorithm_version = algorithm_and_version
     algorithm_id = hd.sr.AlgorithmIdentification(name=algorithm, version=algorithm_version)
     source_series = hd.sr.SourceSeriesForSegmentation(str(sources[0].SeriesInstanceUID))
@@ -280,6 +315,14 @@ def _report(
             measure(rsna_finding_code(n), v, PERCENT if n.endswith("percent") else NO_UNITS)
             for n, v in deciding.items()
         ]
+    if prior is not None:
+        lesion += [
+            measure(PRIOR_LESION_PERCENT, prior.lesion_percent, PERCENT),
+            measure(LESION_CHANGE, prior.lesion_points, PERCENT),
+            measure(PRIOR_INTERVAL, prior.interval_days, DAYS),
+        ]
+        if prior.severity_points is not None:
+            lesion.append(measure(SEVERITY_CHANGE, prior.severity_points, NO_UNITS))
     observation = hd.sr.ObservationContext(
         observer_person_context=None,
         observer_device_context=hd.sr.ObserverContext(
@@ -295,9 +338,25 @@ def _report(
         imaging_measurements=[group(1, LUNG, lung), group(2, LESION, lesion, evaluations)],
         title=codes.cid7021.ImagingMeasurementReport,
     )
+    root = content[0]
+    if prior is not None:  # which study the change is measured against
+        root.ContentSequence.extend(
+            [
+                hd.sr.DateContentItem(
+                    name=PRIOR_STUDY_DATE,
+                    value=prior.study_date,
+                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+                ),
+                hd.sr.UIDRefContentItem(
+                    name=PRIOR_STUDY_UID,
+                    value=prior.study_uid,
+                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+                ),
+            ]
+        )
     return hd.sr.Comprehensive3DSR(
         evidence=[*sources, segmentation],
-        content=content[0],
+        content=root,
         series_instance_uid=uid("sr-series"),
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=uid("sr-instance"),
@@ -326,6 +385,7 @@ def results_for_volume(
     algorithm: str,
     algorithm_version: str,
     rsna: RsnaSummary | None = None,
+    prior: PriorComparison | None = None,
 ) -> list[Dataset]:
     """SEG of ``masks`` (lung, lesion) + SR of a quantified volume (deterministic UIDs)."""
     lung, lesion = masks
@@ -338,5 +398,6 @@ def results_for_volume(
         algorithm_version,
         uid_seed=f"{volume.series_uid}/{algorithm}/{algorithm_version}",
         rsna=rsna,
+        prior=prior,
     )
     return [results.segmentation, results.report]

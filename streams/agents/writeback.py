@@ -10,7 +10,8 @@ absent PACS never delays an alert. Enabled by ``CTRIAGE_INGEST__WRITEBACK_URL``;
 to the PACS and checks its certificate with the poller's DICOMweb settings
 (``CTRIAGE_INGEST__DICOMWEB_TOKEN`` / ``_USERNAME`` / ``_PASSWORD`` / ``_CA_FILE``,
 :func:`~streams.sources.dicomweb.pacs_session`). UIDs derive from the series and the model
-version, so a redelivered quantification replaces its objects.
+version, so a redelivered quantification replaces its objects. The SR compares the study with
+the patient's prior CT when ``patient_to_timeline`` (co-partitioned) already holds one.
 A failure is dead-lettered on ``ct.quantification.dlq`` as ``pacs_writeback_failed``.
 """
 
@@ -25,6 +26,7 @@ from requests.exceptions import RequestException
 from inference import (
     THRESHOLD_MODEL,
     InferenceError,
+    PriorComparison,
     load_masks,
     results_for_volume,
     threshold_masks,
@@ -33,10 +35,12 @@ from streams import topics as t
 from streams.agents.base import handle_or_dead_letter, in_thread, record_or_dead_letter
 from streams.claim_check import StudyUnavailable, study_path, uri_path
 from streams.dlq import StreamReason, dead_letter
+from streams.mapping import timeline_point
 from streams.metrics import MESSAGES
 from streams.pipeline import Pipeline
 from streams.records import Quantification
 from streams.sources.dicomweb import pacs_session, store_results
+from triage.timeline import follow_up, parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,23 @@ def masks_file_of(quantification: Quantification) -> Path | None:
             StreamReason.STUDY_NOT_FOUND, f"masks {path.name} missing (stored already, or removed)"
         )
     return path
+
+
+def prior_comparison(
+    stored: list[dict[str, Any]] | None, quantification: Quantification
+) -> PriorComparison | None:
+    """The SR's comparison with the patient's prior CT (None: no earlier CT is known)."""
+    change = follow_up(stored or [], timeline_point(quantification)).since_prior
+    if change is None:
+        return None
+    return PriorComparison(
+        study_uid=change.since_study_uid,
+        study_date=parse_time(change.since_time).date(),
+        lesion_percent=change.lesion_from_percent,
+        lesion_points=change.lesion_points,
+        interval_days=change.interval_days,
+        severity_points=change.severity_points,
+    )
 
 
 def register(pipeline: Pipeline) -> None:
@@ -74,7 +95,7 @@ def register(pipeline: Pipeline) -> None:
     dlq = pipeline.topic(t.CT_QUANTIFICATION.dlq)
     read_series = pipeline.deps.read_series
 
-    def write_back(quantification: Quantification) -> int:
+    def write_back(quantification: Quantification, prior: PriorComparison | None) -> int:
         volume = read_series(study_path(quantification.study_uri))
         masks_file = masks_file_of(quantification)
         if masks_file is not None:
@@ -93,6 +114,7 @@ def register(pipeline: Pipeline) -> None:
             (quantification.rsna_category, quantification.rsna_findings)
             if quantification.rsna_category
             else None,
+            prior,
         )
         store_results(url, datasets, session=session, timeout_s=ingest.dicomweb_timeout_s)
         if masks_file is not None:
@@ -105,8 +127,11 @@ def register(pipeline: Pipeline) -> None:
             quantification = await record_or_dead_letter(event, Quantification, dlq, STAGE)
             if quantification is None or not quantification.study_uri:
                 return
+            timeline = pipeline.tables.get("patient_to_timeline")  # the risk agent's table
+            known = timeline.get(quantification.patient_pseudonym) if timeline is not None else None
+            prior = prior_comparison(known, quantification)
             try:
-                stored = await in_thread(write_back, quantification)
+                stored = await in_thread(write_back, quantification, prior)
             except (StudyUnavailable, InferenceError, RequestException, ValueError) as e:
                 await dead_letter(
                     dlq, event, stage=STAGE, reason=StreamReason.PACS_WRITEBACK_FAILED, error=e

@@ -3,25 +3,28 @@
 Reads the patient's scored studies back from ``triage.risk`` and the worsening alerts from
 ``triage.alerts`` (the pipeline's own records: nothing is recomputed here), prints the table
 with the change since each prior CT and, with ``--png``, draws lung burden and CT severity over
-time (:func:`triage.timeline_plot.plot_timeline`).
+time (:func:`triage.timeline_plot.plot_timeline`) with the patient's treatments marked (read
+from the reporting store's ``treatments`` table, which the worker fills from FHIR).
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from streams import topics as t
 from streams.demo.collector import OutputCollector
 from streams.demo.summary import ReplayOutcome
 from streams.mapping import timeline_point_of_risk
 from streams.records import RiskAssessment
-from streams.settings import load_settings
+from streams.settings import Settings, load_settings
 
 app = typer.Typer(help="One patient's CT studies over time.", no_args_is_help=True)
 
@@ -70,6 +73,24 @@ def timeline_table(risks: list[RiskAssessment], worsening: set[str], pseudonym: 
     return table
 
 
+def stored_treatments(settings: Settings, pseudonym: str) -> list[tuple[datetime, str]]:
+    """The patient's treatments that reached them, from the store: (start, drug) by start."""
+    from dashboards import make_engine, patient_treatments
+
+    engine = make_engine(settings.store.url)
+    try:
+        with engine.connect() as conn:
+            rows = patient_treatments(conn, pseudonym)
+    finally:
+        engine.dispose()
+    marks = []
+    for row in rows:
+        if row["given"]:
+            started = row["started_at"]
+            marks.append((started if started.tzinfo else started.replace(tzinfo=UTC), row["drug"]))
+    return marks
+
+
 @app.command("timeline")
 def timeline(
     pseudonym: Annotated[str, typer.Argument(help="The patient's pseudonym (as on the topics).")],
@@ -97,5 +118,14 @@ def timeline(
         from triage.timeline_plot import plot_timeline
 
         points = [timeline_point_of_risk(r) for r in risks]
-        plot_timeline(points, png, worsening=worsening, title=f"patient {pseudonym}")
+        try:
+            treatments = stored_treatments(settings, pseudonym)
+        except SQLAlchemyError as e:
+            console.print(
+                f"[yellow]treatments not drawn[/yellow]: store unreachable ({e.__class__.__name__})"
+            )
+            treatments = []
+        plot_timeline(
+            points, png, worsening=worsening, treatments=treatments, title=f"patient {pseudonym}"
+        )
         console.print(f"wrote {png}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import date
 from pathlib import Path
 
 import highdicom as hd
@@ -13,7 +14,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 
-from inference.dicom_results import build_results, source_headers
+from inference.dicom_results import PriorComparison, build_results, source_headers
 from inference.exceptions import InvalidVolume
 from inference.frames import stack_order
 from inference.headers import raw_text
@@ -183,3 +184,31 @@ def test_report_codes_the_rsna_category_and_its_findings(tmp_path: Path) -> None
     values = {m.name.value: (m.value, m.unit.value) for m in lesion_group.get_measurements()}
     assert values["RSNA-F-PERIPH-PC"] == (pytest.approx(72.0), "%")
     assert values["RSNA-F-BILAT"] == (pytest.approx(1.0), "1")
+
+
+def test_report_compares_with_the_prior_study(tmp_path: Path) -> None:
+    write_ct_series(tmp_path, 10)
+    sources = source_headers(load_series(tmp_path).source_files)
+    prior = PriorComparison(
+        study_uid="1.2.826.0.1.3680043.8.498.1",
+        study_date=date(2020, 11, 2),
+        lesion_percent=12.0,
+        lesion_points=19.0,
+        interval_days=3.0,
+        severity_points=6.0,
+    )
+    results = build_results(sources, *_masks(10, 32), BIOMARKERS, "lesion_unet", "1", prior=prior)
+    sr = hd.sr.Comprehensive3DSR.from_dataset(roundtrip(results.report))
+    lesion_group = sr.content.get_volumetric_roi_measurement_groups()[1]
+    values = {m.name.value: (m.value, m.unit.value) for m in lesion_group.get_measurements()}
+    assert values["PRIOR-LESION-PCT"] == (pytest.approx(12.0), "%")
+    assert values["LESION-PCT-CHG"] == (pytest.approx(19.0), "%")
+    assert values["PRIOR-INTERVAL"] == (pytest.approx(3.0), "d")
+    assert values["CTSS-CHG"] == (pytest.approx(6.0), "1")
+    items = {item.ConceptNameCodeSequence[0].CodeValue: item for item in sr.ContentSequence}
+    assert items["PRIOR-STUDY-DATE"].Date == "20201102"
+    referenced = items["PRIOR-STUDY-UID"].UID
+    assert referenced == prior.study_uid
+    first = build_results(sources, *_masks(10, 32), BIOMARKERS, "lesion_unet", "1")
+    first_items = {i.ConceptNameCodeSequence[0].CodeValue for i in first.report.ContentSequence}
+    assert "PRIOR-STUDY-DATE" not in first_items  # a first CT has no comparison

@@ -14,6 +14,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from streams.agents import writeback
+from streams.mapping import timeline_point
+from streams.records import Quantification, StageTimings
 from streams.settings import IngestSettings, Settings
 from streams.sources.dicomweb import pacs_session, store_results
 
@@ -82,3 +84,23 @@ def test_contradictory_pacs_credentials_stop_the_worker_at_start() -> None:
         writeback.register(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
     # write-back off: no session is built, nothing is declared (no app is touched)
     writeback.register(SimpleNamespace(settings=Settings()))  # type: ignore[arg-type]
+
+
+def _quantification(uid: str, ct_time: str, lesion: float) -> Quantification:
+    return Quantification(
+        study_uid=uid, patient_pseudonym="k1-a", biomarkers={"lesion_percent": lesion},
+        lesion_model="lesion_threshold", lesion_model_version="1", ct_time=ct_time,
+        published_at=0.0, hospital="h", timings=StageTimings(),
+    )  # fmt: skip
+
+
+def test_the_sr_compares_with_the_prior_ct_in_the_timeline() -> None:
+    first = _quantification("1.1", "2020-11-02T08:00:00+00:00", 12.0)
+    follow = _quantification("1.2", "2020-11-05T08:00:00+00:00", 31.0)
+    stored = [timeline_point(first).to_dict()]
+    prior = writeback.prior_comparison(stored, follow)
+    assert prior is not None
+    assert (prior.study_uid, prior.study_date.isoformat()) == ("1.1", "2020-11-02")
+    assert (prior.lesion_percent, prior.lesion_points, prior.interval_days) == (12.0, 19.0, 3.0)
+    assert writeback.prior_comparison(stored, first) is None  # a first CT: no comparison
+    assert writeback.prior_comparison(None, follow) is None  # nothing known yet
