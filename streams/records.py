@@ -234,6 +234,8 @@ class TriageConfig(Record):
     reason: str
     changed_at: float
     previous_version: str | None = None
+    #: the hospital's worsening rule (issue 16; None: the worker's configured rule)
+    worsening: dict[str, float] | None = None
 
 
 class ThresholdAudit(Record):

@@ -58,6 +58,9 @@ class ChangeRequest(BaseModel):
     alert_from: str | None = None
     reason: str
     expected_version: str | None = None
+    worsening: dict[str, float] | None = (
+        None  # lesion_rise_points, severity_rise_points, within_days
+    )
 
 
 def build_app(
@@ -169,6 +172,7 @@ async def post_change(request: web.Request) -> web.Response:
         changed_by=principal.user,
         alert_from=wanted.alert_from,
         expected_version=wanted.expected_version,
+        worsening=wanted.worsening,
     )
     log = request.app[_LOG]
     try:
@@ -230,6 +234,7 @@ def _policy_view(found: PolicyInForce) -> dict[str, Any]:
         "threshold_version": policy["threshold_version"],
         "levels": policy["levels"],
         "alert_from": policy["alert_from"],
+        "worsening": policy.get("worsening"),
         "source": "triage.config" if record is not None else "default",
         "changed_by": record.changed_by if record else None,
         "changed_at": _iso(record.changed_at) if record else None,

@@ -200,6 +200,15 @@ def openapi_spec(hospitals: Sequence[str]) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     nullable_str = {"type": ["string", "null"]}
+    worsening = {
+        "type": ["object", "null"],
+        "description": "worsening rule thresholds (null: the worker's configured rule)",
+        "additionalProperties": False,
+        "properties": {
+            name: {"type": "number", "exclusiveMinimum": 0}
+            for name in ("lesion_rise_points", "severity_rise_points", "within_days")
+        },
+    }
     policy = {
         "type": "object",
         "required": ["hospital", "threshold_version", "levels", "alert_from", "source"],
@@ -208,6 +217,7 @@ def _schemas() -> dict[str, Any]:
             "threshold_version": {"type": "string"},
             "levels": _levels_schema(required=True),
             "alert_from": {"type": "string", "enum": [str(lv) for lv in NAMED_LEVELS]},
+            "worsening": worsening,
             "source": {"type": "string", "enum": ["triage.config", "default"]},
             "changed_by": nullable_str,
             "changed_at": nullable_str,
@@ -251,6 +261,7 @@ def _schemas() -> dict[str, Any]:
                 },
                 "reason": {"type": "string", "minLength": 1, "pattern": "\\S"},
                 "expected_version": {"type": ["string", "null"]},
+                "worsening": worsening,
             },
         },
         "ChangeResult": {

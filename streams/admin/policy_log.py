@@ -151,6 +151,7 @@ class PolicyLog:
                 reason=applied.reason,
                 changed_at=changed_at,
                 previous_version=applied.old.threshold_version,
+                worsening=new.get("worsening"),
             )
             audit = audit_record(applied, role, source, changed_at)
             key = change.hospital.encode()

@@ -28,8 +28,11 @@ def declare_table(pipeline: Pipeline) -> None:
     pipeline.tables[TABLE] = pipeline.app.Table(TABLE, default=None, partitions=partitions)
 
 
-def rule_of(pipeline: Pipeline) -> WorseningRule:
-    """The worsening rule of the worker's settings (defaults: the documented ones)."""
+def rule_of(pipeline: Pipeline, hospital: str) -> WorseningRule:
+    """The hospital's worsening rule: its audited policy's, else the worker's settings."""
+    audited = pipeline.policy_for(hospital).worsening
+    if audited is not None:
+        return audited
     worker = pipeline.settings.worker
     return WorseningRule(
         lesion_rise_points=worker.worsening_lesion_rise_points,
@@ -41,7 +44,8 @@ def rule_of(pipeline: Pipeline) -> WorseningRule:
 def follow_up_of(pipeline: Pipeline, quantification: Quantification) -> FollowUp:
     """The study's place in its patient's timeline and the timeline to store (one core call)."""
     stored: list[dict[str, Any]] = pipeline.tables[TABLE].get(quantification.patient_pseudonym)
-    return follow_up(stored or [], timeline_point(quantification), rule_of(pipeline))
+    rule = rule_of(pipeline, quantification.hospital)
+    return follow_up(stored or [], timeline_point(quantification), rule)
 
 
 def remember_timeline(pipeline: Pipeline, pseudonym: str, follow: FollowUp) -> None:

@@ -100,6 +100,12 @@ def levels_table(hospital: str, policy: AlertPolicy, origin: str) -> Table:
     for level in NAMED_LEVELS:
         alerts = "yes" if level.rank >= policy.alert_from.rank else "no"
         table.add_row(str(level), f"{policy.levels[level]:g}", alerts)
+    rule = policy.worsening
+    table.add_row(
+        "worsening",
+        rule.version if rule is not None else "worker setting (CTRIAGE_WORKER__WORSENING_*)",
+        "yes",
+    )
     return table
 
 
@@ -127,9 +133,23 @@ def operating_points_table(
 
 @app.command("set")
 def set_level(
-    level: Annotated[str, typer.Option("--level", help="moderate, high or critical.")],
-    value: Annotated[float, typer.Option("--value", help="Probability the level starts at.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit trail).")],
+    level: Annotated[
+        str | None, typer.Option("--level", help="moderate, high or critical (with --value).")
+    ] = None,
+    value: Annotated[
+        float | None, typer.Option("--value", help="Probability the level starts at.")
+    ] = None,
+    worsening_lesion_points: Annotated[
+        float | None,
+        typer.Option(help="Worsening rule: lesion % rise (percentage points) that alerts."),
+    ] = None,
+    worsening_severity_points: Annotated[
+        float | None, typer.Option(help="Worsening rule: CT severity score rise that alerts.")
+    ] = None,
+    worsening_days: Annotated[
+        float | None, typer.Option(help="Worsening rule: within how many days the rise counts.")
+    ] = None,
     hospital: Annotated[
         str | None, typer.Option("--hospital", help="Hospital; default: the worker's.")
     ] = None,
@@ -155,10 +175,26 @@ def set_level(
         ),
     ] = None,
 ) -> None:
-    """Change one level of a hospital's policy: a new version on triage.config + an audit record."""
+    """Change a level and/or the worsening rule: a new triage.config version + an audit record."""
     settings = load_settings()
+    worsening = {
+        name: v
+        for name, v in (
+            ("lesion_rise_points", worsening_lesion_points),
+            ("severity_rise_points", worsening_severity_points),
+            ("within_days", worsening_days),
+        )
+        if v is not None
+    }
+    if (level is None) != (value is None) or (level is None and not worsening):
+        console.print(
+            "[red]refused[/red]: give --level with --value, and/or a --worsening-* option"
+        )
+        raise typer.Exit(code=2)
+    levels: dict[str, float] = {}
     try:
-        named = parse_level_name(level)
+        if level is not None and value is not None:
+            levels[str(parse_level_name(level))] = value
         if alert_from is not None:
             parse_level_name(alert_from)
     except ConfigRejected as e:
@@ -168,7 +204,9 @@ def set_level(
         if by is not None:
             console.print("[red]--by is not taken with --api[/red]: the token says who you are")
             raise typer.Exit(code=2)
-        body: dict[str, Any] = {"levels": {str(named): value}, "reason": reason}
+        body: dict[str, Any] = {"levels": levels, "reason": reason}
+        if worsening:
+            body["worsening"] = worsening
         if alert_from is not None:
             body["alert_from"] = alert_from
         if expected_version is not None:
@@ -177,11 +215,12 @@ def set_level(
         return
     change = ThresholdChange(
         hospital=hospital or settings.worker.hospital,
-        levels={str(named): value},
+        levels=levels,
         reason=reason,
         changed_by=by or getpass.getuser(),
         alert_from=alert_from,
         expected_version=expected_version,
+        worsening=worsening or None,
     )
     set_through_kafka(settings, change)
 

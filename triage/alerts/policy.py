@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from triage.alerts.ids import CTRIAGE_NAMESPACE
+from triage.alerts.worsening import WORSENING_SETTINGS, WorseningRule
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
 from triage.fhir.features import (
     IMAGING_FEATURES,
@@ -28,8 +30,6 @@ from triage.fhir.features import (
     CompletenessValues,
     completeness,
 )
-
-CTRIAGE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://ctriage.invalid/ids")
 
 
 class RiskLevelValues(StrEnum):
@@ -82,11 +82,14 @@ class AlertPolicy:
 
     ``levels``: the probability from which each of moderate, high and critical starts, strictly
     increasing, in [0, 1]. ``alert_from``: the lowest alerting level (its probability > 0).
+    ``worsening``: the hospital's worsening rule (None: the worker's configured rule), audited
+    and versioned with the levels.
     """
 
     levels: Mapping[RiskLevelValues, float]
     threshold_version: str
     alert_from: RiskLevelValues = RiskLevelValues.HIGH
+    worsening: WorseningRule | None = None
     _sorted: tuple[tuple[RiskLevelValues, float], ...] = field(
         init=False, repr=False, compare=False
     )
@@ -138,11 +141,14 @@ class AlertPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict (the shape of ``triage.config`` records)."""
-        return {
+        data: dict[str, Any] = {
             "levels": {str(level): value for level, value in self._sorted},
             "alert_from": str(self.alert_from),
             "threshold_version": self.threshold_version,
         }
+        if self.worsening is not None:
+            data["worsening"] = self.worsening.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AlertPolicy:
@@ -163,7 +169,46 @@ class AlertPolicy:
             raise ConfigRejected(
                 ConfigRejectionReason.MISSING_LEVEL, f"levels must be a mapping, not {levels!r}"
             )
-        return cls(levels, version, parse_level(data.get("alert_from") or RiskLevelValues.HIGH))
+        return cls(
+            levels,
+            version,
+            parse_level(data.get("alert_from") or RiskLevelValues.HIGH),
+            worsening_rule(data.get("worsening")),
+        )
+
+
+def worsening_rule(
+    values: Mapping[str, Any] | None, base: WorseningRule | None = None
+) -> WorseningRule | None:
+    """A worsening rule from set values over ``base`` (the documented defaults when None).
+
+    ``None`` values give ``base`` (None: none set). Raises :class:`ConfigRejected`
+    (``unknown_level`` for a name that is not a setting, ``threshold_out_of_range`` for a value
+    that is not a positive number).
+    """
+    if values is None:
+        return base
+    if not isinstance(values, Mapping):
+        raise ConfigRejected(
+            ConfigRejectionReason.MISSING_LEVEL, "worsening must be a mapping of settings"
+        )
+    unknown = sorted(set(values) - set(WORSENING_SETTINGS))
+    if unknown:
+        raise ConfigRejected(
+            ConfigRejectionReason.UNKNOWN_LEVEL,
+            f"unknown worsening setting(s) {unknown}; set {', '.join(WORSENING_SETTINGS)}",
+        )
+    merged = (base or WorseningRule()).to_dict()
+    try:
+        merged.update({name: float(value) for name, value in values.items()})
+        if not all(math.isfinite(v) for v in merged.values()):
+            raise ValueError("not finite")
+        return WorseningRule(**merged)
+    except (TypeError, ValueError) as e:
+        raise ConfigRejected(
+            ConfigRejectionReason.THRESHOLD_OUT_OF_RANGE,
+            f"worsening settings must be positive numbers: {dict(values)}",
+        ) from e
 
 
 @dataclass(frozen=True)

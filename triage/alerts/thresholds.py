@@ -1,8 +1,9 @@
 """Threshold administration as pure functions: changes, versions, audit ids, operating points.
 
-A change sets one or more named levels (and optionally the lowest alerting level) of one
-hospital's policy. It is refused with :class:`~triage.exceptions.ConfigRejected` when a value is
-outside [0, 1], the levels would not be ordered ``moderate < high < critical``, the reason or the
+A change sets one or more named levels, the lowest alerting level and/or the worsening rule's
+thresholds of one hospital's policy. It is refused with
+:class:`~triage.exceptions.ConfigRejected` when a value is outside [0, 1] (worsening settings:
+not positive), the levels would not be ordered ``moderate < high < critical``, the reason or the
 user is empty, or it was prepared against another version than the one in force. A change that
 alters nothing is no change (no new version, no audit record). The stream wiring publishes the
 result; nothing here knows Kafka.
@@ -22,6 +23,7 @@ from triage.alerts.policy import (
     AlertPolicy,
     RiskLevelValues,
     parse_level,
+    worsening_rule,
 )
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
 
@@ -38,6 +40,9 @@ class ThresholdChange:
     changed_by: str
     alert_from: str | None = None
     expected_version: str | None = None
+    #: worsening rule settings to change (``lesion_rise_points``, ``severity_rise_points``,
+    #: ``within_days``); the others keep their value in force (the documented defaults if none)
+    worsening: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,8 @@ def apply_change(current: AlertPolicy, change: ThresholdChange) -> AppliedChange
 
     Raises :class:`ConfigRejected` (reason codes ``empty_reason``, ``empty_user``,
     ``version_conflict``, ``unknown_level``, ``threshold_out_of_range``, ``levels_not_ordered``,
-    ``missing_level``).
+    ``missing_level``). A worsening change applies over the hospital's rule in force, or over
+    the documented defaults when the policy has none yet.
     """
     if not change.reason or not change.reason.strip():
         raise ConfigRejected(ConfigRejectionReason.EMPTY_REASON, "a change needs a reason")
@@ -84,7 +90,7 @@ def apply_change(current: AlertPolicy, change: ThresholdChange) -> AppliedChange
             f"{change.hospital} is at {current.threshold_version}, "
             f"not {change.expected_version}: read the policy again",
         )
-    if not change.levels and change.alert_from is None:
+    if not change.levels and change.alert_from is None and not change.worsening:
         raise ConfigRejected(ConfigRejectionReason.MISSING_LEVEL, "the change sets no level")
     merged: dict[Any, Any] = {str(k): v for k, v in current.levels.items()}
     merged.update(change.levels)
@@ -92,11 +98,15 @@ def apply_change(current: AlertPolicy, change: ThresholdChange) -> AppliedChange
         merged,
         current.threshold_version,
         parse_level(change.alert_from) if change.alert_from is not None else current.alert_from,
+        worsening_rule(change.worsening or None, current.worsening),
     )
     if candidate == current:
         return None
     new = AlertPolicy(
-        candidate.levels, next_version(current.threshold_version), candidate.alert_from
+        candidate.levels,
+        next_version(current.threshold_version),
+        candidate.alert_from,
+        candidate.worsening,
     )
     return AppliedChange(change.hospital, current, new, change.reason.strip(), change.changed_by)
 

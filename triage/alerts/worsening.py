@@ -7,6 +7,8 @@ first CT was mild (the "secondary worsening" the clinicians ask to catch), and s
 Defaults (reasoning in ``docs/longitudinal.md``): +10 percentage points of lung involved, or
 +5 CT severity score points (of 30), within 7 days. The rule's version names its values, so
 every worsening alert says which thresholds raised it, as threshold versions do for risk alerts.
+A hospital's rule is part of its audited alert policy (:class:`~triage.alerts.AlertPolicy`
+``worsening``); without one the worker's configured rule applies.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from triage.alerts.policy import CTRIAGE_NAMESPACE
+from triage.alerts.ids import CTRIAGE_NAMESPACE
 
 if TYPE_CHECKING:  # the timeline passes its changes in; no runtime cycle
     from triage.timeline import Change
@@ -44,6 +46,10 @@ class WorseningRule:
         if min(self.lesion_rise_points, self.severity_rise_points, self.within_days) <= 0:
             raise ValueError(f"worsening thresholds must be positive: {self}")
 
+    def to_dict(self) -> dict[str, float]:
+        """The thresholds an administrator sets (the shape of ``triage.config``'s ``worsening``)."""
+        return {name: float(getattr(self, name)) for name in WORSENING_SETTINGS}
+
     @property
     def version(self) -> str:
         """Names the thresholds, e.g. ``worsening-10pp-5cts-7d``."""
@@ -54,6 +60,8 @@ class WorseningRule:
 
 
 DEFAULT_RULE = WorseningRule()
+#: what an administrator may set of the rule (``mild_first_percent`` is a definition, not a dial)
+WORSENING_SETTINGS = ("lesion_rise_points", "severity_rise_points", "within_days")
 
 
 @dataclass(frozen=True)

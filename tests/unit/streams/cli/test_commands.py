@@ -26,6 +26,7 @@ EXPECTED: list[tuple[str, tuple[str, ...]]] = [
     ("capacity fit-stay", ("--csv", "--json", "--start", "--end", "--by-year")),
     ("capacity forecast", ("--cohort", "--capacity-beds", "--now", "--days", "--los-mean-days")),
     ("capacity plot", ("--out", "--csv", "--origin", "--capacity", "--name", "--horizon", "--history-days", "--source", "--data", "--region")),  # noqa: E501
+    ("cohort export", ("--out", "--store-url")),
     ("cohort generate", ("OUT", "--patients/-n", "--seed", "--matrix", "--slices", "--hospital", "--icu-occupants", "--window-h", "--follow-up-share")),  # noqa: E501
     ("dashboards build", ("--out",)),
     ("dashboards list", ()),
@@ -47,7 +48,7 @@ EXPECTED: list[tuple[str, tuple[str, ...]]] = [
     ("services status", ()),
     ("services up", ("--only", "--model-repository", "--timeout-s", "--kafka-nodes")),
     ("thresholds history", ("--hospital",)),
-    ("thresholds set", ("--level", "--value", "--reason", "--hospital", "--by", "--alert-from", "--expected-version", "--api", "--token")),  # noqa: E501
+    ("thresholds set", ("--reason", "--level", "--value", "--worsening-lesion-points", "--worsening-severity-points", "--worsening-days", "--hospital", "--by", "--alert-from", "--expected-version", "--api", "--token")),  # noqa: E501
     ("thresholds show", ("--model", "--hospital", "--studies-per-day")),
     ("topics", ()),
     ("train", ("--out", "--cohort", "--mexico", "--seed", "--target", "--threshold", "--workers")),

@@ -198,3 +198,37 @@ def test_policy_change_as_fhir_r4_audit_event() -> None:
     assert json.loads(details["new"])["levels"]["high"] == 0.5
     assert details["reason"] == "fewer false alarms in winter"
     assert event["outcomeDesc"] == "alert policy of h1: t4 -> t5"
+
+
+def test_the_worsening_rule_is_an_audited_part_of_the_policy() -> None:
+    applied = apply_change(CURRENT, change(levels={}, worsening={"lesion_rise_points": 8}))
+    assert applied is not None and applied.new.threshold_version == "t5"
+    rule = applied.new.worsening
+    assert rule is not None and rule.version == "worsening-8pp-5cts-7d"  # others: defaults
+    assert applied.new.levels == CURRENT.levels  # the levels stay
+    stored = applied.new.to_dict()
+    assert stored["worsening"] == {
+        "lesion_rise_points": 8.0, "severity_rise_points": 5.0, "within_days": 7.0,
+    }  # fmt: skip
+    assert AlertPolicy.from_dict(stored) == applied.new  # what triage.config carries
+    assert "worsening" not in CURRENT.to_dict()  # no rule set: the worker's setting applies
+    again = apply_change(applied.new, change(levels={}, worsening={"within_days": 5}))
+    assert again is not None and again.new.worsening is not None
+    assert again.new.worsening.version == "worsening-8pp-5cts-5d"  # over the rule in force
+    same = apply_change(applied.new, change(levels={}, worsening={"lesion_rise_points": 8}))
+    assert same is None
+
+
+@pytest.mark.parametrize(
+    ("worsening", "reason"),
+    [
+        ({"lesion_rise_points": 0}, ConfigRejectionReason.THRESHOLD_OUT_OF_RANGE),
+        ({"within_days": -1}, ConfigRejectionReason.THRESHOLD_OUT_OF_RANGE),
+        ({"lesion_rise_points": float("nan")}, ConfigRejectionReason.THRESHOLD_OUT_OF_RANGE),
+        ({"mild_first_percent": 5}, ConfigRejectionReason.UNKNOWN_LEVEL),
+    ],
+)
+def test_bad_worsening_settings_are_refused(worsening: dict, reason: str) -> None:
+    with pytest.raises(ConfigRejected) as caught:
+        apply_change(CURRENT, change(levels={}, worsening=worsening))
+    assert caught.value.reason == reason
