@@ -51,9 +51,9 @@ _BASE_COLUMNS: dict[str, str] = {
 def _treatment_columns() -> dict[str, str]:
     columns = {}
     for klass in TreatmentClassValues:
-        columns[f"treated_{klass.value}"] = f"a {klass.value} started before this CT"
+        columns[f"treated_{klass.value}"] = f"class {klass.value} started before this CT"
         columns[f"days_since_{klass.value}"] = (
-            f"days from the first {klass.value} dose to this CT (empty: none before it)"
+            f"days from the first {klass.value} start to this CT (empty: none before it)"
         )
     return columns
 

@@ -43,7 +43,7 @@ app.command("admin-api")(thresholds.admin_api)
 app.command("demo")(demo.demo)
 
 app.add_typer(services.app, name="services", help="Local Kafka broker and Triton server.")
-app.add_typer(cohort.app, name="cohort", help="Synthetic cohorts (FHIR + DICOM + outcomes).")
+app.add_typer(cohort.app, name="cohort", help="Synthetic cohorts; the treatment-response export.")
 app.add_typer(dashboards.app, name="dashboards", help="Grafana dashboards as code.")
 app.add_typer(quantify.app, name="quantify", help="Quantify lesions on a CT series.")
 app.add_typer(capacity.app, name="capacity")

@@ -1,25 +1,41 @@
 """Follow-up CTs through the whole flow on the real broker: change since prior, worsening alerts.
 
 A SYNTHETIC cohort where every patient has a follow-up CT (improving, stable, worsening, mild
-then worsening) is replayed through the real worker (Kafka, Triton's ``lesion_threshold``,
-PostgreSQL store). Each follow-up risk record must carry the change since the patient's prior
-CT; worsening alerts must be raised only for simulated worsening patients. The rule's SYNTHETIC
+then worsening), most of them treated in between, is replayed through the real worker (Kafka,
+Triton's ``lesion_threshold``, PostgreSQL store, Orthanc as the PACS the SEG/SR go back to).
+Each follow-up risk record must carry the change since the patient's prior CT; worsening alerts
+must be raised only for simulated worsening patients; the treatments reach the store
+(pseudonymised, coded) and ``ctriage cohort export`` writes a table pandas loads with the
+documented columns; the SR of a follow-up names its prior study. The rule's SYNTHETIC
 sensitivity and specificity are written to ``tests/bench/results/worsening_synthetic.json``.
 """
 
 from __future__ import annotations
 
 import json
+import time
+import urllib.request
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
+import highdicom as hd
+import pandas as pd
 import pytest
 from paths import REPO_ROOT
+from pydicom import dcmread
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
 
+from deploy.orthanc import OrthancServer
 from inference.client import THRESHOLD_MODEL
+from streams.cli.root import app as cli
 from streams.demo import DemoOptions, run_pipeline
 from streams.settings import Settings
 from triage.cohort import generate_cohort, load_manifest
 from triage.cohort.follow_up import load_follow_up
+from triage.export import EXPORT_COLUMNS
+from triage.fhir import Pseudonymiser
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +55,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def settings(
-    kafka_broker, triton_server, postgres_server, port_offset: int,
+    kafka_broker, triton_server, postgres_server, orthanc_server, port_offset: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:  # fmt: skip
     run_dir = tmp_path_factory.mktemp("follow-up")
@@ -49,6 +65,7 @@ def settings(
         kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "partitions": 4},
         triton={"http_port": triton_port, "model_name": THRESHOLD_MODEL},
         store={"url": postgres_server.create_database("follow_up_it")},
+        ingest={"writeback_url": orthanc_server.dicomweb_url},
         worker={
             "app_id": "ctriage-it-follow-up",
             "data_dir": run_dir / "worker",
@@ -58,8 +75,35 @@ def settings(
     )
 
 
+def _orthanc(server: OrthancServer, method: str, path: str, body: bytes | None = None) -> Any:
+    request = urllib.request.Request(server.url + path, data=body, method=method)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.read()
+
+
+def _report_of(server: OrthancServer, study_uid: str) -> hd.sr.Comprehensive3DSR | None:
+    """The SR the worker stored in the PACS for a study (None: not there yet)."""
+    found = json.loads(_orthanc(server, "POST", "/tools/lookup", study_uid.encode()))
+    studies = [f["ID"] for f in found if f["Type"] == "Study"]
+    if not studies:
+        return None
+    series = json.loads(_orthanc(server, "GET", f"/studies/{studies[0]}/series?expand"))
+    reports = [s for s in series if s["MainDicomTags"]["Modality"] == "SR"]
+    if not reports:
+        return None
+    blob = _orthanc(server, "GET", f"/instances/{reports[0]['Instances'][0]}/file")
+    return hd.sr.Comprehensive3DSR.from_dataset(dcmread(BytesIO(blob)))
+
+
+def _prior_named_in(report: hd.sr.Comprehensive3DSR) -> str | None:
+    for item in report.ContentSequence:
+        if item.ConceptNameCodeSequence[0].CodeValue == "PRIOR-STUDY-UID":
+            return str(item.UID)
+    return None
+
+
 def test_follow_ups_carry_the_change_and_worsening_alerts_match_the_truth(
-    settings, worker, cohort
+    settings, worker, cohort, orthanc_server, tmp_path
 ) -> None:
     truth = load_follow_up(cohort)
     studies = len(load_manifest(cohort).studies)
@@ -107,7 +151,71 @@ def test_follow_ups_carry_the_change_and_worsening_alerts_match_the_truth(
         "sensitivity": round(sensitivity, 3), "specificity": round(specificity, 3),
         "secondary_worsening_alerts": len(secondary),
     }, indent=2) + "\n")  # fmt: skip
+    _treatments_reach_the_store_and_the_export(settings, cohort, truth, tmp_path)
+    _reports_compare_with_the_prior(orthanc_server, truth)
     assert specificity == 1.0  # improving and stable follow-ups never alert
     # the threshold model reads about two thirds of a simulated rise (measured): a few true
     # rises of 15-20 points land under the 10-point rule; most must be caught
     assert sensitivity >= 0.6, (tp, len(positives))
+
+
+def _treatments_reach_the_store_and_the_export(
+    settings: Settings, cohort: Path, truth: list, tmp_path: Path
+) -> None:
+    pseudonymiser = Pseudonymiser(
+        settings.pseudonym.key.get_secret_value().encode(), settings.pseudonym.key_version
+    )
+    engine = create_engine(settings.store.url)
+    deadline = time.monotonic() + 60  # the treatments sink runs beside the risk agents
+    expected = {
+        pseudonymiser.patient(r.patient_id): set(r.treatments.split(";"))
+        for r in truth
+        if r.treatments
+    }
+    assert expected, "the cohort treats some patients"
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT patient_pseudonym, drug FROM treatments")).all()
+        stored: dict[str, set[str]] = {}
+        for pseudonym, drug in rows:
+            stored.setdefault(pseudonym, set()).add(drug)
+        if stored == expected or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    engine.dispose()
+    assert stored == expected  # every treated patient, only their drugs, under the pseudonym
+    raw_ids = {r.patient_id for r in truth}
+    assert not raw_ids & set(stored)
+
+    out = tmp_path / "export.parquet"
+    result = CliRunner().invoke(
+        cli, ["cohort", "export", "--out", str(out), "--store-url", settings.store.url]
+    )
+    assert result.exit_code == 0, result.output
+    assert "not treatment effects" in result.output
+    frame = pd.read_parquet(out)
+    assert list(frame.columns) == list(EXPORT_COLUMNS)
+    assert len(frame) == len(load_manifest(cohort).studies)
+    follow_ups = frame[frame["study_number"] == 2]
+    assert follow_ups["lesion_change_prior_points"].notna().all()
+    treated = follow_ups[follow_ups["pseudonym"].isin(list(expected))]
+    assert treated["treated_corticosteroid"].all()  # dexamethasone before every treated follow-up
+    first_cts = frame[frame["study_number"] == 1]
+    assert not first_cts["treatments_before"].astype(bool).any()  # treated only after the first
+    text_of_export = frame.to_csv()
+    assert not any(raw in text_of_export for raw in raw_ids)
+
+
+def _reports_compare_with_the_prior(server: OrthancServer, truth: list) -> None:
+    deadline = time.monotonic() + 120  # the write-back runs off the critical path
+    named: dict[str, str | None] = {}
+    while time.monotonic() < deadline and len(named) < len(truth):
+        for row in truth:
+            if row.study_uid not in named:
+                report = _report_of(server, row.study_uid)
+                if report is not None:
+                    named[row.study_uid] = _prior_named_in(report)
+        time.sleep(1.0)
+    assert named == {r.study_uid: r.prior_study_uid for r in truth}
+    first = _report_of(server, truth[0].prior_study_uid)
+    assert first is not None and _prior_named_in(first) is None  # a first CT compares with none

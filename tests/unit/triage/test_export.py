@@ -91,3 +91,11 @@ def test_export_loads_in_pandas_with_the_documented_columns(stored, tmp_path, su
 def test_other_suffixes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="parquet or .csv"):
         write_export([], tmp_path / "export.xlsx")
+
+
+def test_every_column_is_documented() -> None:
+    from paths import REPO_ROOT
+
+    page = (REPO_ROOT / "docs" / "longitudinal.md").read_text()
+    missing = [name for name in EXPORT_COLUMNS if f"`{name}`" not in page]
+    assert not missing, f"document these export columns in docs/longitudinal.md: {missing}"
