@@ -40,6 +40,7 @@ from streams.records import (
     ThresholdAudit,
     UnitForecastRecord,
 )
+from triage.exceptions import FhirRejected
 from triage.fhir import treatment_of
 
 logger = logging.getLogger(__name__)
@@ -313,13 +314,46 @@ def _sink(
     app.agent(pipeline.topic(topic), name=f"store_{topic.replace('.', '_')}")(sink)
 
 
+def _treatment_sink(pipeline: Pipeline) -> None:
+    """Treatments from ``fhir.resources`` -> the ``treatments`` table.
+
+    A malformed record is left alone here: the clinical context agent reads the same topic and
+    dead-letters it (once). A store outage is retried, then dead-lettered like the other sinks.
+    """
+    engine = pipeline.deps.store
+    dlq = pipeline.topic(t.TRIAGE_RISK.dlq)
+    stage = f"{STAGE}:treatments"
+
+    async def sink(stream: Any) -> None:
+        async def handle(event: Any) -> None:
+            record = event.value
+            if not isinstance(record, FhirResourceEvent):
+                return  # Malformed or empty: dead-lettered by update_clinical_context
+            if record.resource_type not in {"MedicationRequest", "MedicationAdministration"}:
+                return
+            try:
+                await _write_with_retry(write_treatment, engine, record)
+            except FhirRejected:
+                return  # unreadable treatment: dead-lettered by update_clinical_context
+            except SQLAlchemyError as e:
+                reason = StreamReason.STORE_UNAVAILABLE
+                await dead_letter(dlq, event, stage=stage, reason=reason, error=e)
+                return
+            MESSAGES.labels(stage=stage).inc()
+
+        async for event in stream.events():
+            await handle_or_dead_letter(handle, event, dlq, stage)
+
+    pipeline.app.agent(pipeline.topic(t.FHIR_RESOURCES.name), name="store_treatments")(sink)
+
+
 def register(pipeline: Pipeline) -> None:
     """Declare one sink agent per stored topic."""
     _sink(pipeline, t.TRIAGE_RISK.name, RiskAssessment, write_risk)
     _sink(pipeline, t.TRIAGE_ALERTS.name, Alert, write_alert)
     _sink(pipeline, t.TRIAGE_AUDIT.name, ThresholdAudit, write_audit)
     _sink(pipeline, t.CAPACITY_FORECASTS.name, UnitForecastRecord, write_forecast)
-    _sink(pipeline, t.FHIR_RESOURCES.name, FhirResourceEvent, write_treatment)  # treatments only
+    _treatment_sink(pipeline)
     for spec in t.ALL_TOPICS:
         if spec.has_dlq:
             _sink(

@@ -22,6 +22,7 @@ from typing import Any
 import highdicom as hd
 import pandas as pd
 import pytest
+from kafka import KafkaConsumer
 from paths import REPO_ROOT
 from pydicom import dcmread
 from sqlalchemy import create_engine, text
@@ -32,6 +33,7 @@ from inference.client import THRESHOLD_MODEL
 from streams.cli.root import app as cli
 from streams.demo import DemoOptions, run_pipeline
 from streams.settings import Settings
+from streams.topics import changelog_topic
 from triage.cohort import generate_cohort, load_manifest
 from triage.cohort.follow_up import load_follow_up
 from triage.export import EXPORT_COLUMNS
@@ -151,12 +153,44 @@ def test_follow_ups_carry_the_change_and_worsening_alerts_match_the_truth(
         "sensitivity": round(sensitivity, 3), "specificity": round(specificity, 3),
         "secondary_worsening_alerts": len(secondary),
     }, indent=2) + "\n")  # fmt: skip
+    _treatments_join_the_context(settings, truth)
     _treatments_reach_the_store_and_the_export(settings, cohort, truth, tmp_path)
     _reports_compare_with_the_prior(orthanc_server, truth)
     assert specificity == 1.0  # improving and stable follow-ups never alert
     # the threshold model reads about two thirds of a simulated rise (measured): a few true
     # rises of 15-20 points land under the 10-point rule; most must be caught
     assert sensitivity >= 0.6, (tp, len(positives))
+
+
+def _treatments_join_the_context(settings: Settings, truth: list) -> None:
+    """The worker's patient_to_context (its changelog) holds each treated patient's drugs."""
+    consumer = KafkaConsumer(
+        changelog_topic(settings.worker.app_id, "patient_to_context"),
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+    )
+    latest: dict[bytes, dict[str, Any]] = {}
+    try:
+        for message in consumer:
+            if message.value is not None:
+                latest[message.key] = json.loads(message.value)
+    finally:
+        consumer.close()
+    pseudonymiser = Pseudonymiser(
+        settings.pseudonym.key.get_secret_value().encode(), settings.pseudonym.key_version
+    )
+    for row in truth:
+        pseudonym = pseudonymiser.patient(row.patient_id)
+        context = latest.get(json.dumps(pseudonym).encode()) or latest[pseudonym.encode()]
+        held = context.get("treatments") or {}
+        drugs = {t["drug"] for t in held.values() if t["source"] == "MedicationRequest"}
+        assert drugs == (set(row.treatments.split(";")) if row.treatments else set()), row
+        for treatment in held.values():  # only the coded class, start, status
+            assert set(treatment) == {
+                "record_id", "drug", "treatment_class", "started_at", "status", "source",
+            }  # fmt: skip
 
 
 def _treatments_reach_the_store_and_the_export(
@@ -173,12 +207,15 @@ def _treatments_reach_the_store_and_the_export(
         if r.treatments
     }
     assert expected, "the cohort treats some patients"
+    # the session's broker is shared: the store also holds other tests' studies
+    ours = {pseudonymiser.patient(r.patient_id) for r in truth}
     while True:
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT patient_pseudonym, drug FROM treatments")).all()
         stored: dict[str, set[str]] = {}
         for pseudonym, drug in rows:
-            stored.setdefault(pseudonym, set()).add(drug)
+            if pseudonym in ours:
+                stored.setdefault(pseudonym, set()).add(drug)
         if stored == expected or time.monotonic() > deadline:
             break
         time.sleep(1.0)
@@ -193,8 +230,9 @@ def _treatments_reach_the_store_and_the_export(
     )
     assert result.exit_code == 0, result.output
     assert "not treatment effects" in result.output
-    frame = pd.read_parquet(out)
-    assert list(frame.columns) == list(EXPORT_COLUMNS)
+    everything = pd.read_parquet(out)
+    assert list(everything.columns) == list(EXPORT_COLUMNS)
+    frame = everything[everything["pseudonym"].isin(list(ours))]
     assert len(frame) == len(load_manifest(cohort).studies)
     follow_ups = frame[frame["study_number"] == 2]
     assert follow_ups["lesion_change_prior_points"].notna().all()
@@ -202,7 +240,7 @@ def _treatments_reach_the_store_and_the_export(
     assert treated["treated_corticosteroid"].all()  # dexamethasone before every treated follow-up
     first_cts = frame[frame["study_number"] == 1]
     assert not first_cts["treatments_before"].astype(bool).any()  # treated only after the first
-    text_of_export = frame.to_csv()
+    text_of_export = everything.to_csv()
     assert not any(raw in text_of_export for raw in raw_ids)
 
 
