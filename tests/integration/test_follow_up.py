@@ -2,12 +2,13 @@
 
 A SYNTHETIC cohort where every patient has a follow-up CT (improving, stable, worsening, mild
 then worsening), most of them treated in between, is replayed through the real worker (Kafka,
-Triton's ``lesion_threshold``, PostgreSQL store, Orthanc as the PACS the SEG/SR go back to).
+Triton, PostgreSQL store, Orthanc as the PACS the SEG/SR go back to), once with
+``lesion_threshold`` and once with ``lesion_unet``, each on its own cohort.
 Each follow-up risk record must carry the change since the patient's prior CT; worsening alerts
 must be raised only for simulated worsening patients; the treatments reach the store
 (pseudonymised, coded) and ``ctriage cohort export`` writes a table pandas loads with the
 documented columns; the SR of a follow-up names its prior study. The rule's SYNTHETIC
-sensitivity and specificity are written to ``tests/bench/results/worsening_synthetic.json``.
+sensitivity and specificity are written to ``tests/bench/results/worsening_synthetic*.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from deploy.orthanc import OrthancServer
-from inference.client import THRESHOLD_MODEL
+from inference.client import THRESHOLD_MODEL, UNET_MODEL
 from streams.cli.root import app as cli
 from streams.demo import DemoOptions, run_pipeline
 from streams.settings import Settings
@@ -42,14 +44,37 @@ from triage.fhir import Pseudonymiser
 pytestmark = pytest.mark.integration
 
 PATIENTS = 24
-RESULTS = REPO_ROOT / "tests" / "bench" / "results" / "worsening_synthetic.json"
+RESULTS = REPO_ROOT / "tests" / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One lesion model through the whole flow, on a cohort of its own (the session's broker
+    is shared and the collector reads from the beginning: the same study UIDs twice would mix
+    the two runs' records)."""
+
+    model: str
+    seed: int
+    results: str
+    index: int  # ports and names of this case's worker and store
+
+
+CASES = [
+    Case(THRESHOLD_MODEL, 11, "worsening_synthetic.json", 0),
+    Case(UNET_MODEL, 17, "worsening_synthetic_lesion_unet.json", 1),
+]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: c.model)
+def case(request: pytest.FixtureRequest) -> Case:
+    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("follow-up-cohort")
+def cohort(case: Case, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp(f"follow-up-cohort-{case.seed}")
     generate_cohort(
-        out, n_patients=PATIENTS, seed=11, matrix=96, slices=48, icu_occupants=0,
+        out, n_patients=PATIENTS, seed=case.seed, matrix=96, slices=48, icu_occupants=0,
         follow_up_share=1.0,
     )  # fmt: skip
     return out
@@ -57,22 +82,23 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def settings(
-    kafka_broker, triton_server, postgres_server, orthanc_server, port_offset: int,
+    case: Case, kafka_broker, triton_server, postgres_server, orthanc_server, port_offset: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:  # fmt: skip
-    run_dir = tmp_path_factory.mktemp("follow-up")
+    run_dir = tmp_path_factory.mktemp(f"follow-up-{case.index}")
     triton_port = int(triton_server.http_url.rsplit(":", 1)[1])
+    suffix = "" if case.index == 0 else f"-{case.model}"
     return Settings(
         run_dir=run_dir,
         kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "partitions": 4},
-        triton={"http_port": triton_port, "model_name": THRESHOLD_MODEL},
-        store={"url": postgres_server.create_database("follow_up_it")},
+        triton={"http_port": triton_port, "model_name": case.model},
+        store={"url": postgres_server.create_database(f"follow_up_it{case.index or ''}")},
         ingest={"writeback_url": orthanc_server.dicomweb_url},
         worker={
-            "app_id": "ctriage-it-follow-up",
+            "app_id": f"ctriage-it-follow-up{suffix}",
             "data_dir": run_dir / "worker",
-            "metrics_port": 29160 + port_offset,
-            "web_port": 26126 + port_offset,
+            "metrics_port": 29160 + port_offset + case.index,
+            "web_port": 26126 + port_offset + case.index,
         },
     )
 
@@ -105,7 +131,7 @@ def _prior_named_in(report: hd.sr.Comprehensive3DSR) -> str | None:
 
 
 def test_follow_ups_carry_the_change_and_worsening_alerts_match_the_truth(
-    settings, worker, cohort, orthanc_server, tmp_path
+    case, settings, worker, cohort, orthanc_server, tmp_path
 ) -> None:
     truth = load_follow_up(cohort)
     studies = len(load_manifest(cohort).studies)
@@ -139,15 +165,18 @@ def test_follow_ups_carry_the_change_and_worsening_alerts_match_the_truth(
     assert alerted <= positives | negatives  # never on a first CT
     sensitivity, specificity = tp / len(positives), (len(negatives) - fp) / len(negatives)
     for alert in worsening:
-        assert alert.worsening_since is not None and alert.worsening_since.lesion_points >= 10.0
+        since = alert.worsening_since
+        assert since is not None and alert.worsening_reasons
+        assert since.lesion_points >= 10.0 or (since.severity_points or 0.0) >= 5.0
         assert alert.worsening_rule == "worsening-10pp-5cts-7d"
     secondary = {a.study_uid for a in worsening if a.secondary_worsening}
     mild = {r.study_uid for r in truth if r.trajectory == "mild_then_worsening"}
     assert secondary <= mild | {r.study_uid for r in truth if r.lesion_fraction_prior < 0.1}
-    RESULTS.write_text(json.dumps({
-        "SYNTHETIC": "synthetic phantoms, lesion_threshold model on Triton; plumbing, not a "
+    (RESULTS / case.results).write_text(json.dumps({
+        "SYNTHETIC": f"synthetic phantoms, {case.model} model on Triton; plumbing, not a "
                      "clinical claim",
-        "patients": PATIENTS, "seed": 11, "rule": "worsening-10pp-5cts-7d",
+        "model": case.model, "patients": PATIENTS, "seed": case.seed,
+        "rule": "worsening-10pp-5cts-7d",
         "positives": len(positives), "negatives": len(negatives),
         "true_positives": tp, "false_positives": fp,
         "sensitivity": round(sensitivity, 3), "specificity": round(specificity, 3),
@@ -157,8 +186,9 @@ def test_follow_ups_carry_the_change_and_worsening_alerts_match_the_truth(
     _treatments_reach_the_store_and_the_export(settings, cohort, truth, tmp_path)
     _reports_compare_with_the_prior(orthanc_server, truth)
     assert specificity == 1.0  # improving and stable follow-ups never alert
-    # the threshold model reads about two thirds of a simulated rise (measured): a few true
-    # rises of 15-20 points land under the 10-point rule; most must be caught
+    # measured, not a target: lesion_threshold counts about half of the labelled lesion, and
+    # lesion_unet reads burdens above ~55 % of lung low (docs/longitudinal.md), so some true
+    # rises of 15-20 points read under the 10-point rule; most must be caught
     assert sensitivity >= 0.6, (tp, len(positives))
 
 
