@@ -17,6 +17,7 @@ from pathlib import Path
 
 from deploy.exceptions import ServiceStartError
 from deploy.kafka import HOST, SERVICE, KafkaBroker, ReadyProbe, new_cluster_id
+from deploy.kafka_security import BrokerSecurity
 from deploy.process import LocalService, PidFile, wait_until_healthy
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,12 @@ class KafkaCluster(LocalService):
         heap_mb: int = 512,
         num_partitions: int = 4,
         ready_probe: ReadyProbe | None = None,
+        security: BrokerSecurity | None = None,
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.service = SERVICE
+        # one CA, broker certificate and set of passwords for every node (``security.home``)
+        self.security = security
         voters = quorum_voters(controller_port, nodes)
         cluster_id = self._cluster_id()
         self.nodes = [
@@ -66,6 +70,7 @@ class KafkaCluster(LocalService):
                 node_id=i + 1,
                 quorum_voters=voters,
                 cluster_id=cluster_id,
+                security=security,
             )
             for i, (client, controller) in enumerate(node_ports(port, controller_port, nodes))
         ]
@@ -101,6 +106,8 @@ class KafkaCluster(LocalService):
             for node in launched:
                 node.stop(timeout_s=10)
             raise
+        if launched:
+            self.nodes[0].provision()
 
     def is_healthy(self) -> bool:
         """Every node answers."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from deploy.kafka import HOST, KafkaBroker, ReadyProbe
 from deploy.kafka_cluster import KafkaCluster
+from deploy.kafka_security import BrokerSecurity
 from deploy.postgres import PostgresServer
 from deploy.process import LocalService, port_is_open, rss_mb
 from deploy.prometheus import PrometheusServer
@@ -77,6 +78,7 @@ class LocalServices:
         scrape_interval_s: float = 5.0,
         kafka_ready_probe: ReadyProbe | None = None,
         kafka_nodes: int = 1,
+        kafka_security: BrokerSecurity | None = None,
     ) -> None:
         # one node: the demo's broker, as before; more: a KRaft cluster on loopback
         self.kafka: KafkaBroker | KafkaCluster
@@ -89,6 +91,7 @@ class LocalServices:
                 heap_mb=kafka_heap_mb,
                 num_partitions=kafka_partitions,
                 ready_probe=kafka_ready_probe,
+                security=kafka_security,
             )
         else:
             self.kafka = KafkaCluster(
@@ -100,6 +103,7 @@ class LocalServices:
                 heap_mb=kafka_heap_mb,
                 num_partitions=kafka_partitions,
                 ready_probe=kafka_ready_probe,
+                security=kafka_security,
             )
         self.triton = TritonServer(
             run_dir / "triton",

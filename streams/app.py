@@ -16,6 +16,7 @@ import faust
 from faust.serializers.codecs import Codec
 
 from streams import topics as t
+from streams.kafka_security import KafkaSecurity
 from streams.metrics import ASSIGNED_PARTITIONS
 from streams.pipeline import Dependencies, Pipeline, load_registry
 from streams.records import Record
@@ -66,6 +67,8 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=worker.heartbeat_interval_s,
         producer_acks=-1,  # acks=all: a record is kept by every in-sync replica
         stream_wait_empty=False,
+        # TLS and the worker's SASL principal (none for PLAINTEXT)
+        **KafkaSecurity.from_settings(settings.kafka).faust(),
     )
 
 

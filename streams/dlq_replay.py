@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from kafka import KafkaConsumer, KafkaProducer
 from pydantic import ValidationError
 
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.records import DeadLetter
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def replay_dead_letters(
     dlq_topic: str,
     reason: str | None = None,
     idle_timeout_s: float = 5.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> ReplayReport:
     """Send every dead letter on ``dlq_topic`` (of ``reason`` only, if given) back to its source.
 
@@ -60,8 +62,11 @@ def replay_dead_letters(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=int(idle_timeout_s * 1000),
+        **security.kafka_python(),
     )
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", retries=10)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", retries=10, **security.kafka_python()
+    )
     try:
         for message in consumer:
             try:

@@ -9,14 +9,21 @@ from __future__ import annotations
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 
-def broker_answers(bootstrap_servers: str, timeout_ms: int = 5000) -> bool:
-    """True when the cluster answers an admin ``list_topics()`` round trip."""
+
+def broker_answers(
+    bootstrap_servers: str, timeout_ms: int = 5000, security: KafkaSecurity = PLAINTEXT
+) -> bool:
+    """True when the cluster answers an admin ``list_topics()`` round trip (as ``security``)."""
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap_servers,
             client_id="ctriage-health",
             request_timeout_ms=timeout_ms,
+            # a refused login (or TLS handshake) is retried until this bootstrap wait ends
+            bootstrap_timeout_ms=timeout_ms,
+            **security.kafka_python(),
         )
     except (KafkaError, OSError, ValueError):
         return False

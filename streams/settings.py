@@ -23,10 +23,13 @@ class KafkaSettings(BaseModel, frozen=True):
     bootstrap_servers: str = "127.0.0.1:19092"
     controller_port: int = 19093
     partitions: int = 4
+    # PLAINTEXT (the local demo) or SASL_SSL (production, `services up` secured): every client
+    # takes these through streams.kafka_security; each service has its own username
     security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    sasl_mechanism: str | None = None  # SCRAM-SHA-512 when SASL is on and this is unset
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_ca_file: Path | None = None  # PEM CA of the brokers' certificates (None: system CAs)
     heap_mb: int = 768
     # the local cluster of `ctriage services up` (1: one combined broker+controller, the demo;
     # 3: three on loopback, node i on ports bootstrap+100*i and controller+100*i, clear of the

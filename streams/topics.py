@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.records import (
     Alert,
     CapacityEvent,
@@ -162,11 +163,14 @@ def ensure_topics(
     app_id: str | None = None,
     replication: int = 1,
     min_insync: int = 1,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Create missing topics (and ``app_id``'s table changelogs); verify partition counts.
 
     ``replication`` copies of each partition; ``min_insync``: how many must hold a record before
-    an ``acks=all`` send succeeds (a 3-node cluster: 3 and 2, so one broker may be down).
+    an ``acks=all`` send succeeds (a 3-node cluster: 3 and 2, so one broker may be down). A
+    principal may create only its topics (``streams.kafka_acls``): the others are left to the
+    worker or the cluster admin, and checked only where it may describe them.
     """
     layout = topic_layout(patient_partitions)
     if app_id is not None:
@@ -175,6 +179,7 @@ def ensure_topics(
         bootstrap_servers=bootstrap_servers,
         client_id="ctriage-topics",
         request_timeout_ms=int(timeout_s * 1000),
+        **security.kafka_python(),
     )
     try:
         new = [
@@ -194,6 +199,8 @@ def ensure_topics(
                 admin.create_topics([topic])
             except TopicAlreadyExistsError:
                 logger.debug("topic %s already exists", topic.name)
+            except TopicAuthorizationFailedError:
+                logger.debug("topic %s: this principal may not create it", topic.name)
         check_topic_layout(admin, layout, timeout_s)
     finally:
         admin.close()
@@ -213,11 +220,18 @@ def check_topic_layout(
     """Raise :class:`TopicLayoutError` when a topic has the wrong partition count.
 
     A topic created a moment ago may not be described yet (no leader): that is waited for,
-    up to ``timeout_s``; a wrong partition count fails at once.
+    up to ``timeout_s``; a wrong partition count fails at once. Topics this principal may not
+    describe are not its to check.
     """
     deadline = time.monotonic() + timeout_s
     while True:
         described = admin.describe_topics(list(layout))
+        hidden = {
+            d["name"]
+            for d in described
+            if d.get("error_code") == TopicAuthorizationFailedError.errno
+        }
+        layout = {name: spec for name, spec in layout.items() if name not in hidden}
         actual = {d["name"]: len(d["partitions"]) for d in described if not d.get("error_code")}
         wrong = {
             name: (actual.get(name), partitions)

@@ -10,6 +10,7 @@ from prometheus_client import start_http_server
 from dashboards import create_schema, make_engine
 from inference import SandboxedReader, TritonQuantifier
 from streams.app import build_app
+from streams.kafka_security import KafkaSecurity
 from streams.log_limits import limit_kafka_client_logs
 from streams.metrics import REGISTRY
 from streams.pipeline import Dependencies, Pipeline
@@ -52,6 +53,7 @@ def prepare(settings: Settings) -> Pipeline:
         app_id=settings.worker.app_id,
         replication=kafka.replication,
         min_insync=kafka.min_insync,
+        security=KafkaSecurity.from_settings(kafka),
     )
     settings.worker.own_data_dir.mkdir(parents=True, exist_ok=True)
     return build_app(settings, build_dependencies(settings))

@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from streams import topics as t
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.records import ThresholdAudit, TriageConfig
 from triage.alerts import AlertPolicy, AppliedChange, ThresholdChange, apply_change
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
@@ -56,8 +57,10 @@ class PolicyLog:
         default_policy: AlertPolicy,
         hospitals: Iterable[str],
         timeout_s: float = 10.0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.security = security
         self.default_policy = default_policy
         self.hospitals = tuple(hospitals)
         self.timeout_s = timeout_s
@@ -77,8 +80,11 @@ class PolicyLog:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **self.security.aiokafka(),
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all")
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers, acks="all", **self.security.aiokafka()
+        )
         try:
             await asyncio.wait_for(self._catch_up(consumer), self.timeout_s)
             await asyncio.wait_for(producer.start(), self.timeout_s)

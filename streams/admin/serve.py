@@ -14,6 +14,7 @@ from typing import TypeVar
 from kafka.errors import KafkaError
 
 from streams.admin.policy_log import PolicyLog, PolicyLogError
+from streams.kafka_security import KafkaSecurity
 from streams.settings import Settings
 from triage.alerts import AlertPolicy
 
@@ -35,12 +36,14 @@ def policy_log(settings: Settings, create_topics: bool = True) -> PolicyLog:
     """A policy log on the configured broker (for writers: topics created if missing)."""
     from streams.topics import ensure_topics
 
+    security = KafkaSecurity.from_settings(settings.kafka)
     if create_topics:
         try:
             ensure_topics(
                 settings.kafka.bootstrap_servers,
                 settings.kafka.partitions,
                 timeout_s=settings.admin.read_timeout_s,
+                security=security,
             )
         except KafkaError as e:
             raise PolicyLogError(f"Kafka at {settings.kafka.bootstrap_servers}: {e!r}") from e
@@ -49,6 +52,7 @@ def policy_log(settings: Settings, create_topics: bool = True) -> PolicyLog:
         default_policy(settings),
         administered_hospitals(settings),
         timeout_s=settings.admin.read_timeout_s,
+        security=security,
     )
 
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from streams import topics as t
 from streams.dlq import StreamReason, build_dead_letter
+from streams.kafka_security import KafkaSecurity
 from streams.pipeline import Pipeline
 from streams.records import Malformed, TriageConfig
 from triage.alerts import AlertPolicy
@@ -60,6 +61,7 @@ def register(pipeline: Pipeline) -> None:
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            **KafkaSecurity.from_settings(pipeline.settings.kafka).aiokafka(),
         )
         await consumer.start()
         try:

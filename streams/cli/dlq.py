@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.dlq_replay import ReplayError, replay_dead_letters
+from streams.kafka_security import KafkaSecurity
 from streams.settings import load_settings
 
 app = typer.Typer(help="Dead-letter topics.", no_args_is_help=True)
@@ -32,7 +33,11 @@ def replay(
     settings = load_settings()
     try:
         report = replay_dead_letters(
-            settings.kafka.bootstrap_servers, topic, reason, idle_timeout_s=idle_timeout_s
+            settings.kafka.bootstrap_servers,
+            topic,
+            reason,
+            idle_timeout_s=idle_timeout_s,
+            security=KafkaSecurity.from_settings(settings.kafka),
         )
     except ReplayError as e:
         console.print(f"[red]{e}[/]")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from streams.cli.common import configure_logging, pseudonymiser
+from streams.kafka_security import KafkaSecurity
 from streams.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -97,9 +98,7 @@ def fhir_endpoint_command(
         quarantine=quarantine(settings),
     )
     try:
-        web.run_app(
-            http, host=settings.fhir.http_host, port=settings.fhir.http_port, print=None
-        )
+        web.run_app(http, host=settings.fhir.http_host, port=settings.fhir.http_port, print=None)
     finally:
         _close(sink)
 
@@ -123,7 +122,12 @@ def _kafka_sink(settings: Settings) -> KafkaFhirSink:
     wait_s = settings.fhir.kafka_wait_s
     logger.info("connecting to Kafka at %s (waiting up to %g s)", bootstrap, wait_s)
     try:
-        return KafkaFhirSink(bootstrap, wait_s, settings.fhir.kafka_send_timeout_s)
+        return KafkaFhirSink(
+            bootstrap,
+            wait_s,
+            settings.fhir.kafka_send_timeout_s,
+            security=KafkaSecurity.from_settings(settings.kafka),
+        )
     except KafkaUnavailable as e:
         typer.echo(
             f"error: {e}. Is Kafka running (`ctriage services up --only kafka`) and "

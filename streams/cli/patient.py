@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from streams import topics as t
 from streams.demo.collector import OutputCollector
 from streams.demo.summary import ReplayOutcome
+from streams.kafka_security import KafkaSecurity
 from streams.mapping import timeline_point_of_risk
 from streams.records import RiskAssessment
 from streams.settings import Settings, load_settings
@@ -101,7 +102,9 @@ def timeline(
     console = Console()
     settings = load_settings()
     collector = OutputCollector(
-        settings.kafka.bootstrap_servers, [t.TRIAGE_RISK.name, t.TRIAGE_ALERTS.name]
+        settings.kafka.bootstrap_servers,
+        [t.TRIAGE_RISK.name, t.TRIAGE_ALERTS.name],
+        security=KafkaSecurity.from_settings(settings.kafka),
     )
     idle_since = time.monotonic()
     while time.monotonic() - idle_since < wait_s:

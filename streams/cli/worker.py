@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from streams.cli.common import configure_logging, pseudonymiser
+from streams.kafka_security import KafkaSecurity
 from streams.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def topics() -> None:
         kafka.partitions,
         replication=kafka.replication,
         min_insync=kafka.min_insync,
+        security=KafkaSecurity.from_settings(kafka),
     )
     for name, (partitions, compacted) in sorted(topic_layout(settings.kafka.partitions).items()):
         typer.echo(f"{name:28} partitions={partitions}{' compacted' if compacted else ''}")
@@ -71,6 +73,7 @@ def replay_command(
         pseudonymiser(settings),
         speed,
         settings.run_dir / "quarantine",
+        security=KafkaSecurity.from_settings(settings.kafka),
     )
     typer.echo(
         f"published {report.studies} CT studies and {report.fhir_resources} FHIR resources "
@@ -85,6 +88,7 @@ def _publisher(settings: Settings) -> StudyPublisher:
         settings.kafka.bootstrap_servers,
         pseudonymiser(settings),
         settings.worker.hospital,
+        security=KafkaSecurity.from_settings(settings.kafka),
     )
 
 

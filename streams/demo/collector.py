@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from streams import topics as t
 from streams.demo.summary import ReplayOutcome
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.records import Alert, DeadLetter, RiskAssessment, UnitForecastRecord
 
 OUTPUT_TOPICS = (t.TRIAGE_RISK.name, t.TRIAGE_ALERTS.name, t.CAPACITY_FORECASTS.name)
@@ -26,7 +27,12 @@ def dead_letter_topics() -> list[str]:
 class OutputCollector:
     """Accumulates the pipeline's outputs into a :class:`ReplayOutcome`."""
 
-    def __init__(self, bootstrap_servers: str, topics: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: Iterable[str] | None = None,
+        security: KafkaSecurity = PLAINTEXT,
+    ) -> None:
         names = list(topics) if topics is not None else [*OUTPUT_TOPICS, *dead_letter_topics()]
         self.outcome = ReplayOutcome()
         self._consumer = KafkaConsumer(
@@ -34,6 +40,7 @@ class OutputCollector:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **security.kafka_python(),
         )
         partitions = [
             TopicPartition(name, p)

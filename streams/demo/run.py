@@ -30,6 +30,7 @@ from deploy import LocalServices, PrometheusServer, local_store_url
 from inference import THRESHOLD_MODEL
 from streams.demo.collector import OutputCollector
 from streams.demo.summary import ReplayOutcome
+from streams.kafka_security import KafkaSecurity
 from streams.services import services_from_settings
 from streams.settings import Settings, settings_env
 from streams.sources.replay import ReplayReport, replay
@@ -176,7 +177,8 @@ def run_pipeline(
     ``watch`` may set the collector's callbacks (alerts as they fire); ``on_poll`` is called
     after every poll (progress, memory sampling).
     """
-    collector = OutputCollector(settings.kafka.bootstrap_servers)
+    security = KafkaSecurity.from_settings(settings.kafka)
+    collector = OutputCollector(settings.kafka.bootstrap_servers, security=security)
     if watch is not None:
         watch(collector)
     pseudonymiser = Pseudonymiser(
@@ -195,6 +197,7 @@ def run_pipeline(
                     pseudonymiser,
                     options.speed,
                     settings.run_dir / "quarantine",
+                    security=security,
                 )
             )
         except BaseException as e:  # surfaced in the main thread below

@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 
 from streams import topics as t
 from streams.dlq import build_dead_letter
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.metrics import INGESTED_STUDIES
 from streams.records import CtStudy, DeadLetter
 from triage.fhir import Pseudonymiser
@@ -84,12 +85,15 @@ class StudyPublisher:
         hospital: str,
         on_event: Callable[[CtStudy], None] | None = None,
         on_rejection: Callable[[DeadLetter], None] | None = None,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.pseudonymiser = pseudonymiser
         self.hospital = hospital
         self.on_event = on_event
         self.on_rejection = on_rejection
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, **security.kafka_python()
+        )
 
     def publish(self, arrival: StudyArrival, source: str) -> CtStudy:
         """Announce a stored study on ``ct.studies``."""

@@ -21,6 +21,7 @@ from kafka import KafkaProducer
 
 from streams import topics as t
 from streams.dlq import build_dead_letter
+from streams.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.records import CtStudy, FhirResourceEvent
 from streams.sources.quarantine import Quarantine
 from triage.cohort import load_manifest
@@ -134,11 +135,14 @@ def replay(
     speed: float,
     quarantine_dir: Path,
     on_study: Callable[[CtStudy], None] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> ReplayReport:
     """Publish a cohort's FHIR resources and CT events, ``speed`` times faster than real time."""
     items, hospital = timeline(cohort_dir)
     report = ReplayReport()
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, **security.kafka_python()
+    )
     started = time.monotonic()
     try:
         for item in items:

@@ -20,7 +20,7 @@ from dashboards.catalog import DASHBOARDS
 from dashboards.pipeline_health import CONTAINERS
 from deploy.k8s import rules
 from deploy.k8s.validate import K8S_ROOT
-from streams import topics
+from streams import kafka_acls, topics
 from streams.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -94,6 +94,24 @@ def test_each_service_may_touch_only_its_topics(production: list[dict[str, Any]]
         assert not any(kind == "cluster" or "All" in ops for kind, _, _, ops in acl), user
     # the FHIR ingress cannot read the alerts (the issue's example)
     assert not _can(acls["ctriage-fhir-endpoint"], "Read", "triage.alerts")
+
+
+def test_the_kafka_users_grant_exactly_the_acl_table(production: list[dict[str, Any]]) -> None:
+    """users.yaml and the local secured broker's ACLs come from one table (streams.kafka_acls)."""
+    app_id = _config(production)["CTRIAGE_WORKER__APP_ID"]
+    table = {
+        f"ctriage-{user.removeprefix('ctriage-')}": sorted(
+            (a.resource_type, a.name, "prefix" if a.pattern == "prefix" else "literal",
+             tuple(sorted(a.operations)))
+            for a in acls
+        )
+        for user, acls in kafka_acls.service_acls(app_id).items()
+    }  # fmt: skip
+    declared = {
+        user: sorted((kind, name, pattern, tuple(sorted(ops))) for kind, name, pattern, ops in acl)
+        for user, acl in _acls(production).items()
+    }
+    assert declared == table
 
 
 def test_the_worker_and_keda_use_the_worker_group(production: list[dict[str, Any]]) -> None:
