@@ -40,6 +40,7 @@ class OutputCollector:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",  # alerts are written in transactions
             **security.kafka_python(),
         )
         partitions = [
