@@ -14,7 +14,6 @@ from typing import Any
 
 import faust
 from faust.serializers.codecs import Codec
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams import topics as t
 from streams.kafka_security import KafkaSecurity
@@ -43,38 +42,9 @@ class RecordCodec(Codec):
         return s.to_bytes() if isinstance(s, Record) else bytes(s)
 
 
-class _ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # aiokafka reads the level when it starts; Faust sets read_committed only in its own
-        # exactly-once mode, which we do not use (streams.agents.alert_ledger)
-        consumer._isolation_level = "read_committed"
-        return consumer
-
-
-class _ReadCommittedConsumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _ReadCommittedTransport(faust_aiokafka.Transport):
-    Consumer = _ReadCommittedConsumer
-
-
-class ReadCommittedApp(faust.App):
-    """A Faust app whose consumer reads ``read_committed``.
-
-    Alerts are written in Kafka transactions; an aborted alert (a crash mid-transaction) must
-    reach neither the store sink nor a table's recovery.
-    """
-
-    def _new_transport(self) -> Any:
-        return _ReadCommittedTransport(self.conf.broker_consumer, self)
-
-
 def _faust_app(settings: Settings) -> faust.App:
     worker = settings.worker
-    return ReadCommittedApp(
+    return faust.App(
         worker.app_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         store="memory://",

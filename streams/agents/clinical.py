@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 from streams import topics as t
-from streams.agents.alert_ledger import ledger_of
 from streams.agents.base import handle_or_dead_letter, record_or_dead_letter
 from streams.agents.scoring import rescore_recent
 from streams.dlq import build_dead_letter, dead_letter
@@ -136,8 +135,6 @@ def register(pipeline: Pipeline) -> None:
             if record is None:
                 return
             key = record.patient_pseudonym
-            # the alert ledger's lease on this partition (co-partitioned with ct.quantification)
-            lease = await ledger_of(pipeline).ready(event.message.partition)
             try:
                 version = declared_version(record.fhir_version)
                 stored = patient_to_context.get(key)
@@ -159,7 +156,7 @@ def register(pipeline: Pipeline) -> None:
                     key=record.hospital.encode(),
                     value=capacity_event(change, record.hospital, record.patient_pseudonym),
                 )
-            await rescore_recent(pipeline, lease, key, record.event_time)
+            await rescore_recent(pipeline, key, record.event_time)
             MESSAGES.labels(stage=STAGE).inc()
 
         async for event in stream.events():

@@ -4,8 +4,7 @@
 the local partition of ``patient_to_context``. Every study yields one ``triage.risk`` record
 (same ``risk_id`` on a redelivery); its alert is decided by :func:`triage.risk.assess.score_study`
 against what ``alerted_studies`` remembers (once per study, model version and threshold version;
-an escalation per higher level reached) and sent with that memory in one Kafka transaction
-(:mod:`streams.agents.alert_ledger`). The scored patient joins the capacity pipeline
+an escalation per higher level reached). The scored patient joins the capacity pipeline
 (``capacity.events``). Late clinical data re-scores recent studies from the clinical agent
 (:func:`streams.agents.scoring.rescore_recent`).
 """
@@ -17,7 +16,6 @@ import time
 from typing import Any
 
 from streams import topics as t
-from streams.agents.alert_ledger import declare_ledger
 from streams.agents.base import handle_or_dead_letter, record_or_dead_letter
 from streams.agents.scoring import (
     context_of,
@@ -37,7 +35,7 @@ from streams.metrics import END_TO_END_SECONDS, MESSAGES, STAGE_SECONDS
 from streams.pipeline import Pipeline
 from streams.records import Quantification
 from triage.exceptions import TriageError
-from triage.risk import StudyOutcome, score_study
+from triage.risk import score_study
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +46,8 @@ def register(pipeline: Pipeline) -> None:
     """Declare the scoring agent, the table of alerted studies and that of recent studies."""
     app = pipeline.app
     partitions = pipeline.settings.kafka.partitions
-    ledger = declare_ledger(pipeline)  # alerted_studies: alerts and their memos, exactly once
+    alerted_studies = app.Table("alerted_studies", default=None, partitions=partitions)
+    pipeline.tables["alerted_studies"] = alerted_studies
     recent = app.Table("patient_to_recent_studies", default=None, partitions=partitions)
     pipeline.tables["patient_to_recent_studies"] = recent
     declare_table(pipeline)  # patient_to_timeline: change since prior CT, worsening alerts
@@ -64,17 +63,16 @@ def register(pipeline: Pipeline) -> None:
             quantification = await record_or_dead_letter(event, Quantification, dlq, STAGE)
             if quantification is None:
                 return
-            lease = await ledger.ready(event.message.partition)  # before deciding the alert
             started = time.perf_counter()
-            study = findings(quantification)
-            context = context_of(pipeline, quantification.patient_pseudonym)
-            policy = pipeline.policy_for(quantification.hospital)
-
-            def decide() -> StudyOutcome:
-                return score_study(study, context, model, policy, window_h, ledger)
-
             try:
-                outcome = decide()
+                outcome = score_study(
+                    findings(quantification),
+                    context_of(pipeline, quantification.patient_pseudonym),
+                    model,
+                    pipeline.policy_for(quantification.hospital),
+                    window_h,
+                    alerted_studies,
+                )
                 follow = follow_up_of(pipeline, quantification)
             except (TriageError, ValueError) as e:
                 reason = getattr(e, "reason", StreamReason.SCORING_FAILED)
@@ -92,8 +90,8 @@ def register(pipeline: Pipeline) -> None:
             END_TO_END_SECONDS.observe(risk.latency_s)
             STAGE_SECONDS.labels(stage="scoring").observe(risk.timings.scoring_s)
             await capacity_events.send(key=risk.hospital.encode(), value=pipeline_risk_event(risk))
-            await send_alert(pipeline, lease, risk, outcome, decide)
-            await send_worsening(pipeline, lease, risk, follow)
+            await send_alert(pipeline, risk, outcome)
+            await send_worsening(pipeline, risk, follow)
             MESSAGES.labels(stage=STAGE).inc()
 
         async for event in stream.events():

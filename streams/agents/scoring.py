@@ -2,9 +2,8 @@
 
 Both call the risk core (:mod:`triage.risk.assess`) once and send what it returns the same way:
 the ``triage.risk`` record, and the alert it raises to ``triage.alerts`` and, as a FHIR R4
-RiskAssessment, to ``triage.alerts.fhir``, in one Kafka transaction with the memo of
-``alerted_studies`` (:mod:`streams.agents.alert_ledger`), which remembers each study's highest
-alert across crashes and replays; ``patient_to_recent_studies`` keeps each patient's recently
+RiskAssessment, to ``triage.alerts.fhir``. ``alerted_studies`` remembers each study's highest
+alert across restarts and replays; ``patient_to_recent_studies`` keeps each patient's recently
 scored studies (the newest :data:`MAX_RECENT_STUDIES`) for re-scoring after late clinical data.
 """
 
@@ -12,11 +11,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 from streams import topics as t
-from streams.agents.alert_ledger import AlertPlan, Lease, ledger_of, send_once
 from streams.agents.timeline import follow_up_of
 from streams.mapping import (
     alert_record,
@@ -29,7 +26,7 @@ from streams.metrics import ALERTS, RESCORES
 from streams.pipeline import Pipeline
 from streams.records import Alert, Quantification, RiskAssessment
 from triage.fhir import ClinicalContext
-from triage.risk import StudyOutcome, rescore, score_study
+from triage.risk import StudyOutcome, rescore
 
 #: How many recently scored studies per patient are kept for re-scoring.
 MAX_RECENT_STUDIES = 10
@@ -42,36 +39,20 @@ def context_of(pipeline: Pipeline, pseudonym: str) -> ClinicalContext | None:
 
 
 async def send_alert(
-    pipeline: Pipeline,
-    lease: Lease,
-    risk: RiskAssessment,
-    outcome: StudyOutcome,
-    redecide: Callable[[], StudyOutcome],
+    pipeline: Pipeline, risk: RiskAssessment, outcome: StudyOutcome
 ) -> Alert | None:
-    """Send the alert ``outcome`` raises (None when none) and remember it, in one transaction.
-
-    ``redecide``: the same core call against the ledger as it stands (after a fenced send).
-    """
-    decided = [outcome]
-    sent: list[Alert] = []
-
-    def plan() -> AlertPlan:
-        current = decided.pop() if decided else redecide()
-        memo = current.alert_memo(risk.scored_at)
-        if memo is None:
-            return None
-        alert = alert_record(risk, current)
-        sent[:] = [alert]
-        key = risk.patient_pseudonym.encode()
-        fhir = json.dumps(fhir_risk_assessment(alert)).encode()
-        records = [(t.TRIAGE_ALERTS.name, key, alert.to_bytes()),
-                   (t.TRIAGE_ALERTS_FHIR.name, key, fhir)]  # fmt: skip
-        return current.alert_key, memo, records
-
-    if not await send_once(pipeline, lease, plan):
+    """Send the alert ``outcome`` raises (None when it raises nothing) and remember it."""
+    memo = outcome.alert_memo(risk.scored_at)
+    if memo is None:
         return None
-    ALERTS.labels(level=sent[0].level).inc()
-    return sent[0]
+    alert = alert_record(risk, outcome)
+    key = risk.patient_pseudonym.encode()
+    await pipeline.topic(t.TRIAGE_ALERTS.name).send(key=key, value=alert)
+    fhir = json.dumps(fhir_risk_assessment(alert)).encode()
+    await pipeline.topic(t.TRIAGE_ALERTS_FHIR.name).send(key=key, value=fhir)
+    pipeline.tables["alerted_studies"][outcome.alert_key] = memo
+    ALERTS.labels(level=alert.level).inc()
+    return alert
 
 
 def first_score_revision(pipeline: Pipeline, quantification: Quantification, digest: str) -> int:
@@ -101,10 +82,8 @@ def remember_study(
     table[quantification.patient_pseudonym] = dict(newest[-MAX_RECENT_STUDIES:])
 
 
-async def rescore_recent(pipeline: Pipeline, lease: Lease, pseudonym: str, arrived: str) -> int:
+async def rescore_recent(pipeline: Pipeline, pseudonym: str, arrived: str) -> int:
     """Re-score the patient's studies with a CT within the horizon before ``arrived`` (ISO).
-
-    ``lease``: the alert ledger's lease on the patient's partition, taken before deciding.
 
     One core call (:func:`triage.risk.assess.rescore`); returns how many new risk records
     (same ``risk_id``, ``revision`` + 1) were sent: only studies whose model features changed
@@ -116,17 +95,14 @@ async def rescore_recent(pipeline: Pipeline, lease: Lease, pseudonym: str, arriv
         return 0
     studies = {uid: recent_study(entry) for uid, entry in recent.items()}
     fhir = pipeline.settings.fhir
-    context = context_of(pipeline, pseudonym)
-    model = pipeline.deps.risk_model
-    ledger = ledger_of(pipeline)
     started = time.perf_counter()
     rescored = rescore(
         [study for _, study in studies.values()],
-        context,
-        model,
+        context_of(pipeline, pseudonym),
+        pipeline.deps.risk_model,
         pipeline.policy_for,
         fhir.observation_window_h,
-        ledger,
+        pipeline.tables["alerted_studies"],
         arrived,
         fhir.rescore_horizon_h,
     )
@@ -139,12 +115,7 @@ async def rescore_recent(pipeline: Pipeline, lease: Lease, pseudonym: str, arriv
         follow = follow_up_of(pipeline, quantification)  # the same change as its first score
         risk = risk_record(quantification, outcome.risk, time.time(), scoring_s, revision, follow)
         await pipeline.topic(t.TRIAGE_RISK.name).send(key=pseudonym.encode(), value=risk)
-        findings, policy = study.findings, pipeline.policy_for(study.findings.hospital)
-
-        def redecide(f: Any = findings, p: Any = policy) -> StudyOutcome:
-            return score_study(f, context, model, p, fhir.observation_window_h, ledger)
-
-        await send_alert(pipeline, lease, risk, outcome, redecide)
+        await send_alert(pipeline, risk, outcome)
         updated[uid] = {**recent[uid], "digest": outcome.risk.features_digest, "revision": revision}
         RESCORES.inc()
     if rescored:

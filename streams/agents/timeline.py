@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from streams import topics as t
-from streams.agents.alert_ledger import AlertPlan, Lease, ledger_of, send_once
 from streams.mapping import timeline_point, worsening_alert_record
 from streams.metrics import ALERTS
 from streams.pipeline import Pipeline
@@ -55,23 +54,18 @@ def remember_timeline(pipeline: Pipeline, pseudonym: str, follow: FollowUp) -> N
 
 
 async def send_worsening(
-    pipeline: Pipeline, lease: Lease, risk: RiskAssessment, follow: FollowUp
+    pipeline: Pipeline, risk: RiskAssessment, follow: FollowUp
 ) -> Alert | None:
     """Send the study's worsening alert, once per study and rule version (None: none)."""
     decision = follow.worsening
-    if decision is None:
+    alerted = pipeline.tables["alerted_studies"]
+    if decision is None or alerted.get(decision.alert_id):
         return None
-    ledger = ledger_of(pipeline)
     alert = worsening_alert_record(risk, decision)
-
-    def plan() -> AlertPlan:
-        if ledger.get(decision.alert_id):
-            return None
-        memo = {"kind": "worsening", "alert_id": decision.alert_id, "raised_at": risk.scored_at}
-        key = risk.patient_pseudonym.encode()
-        return decision.alert_id, memo, [(t.TRIAGE_ALERTS.name, key, alert.to_bytes())]
-
-    if not await send_once(pipeline, lease, plan):
-        return None
+    await pipeline.topic(t.TRIAGE_ALERTS.name).send(
+        key=risk.patient_pseudonym.encode(), value=alert
+    )
+    alerted[decision.alert_id] = {"kind": "worsening", "alert_id": decision.alert_id,
+                                  "raised_at": risk.scored_at}  # fmt: skip
     ALERTS.labels(level="worsening").inc()
     return alert

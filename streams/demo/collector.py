@@ -40,7 +40,6 @@ class OutputCollector:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            isolation_level="read_committed",  # alerts are written in transactions
             **security.kafka_python(),
         )
         partitions = [
