@@ -16,6 +16,7 @@ import faust
 from faust.serializers.codecs import Codec
 
 from streams import topics as t
+from streams.faust_consumer import Transport
 from streams.kafka_security import KafkaSecurity
 from streams.metrics import ASSIGNED_PARTITIONS
 from streams.pipeline import Dependencies, Pipeline, load_registry
@@ -44,7 +45,7 @@ class RecordCodec(Codec):
 
 def _faust_app(settings: Settings) -> faust.App:
     worker = settings.worker
-    return faust.App(
+    app = faust.App(
         worker.app_id,
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         store="memory://",
@@ -70,6 +71,9 @@ def _faust_app(settings: Settings) -> faust.App:
         # TLS and the worker's SASL principal (none for PLAINTEXT)
         **KafkaSecurity.from_settings(settings.kafka).faust(),
     )
+    # Faust's consumer, less the records a rebalance strands (streams/faust_consumer.py)
+    app.transport = Transport(app.conf.broker_consumer, app)
+    return app
 
 
 def build_app(settings: Settings, deps: Dependencies) -> Pipeline:

@@ -33,6 +33,13 @@ DEAD_LETTERS = Counter(
     ["stage", "reason"],
     registry=REGISTRY,
 )
+CONSUMER_REWINDS = Counter(
+    "ctriage_consumer_rewinds",
+    "Partitions sent back to their committed offset because a fetched batch was cut short by "
+    "a rebalance (streams/faust_consumer.py); each may mean records processed twice, none lost.",
+    registry=REGISTRY,
+)
+
 ALERTS = Counter(
     "ctriage_alerts",
     "Ventilation-risk alerts raised, by level.",

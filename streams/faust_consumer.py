@@ -1,0 +1,181 @@
+"""Faust's Kafka consumer, less the records a rebalance strands.
+
+With Faust 0.15.3 and aiokafka 0.14, a worker that survived a crash sometimes served the dead
+worker's partitions but processed nothing more from some of them, for minutes
+(``tests/integration/test_crash.py`` failed about one run in two): the Kafka client had fetched
+the records (its position was at the end of the partition) but Faust never handed them to an
+agent, and since the position had moved on, nothing fetched them again until the next
+rebalance. Two ways it happens were seen in worker logs:
+
+- Faust drops the rest of a fetched batch when flow stops or the generation changes while it is
+  handing the batch out (``Consumer.getmany``); when the drop comes after the rebalance has
+  sought to the committed offsets, nothing seeks back. A table's changelog dropped so during a
+  recovery left the recovery waiting forever ("No event received for active tp").
+- Records fetched in the rebalance window never reached the hand-out at all (the worker's
+  position ran past the last record it handed out while its fetch loop sat idle).
+
+This consumer keeps Faust's, and adds two repairs. A batch not handed out in full sends each
+partition that lost records back to the first one lost. A watchdog (every
+:data:`STRANDED_CHECK_S`) looks, while no batch is being handed out and no rebalance runs, for
+stream partitions whose position is past the last record handed out (or committed); seen twice
+in a row, they are sent back there. Neither ever moves a partition forward, nor back past a
+seek made since (a rebalance's or a table recovery's). Records may be processed twice, which the
+agents tolerate (at-least-once); none is left behind. Each repair is counted in
+``ctriage_consumer_rewinds_total`` and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from mode import Service
+
+from streams.metrics import CONSUMER_REWINDS
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two looks for stranded partitions (a stranding is acted on when seen twice).
+STRANDED_CHECK_S = 2.0
+
+
+class Consumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer that fetches again what a rebalance left behind."""
+
+    _batch: Mapping[Any, Sequence[Any]] | None = None
+    _handing_out: bool = False
+    _lost: dict[TP, int]
+    _suspects: dict[TP, tuple[int, int]]
+
+    def on_init(self) -> None:
+        """Faust's state, and the first lost offset of each partition waiting to be sought."""
+        super().on_init()
+        self._lost = {}
+        self._suspects = {}
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        records, active_partitions = await super()._wait_next_records(timeout)
+        self._batch = records
+        self._handing_out = bool(records)  # until getmany has handed the batch out
+        return records, active_partitions
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        """Faust's batch, then a rewind of each partition whose records were not all given."""
+        self._batch = None
+        given: dict[TP, int] = {}
+        try:
+            async for tp, message in super().getmany(timeout):
+                given[tp] = given.get(tp, 0) + 1
+                yield tp, message
+        finally:
+            self._handing_out = False
+        batch: Mapping[Any, Sequence[Any]] = self._batch or {}
+        self._batch = None
+        # a partition's records are handed out in order: the first not given was lost, and all
+        # after it
+        for key, fetched in batch.items():
+            tp = TP(key.topic, key.partition)
+            if given.get(tp, 0) < len(fetched):
+                first = fetched[given.get(tp, 0)].offset
+                self._lost[tp] = min(first, self._lost.get(tp, first))
+        if self._lost and self.flow_active and not self.should_stop:
+            await self._rewind_lost()
+
+    @Service.timer(STRANDED_CHECK_S)
+    async def _find_stranded(self) -> None:
+        if self._handing_out or not self.flow_active or self.app.rebalancing:
+            return
+        acked = self.app.topics.acks_enabled_for
+        tps = [tp for tp in self.assignment() if acked(tp.topic)]
+        if not tps:
+            return
+        thread = self._thread
+        consumer = thread._ensure_consumer()  # type: ignore[attr-defined]
+        try:
+            positions = await thread.call_thread(_positions, consumer, tps)
+        except Exception as e:  # noqa: BLE001  # a rebalance began: it seeks anyway
+            logger.debug("stranded-records check skipped: %s", e)
+            return
+        if self._handing_out or not self.flow_active or self.app.rebalancing:
+            return
+        suspects: dict[TP, tuple[int, int]] = {}
+        for tp, position in positions.items():
+            read = self._read_offset.get(tp)
+            if read is None:
+                continue  # nothing handed out since the last seek: the position is the seek's
+            committed = self._committed_offset.get(tp) or 0
+            first = max(read + 1, committed)
+            if first < position:
+                suspects[tp] = (first, position)
+        seen_twice = {tp: v[0] for tp, v in suspects.items() if self._suspects.get(tp) == v}
+        self._suspects = suspects
+        if seen_twice:
+            for tp, first in seen_twice.items():
+                self._lost[tp] = min(first, self._lost.get(tp, first))
+                self._suspects.pop(tp, None)
+            await self._rewind_lost()
+
+    async def _rewind_lost(self) -> None:
+        lost, self._lost = self._lost, {}
+        # records handed out since the loss (a seek fetched them again) are not lost any more
+        targets = {}
+        for tp, first in lost.items():
+            read = self._read_offset.get(tp)
+            targets[tp] = first if read is None else max(first, read + 1)
+        thread = self._thread
+        consumer = thread._ensure_consumer()  # type: ignore[attr-defined]
+        try:
+            rewound = await thread.call_thread(_rewind_positions, consumer, targets)
+        except Exception as e:  # noqa: BLE001  # a rebalance in between: it seeks anyway
+            logger.warning("could not fetch again the records a rebalance left: %s", e)
+            return
+        for tp, (offset, position) in rewound.items():
+            self._read_offset[tp] = offset
+            CONSUMER_REWINDS.inc()
+            logger.warning(
+                "records %d-%d of %s-%d were fetched but never handed out: fetching them again",
+                offset,
+                position - 1,
+                tp.topic,
+                tp.partition,
+            )
+
+
+def _kafka_tp(tp: TP) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
+
+
+async def _positions(consumer: Any, tps: Sequence[TP]) -> dict[TP, int]:
+    """The consumer's fetch position of each of ``tps`` still assigned (on its thread)."""
+    assigned = consumer.assignment()
+    return {tp: await consumer.position(_kafka_tp(tp)) for tp in tps if _kafka_tp(tp) in assigned}
+
+
+async def _rewind_positions(consumer: Any, targets: Mapping[TP, int]) -> dict[TP, tuple[int, int]]:
+    """Seek each partition back to its target offset (on the consumer's thread).
+
+    Partitions no longer assigned are left, and so is one whose position is at or before its
+    target (sought back since: a rebalance's seek to the committed offsets, a table recovery's
+    to its changelog start). Returns the partitions sought: (target, position before).
+    """
+    assigned = consumer.assignment()
+    rewound: dict[TP, tuple[int, int]] = {}
+    for tp, target in targets.items():
+        kafka_tp = _kafka_tp(tp)
+        if kafka_tp not in assigned:
+            continue
+        position = await consumer.position(kafka_tp)
+        if target < position:
+            consumer.seek(kafka_tp, target)
+            rewound[tp] = (target, position)
+    return rewound
+
+
+class Transport(faust_aiokafka.Transport):
+    """The aiokafka transport with :class:`Consumer`."""
+
+    Consumer = Consumer
