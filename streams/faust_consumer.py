@@ -19,8 +19,9 @@ partition that lost records back to the first one lost. A watchdog (every
 :data:`STRANDED_CHECK_S`) looks, while no batch is being handed out and no rebalance runs, for
 stream partitions whose position is past the last record handed out (or committed); seen twice
 in a row, they are sent back there. Neither ever moves a partition forward, nor back past a
-seek made since (a rebalance's or a table recovery's). Records may be processed twice, which the
-agents tolerate (at-least-once); none is left behind. Each repair is counted in
+seek made since (a rebalance's or a table recovery's), nor sends a partition back twice from the
+same position (a gap that stays holds no record: a transaction marker). Records may be processed
+twice, which the agents tolerate (at-least-once); none is left behind. Each repair is counted in
 ``ctriage_consumer_rewinds_total`` and logged.
 """
 
@@ -50,12 +51,16 @@ class Consumer(faust_aiokafka.Consumer):
     _handing_out: bool = False
     _lost: dict[TP, int]
     _suspects: dict[TP, tuple[int, int]]
+    _sought_from: dict[TP, int]
 
     def on_init(self) -> None:
         """Faust's state, and the first lost offset of each partition waiting to be sought."""
         super().on_init()
         self._lost = {}
         self._suspects = {}
+        #: the position each partition was last sent back from: a gap still there after that
+        #: holds no record to hand out (a transaction marker), and is not sought again
+        self._sought_from = {}
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         records, active_partitions = await super()._wait_next_records(timeout)
@@ -102,22 +107,53 @@ class Consumer(faust_aiokafka.Consumer):
             return
         if self._handing_out or not self.flow_active or self.app.rebalancing:
             return
+        idle = self._idle()
         suspects: dict[TP, tuple[int, int]] = {}
         for tp, position in positions.items():
             read = self._read_offset.get(tp)
             if read is None:
                 continue  # nothing handed out since the last seek: the position is the seek's
-            committed = self._committed_offset.get(tp) or 0
-            first = max(read + 1, committed)
-            if first < position:
+            committed = self._committed_offset.get(tp)
+            # nothing in flight: every record handed out was acknowledged and committed (each
+            # second), so the records from the committed offset on never reached an agent
+            first = committed if idle and committed is not None else max(read + 1, committed or 0)
+            if first < position and self._sought_from.get(tp) != position:
                 suspects[tp] = (first, position)
         seen_twice = {tp: v[0] for tp, v in suspects.items() if self._suspects.get(tp) == v}
         self._suspects = suspects
         if seen_twice:
-            for tp, first in seen_twice.items():
-                self._lost[tp] = min(first, self._lost.get(tp, first))
+            for tp in seen_twice:
                 self._suspects.pop(tp, None)
-            await self._rewind_lost()
+            await self._seek_back(seen_twice)
+
+    def ack(self, message: Message) -> bool:
+        """Faust's acknowledgement, refused to a record handed out before the last rebalance.
+
+        Faust's streams skip such a record *and acknowledge it* (``Stream.__aiter__``: a
+        stale-generation event is acked "so the lag does not grow"): its offset then counts as
+        done and the commit can pass a record no agent processed. The rebalance sought back to
+        the committed offset, so the record comes again, and that copy is acknowledged when
+        processed. An old copy processed to the end is then processed twice (at-least-once).
+        """
+        generation = getattr(message, "generation_id", None)
+        if generation is not None and generation != self.app.consumer_generation_id:
+            message.acked = True  # this copy is done with; the new one is tracked on its own
+            self._unacked_messages.discard(message)
+            return False
+        return super().ack(message)
+
+    def _idle(self) -> bool:
+        """No record in flight: none unacknowledged, every agent's queue empty."""
+        if self._unacked_messages:
+            return False
+        for agent in self.app.agents.values():
+            for actor in getattr(agent, "_actors", ()):
+                queue = getattr(
+                    getattr(getattr(actor, "stream", None), "channel", None), "queue", None
+                )
+                if queue is not None and queue.qsize():
+                    return False
+        return True
 
     async def _rewind_lost(self) -> None:
         lost, self._lost = self._lost, {}
@@ -126,6 +162,9 @@ class Consumer(faust_aiokafka.Consumer):
         for tp, first in lost.items():
             read = self._read_offset.get(tp)
             targets[tp] = first if read is None else max(first, read + 1)
+        await self._seek_back(targets)
+
+    async def _seek_back(self, targets: Mapping[TP, int]) -> None:
         thread = self._thread
         consumer = thread._ensure_consumer()  # type: ignore[attr-defined]
         try:
@@ -135,9 +174,10 @@ class Consumer(faust_aiokafka.Consumer):
             return
         for tp, (offset, position) in rewound.items():
             self._read_offset[tp] = offset
+            self._sought_from[tp] = position
             CONSUMER_REWINDS.inc()
             logger.warning(
-                "records %d-%d of %s-%d were fetched but never handed out: fetching them again",
+                "records %d-%d of %s-%d never reached an agent: fetching them again",
                 offset,
                 position - 1,
                 tp.topic,
