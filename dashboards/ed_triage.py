@@ -47,30 +47,56 @@ SELECT
   probability AS "probability",
   level AS "level",
   lesion_percent AS "lesion %",
+  change_text AS "since the prior CT",
   ct_severity_score AS "CT severity /30",
   bilateral AS "bilateral",
+  rsna_category AS "RSNA category",
   model_version AS "model version",
   threshold_version AS "threshold version"
 FROM alerts
-WHERE $__timeFilter(raised_at)
+WHERE (kind IS NULL OR kind <> 'worsening') AND $__timeFilter(raised_at)
 ORDER BY raised_at DESC
 LIMIT 500"""
 
 # Worsening alerts (issue 16): a rule on measured change between a patient's CTs, stored in the
-# alerts table with kind 'worsening' (docs/longitudinal.md).
+# alerts table with kind 'worsening' and the change that fired the rule (docs/longitudinal.md).
 WORSENING_SQL = """\
 SELECT
   raised_at AS "raised at",
   patient_pseudonym AS "pseudonym",
-  lesion_percent AS "lesion % now",
-  ct_severity_score AS "CT severity /30",
+  change_text AS "lung burden",
+  lesion_change_earlier_points AS "rise (points)",
+  interval_earlier_days AS "within (days)",
+  severity_change_earlier_points AS "CT severity rise",
+  worsening_reasons AS "rule fired on",
+  secondary_worsening AS "mild first CT",
+  rsna_category AS "RSNA category",
   level AS "risk level",
-  probability AS "probability",
-  study_uid AS "study"
+  probability AS "probability"
 FROM alerts
 WHERE kind = 'worsening' AND $__timeFilter(raised_at)
 ORDER BY raised_at DESC
 LIMIT 200"""
+
+# Every follow-up CT scored in the time range (improving, stable or worsening): the change since
+# the patient's prior and first CT, from the risks table (one row per study and model version).
+FOLLOW_UP_SQL = """\
+SELECT
+  scored_at AS "scored at",
+  patient_pseudonym AS "pseudonym",
+  ct_time AS "CT time",
+  lesion_from_prior_percent AS "prior CT lesion %",
+  prior_ct_time AS "prior CT time",
+  lesion_percent AS "lesion % now",
+  lesion_change_prior_points AS "change (points)",
+  lesion_change_prior_per_day AS "points per day",
+  lesion_change_first_points AS "since first CT (points)",
+  severity_change_prior_points AS "CT severity change",
+  rsna_category AS "RSNA category"
+FROM risks
+WHERE prior_study_uid IS NOT NULL AND $__timeFilter(scored_at)
+ORDER BY lesion_change_prior_per_day DESC
+LIMIT 500"""
 
 RISK_DISTRIBUTION_SQL = """\
 SELECT probability * 100 AS "risk %"
@@ -83,7 +109,7 @@ SELECT
   level AS metric,
   count(*) AS "alerts"
 FROM alerts
-WHERE $__timeFilter(raised_at)
+WHERE (kind IS NULL OR kind <> 'worsening') AND $__timeFilter(raised_at)
 GROUP BY 1, 2
 ORDER BY 1"""
 
@@ -123,7 +149,10 @@ def _alerts_table() -> table.Panel:
         .title("Alerts (most recent first)")
         .description(
             "Ventilation-risk alerts raised in the time range, newest first, by patient "
-            "pseudonym. Every alert carries the model and threshold versions that raised it."
+            "pseudonym, with the lung burden's change since the patient's prior CT (empty for a "
+            "first CT) and the RSNA category (rule-based decision support, not a diagnosis). "
+            "Every alert carries the model and threshold versions that raised it; worsening "
+            "alerts have their own panel."
         )
         .datasource(STORE_DATASOURCE)
         .with_target(store_sql(ALERTS_SQL, SqlFormatValues.TABLE))
@@ -138,17 +167,29 @@ def _alerts_table() -> table.Panel:
                 DynamicConfigValue(id_val="decimals", value=1),
             ],
         )
-        .override_by_name(
-            "lesion %",
-            [
-                DynamicConfigValue(id_val="unit", value="percent"),
-                DynamicConfigValue(id_val="decimals", value=1),
-            ],
-        )
+        .override_by_name("lesion %", _percent())
         .override_by_name(
             "level", [DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"})]
         )
     )
+
+
+def _percent(decimals: int = 1) -> list[DynamicConfigValue]:
+    return [
+        DynamicConfigValue(id_val="unit", value="percent"),
+        DynamicConfigValue(id_val="decimals", value=decimals),
+    ]
+
+
+def _signed(unit: str) -> list[DynamicConfigValue]:
+    """A change shown with its sign and one decimal, coloured red when rising."""
+    steps = [{"color": "green", "value": None}, {"color": "red", "value": 0.05}]
+    return [
+        DynamicConfigValue(id_val="unit", value=unit),
+        DynamicConfigValue(id_val="decimals", value=1),
+        DynamicConfigValue(id_val="thresholds", value={"mode": "absolute", "steps": steps}),
+        DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+    ]
 
 
 def _worsening_table() -> table.Panel:
@@ -158,14 +199,26 @@ def _worsening_table() -> table.Panel:
         .title("Patients worsening (lung burden rising between CTs)")
         .description(
             "Worsening alerts: lesion % rose by the rule's points (default +10, or +5 CT "
-            "severity points) within its days (default 7) since an earlier CT of the patient. "
-            "A rule on measured change, not a model score; docs/longitudinal.md."
+            "severity points) within its days (default 7) since an earlier CT of the patient "
+            '(the least-affected one in the interval). "Mild first CT": the patient\'s first '
+            "CT was under 10 % (secondary worsening). A rule on measured change, not a model "
+            "score; each patient's curve: ctriage patient timeline PSEUDONYM --png FILE "
+            "(docs/longitudinal.md)."
         )
         .datasource(STORE_DATASOURCE)
         .with_target(store_sql(WORSENING_SQL, SqlFormatValues.TABLE))
         .span(24)
         .height(8)
         .show_header(True)
+        .override_by_name("rise (points)", _signed("none"))
+        .override_by_name("CT severity rise", _signed("none"))
+        .override_by_name(
+            "within (days)",
+            [
+                DynamicConfigValue(id_val="unit", value="d"),
+                DynamicConfigValue(id_val="decimals", value=1),
+            ],
+        )
         .override_by_name(
             "probability",
             [
@@ -173,6 +226,30 @@ def _worsening_table() -> table.Panel:
                 DynamicConfigValue(id_val="decimals", value=1),
             ],
         )
+    )
+
+
+def _follow_up_table() -> table.Panel:
+    return (
+        table.Panel()
+        .id(8)
+        .title("Follow-up CTs: change since the prior CT")
+        .description(
+            "Every CT of a patient with an earlier CT, scored in the time range, fastest rise "
+            "first: improving, stable and worsening alike (treatment response is for the cohort "
+            "export, docs/longitudinal.md; differences are not treatment effects)."
+        )
+        .datasource(STORE_DATASOURCE)
+        .with_target(store_sql(FOLLOW_UP_SQL, SqlFormatValues.TABLE))
+        .span(24)
+        .height(8)
+        .show_header(True)
+        .override_by_name("prior CT lesion %", _percent())
+        .override_by_name("lesion % now", _percent())
+        .override_by_name("change (points)", _signed("none"))
+        .override_by_name("points per day", _signed("none"))
+        .override_by_name("since first CT (points)", _signed("none"))
+        .override_by_name("CT severity change", _signed("none"))
     )
 
 
@@ -277,6 +354,7 @@ def build_ed_triage() -> dict[str, Any]:
         .variables(list(datasource_variables()))
         .with_panel(_alerts_table())
         .with_panel(_worsening_table())
+        .with_panel(_follow_up_table())
         .with_panel(_risk_distribution())
         .with_panel(_alerts_per_hour())
         .with_panel(_dead_letters())

@@ -68,7 +68,7 @@ def _regional_columns() -> list[Column[Any]]:
 
 
 def _change_columns(since: str) -> list[Column[Any]]:
-    """Burden change since the ``prior`` or the ``first`` CT of the patient."""
+    """Burden change since the ``prior``, the ``first`` or an ``earlier`` CT of the patient."""
     return [
         Column(f"{since}_study_uid", String(64)),
         Column(f"{since}_ct_time", DateTime(timezone=True)),
@@ -115,6 +115,14 @@ alerts = Table(
     Column("completeness_note", Text),
     Column("hospital", String(64)),
     *_regional_columns(),
+    # added with the ED panels of issue 16 (NULL in older rows and for a first CT): the pattern,
+    # and the change the alert reports ("earlier": for a worsening alert the earlier CT the rule
+    # measured the rise from, otherwise the prior CT), with the line the ED reads
+    Column("rsna_category", String(16)),
+    Column("change_text", Text),
+    Column("worsening_reasons", String(64)),
+    Column("secondary_worsening", Boolean),
+    *_change_columns("earlier"),
 )
 
 treatments = Table(

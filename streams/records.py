@@ -11,6 +11,7 @@ types are mapped to and from these records in :mod:`streams.mapping`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -215,6 +216,24 @@ class Alert(Record):
         default=None, description="kind worsening: the change that fired the rule"
     )
     secondary_worsening: bool = Field(default=False, description="the first CT was mild")
+
+    @property
+    def reported_change(self) -> BurdenChange | None:
+        """The change the alert reports: the rule's (worsening), else since the prior CT."""
+        return self.worsening_since or self.change_since_prior
+
+    def change_text(self) -> str:
+        """The ED line: was 12 % on 2020-11-02, now 31 % (+19 in 3 days); "" for a first CT."""
+        change = self.reported_change
+        if change is None:
+            return ""
+        since = datetime.fromisoformat(change.since_time).date().isoformat()
+        days = change.interval_days
+        interval = f"{days:.0f} days" if days >= 1.5 else f"{days * 24:.0f} h"
+        return (
+            f"was {change.lesion_from_percent:.0f} % on {since}, now {self.lesion_percent:.0f} % "
+            f"({change.lesion_points:+.0f} in {interval})"
+        )
 
 
 class TriageConfig(Record):

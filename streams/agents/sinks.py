@@ -157,6 +157,13 @@ def write_alert(engine: Engine, alert: Alert) -> None:
                 "escalated_from": alert.escalated_from,
                 "completeness_note": alert.completeness_note,
                 "hospital": alert.hospital,
+                "rsna_category": alert.rsna_category or None,
+                "change_text": alert.change_text() or None,
+                "worsening_reasons": ",".join(alert.worsening_reasons) or None,
+                "secondary_worsening": alert.secondary_worsening
+                if alert.kind == "worsening"
+                else None,
+                **change_columns("earlier", alert.reported_change),
             },
         )
 

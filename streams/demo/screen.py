@@ -31,23 +31,9 @@ def _distribution(alert: Alert) -> str:
     return f" (CT severity {alert.ct_severity_score:.0f}/30{sides})"
 
 
-def change_text(alert: Alert) -> str:
-    """Burden since the prior CT: "was 12 % on 2020-11-02, now 31 % (+19 in 3 days)" ("": first)."""
-    change = alert.worsening_since or alert.change_since_prior
-    if change is None:
-        return ""
-    since = datetime.fromisoformat(change.since_time).date().isoformat()
-    days = change.interval_days
-    interval = f"{days:.0f} days" if days >= 1.5 else f"{days * 24:.0f} h"
-    return (
-        f"was {change.lesion_from_percent:.0f} % on {since}, now {alert.lesion_percent:.0f} % "
-        f"({change.lesion_points:+.0f} in {interval})"
-    )
-
-
 def _pattern_and_change(alert: Alert) -> str:
     parts = [f"RSNA {alert.rsna_category}"] if alert.rsna_category else []
-    if change := change_text(alert):
+    if change := alert.change_text():
         parts.append(change)
     return f"  [{'; '.join(parts)}]" if parts else ""
 
@@ -61,7 +47,7 @@ def alert_line(alert: Alert) -> str:
         secondary = " after a mild first CT" if alert.secondary_worsening else ""
         return (
             f"[bold magenta]WORSENING{secondary}[/] {ct_time}  patient {alert.patient_pseudonym}  "
-            f"{change_text(alert)}  [dim](rule {alert.worsening_rule}; risk "
+            f"{alert.change_text()}  [dim](rule {alert.worsening_rule}; risk "
             f"{alert.probability:.0%} {alert.level})[/]"
         )
     return (

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from psycopg.rows import dict_row
+from grafana_sql import grafana_expand, panel_sql, query
 from sqlalchemy import Engine
 
 from dashboards import admin, icu_forecast, pipeline_health, store
@@ -75,14 +75,6 @@ def expand(sql: str, unit: str = "icu-a") -> str:
     return sql
 
 
-def query(engine: Engine, sql: str) -> list[dict[str, Any]]:
-    """Run SQL as Grafana does: as text, no bind parameters (so ``%`` in an alias is literal)."""
-    with engine.connect() as conn:
-        cursor = conn.connection.driver_connection.cursor(row_factory=dict_row)  # type: ignore[union-attr]
-        cursor.execute(sql)
-        return list(cursor.fetchall())
-
-
 def _targets() -> list[tuple[str, str]]:
     queries = [(f"variable {v['name']}", v["query"]) for v in MODEL["templating"]["list"]
                if v["type"] == "query"]  # fmt: skip
@@ -139,19 +131,9 @@ ADMIN_BOARDS = {
 }
 
 
-def grafana_expand(sql: str, hospital: str = "h1") -> str:
+def admin_expand(sql: str, hospital: str = "h1") -> str:
     """Grafana's PostgreSQL macros for ``ADMIN_RANGE`` (as its datasource writes them)."""
-    start, end = (f"'{t.isoformat()}'" for t in ADMIN_RANGE)
-    sql = re.sub(r"\$__timeFilter\(([\w.]+)\)", rf"\1 BETWEEN {start} AND {end}", sql)
-    sql = re.sub(
-        r"\$__timeGroupAlias\(([\w.]+)\s*,\s*'1h'\s*,\s*0\)",
-        r'floor(extract(epoch from \1)/3600)*3600 AS "time"',
-        sql,
-    )
-    sql = sql.replace("$__timeFrom()", start).replace("$__timeTo()", end)
-    sql = sql.replace("$hospital", hospital)
-    assert "$" not in sql, sql
-    return sql
+    return grafana_expand(sql, *ADMIN_RANGE, hospital=hospital)
 
 
 def _change(
@@ -176,17 +158,37 @@ def admin_engine(postgres_server) -> Engine:  # type: ignore[no-untyped-def]
     levels = ("low", "low", "high", "critical")
     with engine.begin() as conn:
         for i, level in enumerate(levels):
-            row = {"study_uid": f"1.2.{i}", "patient_pseudonym": f"k1-{i}", "probability":
-                   0.1 + 0.2 * i, "level": level, "model_version": "m1", "threshold_version": "t3"}
-            store.upsert_risk(conn, {**row, "risk_id": f"r{i}",
-                                     "scored_at": NOW - timedelta(hours=4 - i)})
+            row = {
+                "study_uid": f"1.2.{i}",
+                "patient_pseudonym": f"k1-{i}",
+                "probability": 0.1 + 0.2 * i,
+                "level": level,
+                "model_version": "m1",
+                "threshold_version": "t3",
+            }
+            store.upsert_risk(
+                conn, {**row, "risk_id": f"r{i}", "scored_at": NOW - timedelta(hours=4 - i)}
+            )
             if level in ("high", "critical"):
-                store.upsert_alert(conn, {**row, "alert_id": f"a{i}", "hospital": "h1",
-                                          "raised_at": NOW - timedelta(hours=4 - i)})
+                store.upsert_alert(
+                    conn,
+                    {
+                        **row,
+                        "alert_id": f"a{i}",
+                        "hospital": "h1",
+                        "raised_at": NOW - timedelta(hours=4 - i),
+                    },
+                )
     for reason, offset in (("invalid_volume", 1), ("invalid_volume", 2), ("unknown_patient", 3)):
         letter = build_dead_letter(
-            stage="quantify", reason=reason, error="probe", source_topic="ct.studies",
-            source_partition=0, source_offset=offset, key=None, payload=b"{}",
+            stage="quantify",
+            reason=reason,
+            error="probe",
+            source_topic="ct.studies",
+            source_partition=0,
+            source_offset=offset,
+            key=None,
+            payload=b"{}",
         )
         letter = letter.model_copy(update={"at": (NOW - timedelta(hours=offset)).timestamp()})
         write_dead_letter(engine, "ct.studies.dlq", letter)  # fmt: skip
@@ -197,10 +199,17 @@ def admin_engine(postgres_server) -> Engine:  # type: ignore[no-untyped-def]
 def _board_targets() -> list[tuple[str, str]]:
     queries = []
     for name, board in ADMIN_BOARDS.items():
-        queries += [(f"{name} variable {v['name']}", v["query"])
-                    for v in board["templating"]["list"] if v["type"] == "query"]
-        queries += [(f"{name}/{p['title']}/{t['refId']}", t["rawSql"])
-                    for p in board["panels"] for t in p["targets"] if "rawSql" in t]
+        queries += [
+            (f"{name} variable {v['name']}", v["query"])
+            for v in board["templating"]["list"]
+            if v["type"] == "query"
+        ]
+        queries += [
+            (f"{name}/{p['title']}/{t['refId']}", t["rawSql"])
+            for p in board["panels"]
+            for t in p["targets"]
+            if "rawSql" in t
+        ]
     return queries  # fmt: skip
 
 
@@ -208,14 +217,12 @@ def _board_targets() -> list[tuple[str, str]]:
 def test_admin_and_health_queries_run_on_postgresql(
     admin_engine: Engine, where: str, sql: str
 ) -> None:
-    rows = query(admin_engine, grafana_expand(sql))
+    rows = query(admin_engine, admin_expand(sql))
     assert rows, f"{where} returned nothing"
 
 
 def _admin_panel(title: str, ref: str = "A") -> str:
-    (sql,) = [t["rawSql"] for p in ADMIN_BOARDS["admin"]["panels"] if p["title"] == title
-              for t in p["targets"] if t["refId"] == ref]  # fmt: skip
-    return grafana_expand(sql)
+    return admin_expand(panel_sql(ADMIN_BOARDS["admin"], title, ref))
 
 
 def test_values_an_administrator_reads(admin_engine: Engine) -> None:
@@ -243,7 +250,7 @@ def test_values_an_administrator_reads(admin_engine: Engine) -> None:
 def test_dead_letters_an_operator_reads(admin_engine: Engine) -> None:
     (sql,) = [t["rawSql"] for p in ADMIN_BOARDS["pipeline-health"]["panels"]
               for t in p["targets"] if "rawSql" in t]  # fmt: skip
-    rows = query(admin_engine, grafana_expand(sql))
+    rows = query(admin_engine, admin_expand(sql))
     assert [(r["reason"], r["dead letters"]) for r in rows] == [
         ("invalid_volume", 2), ("unknown_patient", 1)
     ]  # fmt: skip

@@ -17,6 +17,7 @@ import json
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,19 @@ from typing import Any
 import highdicom as hd
 import pandas as pd
 import pytest
+from grafana_sql import grafana_expand, panel_sql, query
 from kafka import KafkaConsumer
 from paths import REPO_ROOT
 from pydicom import dcmread
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
+from dashboards.ed_triage import build_ed_triage
 from deploy.orthanc import OrthancServer
 from inference.client import THRESHOLD_MODEL, UNET_MODEL
 from streams.cli.root import app as cli
 from streams.demo import DemoOptions, run_pipeline
+from streams.records import Alert, RiskAssessment
 from streams.settings import Settings
 from streams.topics import changelog_topic
 from triage.cohort import generate_cohort, load_manifest
@@ -184,12 +188,70 @@ def test_follow_ups_carry_the_change_and_worsening_alerts_match_the_truth(
     }, indent=2) + "\n")  # fmt: skip
     _treatments_join_the_context(settings, truth)
     _treatments_reach_the_store_and_the_export(settings, cohort, truth, tmp_path)
+    alerts = [a for a in outcome.alerts.values() if a.study_uid in ours]
+    _ed_dashboard_shows_the_change(settings, [risks[r.study_uid] for r in truth], alerts)
     _reports_compare_with_the_prior(orthanc_server, truth)
     assert specificity == 1.0  # improving and stable follow-ups never alert
     # measured, not a target: lesion_threshold counts about half of the labelled lesion, and
     # lesion_unet reads burdens above ~55 % of lung low (docs/longitudinal.md), so some true
     # rises of 15-20 points read under the 10-point rule; most must be caught
     assert sensitivity >= 0.6, (tp, len(positives))
+
+
+def _ed_dashboard_shows_the_change(
+    settings: Settings, follow_ups: list[RiskAssessment], alerts: list[Alert]
+) -> None:
+    """The ED dashboard's alert, worsening and follow-up panels, as Grafana's PostgreSQL
+    datasource queries the store the worker wrote (its sinks run beside the topics: waited for)."""
+    board = build_ed_triage()
+    now = datetime.now(UTC)
+    ours = {r.patient_pseudonym for r in follow_ups}
+    worsening = {a.patient_pseudonym: a for a in alerts if a.kind == "worsening"}
+    assert len(worsening) == len([a for a in alerts if a.kind == "worsening"])  # one per patient
+    others = {
+        (a.patient_pseudonym, a.change_text() or None) for a in alerts if a.kind != "worsening"
+    }
+    engine = create_engine(settings.store.url)
+
+    def panel(title: str) -> list[dict[str, Any]]:
+        sql = grafana_expand(
+            panel_sql(board, title), now - timedelta(days=1), now + timedelta(hours=1)
+        )
+        return [row for row in query(engine, sql) if row["pseudonym"] in ours]
+
+    deadline = time.monotonic() + 60
+    while True:
+        shown = panel("Patients worsening (lung burden rising between CTs)")
+        changes = panel("Follow-up CTs: change since the prior CT")
+        listed = panel("Alerts (most recent first)")
+        if (len(shown), len(changes), len(listed)) == (
+            len(worsening),
+            len(follow_ups),
+            len(others),
+        ):
+            break
+        assert time.monotonic() < deadline, (len(shown), len(changes), len(listed))
+        time.sleep(1.0)
+    engine.dispose()
+    for row in shown:  # the ED alert line's own words, and the change that fired the rule
+        alert = worsening[row["pseudonym"]]
+        since = alert.worsening_since
+        assert since is not None
+        assert row["lung burden"] == alert.change_text() and row["lung burden"].startswith("was ")
+        assert row["rise (points)"] == pytest.approx(since.lesion_points)
+        assert row["within (days)"] == pytest.approx(since.interval_days)
+        assert row["rule fired on"] == ",".join(alert.worsening_reasons)
+        assert row["mild first CT"] is alert.secondary_worsening
+    assert {(row["pseudonym"], row["since the prior CT"]) for row in listed} == others
+    expected = {r.patient_pseudonym: r.change_since_prior for r in follow_ups}
+    for row in changes:  # every follow-up once, fastest rise first
+        change = expected[row["pseudonym"]]
+        assert change is not None
+        assert row["change (points)"] == pytest.approx(change.lesion_points)
+        assert row["prior CT lesion %"] == pytest.approx(change.lesion_from_percent)
+    per_day = [row["points per day"] for row in changes]
+    assert per_day == sorted(per_day, reverse=True)
+    assert {row["pseudonym"] for row in changes} == ours
 
 
 def _treatments_join_the_context(settings: Settings, truth: list) -> None:

@@ -206,11 +206,18 @@ def filled_store() -> Engine:
     with engine.begin() as conn:
         store.upsert_risk(
             conn,
-            {**common, "risk_id": "r1", "completeness": "complete", "scored_at": NOW},
+            {
+                **common,
+                "risk_id": "r1",
+                "completeness": "complete",
+                "scored_at": NOW,
+                "prior_study_uid": "1.2.2",
+                "lesion_from_prior_percent": 12.0,
+                "lesion_change_prior_points": 19.5,
+                "lesion_change_prior_per_day": 6.5,
+            },
         )
-        store.upsert_alert(
-            conn, {**common, "alert_id": "a1", "raised_at": NOW, "hospital": "h1"}
-        )
+        store.upsert_alert(conn, {**common, "alert_id": "a1", "raised_at": NOW, "hospital": "h1"})
         store.upsert_alert(  # a worsening alert (issue 16) for the worsening panel
             conn,
             {**common, "alert_id": "w1", "raised_at": NOW, "hospital": "h1", "kind": "worsening"},

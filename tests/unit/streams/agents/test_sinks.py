@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from dashboards import create_schema, make_engine, patient_treatments
-from dashboards.store import treatments
-from streams.agents.sinks import change_columns, write_treatment
-from streams.records import BurdenChange, FhirResourceEvent
+from dashboards.store import alerts, treatments
+from streams.agents.sinks import change_columns, write_alert, write_treatment
+from streams.records import Alert, BurdenChange, FhirResourceEvent
 
 pytestmark = pytest.mark.unit
 
@@ -56,3 +56,44 @@ def test_change_columns_since_prior_and_none() -> None:
     assert columns["interval_prior_days"] == 3.0
     assert columns["severity_change_prior_points"] is None
     assert set(change_columns("first", None).values()) == {None}
+
+
+def _alert(alert_id: str, **extra: object) -> Alert:
+    fields: dict[str, object] = {"study_uid": "1.2.3", **extra}
+    return Alert(
+        alert_id=alert_id, risk_id="r-1", patient_pseudonym="k1-abc",
+        probability=0.42, level="high", model_version="m1", threshold_version="t1",
+        lesion_percent=31.0, top_features=[], completeness="complete",
+        ct_time="2020-11-05T08:00:00+00:00", hospital="h", raised_at=0.0, **fields,
+    )  # fmt: skip
+
+
+def test_alert_rows_keep_the_line_and_the_change_the_alert_reports(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    create_schema(engine)
+    prior = BurdenChange(
+        since_study_uid="1.2.2", since_time="2020-11-04T08:00:00+00:00", interval_days=1.0,
+        lesion_from_percent=25.0, lesion_points=6.0,
+    )  # fmt: skip
+    rise = BurdenChange(
+        since_study_uid="1.2.1", since_time="2020-11-02T08:00:00+00:00", interval_days=3.0,
+        lesion_from_percent=12.0, lesion_points=19.0, severity_points=4.0,
+    )  # fmt: skip
+    write_alert(engine, _alert("first", study_uid="1.2.1"))  # a first CT: nothing to compare
+    write_alert(engine, _alert("risk", change_since_prior=prior, rsna_category="typical"))
+    write_alert(engine, _alert(
+        "worse", kind="worsening", change_since_prior=prior, worsening_since=rise,
+        worsening_reasons=["lesion_rise"], secondary_worsening=True,
+    ))  # fmt: skip
+    with engine.connect() as conn:
+        rows = {r.alert_id: r for r in conn.execute(select(alerts))}
+    engine.dispose()
+    assert rows["first"].change_text is None and rows["first"].earlier_study_uid is None
+    assert rows["first"].secondary_worsening is None  # not a worsening alert: not "no"
+    assert rows["risk"].change_text == "was 25 % on 2020-11-04, now 31 % (+6 in 24 h)"
+    assert (rows["risk"].earlier_study_uid, rows["risk"].rsna_category) == ("1.2.2", "typical")
+    worse = rows["worse"]  # the change that fired the rule, not the one since the prior CT
+    assert worse.change_text == "was 12 % on 2020-11-02, now 31 % (+19 in 3 days)"
+    assert (worse.earlier_study_uid, worse.lesion_change_earlier_points) == ("1.2.1", 19.0)
+    assert (worse.interval_earlier_days, worse.severity_change_earlier_points) == (3.0, 4.0)
+    assert (worse.worsening_reasons, worse.secondary_worsening) == ("lesion_rise", True)

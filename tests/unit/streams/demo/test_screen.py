@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from streams.demo.screen import alert_line, change_text, forecast_table, ventilator_table
+from streams.demo.screen import alert_line, forecast_table, ventilator_table
 from streams.records import (
     Alert,
     BurdenChange,
@@ -119,7 +119,7 @@ PRIOR = BurdenChange(
 def test_alert_line_shows_the_change_since_the_prior_ct_and_the_category() -> None:
     line = alert_line(_alert(change_since_prior=PRIOR, rsna_category="typical"))
     assert "[RSNA typical; was 12 % on 2020-10-30, now 23 % (+19 in 3 days)]" in line
-    assert change_text(_alert()) == ""
+    assert _alert().change_text() == ""
 
 
 def test_worsening_line_names_the_rule_and_secondary_worsening() -> None:
