@@ -6,10 +6,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 from sqlalchemy import select
 
 from dashboards import store
+from streams.topics import topic_layout
 
 
 def stored_revisions(store_url: str, study_uids: set[str]) -> dict[str, int]:
@@ -101,3 +103,28 @@ def wait_settled(log_paths: list[Path], timeout_s: float = 180) -> None:
 
     time.sleep(3)  # a rebalance a join has caused may not have reached the logs yet
     wait_for(settled, timeout_s, "the group settled")
+
+
+def start_group_at_end(bootstrap_servers: str, group_id: str) -> None:
+    """Commit ``group_id``'s offsets at the end of every ctriage topic the broker has.
+
+    The session's broker is shared and a new group reads from the beginning: a crash test's
+    workers would first work through every earlier test's studies (quantified with a Triton
+    they may not reach, minutes of retries). Started at the end, they see only their own.
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False
+    )
+    try:
+        existing = consumer.topics()
+        tps = [
+            TopicPartition(name, partition)
+            for name in topic_layout(1)
+            if name in existing
+            for partition in consumer.partitions_for_topic(name) or ()
+        ]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
+    finally:
+        consumer.close()

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
-from stream_checks import descendants, stored_revisions, topic_values, wait_for, wait_settled
+from stream_checks import (
+    descendants,
+    start_group_at_end,
+    stored_revisions,
+    topic_values,
+    wait_for,
+    wait_settled,
+)
 
 from streams import topics as t
 from streams.demo import DemoError, WorkerProcess
@@ -66,6 +73,7 @@ def _worker_settings(settings: Settings, index: int) -> Settings:
 @pytest.fixture(scope="module")
 def workers(settings: Settings) -> Iterator[list[WorkerProcess]]:
     """Two real workers of one group (indexes 0 and 1: their own ports and state folders)."""
+    start_group_at_end(settings.kafka.bootstrap_servers, settings.worker.app_id)
     started = [WorkerProcess(_worker_settings(settings, i)) for i in (0, 1)]
     try:
         for process in started:

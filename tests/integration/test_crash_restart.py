@@ -23,7 +23,14 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 from sqlalchemy import func, select
-from stream_checks import descendants, stored_revisions, topic_values, wait_for, wait_settled
+from stream_checks import (
+    descendants,
+    start_group_at_end,
+    stored_revisions,
+    topic_values,
+    wait_for,
+    wait_settled,
+)
 
 from dashboards import store
 from streams import topics as t
@@ -63,6 +70,7 @@ def settings(
 @pytest.fixture
 def worker(settings: Settings) -> Iterator[list[WorkerProcess]]:
     """The worker as started, then as restarted (the test appends the second start)."""
+    start_group_at_end(settings.kafka.bootstrap_servers, settings.worker.app_id)
     started = [WorkerProcess(settings)]
     try:
         started[0].start(timeout_s=180)
