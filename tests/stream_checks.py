@@ -6,12 +6,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy import select
 
 from dashboards import store
+from streams import topics as t
+from streams.records import Quantification, StageTimings
 from streams.topics import topic_layout
+from triage.fhir.features import IMAGING_FEATURES
 
 
 def stored_revisions(store_url: str, study_uids: set[str]) -> dict[str, int]:
@@ -128,3 +131,30 @@ def start_group_at_end(bootstrap_servers: str, group_id: str) -> None:
         consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
     finally:
         consumer.close()
+
+
+def quantification(
+    study_uid: str, pseudonym: str, hospital: str, ct_time: str, burden: float = 10.0
+) -> Quantification:
+    """A ``ct.quantification`` record with every imaging feature at ``burden`` (no Triton)."""
+    return Quantification(
+        study_uid=study_uid,
+        patient_pseudonym=pseudonym,
+        biomarkers=dict.fromkeys(IMAGING_FEATURES, burden),
+        lesion_model="test",
+        lesion_model_version="1",
+        ct_time=ct_time,
+        published_at=time.time(),
+        hospital=hospital,
+        timings=StageTimings(),
+    )
+
+
+def publish_quantifications(bootstrap_servers: str, records: list[Quantification]) -> None:
+    """Publish ``records`` on ``ct.quantification`` keyed by patient (acks=all, flushed)."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    for record in records:
+        key = record.patient_pseudonym.encode()
+        producer.send(t.CT_QUANTIFICATION.name, key=key, value=record.to_bytes())
+    producer.flush()
+    producer.close()

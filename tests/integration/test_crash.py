@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 from stream_checks import (
     descendants,
+    publish_quantifications,
+    quantification,
     start_group_at_end,
     stored_revisions,
     topic_values,
@@ -31,9 +32,8 @@ from stream_checks import (
 
 from streams import topics as t
 from streams.demo import DemoError, WorkerProcess
-from streams.records import Alert, Quantification, RiskAssessment, StageTimings
+from streams.records import Alert, Quantification, RiskAssessment
 from streams.settings import Settings
-from triage.fhir.features import IMAGING_FEATURES
 from triage.fhir.pseudonym import Pseudonymiser
 
 pytestmark = pytest.mark.integration
@@ -89,26 +89,11 @@ def workers(settings: Settings) -> Iterator[list[WorkerProcess]]:
 
 
 def _quantification(pseudonym: str, study_uid: str) -> Quantification:
-    return Quantification(
-        study_uid=study_uid,
-        patient_pseudonym=pseudonym,
-        biomarkers=dict.fromkeys(IMAGING_FEATURES, 10.0),
-        lesion_model="test",
-        lesion_model_version="1",
-        ct_time=NOW.isoformat(),
-        published_at=time.time(),
-        hospital=HOSPITAL,
-        timings=StageTimings(),
-    )
+    return quantification(study_uid, pseudonym, HOSPITAL, NOW.isoformat())
 
 
 def _publish(settings: Settings, records: list[Quantification]) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
-    for record in records:
-        key = record.patient_pseudonym.encode()
-        producer.send(t.CT_QUANTIFICATION.name, key=key, value=record.to_bytes())
-    producer.flush()
-    producer.close()
+    publish_quantifications(settings.kafka.bootstrap_servers, records)
 
 
 def _stored(settings: Settings, study_uids: set[str]) -> dict[str, int]:

@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 from sqlalchemy import func, select
 from stream_checks import (
     descendants,
+    publish_quantifications,
+    quantification,
     start_group_at_end,
     stored_revisions,
     topic_values,
@@ -35,9 +36,8 @@ from stream_checks import (
 from dashboards import store
 from streams import topics as t
 from streams.demo import DemoError, WorkerProcess
-from streams.records import Alert, Quantification, StageTimings
+from streams.records import Alert, Quantification
 from streams.settings import Settings
-from triage.fhir.features import IMAGING_FEATURES
 
 pytestmark = pytest.mark.integration
 
@@ -83,27 +83,14 @@ def worker(settings: Settings) -> Iterator[list[WorkerProcess]]:
 
 
 def _quantification(i: int) -> Quantification:
-    return Quantification(
-        study_uid=f"{UID_ROOT}.{i}",
-        patient_pseudonym=f"k1-restart-{RUN}-{i}",
-        # above the alert level for a share of the studies, so alerts are sent during the kill
-        biomarkers=dict.fromkeys(IMAGING_FEATURES, 5.0 + (i % 4) * 15.0),
-        lesion_model="test",
-        lesion_model_version="1",
-        ct_time=NOW.isoformat(),
-        published_at=time.time(),
-        hospital=HOSPITAL,
-        timings=StageTimings(),
-    )
+    # above the alert level for a share of the studies, so alerts are sent during the kill
+    burden = 5.0 + (i % 4) * 15.0
+    pseudonym = f"k1-restart-{RUN}-{i}"
+    return quantification(f"{UID_ROOT}.{i}", pseudonym, HOSPITAL, NOW.isoformat(), burden)
 
 
 def _publish(settings: Settings, records: list[Quantification]) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
-    for record in records:
-        key = record.patient_pseudonym.encode()
-        producer.send(t.CT_QUANTIFICATION.name, key=key, value=record.to_bytes())
-    producer.flush()
-    producer.close()
+    publish_quantifications(settings.kafka.bootstrap_servers, records)
 
 
 def _stored_alerts(settings: Settings, study_uids: set[str]) -> tuple[int, int]:
