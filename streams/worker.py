@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 
 import faust
 from prometheus_client import start_http_server
@@ -63,6 +65,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the worker in the foreground until interrupted."""
     pipeline = prepare(settings)
     worker = settings.worker
+    # `kill -QUIT <pid>`: every thread's stack to the log, even with the event loop blocked, and
+    # the worker runs on (SIGUSR1, Faust's own, lists the event loop's tasks; SIGUSR2 is taken)
+    faulthandler.register(signal.SIGQUIT, all_threads=True)
     start_http_server(worker.own_metrics_port, addr=worker.bind_host, registry=REGISTRY)
     logger.info("metrics on http://%s:%d/metrics", worker.bind_host, worker.own_metrics_port)
     OutageQuietWorker(pipeline.app, loglevel=loglevel, quiet=True).execute_from_commandline()

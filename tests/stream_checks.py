@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -131,6 +135,67 @@ def start_group_at_end(bootstrap_servers: str, group_id: str) -> None:
         consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
     finally:
         consumer.close()
+
+
+def autopsy(process_pid: int | None, log_path: Path, name: str) -> str:
+    """A stalled worker's stacks and log tail, kept past pytest's temp rotation; the tail text.
+
+    Sends SIGUSR1 (Faust lists the event loop's tasks) and SIGQUIT (every thread's stack,
+    streams.worker), waits for them to reach the log, copies the log to
+    ``$TMPDIR/ctriage-autopsy/<name>.log`` and returns its last lines (breach lines left out).
+    """
+    if process_pid is not None:
+        for sig in (signal.SIGUSR1, signal.SIGQUIT):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process_pid, sig)
+        time.sleep(3)
+    kept = Path(tempfile.gettempdir()) / "ctriage-autopsy" / f"{name}.log"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    kept.write_text(text)
+    lines = [line for line in text.splitlines() if "breach alert" not in line]
+    return f"worker log kept in {kept}; its tail:\n" + "\n".join(lines[-60:])
+
+
+def where_studies_stand(
+    bootstrap_servers: str, group_id: str, study_uids: set[str], topic: str
+) -> str:
+    """Where ``study_uids`` lie on ``topic`` against ``group_id``'s committed offsets.
+
+    What a crash test prints when studies are missing: each partition's committed offset and end,
+    and the (partition, offset) of every missing study: below the committed offset means the
+    group committed past it unprocessed; at or above it, the partition was not consumed.
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = consumer.end_offsets(tps)
+        committed = {tp.partition: consumer.committed(tp) for tp in tps}
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        found: dict[str, tuple[int, int]] = {}
+        while True:
+            batch = consumer.poll(timeout_ms=2000)
+            if not batch:
+                break
+            for messages in batch.values():
+                for m in messages:
+                    try:  # other tests' poison records share the topic
+                        uid = Quantification.model_validate_json(m.value).study_uid
+                    except ValueError:
+                        continue
+                    if uid in study_uids:
+                        found[uid] = (m.partition, m.offset)
+    finally:
+        consumer.close()
+    lines = [
+        f"{topic}[{tp.partition}]: committed {committed[tp.partition]}, end {ends[tp]}"
+        for tp in tps
+    ]
+    lines += [f"missing {uid} at {found.get(uid, 'no offset')}" for uid in sorted(study_uids)]
+    return "\n".join(lines)
 
 
 def quantification(

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from stream_checks import start_group_at_end
 
 from streams.demo import DemoError, WorkerProcess
 from streams.settings import Settings
@@ -20,7 +21,12 @@ from triage.fhir.pseudonym import Pseudonymiser
 
 @pytest.fixture(scope="module")
 def worker(settings: Settings) -> Iterator[WorkerProcess]:
-    """The real worker process on the module's settings (fails with its log tail if it cannot)."""
+    """The real worker process on the module's settings (fails with its log tail if it cannot).
+
+    Its group starts at the end of every topic: the session's broker holds every earlier test's
+    studies, which a new group would quantify and score first (minutes in a full run).
+    """
+    start_group_at_end(settings.kafka.bootstrap_servers, settings.worker.app_id)
     process = WorkerProcess(settings)
     try:
         process.start(timeout_s=180)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 from stream_checks import (
+    autopsy,
     descendants,
     publish_quantifications,
     quantification,
@@ -31,6 +32,7 @@ from stream_checks import (
     topic_values,
     wait_for,
     wait_settled,
+    where_studies_stand,
 )
 
 from dashboards import store
@@ -134,7 +136,24 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_nothing(settings, worker
         "rows flowing again",
     )
     recovery_s = time.monotonic() - killed_at
-    wait_for(lambda: len(stored_revisions(settings.store.url, ours)) == STUDIES, 120, "all scored")
+    try:
+        wait_for(
+            lambda: len(stored_revisions(settings.store.url, ours)) == STUDIES, 120, "all scored"
+        )
+    except AssertionError as e:
+        missing = ours - set(stored_revisions(settings.store.url, ours))
+        pid = restarted.process.pid if restarted.process else None
+        raise AssertionError(
+            f"{e}: {len(missing)} of {STUDIES} not stored ({before} before the kill)\n"
+            + where_studies_stand(
+                settings.kafka.bootstrap_servers,
+                settings.worker.app_id,
+                missing,
+                t.CT_QUANTIFICATION.name,
+            )
+            + "\n"
+            + autopsy(pid, restarted.log_path, f"crash-restart-{RUN}")
+        ) from e
 
     stored = stored_revisions(settings.store.url, ours)
     assert set(stored) == ours  # none lost
@@ -155,3 +174,14 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_nothing(settings, worker
         f"{recovery_s:.1f}s; alerts {len(set(alert_ids))}, sent twice on the topic: "
         f"{len(alert_ids) - len(set(alert_ids))}"
     )
+
+
+def test_a_worker_dumps_its_stacks_on_sigquit_and_runs_on(settings, worker) -> None:
+    """What the test above keeps when it fails: SIGQUIT writes every thread's stack to the log."""
+    process = worker[0].process
+    assert process is not None
+    assert "kept in" in autopsy(process.pid, worker[0].log_path, f"sigquit-{RUN}")
+    log = worker[0].log_path.read_text(errors="replace")
+    assert "Current thread" in log and "(most recent call first)" in log  # faulthandler's dump
+    assert "Stack for <Task" in log  # Faust's SIGUSR1 list of the event loop's tasks
+    assert process.poll() is None  # and the worker runs on

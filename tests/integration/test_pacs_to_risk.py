@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer
 from pydicom import dcmread
+from stream_checks import start_group_at_end
 
 from dashboards import store
 from deploy.orthanc import OrthancServer
@@ -95,6 +96,7 @@ def test_study_sent_by_the_pacs_is_scored(
             "web_port": 26106 + port_offset,
         },
     )
+    start_group_at_end(settings.kafka.bootstrap_servers, settings.worker.app_id)  # ours only
     worker = WorkerProcess(settings)
     worker.start(timeout_s=180)
     published: list[CtStudy] = []

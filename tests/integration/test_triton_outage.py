@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 from kafka import KafkaProducer
+from stream_checks import start_group_at_end
 
 from streams import topics as t
 from streams.demo import DemoOptions, WorkerProcess, run_pipeline
@@ -55,6 +56,9 @@ def _study_uid(payload: str) -> str | None:
 def test_triton_outage_dead_letters_and_keeps_flowing(outage_settings, tmp_path_factory):
     cohort = tmp_path_factory.mktemp("outage-cohort")
     generate_cohort(cohort, n_patients=PATIENTS, seed=99, matrix=64, slices=32)
+    # at the end of every topic: else the worker first retries each earlier test's study against
+    # the absent Triton (2 s each, minutes in a full run) and dead-letters studies not its own
+    start_group_at_end(outage_settings.kafka.bootstrap_servers, outage_settings.worker.app_id)
     worker = WorkerProcess(outage_settings)
     worker.start(timeout_s=180)
     try:
