@@ -166,13 +166,20 @@ def autopsy(process_pid: int | None, log_path: Path, name: str) -> str:
     return f"worker log kept in {kept}; its tail:\n" + "\n".join(lines[-60:])
 
 
-def where_studies_stand(
-    bootstrap_servers: str, group_id: str, study_uids: set[str], topic: str
+def where_records_stand(
+    bootstrap_servers: str,
+    group_id: str,
+    topic: str,
+    missing: set[str],
+    id_of: Callable[[bytes], str] = lambda value: (
+        Quantification.model_validate_json(value).study_uid
+    ),
 ) -> str:
-    """Where ``study_uids`` lie on ``topic`` against ``group_id``'s committed offsets.
+    """Where the ``missing`` records lie on ``topic`` against ``group_id``'s committed offsets.
 
-    What a crash test prints when studies are missing: each partition's committed offset and end,
-    and the (partition, offset) of every missing study: below the committed offset means the
+    What a crash test prints when records are missing downstream: each partition's committed
+    offset and end, and the (partition, offset) of every missing record (``id_of`` reads a
+    record's id; by default a quantification's study): below the committed offset means the
     group committed past it unprocessed; at or above it, the partition was not consumed.
     """
     consumer = KafkaConsumer(
@@ -184,7 +191,7 @@ def where_studies_stand(
         committed = {tp.partition: consumer.committed(tp) for tp in tps}
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        found: dict[str, tuple[int, int]] = {}
+        found: dict[str, list[tuple[int, int]]] = {}
         while True:
             batch = consumer.poll(timeout_ms=2000)
             if not batch:
@@ -192,18 +199,18 @@ def where_studies_stand(
             for messages in batch.values():
                 for m in messages:
                     try:  # other tests' poison records share the topic
-                        uid = Quantification.model_validate_json(m.value).study_uid
+                        key = id_of(m.value)
                     except ValueError:
                         continue
-                    if uid in study_uids:
-                        found[uid] = (m.partition, m.offset)
+                    if key in missing:
+                        found.setdefault(key, []).append((m.partition, m.offset))
     finally:
         consumer.close()
     lines = [
         f"{topic}[{tp.partition}]: committed {committed[tp.partition]}, end {ends[tp]}"
         for tp in tps
     ]
-    lines += [f"missing {uid} at {found.get(uid, 'no offset')}" for uid in sorted(study_uids)]
+    lines += [f"missing {key} at {found.get(key, 'no offset')}" for key in sorted(missing)]
     return "\n".join(lines)
 
 

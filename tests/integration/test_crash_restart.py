@@ -32,7 +32,7 @@ from stream_checks import (
     topic_values,
     wait_for,
     wait_settled,
-    where_studies_stand,
+    where_records_stand,
 )
 
 from dashboards import store
@@ -110,6 +110,16 @@ def _stored_alerts(settings: Settings, study_uids: set[str]) -> tuple[int, int]:
     return int(rows), int(ids)
 
 
+def _stored_alert_ids(settings: Settings, study_uids: set[str]) -> set[str]:
+    engine = store.make_engine(settings.store.url)
+    try:
+        with engine.connect() as conn:
+            ours = store.alerts.c.study_uid.in_(study_uids)
+            return set(conn.execute(select(store.alerts.c.alert_id).where(ours)).scalars())
+    finally:
+        engine.dispose()
+
+
 def test_a_worker_killed_mid_stream_and_restarted_loses_nothing(settings, worker) -> None:
     wait_for(lambda: worker[0].assigned_partitions() > 0, 120, "partitions assigned")
     wait_settled([worker[0].log_path])
@@ -145,11 +155,11 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_nothing(settings, worker
         pid = restarted.process.pid if restarted.process else None
         raise AssertionError(
             f"{e}: {len(missing)} of {STUDIES} not stored ({before} before the kill)\n"
-            + where_studies_stand(
+            + where_records_stand(
                 settings.kafka.bootstrap_servers,
                 settings.worker.app_id,
-                missing,
                 t.CT_QUANTIFICATION.name,
+                missing,
             )
             + "\n"
             + autopsy(pid, restarted.log_path, f"crash-restart-{RUN}")
@@ -164,7 +174,25 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_nothing(settings, worker
     ]
     alert_ids = [a.alert_id for a in alerts if a.study_uid in ours]
     assert alert_ids, "the batch raises alerts (else the alert checks below check nothing)"
-    wait_for(lambda: _stored_alerts(settings, ours)[1] == len(set(alert_ids)), 60, "alerts stored")
+    try:
+        wait_for(
+            lambda: _stored_alerts(settings, ours)[1] == len(set(alert_ids)), 60, "alerts stored"
+        )
+    except AssertionError as e:
+        missing = set(alert_ids) - _stored_alert_ids(settings, ours)
+        pid = restarted.process.pid if restarted.process else None
+        raise AssertionError(
+            f"{e}: {len(missing)} of {len(set(alert_ids))} alert ids not stored\n"
+            + where_records_stand(
+                settings.kafka.bootstrap_servers,
+                settings.worker.app_id,
+                t.TRIAGE_ALERTS.name,
+                missing,
+                lambda value: Alert.model_validate_json(value).alert_id,
+            )
+            + "\n"
+            + autopsy(pid, restarted.log_path, f"crash-restart-alerts-{RUN}")
+        ) from e
     rows, distinct = _stored_alerts(settings, ours)
     assert rows == distinct == len(set(alert_ids))  # the store: one row per alert id
     left = [pid for pid in children if Path(f"/proc/{pid}").exists()]
