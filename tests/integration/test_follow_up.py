@@ -62,11 +62,12 @@ class Case:
     seed: int
     results: str
     index: int  # ports and names of this case's worker and store
+    matrix: int  # the learned model reads 256 x 256 phantoms within range (imaging-performance.md)
 
 
 CASES = [
-    Case(THRESHOLD_MODEL, 11, "worsening_synthetic.json", 0),
-    Case(UNET_MODEL, 17, "worsening_synthetic_lesion_unet.json", 1),
+    Case(THRESHOLD_MODEL, 11, "worsening_synthetic.json", 0, 96),
+    Case(UNET_MODEL, 17, "worsening_synthetic_lesion_unet.json", 1, 256),
 ]
 
 
@@ -79,7 +80,7 @@ def case(request: pytest.FixtureRequest) -> Case:
 def cohort(case: Case, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp(f"follow-up-cohort-{case.seed}")
     generate_cohort(
-        out, n_patients=PATIENTS, seed=case.seed, matrix=96, slices=48, icu_occupants=0,
+        out, n_patients=PATIENTS, seed=case.seed, matrix=case.matrix, slices=48, icu_occupants=0,
         follow_up_share=1.0,
     )  # fmt: skip
     return out
