@@ -61,7 +61,7 @@ def generate(
     out: Annotated[Path, typer.Argument(help="Output folder (created; must be empty).")],
     patients: Annotated[int, typer.Option("--patients", "-n", help="Number of CT studies.")] = 30,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same cohort).")] = 0,
-    matrix: Annotated[int, typer.Option(help="In-plane matrix of the CT phantoms.")] = 128,
+    matrix: Annotated[int, typer.Option(help="In-plane matrix of the CT phantoms.")] = 256,
     slices: Annotated[int, typer.Option(help="Slices per CT series.")] = 64,
     hospital: Annotated[str, typer.Option(help="Hospital name in headers and ids.")] = (
         "demo-hospital"

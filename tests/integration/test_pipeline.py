@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 
 from dashboards import store
 from dashboards.catalog import DASHBOARDS
-from inference.client import THRESHOLD_MODEL
+from inference.client import UNET_MODEL
 from streams import topics as t
 from streams.demo import DemoOptions, WorkerProcess, run_pipeline
 from streams.records import CtStudy, FhirResourceEvent
@@ -35,7 +35,7 @@ PATIENTS = 30
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cohort")
     # seed 13: test_follow_up's cohort (seed 11) would share these study UIDs on the shared broker
-    generate_cohort(out, n_patients=PATIENTS, seed=13, matrix=96, slices=48)
+    generate_cohort(out, n_patients=PATIENTS, seed=13, matrix=256, slices=48)
     return out
 
 
@@ -52,9 +52,9 @@ def settings(
     return Settings(
         run_dir=run_dir,
         kafka={"bootstrap_servers": kafka_broker.bootstrap_servers, "partitions": 4},
-        # the threshold model, as in the demo: it measures the phantoms' HU-range lesions by
-        # construction, the learned default under-reads them (streams/demo/run.py docstring)
-        triton={"http_port": triton_port, "model_name": THRESHOLD_MODEL},
+        # the learned model, as in the demo and the worker's default (the phantoms at 256 x 256
+        # are within its range: docs/imaging-performance.md)
+        triton={"http_port": triton_port, "model_name": UNET_MODEL},
         store={"url": postgres_server.create_database("pipeline_it")},  # the real store engine
         worker={
             "app_id": "ctriage-it",
