@@ -171,9 +171,7 @@ def where_records_stand(
     group_id: str,
     topic: str,
     missing: set[str],
-    id_of: Callable[[bytes], str] = lambda value: (
-        Quantification.model_validate_json(value).study_uid
-    ),
+    id_of: Callable[[bytes], str] | None = None,
 ) -> str:
     """Where the ``missing`` records lie on ``topic`` against ``group_id``'s committed offsets.
 
@@ -182,6 +180,7 @@ def where_records_stand(
     record's id; by default a quantification's study): below the committed offset means the
     group committed past it unprocessed; at or above it, the partition was not consumed.
     """
+    read_id = id_of or (lambda value: Quantification.model_validate_json(value).study_uid)
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False
     )
@@ -199,7 +198,7 @@ def where_records_stand(
             for messages in batch.values():
                 for m in messages:
                     try:  # other tests' poison records share the topic
-                        key = id_of(m.value)
+                        key = read_id(m.value)
                     except ValueError:
                         continue
                     if key in missing:

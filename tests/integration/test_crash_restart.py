@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -120,6 +120,24 @@ def _stored_alert_ids(settings: Settings, study_uids: set[str]) -> set[str]:
         engine.dispose()
 
 
+def _explained(
+    error: AssertionError,
+    summary: str,
+    settings: Settings,
+    restarted: WorkerProcess,
+    topic: str,
+    missing: set[str],
+    id_of: Callable[[bytes], str] | None = None,
+) -> AssertionError:
+    """``error`` with where the missing records lie on ``topic`` and the worker's stacks."""
+    pid = restarted.process.pid if restarted.process else None
+    where = where_records_stand(
+        settings.kafka.bootstrap_servers, settings.worker.app_id, topic, missing, id_of
+    )
+    kept = autopsy(pid, restarted.log_path, f"crash-restart-{topic}-{RUN}")
+    return AssertionError(f"{error}: {summary}\n{where}\n{kept}")
+
+
 def test_a_worker_killed_mid_stream_and_restarted_loses_nothing(settings, worker) -> None:
     wait_for(lambda: worker[0].assigned_partitions() > 0, 120, "partitions assigned")
     wait_settled([worker[0].log_path])
@@ -152,18 +170,8 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_nothing(settings, worker
         )
     except AssertionError as e:
         missing = ours - set(stored_revisions(settings.store.url, ours))
-        pid = restarted.process.pid if restarted.process else None
-        raise AssertionError(
-            f"{e}: {len(missing)} of {STUDIES} not stored ({before} before the kill)\n"
-            + where_records_stand(
-                settings.kafka.bootstrap_servers,
-                settings.worker.app_id,
-                t.CT_QUANTIFICATION.name,
-                missing,
-            )
-            + "\n"
-            + autopsy(pid, restarted.log_path, f"crash-restart-{RUN}")
-        ) from e
+        summary = f"{len(missing)} of {STUDIES} not stored ({before} before the kill)"
+        raise _explained(e, summary, settings, restarted, t.CT_QUANTIFICATION.name, missing) from e
 
     stored = stored_revisions(settings.store.url, ours)
     assert set(stored) == ours  # none lost
@@ -180,18 +188,15 @@ def test_a_worker_killed_mid_stream_and_restarted_loses_nothing(settings, worker
         )
     except AssertionError as e:
         missing = set(alert_ids) - _stored_alert_ids(settings, ours)
-        pid = restarted.process.pid if restarted.process else None
-        raise AssertionError(
-            f"{e}: {len(missing)} of {len(set(alert_ids))} alert ids not stored\n"
-            + where_records_stand(
-                settings.kafka.bootstrap_servers,
-                settings.worker.app_id,
-                t.TRIAGE_ALERTS.name,
-                missing,
-                lambda value: Alert.model_validate_json(value).alert_id,
-            )
-            + "\n"
-            + autopsy(pid, restarted.log_path, f"crash-restart-alerts-{RUN}")
+        summary = f"{len(missing)} of {len(set(alert_ids))} alert ids not stored"
+        raise _explained(
+            e,
+            summary,
+            settings,
+            restarted,
+            t.TRIAGE_ALERTS.name,
+            missing,
+            lambda value: Alert.model_validate_json(value).alert_id,
         ) from e
     rows, distinct = _stored_alerts(settings, ours)
     assert rows == distinct == len(set(alert_ids))  # the store: one row per alert id
@@ -215,3 +220,19 @@ def test_a_worker_dumps_its_stacks_on_sigquit_and_runs_on(settings, worker) -> N
     assert "thread 0x" in log.lower() and "(most recent call first):" in log
     assert "Stack for <Task" in log  # Faust's SIGUSR1 list of the event loop's tasks
     assert process.poll() is None  # and the worker runs on
+
+
+def test_where_records_stand_places_records_against_the_group(settings, worker) -> None:
+    """The other half of a failure's explanation: partition and offset vs committed offset."""
+    wait_for(lambda: worker[0].assigned_partitions() > 0, 120, "partitions assigned")
+    probe = _quantification(STUDIES + 1)
+    _publish(settings, [probe])
+    text = where_records_stand(
+        settings.kafka.bootstrap_servers,
+        settings.worker.app_id,
+        t.CT_QUANTIFICATION.name,
+        {probe.study_uid, "2.25.0"},
+    )
+    assert text.count(f"{t.CT_QUANTIFICATION.name}[") == settings.kafka.partitions
+    assert "missing 2.25.0 at no offset" in text
+    assert f"missing {probe.study_uid} at [(" in text  # (partition, offset) where it lies
