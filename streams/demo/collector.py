@@ -6,6 +6,7 @@ beginning, so it sees the whole replay whenever it starts.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from kafka import KafkaConsumer, TopicPartition
@@ -65,6 +66,18 @@ class OutputCollector:
                 except ValidationError:
                     self.unparsable += 1
         return count
+
+    def drain(self, quiet_s: float = 2.0, timeout_s: float = 20.0) -> None:
+        """Read until nothing has arrived for ``quiet_s`` (at most ``timeout_s``).
+
+        A study's alerts, its worsening alert and the forecast it moved are sent after its risk
+        record: once every risk is in, they may still be on their way (seconds under load).
+        """
+        deadline = time.monotonic() + timeout_s
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < quiet_s:
+            if self.poll(0.5):
+                quiet_since = time.monotonic()
 
     def _add(self, topic: str, value: bytes) -> None:
         outcome = self.outcome

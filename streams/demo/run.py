@@ -216,14 +216,16 @@ def run_pipeline(
                 raise DemoError(f"replay failed: {errors[0]}") from errors[0]
             if reports and _all_accounted(collector.outcome, reports[0]):
                 break
+        elapsed_s = time.monotonic() - started  # every study scored or rejected
         producer.join(timeout=5)
-        collector.poll(1.0)  # late alerts and forecasts of the last study
+        # the alerts, worsening alerts and forecasts sent after a study's risk record
+        collector.drain()
     except BaseException:
         collector.close()
         raise
     if not reports:
         raise DemoError(f"replay did not finish within {options.timeout_s:.0f}s")
-    return reports[0], collector, time.monotonic() - started
+    return reports[0], collector, elapsed_s
 
 
 def _all_accounted(outcome: ReplayOutcome, report: ReplayReport) -> bool:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from grafana_sql import grafana_expand, query
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from psycopg.rows import dict_row
 
 from dashboards import store
 from dashboards.catalog import DASHBOARDS
@@ -227,14 +227,7 @@ def _plant(settings: Settings, tmp_path: Path) -> None:
 
 def _dashboard_rows(engine: Any) -> list[dict[str, Any]]:
     """Every SQL query of every dashboard, run on the pipeline's store over all of time."""
-    macros = [
-        (r"\$__timeFilter\(([\w.]+)\)", r"(\1 IS NOT NULL)"),
-        (r"\$__timeGroupAlias\(([\w.]+)\s*,[^)]*\)", r'\1 AS "time"'),
-        (r"\$__timeFrom\(\)", "'2000-01-01T00:00:00Z'"),
-        (r"\$__timeTo\(\)", "'2100-01-01T00:00:00Z'"),
-        (r"\$hospital\b", "demo-hospital"),
-        (r"\$unit\b", "icu"),
-    ]
+    start, end = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
     rows: list[dict[str, Any]] = []
     for build in DASHBOARDS.values():
         model = build()
@@ -243,13 +236,8 @@ def _dashboard_rows(engine: Any) -> list[dict[str, Any]]:
             t["rawSql"] for p in model["panels"] for t in p.get("targets", []) if "rawSql" in t
         ]
         for sql in queries:
-            for pattern, replacement in macros:
-                sql = re.sub(pattern, replacement, sql)
-            assert "$" not in sql, sql
-            with engine.connect() as conn:  # as Grafana sends it: text, no bind parameters
-                cursor = conn.connection.driver_connection.cursor(row_factory=dict_row)  # type: ignore[union-attr]
-                cursor.execute(sql)
-                rows += list(cursor.fetchall())
+            expanded = grafana_expand(sql, start, end, hospital="demo-hospital", unit="icu")
+            rows += query(engine, expanded)
     return rows
 
 
