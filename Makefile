@@ -25,7 +25,7 @@ bench: setup
 # Kills workers and brokers on a local 3-node cluster (docs/fault-tolerance.md), a few minutes;
 # CTRIAGE_CHAOS_STUDIES=1000 for the issue's full size. Figures: tests/bench/results/chaos-*.json
 chaos: setup
-	$(BIN)/pytest -m chaos -s tests/chaos tests/integration/test_crash.py
+	$(BIN)/pytest -m chaos -s tests/chaos tests/integration/test_crash.py tests/integration/test_crash_restart.py
 
 setup: system-deps $(VENV)/.installed
 

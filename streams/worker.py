@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
 import logging
 import signal
+import sys
 
 import faust
 from prometheus_client import start_http_server
@@ -66,7 +68,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     pipeline = prepare(settings)
     worker = settings.worker
     # `kill -QUIT <pid>`: every thread's stack to the log, even with the event loop blocked, and
-    # the worker runs on (SIGUSR1, Faust's own, lists the event loop's tasks; SIGUSR2 is taken)
+    # the worker runs on (SIGUSR1 lists the event loop's tasks; SIGUSR2 is mode's debugger)
     faulthandler.register(signal.SIGQUIT, all_threads=True)
     start_http_server(worker.own_metrics_port, addr=worker.bind_host, registry=REGISTRY)
     logger.info("metrics on http://%s:%d/metrics", worker.bind_host, worker.own_metrics_port)
@@ -74,7 +76,22 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
 
 
 class OutageQuietWorker(faust.Worker):
-    """Faust's worker whose log handlers hold back a broker outage's repeated client lines."""
+    """Faust's worker: a broker outage's repeated client lines held back, a safe task list.
+
+    Its log handlers hold back the Kafka clients' repeated lines; SIGUSR1 cannot crash it.
+    """
+
+    async def _cry(self) -> None:
+        """SIGUSR1: every task of the event loop with its stack, without local variables.
+
+        mode's own dump also prints every frame's locals, and one ``repr`` raising (aiokafka's
+        ``FetchResult`` once its records were handed out) crashed the worker (seen 2026-12-05).
+        """
+        out = sys.stderr  # the worker log (the launcher sends stderr there)
+        for task in asyncio.all_tasks():
+            print(f"Stack for {task!r}:", file=out)
+            task.print_stack(file=out)
+        out.flush()
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         """Faust has just replaced the root's handlers: limit the Kafka clients' on each."""
