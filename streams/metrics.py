@@ -20,6 +20,14 @@ INGRESS_REFUSALS = Counter(
     ["source", "reason"],
     registry=REGISTRY,
 )
+CONSUMER_REFUSED_ACKS = Counter(
+    "ctriage_consumer_refused_acks",
+    "Acknowledgements refused to records a stream skipped (a rebalance had begun, or the record "
+    "came from an earlier generation): they come again after the rebalance instead of being "
+    "committed unprocessed (streams/faust_consumer.py).",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 MESSAGES = Counter(
     "ctriage_messages",

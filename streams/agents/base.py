@@ -36,6 +36,20 @@ async def record_or_dead_letter(
     return None
 
 
+async def send_confirmed(topic: Any, *, key: bytes, value: Any) -> None:
+    """Send a record and wait until the broker has it (``acks=all``); a failed delivery raises.
+
+    Faust's ``send`` returns once the record is buffered, and a delivery that fails later is
+    only a warning in the log (``_on_published error``), while the input's offset is
+    acknowledged and committed all the same: the output would be lost without a trace. Waiting
+    here, a failure reaches the agent's handler (the input is dead-lettered with its payload,
+    :func:`handle_or_dead_letter`) and the input is acknowledged only after its outputs are on
+    the broker. Costs one round trip to the broker per record.
+    """
+    pending = await topic.send(key=key, value=value)
+    await pending
+
+
 async def in_thread(func: Callable[..., ResultT], *args: Any, **kwargs: Any) -> ResultT:
     """Run blocking work (file I/O, inference calls, SQL) off the event loop."""
     loop = asyncio.get_running_loop()

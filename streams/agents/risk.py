@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from streams import topics as t
-from streams.agents.base import handle_or_dead_letter, record_or_dead_letter
+from streams.agents.base import handle_or_dead_letter, record_or_dead_letter, send_confirmed
 from streams.agents.scoring import (
     context_of,
     first_score_revision,
@@ -84,7 +84,7 @@ def register(pipeline: Pipeline) -> None:
             risk = risk_record(
                 quantification, outcome.risk, time.time(), scoring_s, revision, follow
             )
-            await risk_topic.send(key=event.key, value=risk)
+            await send_confirmed(risk_topic, key=event.key, value=risk)
             remember_timeline(pipeline, quantification.patient_pseudonym, follow)
             remember_study(pipeline, quantification, outcome, revision)
             END_TO_END_SECONDS.observe(risk.latency_s)
@@ -93,6 +93,11 @@ def register(pipeline: Pipeline) -> None:
             await send_alert(pipeline, risk, outcome)
             await send_worsening(pipeline, risk, follow)
             MESSAGES.labels(stage=STAGE).inc()
+            message = event.message
+            logger.info(
+                "scored study %s (%s-%d@%d) revision %d", quantification.study_uid,
+                message.topic, message.partition, message.offset, revision,
+            )  # fmt: skip
 
         async for event in stream.events():
             await handle_or_dead_letter(handle, event, dlq, STAGE)

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from streams import topics as t
+from streams.agents.base import send_confirmed
 from streams.agents.timeline import follow_up_of
 from streams.mapping import (
     alert_record,
@@ -47,9 +48,9 @@ async def send_alert(
         return None
     alert = alert_record(risk, outcome)
     key = risk.patient_pseudonym.encode()
-    await pipeline.topic(t.TRIAGE_ALERTS.name).send(key=key, value=alert)
+    await send_confirmed(pipeline.topic(t.TRIAGE_ALERTS.name), key=key, value=alert)
     fhir = json.dumps(fhir_risk_assessment(alert)).encode()
-    await pipeline.topic(t.TRIAGE_ALERTS_FHIR.name).send(key=key, value=fhir)
+    await send_confirmed(pipeline.topic(t.TRIAGE_ALERTS_FHIR.name), key=key, value=fhir)
     pipeline.tables["alerted_studies"][outcome.alert_key] = memo
     ALERTS.labels(level=alert.level).inc()
     return alert
@@ -114,7 +115,7 @@ async def rescore_recent(pipeline: Pipeline, pseudonym: str, arrived: str) -> in
         quantification = studies[uid][0]
         follow = follow_up_of(pipeline, quantification)  # the same change as its first score
         risk = risk_record(quantification, outcome.risk, time.time(), scoring_s, revision, follow)
-        await pipeline.topic(t.TRIAGE_RISK.name).send(key=pseudonym.encode(), value=risk)
+        await send_confirmed(pipeline.topic(t.TRIAGE_RISK.name), key=pseudonym.encode(), value=risk)
         await send_alert(pipeline, risk, outcome)
         updated[uid] = {**recent[uid], "digest": outcome.risk.features_digest, "revision": revision}
         RESCORES.inc()

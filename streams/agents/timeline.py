@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from streams import topics as t
+from streams.agents.base import send_confirmed
 from streams.mapping import timeline_point, worsening_alert_record
 from streams.metrics import ALERTS
 from streams.pipeline import Pipeline
@@ -62,9 +63,8 @@ async def send_worsening(
     if decision is None or alerted.get(decision.alert_id):
         return None
     alert = worsening_alert_record(risk, decision)
-    await pipeline.topic(t.TRIAGE_ALERTS.name).send(
-        key=risk.patient_pseudonym.encode(), value=alert
-    )
+    topic = pipeline.topic(t.TRIAGE_ALERTS.name)
+    await send_confirmed(topic, key=risk.patient_pseudonym.encode(), value=alert)
     alerted[decision.alert_id] = {"kind": "worsening", "alert_id": decision.alert_id,
                                   "raised_at": risk.scored_at}  # fmt: skip
     ALERTS.labels(level="worsening").inc()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from stream_checks import (
+    autopsy,
     descendants,
     publish_quantifications,
     quantification,
@@ -28,6 +29,7 @@ from stream_checks import (
     topic_values,
     wait_for,
     wait_settled,
+    where_records_stand,
 )
 
 from streams import topics as t
@@ -126,7 +128,22 @@ def test_a_killed_worker_loses_nothing_and_its_partitions_move_fast(settings, wo
     probes = [_quantification(f"k1-probe-{RUN}-{i}", f"{UID_ROOT}.9{i}") for i in range(16)]
     _publish(settings, probes)
     probe_uids = {q.study_uid for q in probes}
-    wait_for(lambda: len(_stored(settings, probe_uids)) == len(probes), 120, "probes scored")
+    try:
+        wait_for(lambda: len(_stored(settings, probe_uids)) == len(probes), 120, "probes scored")
+    except AssertionError as e:  # the survivor's stacks and where the missing probes lie
+        survivor = workers[0]
+        missing = probe_uids - set(_stored(settings, probe_uids))
+        where = where_records_stand(
+            settings.kafka.bootstrap_servers, settings.worker.app_id,
+            t.CT_QUANTIFICATION.name, missing,
+        )  # fmt: skip
+        where += "\ntheir risk records:\n" + where_records_stand(
+            settings.kafka.bootstrap_servers, settings.worker.app_id, t.TRIAGE_RISK.name, missing,
+            lambda value: RiskAssessment.model_validate_json(value).study_uid,
+        )  # fmt: skip
+        pid = survivor.process.pid if survivor.process else None
+        kept = autopsy(pid, survivor.log_path, f"crash-survivor-{RUN}")
+        raise AssertionError(f"{e}: {len(missing)} of {len(probes)} probes\n{where}\n{kept}") from e
     recovery_s = time.monotonic() - killed_at
     wait_for(lambda: len(_stored(settings, ours)) == len(ours), 60, "every study scored")
     print(f"\nworker SIGKILL -> every partition scored again: {recovery_s:.1f}s")

@@ -1,10 +1,12 @@
-"""The consumer's hole repair: Faust's bookkeeping driven directly, no broker.
+"""The consumer's hole repair and refused acknowledgements: Faust's bookkeeping, no broker.
 
 Faust takes a jump in offsets for a gap (compaction, a transaction marker), counts the skipped
 offsets as acknowledged and commits past them; on our topics (not compacted, no transactional
 producers) such a jump means records skipped before an agent got them (seen in test_crash's
 worker logs, 2026-12-05). Here: a hole withholds the commit, a compacted topic keeps Faust's
 gap, and a gap right after the seek back to a hole is accepted (the broker has nothing there).
+A record a stream skips during a rebalance (flow control off) or from an earlier generation is
+not acknowledged, so no commit passes it.
 """
 
 from __future__ import annotations
@@ -13,16 +15,19 @@ import asyncio
 from collections import defaultdict
 
 import pytest
-from faust.types import TP
+from faust.types import TP, Message
 from intervaltree import IntervalTree
+from mode.utils.queues import FlowControlEvent
 
 from streams import topics as t
 from streams.faust_consumer import Consumer
+from streams.metrics import CONSUMER_REFUSED_ACKS
 
 pytestmark = pytest.mark.unit
 
 RISK = TP(t.CT_QUANTIFICATION.name, 1)
 CONFIG = TP("triage.config", 0)
+REASONS = ("rebalance", "earlier_generation")
 
 
 def _consumer(committed: int) -> Consumer:
@@ -33,6 +38,7 @@ def _consumer(committed: int) -> Consumer:
     consumer._acked_index = defaultdict(set)
     consumer._committed_offset = defaultdict(lambda: None, {RISK: committed, CONFIG: committed})
     consumer._holes, consumer._refill, consumer._refilled = {}, {}, {}
+    consumer.assignment = lambda: {RISK, CONFIG}  # type: ignore[method-assign]
     return consumer
 
 
@@ -81,3 +87,82 @@ def test_a_compacted_topic_keeps_faust_gaps() -> None:
     _ack(consumer, CONFIG, 11, 14)
     assert consumer._holes == {}
     assert consumer._new_offset(CONFIG) == 15
+
+
+def test_a_record_at_the_committed_offset_skipped_by_the_agents_is_a_hole() -> None:
+    consumer = _consumer(committed=6)
+    # the survivor of a crash took the partition at committed offset 6; the first record
+    # handed out to an agent was 7 (Faust saw no gap: right after a seek its read offset is 6)
+    _ack(consumer, RISK, 7, 8, 9, 10)
+    assert consumer._new_offset(RISK) is None  # Faust alone: 11, past the lost record 6
+    assert consumer._holes == {RISK: 6}  # getmany seeks back to it
+    consumer._holes.pop(RISK)  # 6 handed out again and processed
+    _ack(consumer, RISK, 6)
+    assert consumer._new_offset(RISK) == 11
+    consumer.assignment = set  # type: ignore[method-assign]  # revoked: no hole, no seek
+    _ack(consumer, RISK, 12)
+    consumer._holes.clear()
+    assert consumer._unacknowledged_head(RISK) is None
+
+
+def test_a_head_gap_the_broker_left_is_no_hole() -> None:
+    consumer = _consumer(committed=11)
+    consumer._gap[RISK].addi(11, 13)  # a known gap: the broker has no record 11 or 12
+    _ack(consumer, RISK, 13)
+    assert consumer._new_offset(RISK) == 14
+    assert consumer._holes == {}
+
+
+class _App:
+    """What ``Consumer.ack`` reads of the app: generation, flow control, acking topics."""
+
+    def __init__(self, generation: int, flowing: bool) -> None:
+        self.consumer_generation_id = generation
+        self.flow_control = FlowControlEvent(initially_suspended=not flowing)
+        self.topics = self
+
+    def acks_enabled_for(self, topic: str) -> bool:
+        return True
+
+
+def _acking_consumer(generation: int, flowing: bool) -> Consumer:
+    consumer = _consumer(committed=11)
+    consumer.app = _App(generation, flowing)  # type: ignore[assignment]
+    consumer._unacked_messages = set()
+    consumer._n_acked = 0
+    consumer._waiting_for_ack = None
+    return consumer
+
+
+def _message(offset: int, generation: int) -> Message:
+    return Message(
+        RISK.topic, RISK.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=RISK,
+        generation_id=generation,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flowing", "generation", "refused"),
+    [
+        (True, 3, None),  # a record processed in the running generation: acknowledged
+        (False, 3, "rebalance"),  # a rebalance began (Faust's stream skips it): refused
+        (True, 2, "earlier_generation"),  # handed out before the last rebalance: refused
+    ],
+)
+def test_a_skipped_record_is_not_acknowledged_and_no_commit_passes_it(
+    flowing: bool, generation: int, refused: str | None
+) -> None:
+    counted = refused is None
+    refusals = {r: CONSUMER_REFUSED_ACKS.labels(reason=r)._value.get() for r in REASONS}
+    consumer = _acking_consumer(generation=3, flowing=flowing)
+    consumer._acked[RISK] = [11]
+    consumer._acked_index[RISK] = {11}
+    message = _message(12, generation)
+    consumer._unacked_messages.add(message)
+    assert consumer.ack(message) is counted
+    assert message.acked  # done with either way: a rebalance waiting for streams to empty goes on
+    assert message not in consumer._unacked_messages
+    assert consumer._new_offset(RISK) == (13 if counted else 12)
+    for reason in REASONS:  # counted in the metric, by reason
+        now = CONSUMER_REFUSED_ACKS.labels(reason=reason)._value.get()
+        assert now == refusals[reason] + (reason == refused)
