@@ -9,9 +9,13 @@ Input mapping, the same in training and at run time (see the model card):
 
 Each slice is resized to ``INPUT_SIZE`` squared (bilinear), the network returns lesion and lung
 logits, which are resized back (bilinear on logits) and thresholded at 0. Lesion voxels are
-split into ground glass (< -300 HU) and consolidation (>= -300 HU) by density, the definition
-of :mod:`inference.biomarkers`, rather than by a learned class: only 50 real slices carry class
-labels and they are the held-out test set.
+split into ground glass and consolidation:
+
+- HU volumes: by density (< -300 HU ground glass, >= -300 HU consolidation), the definition of
+  :mod:`inference.biomarkers`, with the model's lesions.
+- 8-bit images, which carry no HU (the window and the JPEG make density a guess): by the
+  model's third channel, consolidation given lesion, when it has one (``CLASS_CHANNEL``); a
+  two-channel model falls back to the density rule on the approximate HU.
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ WINDOW_HU = (-1350.0, 150.0)  # level -600, width 1500
 MODEL_PATH = Path(__file__).parent / "model_repository" / "lesion_unet_onnx" / "1" / "model.onnx"
 BATCH_SLICES = 16
 GGO_BELOW_HU = GGO_HU[1]  # -300
+#: Logit channels: lesion, lung, and (three-channel models) consolidation given lesion.
+LESION_CHANNEL, LUNG_CHANNEL, CLASS_CHANNEL = 0, 1, 2
 
-#: (n, 1, s, s) float32 -> (n, 2, s, s) float32 logits; onnxruntime locally, Triton remotely.
+#: (n, 1, s, s) float32 -> (n, 2 or 3, s, s) float32 logits; onnxruntime locally, Triton remotely.
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -129,32 +135,58 @@ class OnnxSegmenter:
         )
 
     def __call__(self, slices: np.ndarray) -> np.ndarray:
-        """Logits (n, 2, s, s) of network inputs (n, 1, s, s)."""
+        """Logits (n, 2 or 3, s, s) of network inputs (n, 1, s, s)."""
         return np.asarray(self.session.run(["LOGITS"], {"SLICES": slices})[0])
+
+
+@dataclass(frozen=True)
+class SliceMaps:
+    """Boolean masks of (n, h, w) slices at their own size."""
+
+    lesion: np.ndarray
+    lung: np.ndarray
+    #: consolidation given lesion (three-channel models); None: the model has no class channel
+    consolidation: np.ndarray | None
+
+
+def slice_maps(unit: np.ndarray, logits_fn: LogitsFn) -> SliceMaps:
+    """The network's masks for (n, h, w) inputs in [0, 1], resized back to the slices' size."""
+    if unit.ndim != 3 or min(unit.shape) < 1:
+        raise InvalidVolume(f"expected (n, h, w) slices, got shape {unit.shape}")
+    maps: list[np.ndarray] = []
+    for start in range(0, unit.shape[0], BATCH_SLICES):
+        chunk = unit[start : start + BATCH_SLICES]
+        logits = logits_fn(network_input(chunk))
+        channels = logits.shape[1]
+        size = (unit.shape[1], unit.shape[2])
+        back = _resize(logits.reshape(-1, INPUT_SIZE, INPUT_SIZE), size, order=1)
+        maps.append(back.reshape(len(chunk), channels, *unit.shape[1:]) > 0)
+    stacked = np.concatenate(maps)
+    has_classes = stacked.shape[1] > CLASS_CHANNEL
+    return SliceMaps(
+        stacked[:, LESION_CHANNEL],
+        stacked[:, LUNG_CHANNEL],
+        stacked[:, CLASS_CHANNEL] if has_classes else None,
+    )
 
 
 def segment_slices(unit: np.ndarray, logits_fn: LogitsFn) -> tuple[np.ndarray, np.ndarray]:
     """Boolean (lesion, lung) masks at the slices' own size for (n, h, w) inputs in [0, 1]."""
-    if unit.ndim != 3 or min(unit.shape) < 1:
-        raise InvalidVolume(f"expected (n, h, w) slices, got shape {unit.shape}")
-    lesion = np.zeros(unit.shape, dtype=bool)
-    lung = np.zeros(unit.shape, dtype=bool)
-    for start in range(0, unit.shape[0], BATCH_SLICES):
-        chunk = unit[start : start + BATCH_SLICES]
-        logits = logits_fn(network_input(chunk))
-        size = (unit.shape[1], unit.shape[2])
-        back = _resize(logits.reshape(-1, INPUT_SIZE, INPUT_SIZE), size, order=1)
-        back = back.reshape(len(chunk), 2, *unit.shape[1:])
-        lesion[start : start + len(chunk)] = back[:, 0] > 0
-        lung[start : start + len(chunk)] = back[:, 1] > 0
-    return lesion, lung
+    maps = slice_maps(unit, logits_fn)
+    return maps.lesion, maps.lung
 
 
-def lesion_classes(lesion: np.ndarray, hu: np.ndarray) -> np.ndarray:
-    """uint8 classes: 0 background, 1 ground glass (< -300 HU), 2 consolidation."""
+def lesion_classes(
+    lesion: np.ndarray, hu: np.ndarray, consolidation: np.ndarray | None = None
+) -> np.ndarray:
+    """uint8 classes: 0 background, 1 ground glass, 2 consolidation.
+
+    By density (< -300 HU ground glass) or, where given, by the learned ``consolidation`` mask.
+    """
+    dense = hu >= GGO_BELOW_HU if consolidation is None else consolidation
     classes = np.zeros(lesion.shape, dtype=np.uint8)
-    classes[lesion & (hu < GGO_BELOW_HU)] = 1
-    classes[lesion & (hu >= GGO_BELOW_HU)] = 2
+    classes[lesion & ~dense] = 1
+    classes[lesion & dense] = 2
     return classes
 
 
@@ -174,11 +206,18 @@ class Segmentation:
 
 
 def measure(
-    hu: np.ndarray, spacing_mm: tuple[float, float, float], lung: np.ndarray, lesion: np.ndarray
+    hu: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    lung: np.ndarray,
+    lesion: np.ndarray,
+    consolidation: np.ndarray | None = None,
 ) -> Segmentation:
-    """Biomarkers of given lung and lesion masks (lesion is clipped to the lung)."""
+    """Biomarkers of given lung and lesion masks (lesion is clipped to the lung).
+
+    Ground glass vs consolidation by density, or by ``consolidation`` where given.
+    """
     lesion = lesion & lung
-    classes = lesion_classes(lesion, hu)
+    classes = lesion_classes(lesion, hu, consolidation)
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     total = int(lung.sum())
 
@@ -186,14 +225,14 @@ def measure(
         return 100.0 * count / total if total else 0.0
 
     lung_hu = hu[lung]
-    ggo, consolidation = int((classes == 1).sum()), int((classes == 2).sum())
+    ggo, dense = int((classes == 1).sum()), int((classes == 2).sum())
     aerated = int(((lung_hu >= WELL_AERATED_HU[0]) & (lung_hu < WELL_AERATED_HU[1])).sum())
     biomarkers = Biomarkers(
         lung_volume_ml=total * voxel_ml,
-        lesion_volume_ml=(ggo + consolidation) * voxel_ml,
-        lesion_percent=pct(ggo + consolidation),
+        lesion_volume_ml=(ggo + dense) * voxel_ml,
+        lesion_percent=pct(ggo + dense),
         ggo_percent=pct(ggo),
-        consolidation_percent=pct(consolidation),
+        consolidation_percent=pct(dense),
         well_aerated_percent=pct(aerated),
     )
     regional = regional_biomarkers(hu, spacing_mm, lung, lesion)
@@ -284,10 +323,10 @@ def segment_volume(
 
 
 def segment_images(unit: np.ndarray, logits_fn: LogitsFn) -> Segmentation:
-    """Segment 8-bit-derived 2-D slices (n, h, w) in [0, 1]; lung mask learned.
+    """Segment 8-bit-derived 2-D slices (n, h, w) in [0, 1]; lung mask and classes learned.
 
     Volumes are per slice at a nominal 1 x 1 x 1 mm voxel (the pixel size of an image file is
     unknown), so the mL values are pixel counts / 1000: read the percentages.
     """
-    lesion, lung = segment_slices(unit, logits_fn)
-    return measure(unit_to_hu(unit), (1.0, 1.0, 1.0), lung, lesion)
+    maps = slice_maps(unit, logits_fn)
+    return measure(unit_to_hu(unit), (1.0, 1.0, 1.0), maps.lung, maps.lesion, maps.consolidation)

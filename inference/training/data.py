@@ -71,6 +71,19 @@ def load_medseg(root: Path, size: int = 256) -> SliceSet:
     return SliceSet(images, classes, lung, False, names)
 
 
+def load_medseg_native(root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The 50 MedSeg slices at their own sizes: images in [0, 1] and 0/1/2 classes, by number."""
+    folder = root / MEDSEG / "multiclass"
+    names = sorted((p.stem for p in (folder / "Imgs").glob("*.jpg")), key=int)
+    images, classes = [], []
+    for n in names:
+        with Image.open(folder / "Imgs" / f"{n}.jpg") as image:
+            images.append(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)
+        with Image.open(folder / "GT" / f"{n}.png") as mask:
+            classes.append(np.asarray(mask if mask.mode == "P" else mask.convert("L")))
+    return images, classes
+
+
 def split_internal(data: SliceSet) -> tuple[SliceSet, SliceSet]:
     """(train, internal validation): the last contiguous fraction of the files is validation."""
     cut = int(round(len(data.names) * (1 - INTERNAL_VAL_FRACTION)))

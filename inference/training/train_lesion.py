@@ -6,9 +6,11 @@ Run (needs the ``train`` extra, in its own venv)::
         --out inference/model_repository/lesion_unet_onnx/1/model.onnx
 
 The network sees one 256x256 slice in [0, 1] (``inference.segmentation`` makes the same input
-from HU or from 8-bit images) and returns two logit maps: lesion (ground glass or consolidation)
-and lung. Training data: COVID-19-CT-Seg 2-D slices only (see ``inference.training.data``); the
-MedSeg slices are the held-out test source and are never read here.
+from HU or from 8-bit images) and returns logit maps: lesion (ground glass or consolidation),
+lung and, for a three-channel model, consolidation given lesion. ``main`` trains the original
+two-channel model on COVID-19-CT-Seg 2-D slices only; :mod:`inference.training.crossval`
+trains the three-channel model on both sources with k-fold cross-validation on MedSeg, using
+:func:`fit` below.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ def block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """U-Net with ``len(widths)`` levels; input (n, 1, h, w), output (n, 2, h, w) logits."""
+    """U-Net with ``len(widths)`` levels; input (n, 1, h, w), output (n, channels, h, w) logits."""
 
-    def __init__(self, widths: tuple[int, ...] = (8, 16, 32, 64)) -> None:
+    def __init__(self, widths: tuple[int, ...] = (8, 16, 32, 64), channels: int = 2) -> None:
         super().__init__()
         self.down = nn.ModuleList()
         c_in = 1
@@ -59,10 +61,10 @@ class UNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(c_in, w, 2, stride=2))
             self.merge.append(block(2 * w, w))
             c_in = w
-        self.head = nn.Conv2d(c_in, 2, 1)
+        self.head = nn.Conv2d(c_in, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (n, 2, h, w): lesion, lung."""
+        """Logits (n, channels, h, w): lesion, lung[, consolidation given lesion]."""
         skips = []
         for i, down in enumerate(self.down):
             x = down(x if i == 0 else F.max_pool2d(x, 2))
@@ -128,7 +130,7 @@ def dice_score(model: nn.Module, data: SliceSet) -> tuple[float, float]:
 
 
 def export_onnx(model: nn.Module, path: Path, size: int) -> None:
-    """ONNX with a dynamic batch axis: input ``SLICES`` (n,1,s,s), output ``LOGITS`` (n,2,s,s)."""
+    """ONNX with a dynamic batch axis: input ``SLICES`` (n,1,s,s), output ``LOGITS`` (n,c,s,s)."""
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(

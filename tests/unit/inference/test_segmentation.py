@@ -104,6 +104,28 @@ def test_segment_slices_maps_back_to_the_input_size() -> None:
     assert seg.biomarkers.lesion_percent == pytest.approx(50.0, abs=5)
 
 
+def test_a_class_channel_decides_ground_glass_and_consolidation_on_images() -> None:
+    """Three-channel models: channel 2 (consolidation given lesion) replaces the density rule."""
+
+    def three_channels(slices: np.ndarray) -> np.ndarray:
+        logits = -np.ones((len(slices), 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+        logits[:, 0, :, : INPUT_SIZE // 2] = 1.0  # lesion: left half
+        logits[:, 1] = 1.0  # lung everywhere
+        logits[:, 2, : INPUT_SIZE // 2] = 1.0  # consolidation: top half
+        return logits
+
+    # bright (dense by the rule) everywhere: only the class channel can make ground glass
+    unit = np.full((2, 128, 128), 0.95, dtype=np.float32)
+    seg = segment_images(unit, three_channels)
+    assert set(np.unique(seg.classes[:, :60, :60])) == {2}  # lesion, top: consolidation
+    assert set(np.unique(seg.classes[:, 68:, :60])) == {1}  # lesion, bottom: ground glass
+    assert not seg.classes[:, :, 68:].any()  # no lesion
+    assert seg.biomarkers.ggo_percent == pytest.approx(25.0, abs=3)
+    assert seg.biomarkers.consolidation_percent == pytest.approx(25.0, abs=3)
+    dense_rule = segment_images(unit, lambda s: three_channels(s)[:, :2])  # two channels
+    assert dense_rule.biomarkers.ggo_percent == 0.0  # the density rule: all consolidation
+
+
 def test_onnx_model_is_small_and_finds_lesions_on_held_out_medseg(
     segmenter: OnnxSegmenter, shared_data: Path
 ) -> None:
