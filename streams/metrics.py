@@ -48,6 +48,14 @@ CONSUMER_REWINDS = Counter(
     registry=REGISTRY,
 )
 
+ALERTS_SETTLED = Counter(
+    "ctriage_alerts_settled",
+    "Alerts a stopped worker had written ahead and not remembered, settled by the next worker to "
+    "handle the patient: found on triage.alerts (not sent again) or sent then "
+    "(streams/agents/alert_log.py).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 ALERTS = Counter(
     "ctriage_alerts",
     "Ventilation-risk alerts raised, by level.",

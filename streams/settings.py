@@ -146,6 +146,9 @@ class WorkerSettings(BaseModel, frozen=True):
     capacity_locations: Path | None = None
     reader_memory_limit_mb: int = 6144  # address space of the sandboxed DICOM reader process
     reader_timeout_s: float = 300.0  # a study that takes longer to read is refused
+    # fault injection for the crash tests only: the worker SIGKILLs itself the first time it
+    # reaches one of these named points (streams/failpoints.py); empty in production
+    failpoints: tuple[Literal["alert_written_ahead", "alert_sent"], ...] = ()
 
     @property
     def own_web_port(self) -> int:

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from streams import topics as t
+from streams.agents.alert_log import settle_pending_alerts
 from streams.agents.base import handle_or_dead_letter, record_or_dead_letter, send_confirmed
 from streams.agents.scoring import (
     context_of,
@@ -63,6 +64,8 @@ def register(pipeline: Pipeline) -> None:
             quantification = await record_or_dead_letter(event, Quantification, dlq, STAGE)
             if quantification is None:
                 return
+            # a worker stopped mid-alert for this patient: settled before anything is decided
+            await settle_pending_alerts(pipeline, quantification.patient_pseudonym)
             started = time.perf_counter()
             try:
                 outcome = score_study(

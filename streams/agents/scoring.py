@@ -9,11 +9,11 @@ scored studies (the newest :data:`MAX_RECENT_STUDIES`) for re-scoring after late
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from streams import topics as t
+from streams.agents.alert_log import send_alert_once, settle_pending_alerts
 from streams.agents.base import send_confirmed
 from streams.agents.timeline import follow_up_of
 from streams.mapping import (
@@ -42,16 +42,13 @@ def context_of(pipeline: Pipeline, pseudonym: str) -> ClinicalContext | None:
 async def send_alert(
     pipeline: Pipeline, risk: RiskAssessment, outcome: StudyOutcome
 ) -> Alert | None:
-    """Send the alert ``outcome`` raises (None when it raises nothing) and remember it."""
+    """Send the alert ``outcome`` raises (None when it raises nothing) once, and remember it."""
     memo = outcome.alert_memo(risk.scored_at)
     if memo is None:
         return None
     alert = alert_record(risk, outcome)
-    key = risk.patient_pseudonym.encode()
-    await send_confirmed(pipeline.topic(t.TRIAGE_ALERTS.name), key=key, value=alert)
-    fhir = json.dumps(fhir_risk_assessment(alert)).encode()
-    await send_confirmed(pipeline.topic(t.TRIAGE_ALERTS_FHIR.name), key=key, value=fhir)
-    pipeline.tables["alerted_studies"][outcome.alert_key] = memo
+    fhir = fhir_risk_assessment(alert)
+    await send_alert_once(pipeline, risk.patient_pseudonym, outcome.alert_key, memo, alert, fhir)
     ALERTS.labels(level=alert.level).inc()
     return alert
 
@@ -94,6 +91,7 @@ async def rescore_recent(pipeline: Pipeline, pseudonym: str, arrived: str) -> in
     recent: dict[str, Any] | None = table.get(pseudonym)
     if not recent:
         return 0
+    await settle_pending_alerts(pipeline, pseudonym)  # the memos the decisions read, complete
     studies = {uid: recent_study(entry) for uid, entry in recent.items()}
     fhir = pipeline.settings.fhir
     started = time.perf_counter()

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams import topics as t
-from streams.agents.base import send_confirmed
+from streams.agents.alert_log import send_alert_once
 from streams.mapping import timeline_point, worsening_alert_record
 from streams.metrics import ALERTS
 from streams.pipeline import Pipeline
@@ -63,9 +62,7 @@ async def send_worsening(
     if decision is None or alerted.get(decision.alert_id):
         return None
     alert = worsening_alert_record(risk, decision)
-    topic = pipeline.topic(t.TRIAGE_ALERTS.name)
-    await send_confirmed(topic, key=risk.patient_pseudonym.encode(), value=alert)
-    alerted[decision.alert_id] = {"kind": "worsening", "alert_id": decision.alert_id,
-                                  "raised_at": risk.scored_at}  # fmt: skip
+    memo = {"kind": "worsening", "alert_id": decision.alert_id, "raised_at": risk.scored_at}
+    await send_alert_once(pipeline, risk.patient_pseudonym, decision.alert_id, memo, alert)
     ALERTS.labels(level="worsening").inc()
     return alert

@@ -221,3 +221,110 @@ def test_bench_end_to_end(
             ),
         },
     )
+
+
+SCALE_OUT_STUDIES = 8
+
+
+@pytest.mark.parametrize("model", [THRESHOLD_MODEL, UNET_MODEL])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_bench_scale_out(
+    workers,
+    model,
+    tmp_path_factory,
+    port_offset,
+    kafka_broker,
+    triton_server,
+    postgres_server,
+    tmp_path,
+    record_result,
+):
+    """Issue 15, item 6: a burst through 1, 2 and 3 workers of one group on the same machine.
+
+    One Triton serves every worker (as in a deployment with one inference server). Reported:
+    studies/min, CPU seconds per process, and ``triage.risk`` records per study.
+    """
+    from stream_checks import topic_values, wait_settled
+
+    from streams import topics as t
+    from streams.records import RiskAssessment
+
+    seed = 40 + workers + (10 if model == THRESHOLD_MODEL else 0)
+    out = tmp_path_factory.mktemp(f"scale-out-{workers}-{model}")
+    generate_cohort(out, n_patients=SCALE_OUT_STUDIES, seed=seed, matrix=MATRIX, slices=SLICES)
+    triton_port = int(triton_server.http_url.rsplit(":", 1)[1])
+    app_id = f"ctriage-bench-scale-{workers}-{model}"
+    settings = Settings(
+        run_dir=tmp_path,
+        kafka={"bootstrap_servers": kafka_broker.bootstrap_servers},
+        triton={"http_port": triton_port, "model_name": model, "timeout_s": 300},
+        store={"url": postgres_server.create_database(f"bench_scale_{workers}_{model}")},
+        worker={
+            "app_id": app_id,
+            "data_dir": tmp_path / "w",
+            "metrics_port": 29300 + port_offset,  # worker N: + N
+            "web_port": 26266 + port_offset,
+        },
+    )
+    start_group_at_end(settings.kafka.bootstrap_servers, app_id)
+    processes = []
+    for index in range(workers):
+        worker_settings = settings.worker.model_copy(update={"index": index})
+        processes.append(
+            WorkerProcess(
+                settings.model_copy(
+                    update={"worker": worker_settings, "run_dir": tmp_path / str(index)}
+                )
+            )
+        )
+    try:
+        for process in processes:
+            process.start(timeout_s=240)
+        wait_settled([p.log_path for p in processes])
+        assigned = [p.assigned_partitions() for p in processes]
+        pids = {f"worker_{i}": p.process.pid for i, p in enumerate(processes)}
+        pids |= {"triton": triton_server.pid, "kafka": kafka_broker.pid}
+        cpu_before = {name: _cpu_s(pid) for name, pid in pids.items()}
+        report, collector, elapsed_s = run_pipeline(
+            settings, out, DemoOptions(patients=SCALE_OUT_STUDIES, speed=10**7, timeout_s=1800)
+        )
+        cpu = {name: round(_cpu_s(pid) - cpu_before[name], 1) for name, pid in pids.items()}
+        ours = set(report.study_uids)
+        risks = [r for r in collector.outcome.risks.values() if r.study_uid in ours]
+        collector.close()
+    finally:
+        for process in processes:
+            process.stop()
+    records = [
+        RiskAssessment.model_validate_json(v)
+        for v in topic_values(settings.kafka.bootstrap_servers, t.TRIAGE_RISK.name)
+    ]
+    risk_records = sum(1 for r in records if r.study_uid in ours)
+    scored_by = {
+        p.log_path.parent.name: p.log_path.read_text().count("scored study") for p in processes
+    }
+    latency = latency_summary(risks)
+    worker_cpu = sum(v for k, v in cpu.items() if k.startswith("worker_"))
+    assert latency is not None and len(risks) == SCALE_OUT_STUDIES
+    record_result(
+        f"scale-out-{workers}-workers-{model}-512x512x300",
+        {
+            "studies": len(risks),
+            "workers": workers,
+            "lesion_model": model,
+            "partitions": settings.kafka.partitions,
+            "partitions_per_worker": assigned,
+            "studies_scored_per_worker_log": scored_by,
+            "elapsed_s": elapsed_s,
+            "studies_per_minute": 60 * len(risks) / elapsed_s,
+            "latency_p50_s": latency.p50_s,
+            "latency_p95_s": latency.p95_s,
+            "risk_records_per_study": risk_records / len(risks),
+            "cpu_seconds": cpu,
+            "workers_cpu_seconds_per_study": round(worker_cpu / len(risks), 2),
+            "pipeline_cpu_seconds_per_study": round(
+                (worker_cpu + cpu["triton"] + cpu["kafka"]) / len(risks), 2
+            ),
+            "load_average_1_5_15_at_end": [round(v, 2) for v in os.getloadavg()],
+        },
+    )

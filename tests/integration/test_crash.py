@@ -72,9 +72,12 @@ def _worker_settings(settings: Settings, index: int) -> Settings:
     return settings.model_copy(update={"worker": worker, "run_dir": settings.run_dir / str(index)})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def workers(settings: Settings) -> Iterator[list[WorkerProcess]]:
-    """Two real workers of one group (indexes 0 and 1: their own ports and state folders)."""
+    """Two real workers of one group (indexes 0 and 1: their own ports and state folders).
+
+    Per test: the kill test leaves one of them dead (``make chaos`` runs both tests).
+    """
     start_group_at_end(settings.kafka.bootstrap_servers, settings.worker.app_id)
     started = [WorkerProcess(_worker_settings(settings, i)) for i in (0, 1)]
     try:
