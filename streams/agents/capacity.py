@@ -11,6 +11,7 @@ logged. Capacity of a unit: :mod:`triage.capacity.registry` (configuration, FHIR
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -48,7 +49,10 @@ def register(pipeline: Pipeline) -> None:
             if record is None:
                 return
             try:
-                update = planner.on_event(census_event(record), hospital_to_census)
+                # off the event loop: a forecast grows with the unit's census (0.1 s for a few
+                # hundred scored patients) and would hold back heartbeats and other agents
+                censuses = dict(hospital_to_census.items())
+                update = await asyncio.to_thread(planner.on_event, census_event(record), censuses)
             except (TriageError, ValueError) as e:
                 reason = getattr(e, "reason", StreamReason.FORECAST_FAILED)
                 await dead_letter(dlq, event, stage=STAGE, reason=reason, error=e)
@@ -68,7 +72,7 @@ def register(pipeline: Pipeline) -> None:
             wall = datetime.now(UTC)
             for census in list(hospital_to_census.values()):
                 try:
-                    forecast = planner.refresh(census, wall)
+                    forecast = await asyncio.to_thread(planner.refresh, census, wall)
                 except (TriageError, ValueError, KeyError):
                     logger.exception("scheduled ICU forecast failed")
                     continue

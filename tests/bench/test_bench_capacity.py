@@ -306,3 +306,28 @@ def test_bench_length_of_stay_italy(record_result) -> None:  # type: ignore[no-u
             "fits": rows,
         },
     )
+
+
+def test_bench_forecast_by_census_size(record_result) -> None:  # type: ignore[no-untyped-def]
+    """One unit's forecast (beds + ventilators, 7 days) as its scored patients grow: the
+    capacity agent forecasts once per census event, so this is its cost per scored study."""
+    rng = np.random.default_rng(1)
+    numbers: dict[str, object] = {
+        "data": "SYNTHETIC census: 20 ICU occupants, N scored patients in the last 3 days "
+        "(P(ICU) 0-0.8), 4 weeks of admissions; 2,000 breach paths",
+    }
+    base = synthetic_census(rng)
+    for n in (10, 100, 1000, 3000):
+        pipeline = {
+            f"p{i}": [float(rng.uniform(0, 0.8)),
+                      (NOW - timedelta(hours=float(rng.uniform(0, 72)))).isoformat()]
+            for i in range(n)
+        }  # fmt: skip
+        census = {**base, "pipeline": pipeline, "at_risk": pipeline}
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            forecast_from_census("h", census, 24, days=7, ventilators=16)
+            runs.append(time.perf_counter() - started)
+        numbers[f"scored_{n}_ms_median_of_3"] = round(1000 * sorted(runs)[1], 1)
+    record_result("capacity_forecast_by_census_size", numbers)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.stats import lognorm
+from scipy.stats import binom, lognorm
 from typer.testing import CliRunner
 
 from streams.cli.root import app
@@ -52,6 +52,22 @@ def test_poisson_binomial_by_hand() -> None:
     many = poisson_binomial(list(np.linspace(0.01, 0.99, 500)))
     assert many.sum() == pytest.approx(1.0)
     assert float((np.arange(501) * many).sum()) == pytest.approx(0.5 * 500)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 8, 9, 31, 33, 257, 1000])
+def test_poisson_binomial_matches_the_trial_by_trial_recursion(n: int) -> None:
+    """The pairwise product (any n, padded to a power of two) against the textbook recursion,
+    and equal probabilities against scipy's binomial."""
+    p = np.random.default_rng(n).uniform(size=n)
+    slow = np.zeros(n + 1)
+    slow[0] = 1.0
+    for k, pk in enumerate(p, start=1):
+        slow[1 : k + 1] = slow[1 : k + 1] * (1 - pk) + slow[0:k] * pk
+        slow[0] *= 1 - pk
+    assert poisson_binomial(list(p)) == pytest.approx(slow, abs=1e-12)
+    assert poisson_binomial([0.3] * n) == pytest.approx(
+        binom(n, 0.3).pmf(np.arange(n + 1)), abs=1e-12
+    )
 
 
 def test_quantiles_by_hand() -> None:
