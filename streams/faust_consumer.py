@@ -159,6 +159,12 @@ class Consumer(faust_aiokafka.Consumer):
         test_crash lost a study so (2026-12-05: ``ct.quantification-0`` committed at 6 by the
         killed worker, the survivor's first record handed out 7, committed 11).
         """
+        committed = self._committed_offset.get(tp)
+        if committed is not None and self._in_flight(tp, committed):
+            # an agent is processing it while later records (of another agent) were
+            # acknowledged: Faust would commit past it (the off-by-one below), and it is no
+            # hole either: seeking back to it would fetch the partition again for nothing
+            return None
         head = self._unacknowledged_head(tp)
         if head is not None:
             if self._holes.get(tp) is None:
@@ -189,10 +195,17 @@ class Consumer(faust_aiokafka.Consumer):
         first = min(acked)
         if first <= committed:
             return None
+        if self._in_flight(tp, committed):
+            return None  # being processed: no hole (see _new_offset)
         covered: set[int] = set()
         for interval in self._gap[tp].overlap(committed, first) if tp in self._gap else ():
             covered.update(range(max(interval.begin, committed), min(interval.end, first)))
         return None if len(covered) == first - committed else committed
+
+    def _in_flight(self, tp: TP, offset: int) -> bool:
+        """Whether record ``offset`` of ``tp`` was handed out and is not acknowledged yet."""
+        unacked = getattr(self, "_unacked_messages", ())
+        return any(m.tp == tp and m.offset == offset for m in list(unacked))
 
     def _assigned(self) -> set[TP]:
         try:

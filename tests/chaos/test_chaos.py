@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from typing import Any
 import psutil
 import pytest
 from kafka import KafkaProducer
+from kafka.partitioner.default import murmur2
 from stream_checks import (
     descendants,
     risk_rows_per_study,
@@ -130,13 +132,60 @@ def _publish(servers: str, records: list[Quantification], raw: tuple[bytes, ...]
     producer.close()
 
 
-def _scored_again_s(settings: Settings, scenario: str, since: float) -> float:
-    """Probes on every partition, published now: seconds from ``since`` until all are stored."""
-    probes = _studies(f"{scenario}-probe", 12)
+def _partition(key: str, partitions: int) -> int:
+    """The partition kafka-python's default partitioner gives ``key`` (murmur2, like Java's)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _probes(scenario: str, partitions: int, per_partition: int = 3) -> list[Quantification]:
+    """Probe studies, ``per_partition`` on every partition of ``ct.quantification``."""
+    picked: dict[int, list[Quantification]] = {p: [] for p in range(partitions)}
+    for probe in _studies(f"{scenario}-probe", 60 * partitions):
+        bucket = picked[_partition(probe.patient_pseudonym, partitions)]
+        if len(bucket) < per_partition:
+            bucket.append(probe)
+    assert all(len(b) == per_partition for b in picked.values()), "probe keys do not cover"
+    return [probe for bucket in picked.values() for probe in bucket]
+
+
+SCORED_LINE = re.compile(
+    r"^\[(?P<at>[\d-]+ [\d:]+,\d+)\] \[\d+\] \[INFO\] scored study \S+ "
+    r"\(ct\.quantification-(?P<partition>\d+)@\d+\)"
+)
+
+
+def _first_scored_after(workers: list[WorkerProcess], wall: float) -> dict[int, float]:
+    """Per partition of ``ct.quantification``: the first study scored after ``wall`` (epoch s),
+    read from the workers' "scored study" log lines (written once its outputs are confirmed)."""
+    first: dict[int, float] = {}
+    for worker in workers:
+        for line in worker.log_path.read_text(errors="replace").splitlines():
+            match = SCORED_LINE.match(line)
+            if match is None:
+                continue
+            at = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            partition = int(match["partition"])
+            if at > wall and at < first.get(partition, float("inf")):
+                first[partition] = at
+    return first
+
+
+def _scored_again(
+    settings: Settings, workers: list[WorkerProcess], scenario: str, wall: float, since: float
+) -> dict[str, float]:
+    """After a kill at ``since`` (monotonic; ``wall`` the same instant in epoch seconds):
+    ``resumed_s``, until studies on every partition are scored again (the group serves every
+    partition: what the <= 10 s / <= 30 s targets are about), and ``drained_s``, until probes
+    published now on every partition are stored (behind the backlog the kill left)."""
+    partitions = settings.kafka.partitions
+    probes = _probes(scenario, partitions)
     _publish(settings.kafka.bootstrap_servers, probes)
     uids = {p.study_uid for p in probes}
-    wait_for(lambda: len(stored_revisions(settings.store.url, uids)) == len(uids), 180, "probes")
-    return time.monotonic() - since
+    wait_for(lambda: len(stored_revisions(settings.store.url, uids)) == len(uids), 300, "probes")
+    drained = time.monotonic() - since
+    first = _first_scored_after(workers, wall)
+    assert sorted(first) == list(range(partitions)), first  # the probes cover every partition
+    return {"resumed_s": round(max(first.values()) - wall, 1), "drained_s": round(drained, 1)}
 
 
 def _checks(settings: Settings, uids: set[str]) -> dict[str, Any]:
@@ -158,6 +207,14 @@ def _checks(settings: Settings, uids: set[str]) -> dict[str, Any]:
         "stale_revisions": sum(1 for uid, rev in stored.items() if rev < newest.get(uid, 0)),
         "alerts": len(alert_ids),
         "duplicate_alert_ids": len(alert_ids) - len(set(alert_ids)),
+    }
+
+
+def _recoveries(measured: list[dict[str, float]]) -> dict[str, list[float]]:
+    """``recovery_s`` (every partition scored again) and ``drained_s`` per kill."""
+    return {
+        "recovery_s": [m["resumed_s"] for m in measured],
+        "drained_s": [m["drained_s"] for m in measured],
     }
 
 
@@ -191,14 +248,14 @@ def test_worker_sigkill_three_times(settings, workers):
         assert victim.process is not None
         children = descendants(victim.process.pid)
         victim.process.kill()
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
         victim.process.wait()
-        recoveries.append(round(_scored_again_s(settings, f"wk{kill}", killed_at), 1))
+        recoveries.append(_scored_again(settings, workers, f"wk{kill}", killed_wall, killed_at))
         left += [pid for pid in children if Path(f"/proc/{pid}").exists()]
         victim.start(timeout_s=240)
     _publish(settings.kafka.bootstrap_servers, chunks[3])
     wait_for(lambda: len(stored_revisions(settings.store.url, uids)) == len(uids), 300, "all")
-    figures = {**_checks(settings, uids), "recovery_s": recoveries, "processes_left": len(left)}
+    figures = {**_checks(settings, uids), **_recoveries(recoveries), "processes_left": len(left)}
     _record("worker-sigkill", figures)
     _assert_clean(figures)
     assert not left
@@ -246,13 +303,13 @@ def test_broker_sigkill_three_times(settings, workers, cluster: KafkaCluster):
         _publish(settings.kafka.bootstrap_servers, chunks[kill])
         assert node.pid is not None
         psutil.Process(node.pid).kill()
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
         node.stop(timeout_s=10)  # reap it
-        recoveries.append(round(_scored_again_s(settings, f"bk{kill}", killed_at), 1))
+        recoveries.append(_scored_again(settings, workers, f"bk{kill}", killed_wall, killed_at))
         node.start(timeout_s=120)
     _publish(settings.kafka.bootstrap_servers, chunks[3])
     wait_for(lambda: len(stored_revisions(settings.store.url, uids)) == len(uids), 300, "all")
-    figures = {**_checks(settings, uids), "recovery_s": recoveries}
+    figures = {**_checks(settings, uids), **_recoveries(recoveries)}
     _record("broker-sigkill", figures)
     _assert_clean(figures)
 

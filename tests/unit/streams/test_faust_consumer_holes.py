@@ -105,6 +105,20 @@ def test_a_record_at_the_committed_offset_skipped_by_the_agents_is_a_hole() -> N
     assert consumer._unacknowledged_head(RISK) is None
 
 
+def test_a_record_at_the_committed_offset_being_processed_is_no_hole_and_not_passed() -> None:
+    """An agent holds it while later records were acknowledged (by another agent): no seek
+    back (it would fetch the partition again for nothing), and no commit past it."""
+    consumer = _consumer(committed=6)
+    queued = _message(6, generation=3)
+    consumer._unacked_messages = {queued}
+    _ack(consumer, RISK, 7, 8, 9, 10)
+    assert consumer._new_offset(RISK) is None  # Faust alone: 11, past the queued record 6
+    assert consumer._holes == {}
+    consumer._unacked_messages = set()  # processed
+    _ack(consumer, RISK, 6)
+    assert consumer._new_offset(RISK) == 11
+
+
 def test_a_head_gap_the_broker_left_is_no_hole() -> None:
     consumer = _consumer(committed=11)
     consumer._gap[RISK].addi(11, 13)  # a known gap: the broker has no record 11 or 12
