@@ -161,9 +161,9 @@ class Consumer(faust_aiokafka.Consumer):
         """
         committed = self._committed_offset.get(tp)
         if committed is not None and self._in_flight(tp, committed):
-            # an agent is processing it while later records (of another agent) were
-            # acknowledged: Faust would commit past it (the off-by-one below), and it is no
-            # hole either: seeking back to it would fetch the partition again for nothing
+            # an agent is processing it while later records were acknowledged (another agent
+            # on the topic, or a copy fetched again): Faust would commit past it (the
+            # off-by-one below), and it is no hole: seeking back would fetch it again for nothing
             return None
         head = self._unacknowledged_head(tp)
         if head is not None:
