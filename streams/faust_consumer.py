@@ -168,9 +168,14 @@ class Consumer(faust_aiokafka.Consumer):
         head = self._unacknowledged_head(tp)
         if head is not None:
             if self._holes.get(tp) is None:
+                # what the acknowledgement bookkeeping holds, for the case not explained yet
+                # (docs/fault-tolerance.md: a record scored again and again, never counted)
                 logger.warning(
-                    "record %d of %s-%d never acknowledged, later ones were: fetching it again",
-                    head, tp.topic, tp.partition,
+                    "record %d of %s-%d never acknowledged, later ones were: fetching it again "
+                    "(in Faust's acked index: %s; first acked %s; %d in flight on the partition)",
+                    head, tp.topic, tp.partition, head in self._acked_index.get(tp, ()),
+                    sorted(self._acked.get(tp) or [])[:3],
+                    sum(1 for m in list(getattr(self, "_unacked_messages", ())) if m.tp == tp),
                 )  # fmt: skip
             self._holes[tp] = min(head, self._holes.get(tp, head))
             return None

@@ -16,8 +16,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+from kafka.errors import (
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 
 from streams.kafka_security import PLAINTEXT, KafkaSecurity
 from streams.records import (
@@ -104,6 +108,18 @@ class TopicLayoutError(RuntimeError):
     """The broker's topics do not match the declared layout (the join would be wrong)."""
 
 
+class SessionTimeoutRefused(RuntimeError):
+    """The worker's session timeout lies outside what the brokers accept.
+
+    It would never join its consumer group: the broker answers ``InvalidSessionTimeoutError``
+    and the worker waits.
+    """
+
+
+#: Broker settings bounding a consumer's session timeout (Kafka's defaults: 6 s and 30 min).
+SESSION_TIMEOUT_BOUNDS = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
+
+
 def expected_partitions(spec: TopicSpec, patient_partitions: int) -> int:
     """Partition count a topic must have: patient-keyed topics share one count, others have one."""
     return patient_partitions if spec.copartitioned else 1
@@ -164,8 +180,12 @@ def ensure_topics(
     replication: int = 1,
     min_insync: int = 1,
     security: KafkaSecurity = PLAINTEXT,
+    session_timeout_s: float | None = None,
 ) -> None:
     """Create missing topics (and ``app_id``'s table changelogs); verify partition counts.
+
+    With ``session_timeout_s`` (a worker's), also check it against the brokers' bounds
+    (:func:`check_session_timeout`).
 
     ``replication`` copies of each partition; ``min_insync``: how many must hold a record before
     an ``acks=all`` send succeeds (a 3-node cluster: 3 and 2, so one broker may be down). A
@@ -182,6 +202,8 @@ def ensure_topics(
         **security.kafka_python(),
     )
     try:
+        if session_timeout_s is not None:  # before anything is created
+            check_session_timeout(admin, session_timeout_s)
         new = [
             NewTopic(
                 name,
@@ -204,6 +226,32 @@ def ensure_topics(
         check_topic_layout(admin, layout, timeout_s)
     finally:
         admin.close()
+
+
+def check_session_timeout(admin: KafkaAdminClient, session_timeout_s: float) -> None:
+    """Raise :class:`SessionTimeoutRefused` when a broker would refuse ``session_timeout_s``.
+
+    Read from one broker's configuration (the bounds are cluster-wide in practice). A principal
+    without DescribeConfigs on the cluster is not checked (logged): the worker's log then
+    shows the broker's refusal if there is one.
+    """
+    timeout_ms = session_timeout_s * 1000
+    try:
+        broker = str(admin.describe_cluster()["brokers"][0]["broker_id"])
+        resource = ConfigResource(
+            ConfigResourceType.BROKER, broker, configs=dict.fromkeys(SESSION_TIMEOUT_BOUNDS)
+        )
+        described = admin.describe_configs([resource], config_filter="all")["broker"][broker]
+        low, high = (float(described[key]["value"]) for key in SESSION_TIMEOUT_BOUNDS)
+    except (KafkaError, KeyError, IndexError, TypeError, ValueError) as e:
+        logger.info("session timeout not checked against the brokers: %s", e)
+        return
+    if not low <= timeout_ms <= high:
+        raise SessionTimeoutRefused(
+            f"session timeout {session_timeout_s:g} s is outside the brokers' "
+            f"{SESSION_TIMEOUT_BOUNDS[0]}..{SESSION_TIMEOUT_BOUNDS[1]} = {low / 1000:g}.."
+            f"{high / 1000:g} s (CTRIAGE_WORKER__SESSION_TIMEOUT_S): the worker would never join"
+        )
 
 
 def _topic_configs(name: str, compacted: bool) -> dict[str, str]:

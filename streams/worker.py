@@ -58,6 +58,7 @@ def prepare(settings: Settings) -> Pipeline:
         replication=kafka.replication,
         min_insync=kafka.min_insync,
         security=KafkaSecurity.from_settings(kafka),
+        session_timeout_s=settings.worker.session_timeout_s,
     )
     settings.worker.own_data_dir.mkdir(parents=True, exist_ok=True)
     return build_app(settings, build_dependencies(settings))

@@ -32,6 +32,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run the stream worker (Faust) in the foreground."""
+    from streams.topics import SessionTimeoutRefused
     from streams.worker import run_worker
 
     configure_logging(loglevel)
@@ -39,7 +40,11 @@ def worker(
     if index is not None:
         worker_settings = settings.worker.model_copy(update={"index": index})
         settings = settings.model_copy(update={"worker": worker_settings})
-    run_worker(settings, loglevel=loglevel)
+    try:
+        run_worker(settings, loglevel=loglevel)
+    except SessionTimeoutRefused as e:
+        typer.echo(f"worker not started: {e}", err=True)
+        raise typer.Exit(2) from e
 
 
 def topics() -> None:
