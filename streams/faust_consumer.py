@@ -69,7 +69,6 @@ class Consumer(faust_aiokafka.Consumer):
     _holes: dict[TP, int]
     _refill: dict[TP, int]
     _refilled: dict[TP, int]
-    _queued: dict[TP, set[int]]
 
     def on_init(self) -> None:
         """Faust's state, and the first lost offset of each partition waiting to be sought."""
@@ -85,9 +84,6 @@ class Consumer(faust_aiokafka.Consumer):
         self._refill = {}
         #: holes just handed out again (for the gap check of that same record)
         self._refilled = {}
-        #: offsets handed out to the streams' queues and not acknowledged (or refused) yet:
-        #: Faust tracks a record only once a stream takes it from its queue
-        self._queued = {}
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         records, active_partitions = await super()._wait_next_records(timeout)
@@ -107,7 +103,6 @@ class Consumer(faust_aiokafka.Consumer):
                     del self._refill[tp]  # the hole's records come again: commits may pass it
                     self._holes.pop(tp, None)
                     self._refilled[tp] = refill
-                self._queued.setdefault(tp, set()).add(message.offset)  # before an ack can come
                 yield tp, message
                 self._refilled.pop(tp, None)
         finally:
@@ -165,9 +160,6 @@ class Consumer(faust_aiokafka.Consumer):
         killed worker, the survivor's first record handed out 7, committed 11).
         """
         committed = self._committed_offset.get(tp)
-        queued = self._queued.get(tp)
-        if queued and committed is not None:
-            queued.difference_update([o for o in queued if o < committed])  # done with
         if committed is not None and self._in_flight(tp, committed):
             # an agent is processing it while later records were acknowledged (another agent
             # on the topic, or a copy fetched again): Faust would commit past it (the
@@ -216,12 +208,7 @@ class Consumer(faust_aiokafka.Consumer):
         return None if len(covered) == first - committed else committed
 
     def _in_flight(self, tp: TP, offset: int) -> bool:
-        """Whether record ``offset`` of ``tp`` was handed out and is not acknowledged yet.
-
-        Waiting in a stream's queue, or taken by a stream and being processed.
-        """
-        if offset in getattr(self, "_queued", {}).get(tp, ()):
-            return True
+        """Whether record ``offset`` of ``tp`` was handed out and is not acknowledged yet."""
         unacked = getattr(self, "_unacked_messages", ())
         return any(m.tp == tp and m.offset == offset for m in list(unacked))
 
@@ -235,7 +222,7 @@ class Consumer(faust_aiokafka.Consumer):
         """Faust's revocation; the holes of revoked partitions go (their new owner seeks)."""
         await super().on_partitions_revoked(revoked)
         for tp in revoked:
-            for state in (self._holes, self._refill, self._refilled, self._lost, self._queued):
+            for state in (self._holes, self._refill, self._refilled, self._lost):
                 state.pop(tp, None)
 
     async def _seek_holes(self, holes: Mapping[TP, int]) -> None:
@@ -296,9 +283,6 @@ class Consumer(faust_aiokafka.Consumer):
         processed to the end while the rebalance began is then processed twice (at-least-once,
         which the agents tolerate: same ids, ``alerted_studies``).
         """
-        queued = getattr(self, "_queued", {}).get(message.tp)
-        if queued is not None:
-            queued.discard(message.offset)  # acknowledged now, or refused and fetched again
         generation = getattr(message, "generation_id", None)
         stale = generation is not None and generation != self.app.consumer_generation_id
         if stale or not self.app.flow_control.is_active():

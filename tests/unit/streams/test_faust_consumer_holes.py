@@ -38,7 +38,6 @@ def _consumer(committed: int) -> Consumer:
     consumer._acked_index = defaultdict(set)
     consumer._committed_offset = defaultdict(lambda: None, {RISK: committed, CONFIG: committed})
     consumer._holes, consumer._refill, consumer._refilled = {}, {}, {}
-    consumer._queued = {}
     consumer.assignment = lambda: {RISK, CONFIG}  # type: ignore[method-assign]
     return consumer
 
@@ -118,27 +117,6 @@ def test_a_record_at_the_committed_offset_being_processed_is_no_hole_and_not_pas
     consumer._unacked_messages = set()  # processed
     _ack(consumer, RISK, 6)
     assert consumer._new_offset(RISK) == 11
-
-
-def test_a_record_waiting_in_a_queue_is_no_hole_until_acknowledged_or_refused() -> None:
-    """Handed out to the queues (Faust tracks it only once a stream takes it) while records
-    delivered before it were processed: no seek back, no commit past it. The case seen in a
-    1,000-study chaos run (2026-12-06): a copy fetched again queued behind earlier deliveries,
-    a hole "found" and sought every second."""
-    consumer = _acking_consumer(generation=3, flowing=True)
-    consumer._committed_offset[RISK] = 141
-    consumer._queued[RISK] = {141, 142}  # handed out by getmany, still in the queue
-    _ack(consumer, RISK, *range(152, 160))
-    assert consumer._new_offset(RISK) is None and consumer._holes == {}
-    for offset in (141, 142):  # taken and processed
-        message = _message(offset, generation=3)
-        consumer._unacked_messages.add(message)
-        assert consumer.ack(message)
-    assert consumer._queued[RISK] == set()
-    assert consumer._new_offset(RISK) == 143  # committed up to the next gap
-    consumer._committed_offset[RISK] = 143
-    assert consumer._new_offset(RISK) is None  # 143-151 never handed out: a hole, sought back
-    assert consumer._holes == {RISK: 143}
 
 
 def test_a_head_gap_the_broker_left_is_no_hole() -> None:
