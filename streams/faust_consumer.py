@@ -200,8 +200,6 @@ class Consumer(faust_aiokafka.Consumer):
         first = min(acked)
         if first <= committed:
             return None
-        if self._in_flight(tp, committed):
-            return None  # being processed: no hole (see _new_offset)
         covered: set[int] = set()
         for interval in self._gap[tp].overlap(committed, first) if tp in self._gap else ():
             covered.update(range(max(interval.begin, committed), min(interval.end, first)))

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from dashboards import store
 from streams import topics as t
 from streams.records import Quantification, StageTimings
+from streams.settings import Settings
 from streams.topics import topic_layout
 from triage.fhir.features import IMAGING_FEATURES
 
@@ -238,3 +239,9 @@ def publish_quantifications(bootstrap_servers: str, records: list[Quantification
         producer.send(t.CT_QUANTIFICATION.name, key=key, value=record.to_bytes())
     producer.flush()
     producer.close()
+
+
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """Settings of worker ``index`` of a group: its own ports (from the index) and run dir."""
+    worker = settings.worker.model_copy(update={"index": index})
+    return settings.model_copy(update={"worker": worker, "run_dir": settings.run_dir / str(index)})

@@ -244,7 +244,7 @@ def test_bench_scale_out(
     One Triton serves every worker (as in a deployment with one inference server). Reported:
     studies/min, CPU seconds per process, and ``triage.risk`` records per study.
     """
-    from stream_checks import topic_values, wait_settled
+    from stream_checks import topic_values, wait_settled, worker_settings
 
     from streams import topics as t
     from streams.records import RiskAssessment
@@ -269,14 +269,7 @@ def test_bench_scale_out(
     start_group_at_end(settings.kafka.bootstrap_servers, app_id)
     processes = []
     for index in range(workers):
-        worker_settings = settings.worker.model_copy(update={"index": index})
-        processes.append(
-            WorkerProcess(
-                settings.model_copy(
-                    update={"worker": worker_settings, "run_dir": tmp_path / str(index)}
-                )
-            )
-        )
+        processes.append(WorkerProcess(worker_settings(settings, index)))
     try:
         for process in processes:
             process.start(timeout_s=240)

@@ -34,6 +34,7 @@ from stream_checks import (
     topic_values,
     wait_for,
     wait_settled,
+    worker_settings,
 )
 
 from deploy.kafka_cluster import KafkaCluster
@@ -82,15 +83,10 @@ def settings(
     )
 
 
-def _worker_settings(settings: Settings, index: int) -> Settings:
-    worker = settings.worker.model_copy(update={"index": index})
-    return settings.model_copy(update={"worker": worker, "run_dir": settings.run_dir / str(index)})
-
-
 @pytest.fixture(scope="module")
 def workers(settings: Settings) -> Iterator[list[WorkerProcess]]:
     """Three real workers of one group on the cluster."""
-    started = [WorkerProcess(_worker_settings(settings, i)) for i in range(3)]
+    started = [WorkerProcess(worker_settings(settings, i)) for i in range(3)]
     try:
         for process in started:
             process.start(timeout_s=240)

@@ -30,6 +30,7 @@ from stream_checks import (
     wait_for,
     wait_settled,
     where_records_stand,
+    worker_settings,
 )
 
 from streams import topics as t
@@ -67,11 +68,6 @@ def settings(
     )
 
 
-def _worker_settings(settings: Settings, index: int) -> Settings:
-    worker = settings.worker.model_copy(update={"index": index})
-    return settings.model_copy(update={"worker": worker, "run_dir": settings.run_dir / str(index)})
-
-
 @pytest.fixture
 def workers(settings: Settings) -> Iterator[list[WorkerProcess]]:
     """Two real workers of one group (indexes 0 and 1: their own ports and state folders).
@@ -79,7 +75,7 @@ def workers(settings: Settings) -> Iterator[list[WorkerProcess]]:
     Per test: the kill test leaves one of them dead (``make chaos`` runs both tests).
     """
     start_group_at_end(settings.kafka.bootstrap_servers, settings.worker.app_id)
-    started = [WorkerProcess(_worker_settings(settings, i)) for i in (0, 1)]
+    started = [WorkerProcess(worker_settings(settings, i)) for i in (0, 1)]
     try:
         for process in started:
             process.start(timeout_s=180)
