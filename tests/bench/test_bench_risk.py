@@ -18,7 +18,12 @@ from paths import RISK_MODELS
 
 from triage.fhir.features import FEATURES
 from triage.risk.cohorts import load_external
-from triage.risk.external import card_table, split_half_recalibration, validate_cohorts
+from triage.risk.external import (
+    card_table,
+    split_half_recalibration,
+    split_half_spread,
+    validate_cohorts,
+)
 from triage.risk.mexico import load_cohort
 from triage.risk.model import RiskModel
 from triage.risk.scoring import RiskPanel, score_csv
@@ -161,6 +166,10 @@ def test_bench_external_validation(shared_data: Path, record_result) -> None:
             "table": card_table(results),
             "dutch_split_half_recalibration": [
                 split_half_recalibration(dutch, panel, outcome, seed=2020)
+                for outcome in dutch.outcomes
+            ],
+            "dutch_split_half_spread": [
+                split_half_spread(dutch, panel, outcome, range(2020, 2040))
                 for outcome in dutch.outcomes
             ],
             "net_benefit": {

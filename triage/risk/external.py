@@ -4,7 +4,8 @@
 :mod:`triage.risk.cohorts`; :func:`card_table` turns the reports into the rows the model cards
 and docs/risk-validation.md show (our model vs age alone vs comorbidity count vs the cohort's
 own cross-validated ceiling, same rows); :func:`split_half_recalibration` fits a site layer
-on one half of a cohort (:mod:`triage.risk.recalibration`) and validates on the other half.
+on one half of a cohort (:mod:`triage.risk.recalibration`) and validates on the other half,
+:func:`split_half_spread` repeats that over many halvings.
 """
 
 from __future__ import annotations
@@ -103,6 +104,30 @@ def split_half_recalibration(
         "before": {k: before[k] for k in keys},
         "after": {k: after[k] for k in keys},
         "auc_validation_half": after["model"]["auc"],
+    }
+
+
+def split_half_spread(
+    cohort: ExternalCohort, panel: RiskPanel, outcome: str, seeds: range
+) -> dict[str, Any]:
+    """:func:`split_half_recalibration` over many random halvings: how its slope varies.
+
+    One halving is one draw; with weak discrimination the validation half's slope moves by
+    +-0.2 between draws, so a single figure says little about the layer.
+    """
+    runs = [split_half_recalibration(cohort, panel, outcome, seed) for seed in seeds]
+    slopes = np.array([r["after"]["calibration_slope"] for r in runs], dtype=float)
+    methods = [r["method"] for r in runs]
+    return {
+        "cohort": cohort.name,
+        "outcome": outcome,
+        "seeds": [seeds.start, seeds.stop - 1],
+        "slope_after_quartiles": [
+            round(float(q), 3) for q in np.percentile(slopes, [0, 25, 50, 75, 100])
+        ],
+        "slope_after_within_0_8_1_2": int(((slopes >= 0.8) & (slopes <= 1.2)).sum()),
+        "halvings": len(runs),
+        "methods": {m: methods.count(m) for m in sorted(set(methods))},
     }
 
 

@@ -29,6 +29,7 @@ from triage.exceptions import ModelArtifactError, ModelArtifactReason
 from triage.fhir.features import FEATURES
 from triage.risk.calibration import LogisticRecalibration
 from triage.risk.evaluation import IsotonicCalibration
+from triage.risk.marginal import Background
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ VERSION_HEX_CHARS = 12
 SYNTHETIC_LABEL = (
     "SYNTHETIC DATA: measured on a generated cohort; proves the plumbing, not clinical validity"
 )
+#: Not a model feature: how many chronic conditions a site records without naming them.
+COUNT_FEATURE = "comorbidity_count"
 OPERATING_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
@@ -99,11 +102,17 @@ def card_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + CARD_SUFFIX)
 
 
-def model_version(model_bytes: bytes, calibration: Mapping[str, Any] | None = None) -> str:
-    """Return a model's version: SHA-256 prefix of its bytes (and of its calibration map)."""
+def model_version(
+    model_bytes: bytes,
+    calibration: Mapping[str, Any] | None = None,
+    marginalisation: Mapping[str, Any] | None = None,
+) -> str:
+    """Return a model's version: SHA-256 prefix of its bytes, calibration map and background."""
     digest = hashlib.sha256(model_bytes)
     if calibration is not None:
         digest.update(json.dumps(calibration, sort_keys=True).encode("utf-8"))
+    if marginalisation is not None:
+        digest.update(json.dumps(marginalisation, sort_keys=True).encode("utf-8"))
     return digest.hexdigest()[:VERSION_HEX_CHARS]
 
 
@@ -139,12 +148,14 @@ class RiskModel:
         version: str,
         calibration: IsotonicCalibration | None = None,
         site: SiteLayer | None = None,
+        background: Background | None = None,
     ) -> None:
         self._booster = booster
         self.card = card
         self.version = version
         self.calibration = calibration
         self.site = site
+        self.background = background
         self.features: tuple[str, ...] = FEATURES
         self.target: str = str(card.get("target", "ventilation_14d"))
 
@@ -168,7 +179,13 @@ class RiskModel:
             )
         raw = path.read_bytes()
         calibration_map = card.get("calibration")
-        version = model_version(raw, calibration_map)
+        version = model_version(raw, calibration_map, card.get("marginalisation"))
+        background = None
+        if card.get("marginalisation") is not None:
+            try:
+                background = Background.from_dict(card["marginalisation"])
+            except (ValueError, TypeError, AttributeError) as e:
+                raise ModelArtifactError(ModelArtifactReason.INVALID_CARD, f"{path}: {e}") from e
         site = None
         if card.get("site_calibration") is not None:
             try:
@@ -202,25 +219,35 @@ class RiskModel:
         logger.info(
             "loaded risk model %s (version %s, target %s)", path, version, card.get("target")
         )
-        return cls(booster, card, version, calibration, site)
+        return cls(booster, card, version, calibration, site, background)
 
     def score(self, features: Mapping[str, float | None], top_k: int = 5) -> RiskScore:
-        """Score one patient; missing or None features are passed as missing (never imputed).
+        """Score one patient; missing or None features are never imputed.
 
-        The probability is calibrated when the card has a calibration map; the contributions
-        are XGBoost's SHAP values on the uncalibrated log-odds (the calibration is monotone, so
-        their signs and ranking keep their meaning).
+        With a background in the card, unrecorded clinical fields are averaged over it
+        (:mod:`triage.risk.marginal`; ``features["comorbidity_count"]`` narrows the average when
+        no condition is recorded); without one XGBoost's missing branch decides. The probability
+        is calibrated when the card has a calibration map; the contributions are XGBoost's SHAP
+        values on the uncalibrated log-odds, averaged over the same reference patients (the
+        calibration is monotone, so their signs and ranking keep their meaning).
         """
         values = [_as_float(features.get(name)) for name in FEATURES]
         row = np.array([values], dtype=np.float32)
+        weights = np.ones(1)
+        if self.background is not None and _unrecorded(row[0], self.background.fields):
+            count = _as_float(features.get(COUNT_FEATURE))
+            weights = self.background.weights_for(row[0], count)
+            row = self.background.filled(row[0])
         dmat = xgb.DMatrix(row, missing=np.nan, feature_names=list(FEATURES))
-        contribs = self._booster.predict(dmat, pred_contribs=True)[0]
-        margin = float(contribs.sum())  # per-feature SHAP values plus the bias add to the margin
-        probability = float(self.calibrate(np.array([1.0 / (1.0 + math.exp(-margin))]))[0])
+        every = self._booster.predict(dmat, pred_contribs=True)
+        contribs = weights @ every
+        margins = every.sum(axis=1)  # per-feature SHAP values plus the bias add to the margin
+        raw = float(weights @ (1.0 / (1.0 + np.exp(-margins))))
+        probability = float(self.calibrate(np.array([raw]))[0])
         # A feature the patient's record does not have is never an explanation.
         recorded = np.array([not math.isnan(v) for v in values])
-        weights = np.where(recorded, np.abs(contribs[:-1]), -1.0)
-        order = np.argsort(-weights, kind="stable")[: max(top_k, 0)]
+        magnitude = np.where(recorded, np.abs(contribs[:-1]), -1.0)
+        order = np.argsort(-magnitude, kind="stable")[: max(top_k, 0)]
         top = [
             Contribution(
                 feature=FEATURES[i],
@@ -238,20 +265,52 @@ class RiskModel:
         probs = raw if self.calibration is None else self.calibration.apply(raw)
         return probs if self.site is None else self.site.apply(probs)
 
-    def predict_raw(self, matrix: np.ndarray) -> np.ndarray:
-        """Uncalibrated probabilities for a (n, len(FEATURES)) matrix, NaN for missing."""
+    def predict_raw(self, matrix: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
+        """Uncalibrated probabilities for a (n, len(FEATURES)) matrix, NaN for missing.
+
+        Unrecorded fields are averaged over the card's background when it has one; ``counts``
+        (comorbidity counts, NaN unknown) narrows that average.
+        """
+        if self.background is None:
+            return self._branch(matrix)
+        return self.background.predict(self._branch, matrix, counts)
+
+    def _branch(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(self._booster.inplace_predict(matrix, missing=np.nan), dtype=float)
 
-    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+    def predict_proba(self, matrix: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
         """Probabilities (calibrated when the card has maps) for a (n, len(FEATURES)) matrix."""
-        return self.calibrate(self.predict_raw(matrix))
+        return self.calibrate(self.predict_raw(matrix, counts))
 
-    def contributions(self, matrix: np.ndarray) -> np.ndarray:
-        """SHAP contributions (n, len(FEATURES) + 1; last column the bias) for many rows."""
-        dmat = xgb.DMatrix(
-            np.asarray(matrix, dtype=np.float32), missing=np.nan, feature_names=list(FEATURES)
-        )
+    def contributions(self, matrix: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
+        """SHAP contributions (n, len(FEATURES) + 1; last column the bias) for many rows.
+
+        Rows with unrecorded fields get the contributions averaged over the background, as
+        :meth:`score` does.
+        """
+        matrix = np.asarray(matrix, dtype=np.float32)
+        out = self._shap(matrix)
+        if self.background is None:
+            return out
+        given = np.full(len(matrix), np.nan) if counts is None else np.asarray(counts, float)
+        seen: dict[bytes, np.ndarray] = {}
+        for i, row in enumerate(matrix):
+            if not _unrecorded(row, self.background.fields):
+                continue
+            key = row.tobytes() + np.float64(given[i]).tobytes()
+            if key not in seen:
+                weights = self.background.weights_for(row, float(given[i]))
+                seen[key] = weights @ self._shap(self.background.filled(row))
+            out[i] = seen[key]
+        return out
+
+    def _shap(self, matrix: np.ndarray) -> np.ndarray:
+        dmat = xgb.DMatrix(matrix, missing=np.nan, feature_names=list(FEATURES))
         return np.asarray(self._booster.predict(dmat, pred_contribs=True))
+
+
+def _unrecorded(row: np.ndarray, fields: tuple[str, ...]) -> bool:
+    return any(math.isnan(row[FEATURES.index(f)]) for f in fields)
 
 
 def _as_float(value: float | None) -> float:

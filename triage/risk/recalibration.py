@@ -4,9 +4,11 @@
 (:mod:`triage.risk.validation`: the scoring columns plus ``ventilation`` / ``icu`` / ``death``),
 scores it with the models in force and fits, per outcome with known outcomes:
 
-- **isotonic** (pool-adjacent-violators) when the outcome has at least
-  :data:`ISOTONIC_MIN_EVENTS` events and as many non-events (enough to estimate a free curve);
 - **logistic** (``sigmoid(a + b logit p)``) from :data:`MIN_EVENTS` events and non-events on;
+- **isotonic** (pool-adjacent-violators) instead when the outcome has at least
+  :data:`ISOTONIC_MIN_EVENTS` events and as many non-events (enough to estimate a free curve)
+  *and* it predicts the site's held-out patients better: lower mean log loss over 5 stratified
+  folds of the site's own table (:func:`cross_validated_log_loss`);
 - refused below that (:class:`ValidationRefused` ``too_few_events`` / ``too_few_non_events``):
   100 events is the usual minimum for a calibration assessment (Van Calster et al. 2016,
   Riley et al. 2021), and a layer fitted on fewer would move every patient's risk on noise.
@@ -32,15 +34,17 @@ from typing import Any
 import numpy as np
 
 from triage.exceptions import ValidationReason, ValidationRefused
-from triage.risk.calibration import LogisticRecalibration
+from triage.risk.calibration import EPSILON, LogisticRecalibration
 from triage.risk.card import CLINICAL_SUFFIX, RISK_COLUMNS
-from triage.risk.evaluation import IsotonicCalibration
+from triage.risk.evaluation import IsotonicCalibration, stratified_folds
 from triage.risk.model import CARD_SUFFIX, RiskModel, load_card, recalibrated_version
 from triage.risk.scoring import MODELS_DIR, RiskPanel
 from triage.risk.validation import ValidationTable, score_table
 
 MIN_EVENTS = 100
 ISOTONIC_MIN_EVENTS = 500
+LAYER_CV_FOLDS = 5
+LAYER_CV_SEED = 2020
 
 
 def fit_layer(probs: np.ndarray, labels: np.ndarray) -> IsotonicCalibration | LogisticRecalibration:
@@ -58,8 +62,33 @@ def fit_layer(probs: np.ndarray, labels: np.ndarray) -> IsotonicCalibration | Lo
             f"{non_events} patients without the event; recalibration needs at least {MIN_EVENTS}",
         )
     if min(events, non_events) >= ISOTONIC_MIN_EVENTS:
-        return IsotonicCalibration.fit(probs, labels, merge_ties=True)
+        losses = cross_validated_log_loss(probs, labels)
+        if losses["isotonic"] < losses["logistic"]:
+            return IsotonicCalibration.fit(probs, labels, merge_ties=True)
     return LogisticRecalibration.fit(probs, labels)
+
+
+def cross_validated_log_loss(
+    probs: np.ndarray, labels: np.ndarray, seed: int = LAYER_CV_SEED
+) -> dict[str, float]:
+    """Mean held-out log loss of each layer over :data:`LAYER_CV_FOLDS` stratified folds.
+
+    An isotonic curve follows the site's table more closely than two numbers can; on weak
+    discrimination its steps are noise and a new patient's risk jumps between them, which the
+    held-out loss shows. The site's own table decides, fold by fold.
+    """
+    losses = {"isotonic": 0.0, "logistic": 0.0}
+    folds = stratified_folds(labels, LAYER_CV_FOLDS, np.random.default_rng(seed))
+    for train, held in folds:
+        layers: dict[str, IsotonicCalibration | LogisticRecalibration] = {
+            "isotonic": IsotonicCalibration.fit(probs[train], labels[train], merge_ties=True),
+            "logistic": LogisticRecalibration.fit(probs[train], labels[train]),
+        }
+        for name, layer in layers.items():
+            p = np.clip(layer.apply(probs[held]), EPSILON, 1.0 - EPSILON)
+            y = labels[held]
+            losses[name] -= float(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return {name: loss / len(labels) for name, loss in losses.items()}
 
 
 def recalibrate(

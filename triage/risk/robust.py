@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from triage.fhir.features import FEATURES
+from triage.risk.marginal import Background
 from triage.risk.mexico import COMORBIDITY_FEATURES
 
 DROPPED_FEATURES: tuple[str, ...] = ("has_asthma", "has_smoking")
@@ -42,6 +43,8 @@ KEPT_COMORBIDITIES: tuple[str, ...] = tuple(
     f for f in COMORBIDITY_FEATURES if f not in DROPPED_FEATURES
 )
 CLINICAL_FIELDS: tuple[str, ...] = ("age_years", "sex_male", *KEPT_COMORBIDITIES, "has_pneumonia")
+#: Fields averaged over reference patients when a site does not record them.
+MARGINALISED_FIELDS: tuple[str, ...] = ("age_years", "sex_male", *KEPT_COMORBIDITIES)
 #: Imaging biomarkers may only push risk one way (more lesion: higher; more well-aerated lung:
 #: lower): clinically expected, and it keeps the model sane on biomarker mixes the draw missed.
 IMAGING_MONOTONE: dict[str, int] = {
@@ -85,6 +88,15 @@ def withhold(matrix: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> 
     return x
 
 
+def background(matrix: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> Background:
+    """The reference patients unrecorded fields are averaged over (:mod:`triage.risk.marginal`).
+
+    Drawn from ``rows`` (the fitting rows) that record age, sex and every kept comorbidity; the
+    pneumonia flag is left to the model's learned missing branch.
+    """
+    return Background.draw(matrix, rows, MARGINALISED_FIELDS, KEPT_COMORBIDITIES, rng)
+
+
 def without_dropped(matrix: np.ndarray) -> np.ndarray:
     """A copy of ``matrix`` without the dropped features (what the model is scored on)."""
     x = matrix.copy()
@@ -104,4 +116,9 @@ def card_block(outcome_model: str) -> dict[str, Any]:
             "each_clinical_field": FIELD_WITHHELD,
         },
         "decided_on": "Mexico training rows only, before any external cohort was scored",
+        "unrecorded_fields": (
+            f"averaged over reference patients (card key 'marginalisation'): "
+            f"{', '.join(MARGINALISED_FIELDS)}; decided on Mexico validation rows after the "
+            "external cohorts had been scored once (docs/risk-validation.md, protocol step 5)"
+        ),
     }

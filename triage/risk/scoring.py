@@ -7,7 +7,11 @@ Input columns (any may be missing or empty; unknown columns are ignored and kept
   immunosuppression, smoking, pneumonia`` (and ``cancer``);
 - vitals and labs by their feature names in canonical units (e.g. ``spo2_percent``,
   ``crp_mg_per_l``), checked against the plausible ranges of ``triage/valuesets``;
-- imaging biomarkers by name (``lung_volume_ml``, ``lesion_percent``, ...).
+- imaging biomarkers by name (``lung_volume_ml``, ``lesion_percent``, ...);
+- ``comorbidity_count`` (a whole number): how many chronic conditions the patient has, for a
+  site that records the number but not which; used only when no condition flag is given
+  (unrecorded fields are averaged over reference patients with that many, 3 meaning 3 or more:
+  :mod:`triage.risk.marginal`).
 
 A row with all six imaging biomarkers is scored by the fused models (``model_kind`` ``fused``);
 any other row by the clinical-only models trained on the same patients without imaging
@@ -34,7 +38,7 @@ from triage.exceptions import ModelArtifactError, ModelArtifactReason
 from triage.fhir.codes import OBSERVATION_DEFINITIONS
 from triage.fhir.features import FEATURES, IMAGING_FEATURES, OBSERVATION_FEATURES
 from triage.risk.card import CLINICAL_SUFFIX, OUTCOME_MODELS, PRIMARY_MODEL, RISK_COLUMNS
-from triage.risk.model import DirectionValues, RiskModel
+from triage.risk.model import COUNT_FEATURE, DirectionValues, RiskModel
 
 MODELS_DIR = Path(__file__).parent / "models"
 FLAGS: tuple[str, ...] = (
@@ -79,6 +83,7 @@ class RowRejectionReason(StrEnum):
     INVALID_SEX = "invalid_sex"
     INVALID_FLAG = "invalid_flag"
     INVALID_OUTCOME = "invalid_outcome"
+    INVALID_COUNT = "invalid_count"
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,13 @@ def parse_row(row: Mapping[str | None, object]) -> tuple[dict[str, float | None]
             fail(column, text, RowRejectionReason.OUT_OF_RANGE)
         else:
             values[feature] = number
+    text = cells.get(COUNT_FEATURE, "")
+    if text:
+        number = _number(text)
+        if number is None or number < 0 or not number.is_integer():
+            fail(COUNT_FEATURE, text, RowRejectionReason.INVALID_COUNT)
+        else:
+            values[COUNT_FEATURE] = number
     return values, errors
 
 
@@ -148,15 +160,25 @@ class RiskPanel:
             raise ModelArtifactError(ModelArtifactReason.MISSING_FILE, f"no models in {models_dir}")
         return cls(fused, clinical)
 
-    def score_matrix(self, matrix: np.ndarray, kind: str) -> dict[str, np.ndarray]:
-        """Risk column -> calibrated probabilities for the rows of ``matrix``."""
-        models = self.fused if kind == "fused" else self.clinical
-        return {RISK_COLUMNS[name]: model.predict_proba(matrix) for name, model in models.items()}
+    def score_matrix(
+        self, matrix: np.ndarray, kind: str, counts: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Risk column -> calibrated probabilities for the rows of ``matrix``.
 
-    def top_features(self, matrix: np.ndarray, kind: str) -> list[str]:
+        ``counts``: comorbidity counts per row (NaN unknown), used where no condition is named.
+        """
+        models = self.fused if kind == "fused" else self.clinical
+        return {
+            RISK_COLUMNS[name]: model.predict_proba(matrix, counts)
+            for name, model in models.items()
+        }
+
+    def top_features(
+        self, matrix: np.ndarray, kind: str, counts: np.ndarray | None = None
+    ) -> list[str]:
         """JSON top contributions of the primary (ventilation) model, one string per row."""
         models = self.fused if kind == "fused" else self.clinical
-        contribs = models[PRIMARY_MODEL].contributions(matrix)[:, :-1]
+        contribs = models[PRIMARY_MODEL].contributions(matrix, counts)[:, :-1]
         out = []
         for values, row in zip(matrix, contribs, strict=True):
             # a field the row does not record is never an explanation
@@ -211,8 +233,9 @@ def score_csv(in_path: Path, out_path: Path, panel: RiskPanel) -> ScoreReport:
         matrix = np.array(
             [[_nan(parsed[i][0][name]) for name in FEATURES] for i in index], dtype=np.float32
         )
-        risks = panel.score_matrix(matrix, kind)
-        tops = panel.top_features(matrix, kind)
+        counts = np.array([_nan(parsed[i][0].get(COUNT_FEATURE)) for i in index])
+        risks = panel.score_matrix(matrix, kind, counts)
+        tops = panel.top_features(matrix, kind, counts)
         for j, i in enumerate(index):
             rows[i].update({column: f"{probs[j]:.4f}" for column, probs in risks.items()})
             shown = f"{kind} (imaging incomplete)" if i in partial else kind

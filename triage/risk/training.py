@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from triage.risk.evaluation import (
     summary_metrics,
     threshold_for_sensitivity,
 )
+from triage.risk.marginal import Background
 from triage.risk.mexico import COMORBIDITY_FEATURES, MexicoCohort, cohort_description, load_cohort
 from triage.risk.model import model_version, write_artifact
 
@@ -110,6 +112,7 @@ class FittedModel:
 
     raw: bytes
     calibration: IsotonicCalibration
+    background: Background
     rounds: int
     evaluation: dict[str, Any]
     operating_points: list[dict[str, Any]]
@@ -194,15 +197,18 @@ def fit_model(
     )
     rounds = booster.best_iteration + 1
     booster = booster[:rounds]
-    calibration = IsotonicCalibration.fit(
-        _raw(booster, x[split.calibration]), labels[split.calibration]
-    )
+    background = robust.background(matrix, split.fit, rng)
+
+    def raw_of(rows: np.ndarray) -> np.ndarray:
+        return background.predict(lambda m: _raw(booster, m), rows)
+
+    calibration = IsotonicCalibration.fit(raw_of(x[split.calibration]), labels[split.calibration])
     y_test = labels[split.test]
-    raw_test = _raw(booster, matrix[split.test])
+    raw_test = raw_of(matrix[split.test])
     probs = calibration.apply(raw_test)
     threshold = threshold_for_sensitivity(
         labels[split.calibration],
-        calibration.apply(_raw(booster, x[split.calibration])),
+        calibration.apply(raw_of(x[split.calibration])),
         SENSITIVITY_TARGET,
     )
     withheld = matrix[split.test].copy()
@@ -212,25 +218,25 @@ def fit_model(
         "ece_uncalibrated": summary_metrics(y_test, raw_test, n_boot=0, seed=seed)["ece"],
         "at_sensitivity_80": operating_point(y_test, probs, round(threshold, 4)),
         "without_pneumonia_flag": summary_metrics(
-            y_test, calibration.apply(_raw(booster, withheld)), n_boot=0, seed=seed
+            y_test, calibration.apply(raw_of(withheld)), n_boot=0, seed=seed
         ),
-        "auc_with_field_withheld": withheld_field_aucs(booster, matrix[split.test], y_test),
+        "auc_with_field_withheld": withheld_field_aucs(raw_of, matrix[split.test], y_test),
         "rounds": rounds,
     }
     points = [operating_point(y_test, probs, t) for t in OPERATING_THRESHOLDS]
     raw = bytes(booster.save_raw(raw_format="ubj"))
-    return FittedModel(raw, calibration, rounds, evaluation, points)
+    return FittedModel(raw, calibration, background, rounds, evaluation, points)
 
 
 def withheld_field_aucs(
-    booster: xgb.Booster, matrix: np.ndarray, labels: np.ndarray
+    raw_of: Callable[[np.ndarray], np.ndarray], matrix: np.ndarray, labels: np.ndarray
 ) -> dict[str, float | None]:
     """Held-out AUC with each clinical field withheld from every row in turn (raw scores)."""
     out: dict[str, float | None] = {}
     for name in robust.CLINICAL_FIELDS:
         x = matrix.copy()
         x[:, FEATURES.index(name)] = np.nan
-        auc = roc_auc(labels, _raw(booster, x))
+        auc = roc_auc(labels, raw_of(x))
         out[name] = None if auc is None else round(auc, 4)
     return out
 
@@ -376,7 +382,8 @@ def _write_shipped(
                 "num_boost_round": model.rounds,
             },
         )
-        card["version"] = model_version(model.raw, card["calibration"])
+        card["marginalisation"] = model.background.to_dict()
+        card["version"] = model_version(model.raw, card["calibration"], card["marginalisation"])
         write_artifact(out_dir / f"{artifact}.ubj", model.raw, card)
 
 

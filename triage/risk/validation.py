@@ -84,7 +84,7 @@ def parse_table(rows: Iterable[Mapping[str, object]]) -> ValidationTable:
         raw: dict[str | None, object] = dict(row.items())
         values, problems = parse_row(raw)
         outcome = {name: _outcome(cells.get(name, ""), name, problems) for name in OUTCOMES}
-        count = _count(cells.get(COUNT_COLUMN, ""), problems)
+        count = _nan(values.get(COUNT_COLUMN))
         if problems:
             errors.append(f"row {number}: {'; '.join(problems)}")
             for problem in problems:
@@ -128,7 +128,8 @@ def score_table(table: ValidationTable, panel: RiskPanel) -> tuple[dict[str, np.
     out = {column: np.full(len(table.matrix), np.nan) for column in RISK_COLUMNS.values()}
     for kind, rows in (("fused", fused), ("clinical", ~fused)):
         if rows.any():
-            for column, probs in panel.score_matrix(table.matrix[rows], kind).items():
+            counts = None if table.comorbidity_count is None else table.comorbidity_count[rows]
+            for column, probs in panel.score_matrix(table.matrix[rows], kind, counts).items():
                 out[column][rows] = probs
     return out, int(fused.sum())
 
@@ -311,16 +312,3 @@ def _outcome(text: str, name: str, problems: list[str]) -> float:
         return float(text)
     problems.append(f"{name}={text!r}: {RowRejectionReason.INVALID_OUTCOME.value}")
     return math.nan
-
-
-def _count(text: str, problems: list[str]) -> float:
-    if not text:
-        return math.nan
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value >= 0):
-        problems.append(f"{COUNT_COLUMN}={text!r}: {RowRejectionReason.NOT_A_NUMBER.value}")
-        return math.nan
-    return value

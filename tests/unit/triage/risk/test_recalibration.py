@@ -18,7 +18,12 @@ from triage.exceptions import (
 from triage.risk.cohorts import ExternalCohort
 from triage.risk.external import split_half_recalibration
 from triage.risk.model import RiskModel
-from triage.risk.recalibration import MIN_EVENTS, fit_layer, recalibrate
+from triage.risk.recalibration import (
+    MIN_EVENTS,
+    cross_validated_log_loss,
+    fit_layer,
+    recalibrate,
+)
 from triage.risk.scoring import RiskPanel, score_csv
 from triage.risk.validation import parse_table
 
@@ -37,13 +42,23 @@ def test_too_few_events_or_non_events_are_refused_with_a_reason() -> None:
     assert caught.value.reason is ValidationReason.TOO_FEW_NON_EVENTS
 
 
-def test_logistic_below_the_isotonic_minimum_isotonic_above() -> None:
+def test_isotonic_only_with_enough_events_and_a_better_held_out_loss() -> None:
     rng = np.random.default_rng(1)
-    probs = rng.random(1500)
-    labels = (rng.random(1500) < probs).astype(float)
-    assert fit_layer(probs, labels).to_dict()["method"] == "isotonic"
-    small = slice(0, 400)
-    assert fit_layer(probs[small], labels[small]).to_dict()["method"] == "logistic"
+    probs = rng.random(3000)
+    # the site's truth is a step no logistic curve of logit(p) can follow
+    stepped = (rng.random(3000) < np.where(probs < 0.7, 0.05, 0.6)).astype(float)
+    losses = cross_validated_log_loss(probs, stepped)
+    assert losses["isotonic"] < losses["logistic"]
+    assert fit_layer(probs, stepped).to_dict()["method"] == "isotonic"
+    small = slice(0, 600)  # about 130 events: below the isotonic minimum
+    assert fit_layer(probs[small], stepped[small]).to_dict()["method"] == "logistic"
+    # a truth on the logistic family: two numbers predict new patients better than steps
+    shifted = (
+        rng.random(3000) < 1 / (1 + np.exp(-(0.5 + 1.3 * np.log(probs / (1 - probs)))))
+    ).astype(float)
+    losses = cross_validated_log_loss(probs, shifted)
+    assert losses["logistic"] < losses["isotonic"]
+    assert fit_layer(probs, shifted).to_dict()["method"] == "logistic"
 
 
 @pytest.fixture(scope="module")
