@@ -158,3 +158,26 @@ def test_train_needs_exactly_one_source(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "exactly one of --cohort and --mexico" in said(result)
     result = run(["train", "--out", str(tmp_path / "m"), "--cohort", "a", "--mexico", "b"])
     assert result.exit_code == 2
+
+
+def test_a_comorbidity_count_is_read_and_a_bad_one_refused(tmp_path: Path) -> None:
+    unnamed = {"age": "70", "sex": "F"}
+    rows = [
+        {"id": "none", **unnamed, "comorbidity_count": "0"},
+        {"id": "three", **unnamed, "comorbidity_count": "3"},
+        {"id": "unknown", **unnamed, "comorbidity_count": ""},
+        {"id": "bad", **unnamed, "comorbidity_count": "1.5"},
+    ]
+    out = tmp_path / "counts-scored.csv"
+    source = write_rows(tmp_path / "counts.csv", rows)
+    assert run(["risk", "score", "--csv", str(source), "--out", str(out)]).exit_code == 0
+    with out.open(newline="") as handle:
+        scored = {row["id"]: row for row in csv.DictReader(handle)}
+    assert scored["bad"]["error"] == "comorbidity_count='1.5': invalid_count"
+    death = {k: float(scored[k]["risk_death"]) for k in ("none", "unknown", "three")}
+    # unnamed conditions: more of them, higher risk; not knowing sits in between
+    assert death["none"] < death["unknown"] < death["three"]
+    features, errors = parse_row(rows[1])
+    assert errors == [] and features["comorbidity_count"] == 3.0
+    single = RiskPanel.load().clinical["death"].score(features).probability
+    assert float(scored["three"]["risk_death"]) == pytest.approx(single, abs=1e-4)
