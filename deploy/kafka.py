@@ -132,9 +132,12 @@ class KafkaBroker(LocalService):
         quorum_voters: str | None = None,
         cluster_id: str | None = None,
         security: BrokerSecurity | None = None,
+        min_session_timeout_ms: int | None = None,
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.security = security
+        # None: Kafka's 6,000 ms floor; lower lets workers detect a dead member sooner
+        self.min_session_timeout_ms = min_session_timeout_ms
         self.node_id = node_id
         self.quorum_voters = quorum_voters
         # every node of one cluster is formatted with the same id
@@ -236,8 +239,10 @@ class KafkaBroker(LocalService):
         overrides = (
             self.security.listener_settings(self.port, self.controller_port, HOST)
             if self.security is not None
-            else None
+            else {}
         )
+        if self.min_session_timeout_ms is not None:
+            overrides["group.min.session.timeout.ms"] = str(self.min_session_timeout_ms)
         text = render_server_properties(
             self.port,
             self.controller_port,

@@ -51,6 +51,7 @@ class KafkaCluster(LocalService):
         num_partitions: int = 4,
         ready_probe: ReadyProbe | None = None,
         security: BrokerSecurity | None = None,
+        min_session_timeout_ms: int | None = None,
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.service = SERVICE
@@ -71,6 +72,7 @@ class KafkaCluster(LocalService):
                 quorum_voters=voters,
                 cluster_id=cluster_id,
                 security=security,
+                min_session_timeout_ms=min_session_timeout_ms,
             )
             for i, (client, controller) in enumerate(node_ports(port, controller_port, nodes))
         ]

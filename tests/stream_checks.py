@@ -21,6 +21,10 @@ from streams.settings import Settings
 from streams.topics import topic_layout
 from triage.fhir.features import IMAGING_FEATURES
 
+#: The chaos suite's workers' session timeout (``CTRIAGE_CHAOS_SESSION_TIMEOUT_S``, default 3 s):
+#: its cluster is told to accept it, as a hospital that owns its brokers can (Kafka's floor: 6 s).
+CHAOS_SESSION_TIMEOUT_S = float(os.environ.get("CTRIAGE_CHAOS_SESSION_TIMEOUT_S", "3"))
+
 
 def stored_revisions(store_url: str, study_uids: set[str]) -> dict[str, int]:
     """Stored risk rows of ``study_uids``: study -> revision."""

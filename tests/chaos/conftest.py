@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from stream_checks import CHAOS_SESSION_TIMEOUT_S
 
 from deploy.exceptions import ServiceError
 from deploy.kafka_cluster import KafkaCluster
@@ -30,6 +31,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, port_offset: int) -> Itera
         controller_port=CLUSTER_TEST_CONTROLLER_PORT + port_offset,
         heap_mb=384,
         ready_probe=broker_answers,
+        # the workers' session timeout must be accepted (Kafka's own floor is 6 s)
+        min_session_timeout_ms=min(6000, int(CHAOS_SESSION_TIMEOUT_S * 1000)),
     )
     try:
         cluster.start(timeout_s=180)

@@ -28,6 +28,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 from stream_checks import (
+    CHAOS_SESSION_TIMEOUT_S,
     descendants,
     risk_rows_per_study,
     stored_revisions,
@@ -76,6 +77,9 @@ def settings(
             "metrics_port": 21250 + port_offset,  # worker N: + N
             "web_port": 21260 + port_offset,
             "hospital": HOSPITAL,
+            # a dead worker is noticed after this long; heartbeats three times within it
+            "session_timeout_s": CHAOS_SESSION_TIMEOUT_S,
+            "heartbeat_interval_s": CHAOS_SESSION_TIMEOUT_S / 3,
         },
         # the Triton of the outage scenario (started and stopped by it); studies retried for
         # the default 60 s of an outage, then dead-lettered and replayed once it is back

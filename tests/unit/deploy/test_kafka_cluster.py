@@ -63,3 +63,13 @@ def test_services_run_a_cluster_only_when_asked(tmp_path: Path) -> None:
     three = LocalServices(tmp_path / "b", tmp_path / "cache", tmp_path / "models", kafka_nodes=3)
     assert isinstance(three.kafka, KafkaCluster)
     assert len(three.kafka.nodes) == 3
+
+
+def test_a_lower_session_timeout_floor_reaches_every_node(tmp_path: Path) -> None:
+    cluster = KafkaCluster(tmp_path / "kafka", tmp_path / "cache", min_session_timeout_ms=3000)
+    default = KafkaCluster(tmp_path / "other", tmp_path / "cache")
+    for node, plain in zip(cluster.nodes, default.nodes, strict=True):
+        node._write_config()
+        plain._write_config()
+        assert _props(node.server_properties.read_text())["group.min.session.timeout.ms"] == "3000"
+        assert "group.min.session.timeout.ms" not in _props(plain.server_properties.read_text())

@@ -124,6 +124,24 @@ def test_the_worker_and_keda_use_the_worker_group(production: list[dict[str, Any
     assert scaler["spec"]["triggers"][0]["metadata"]["consumerGroup"] == app_id
 
 
+@pytest.mark.parametrize("overlay", ["production", "external-services"])
+def test_the_workers_session_timeout_is_one_the_brokers_accept(
+    overlay: str, request: pytest.FixtureRequest
+) -> None:
+    objects = request.getfixturevalue(overlay.replace("-", "_"))
+    session_ms = 1000 * float(_config(objects).get("CTRIAGE_WORKER__SESSION_TIMEOUT_S", "6"))
+    kafkas = _of_kind(objects, "Kafka")
+    # a hospital's own cluster (external-services) keeps Kafka's default floor of 6 s
+    floor = (
+        float(kafkas[0]["spec"]["kafka"]["config"].get("group.min.session.timeout.ms", 6000))
+        if kafkas
+        else 6000.0
+    )
+    assert session_ms >= floor, (session_ms, floor)
+    heartbeat_ms = 1000 * float(_config(objects).get("CTRIAGE_WORKER__HEARTBEAT_INTERVAL_S", "1.5"))
+    assert heartbeat_ms * 3 <= session_ms  # three heartbeats per session, as Kafka advises
+
+
 def _env_names(objects: list[dict[str, Any]]) -> set[str]:
     names = set(_config(objects))
     for workload in _of_kind(objects, "Deployment"):
