@@ -69,6 +69,7 @@ class Consumer(faust_aiokafka.Consumer):
     _holes: dict[TP, int]
     _refill: dict[TP, int]
     _refilled: dict[TP, int]
+    _starts: dict[TP, int]
 
     def on_init(self) -> None:
         """Faust's state, and the first lost offset of each partition waiting to be sought."""
@@ -84,6 +85,42 @@ class Consumer(faust_aiokafka.Consumer):
         self._refill = {}
         #: holes just handed out again (for the gap check of that same record)
         self._refilled = {}
+        #: where a partition the group never committed (or committed at 0) was sought to: what
+        #: stands for its committed offset until the first commit (Faust keeps None for both)
+        self._starts = {}
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """The seek to the committed offsets, made real where none (or 0) is committed.
+
+        aiokafka seeks a partition only when its committed offset is above 0 and leaves the
+        others where the fetcher stands: past records fetched during the rebalance and dropped
+        before an agent got them. A restarted worker of a group that never committed a
+        partition then served it and processed nothing (tests/integration/test_alert_log.py,
+        2026-12-06: 7 of 8 studies stranded, the positions at the ends, nothing committed).
+        Such stream partitions are sought to where the group starts (``earliest``: the log
+        start; 0 committed: offset 0), as the seek means to.
+        """
+        committed: Mapping[TP, int] = await super().seek_to_committed()
+        if self.app.conf.consumer_auto_offset_reset != "earliest":
+            return committed
+        acked = self.app.topics.acks_enabled_for
+        unsought = {tp: o for tp, o in committed.items() if not o and acked(tp.topic)}
+        if unsought:
+            thread = self._thread
+            consumer = thread._ensure_consumer()  # type: ignore[attr-defined]
+            self._starts.update(await thread.call_thread(seek_to_start, consumer, unsought))
+        return committed
+
+    def _committed(self, tp: TP) -> int | None:
+        """The committed offset, or where the partition started when none was committed yet.
+
+        Without the start, a group's first records could be passed: Faust's commit check and
+        our head check both need a committed offset, and Faust keeps None for "none" and for 0
+        (test_alert_log, 2026-12-06: offsets 1-2 handed out and committed 3 on two partitions
+        whose record 0 no agent had processed).
+        """
+        committed = self._committed_offset.get(tp)
+        return committed if committed is not None else self._starts.get(tp)
 
     async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
         records, active_partitions = await super()._wait_next_records(timeout)
@@ -138,7 +175,7 @@ class Consumer(faust_aiokafka.Consumer):
         if tp.topic in COMPACTED_TOPICS:
             await super()._add_gap(tp, offset_from, offset_to)
             return
-        committed = self._committed_offset.get(tp)
+        committed = self._committed(tp)
         start = offset_from - 1 if committed is None else max(offset_from - 1, committed)
         self._holes[tp] = min(start, self._holes.get(tp, start))
         logger.warning(
@@ -159,7 +196,7 @@ class Consumer(faust_aiokafka.Consumer):
         test_crash lost a study so (2026-12-05: ``ct.quantification-0`` committed at 6 by the
         killed worker, the survivor's first record handed out 7, committed 11).
         """
-        committed = self._committed_offset.get(tp)
+        committed = self._committed(tp)
         if committed is not None and self._in_flight(tp, committed):
             # an agent is processing it while later records were acknowledged (another agent
             # on the topic, or a copy fetched again): Faust would commit past it (the
@@ -191,7 +228,7 @@ class Consumer(faust_aiokafka.Consumer):
         On a compacted topic, or where Faust's gaps cover the skipped offsets, nothing is
         missing (compaction removed them, or the broker has no record there).
         """
-        committed = self._committed_offset.get(tp)
+        committed = self._committed(tp)
         acked = self._acked.get(tp)
         if tp.topic in COMPACTED_TOPICS or committed is None or not acked:
             return None
@@ -220,7 +257,7 @@ class Consumer(faust_aiokafka.Consumer):
         """Faust's revocation; the holes of revoked partitions go (their new owner seeks)."""
         await super().on_partitions_revoked(revoked)
         for tp in revoked:
-            for state in (self._holes, self._refill, self._refilled, self._lost):
+            for state in (self._holes, self._refill, self._refilled, self._lost, self._starts):
                 state.pop(tp, None)
 
     async def _seek_holes(self, holes: Mapping[TP, int]) -> None:
@@ -246,15 +283,35 @@ class Consumer(faust_aiokafka.Consumer):
         except Exception as e:  # noqa: BLE001  # a rebalance began: it seeks anyway
             logger.debug("stranded-records check skipped: %s", e)
             return
+        # nothing handed out since the last seek and nothing committed: the group starts at the
+        # log start (``earliest``), and whatever lies between it and the position never reached
+        # an agent (test_alert_log, 2026-12-06: positions at the ends, 120 s without a record)
+        unread = [
+            tp
+            for tp in positions
+            if self._read_offset.get(tp) is None and self._committed(tp) is None
+        ]
+        starts: dict[TP, int] = {}
+        if unread and self.app.conf.consumer_auto_offset_reset == "earliest":
+            try:
+                starts = await thread.call_thread(_log_starts, consumer, unread)
+            except Exception as e:  # noqa: BLE001  # a rebalance began: it seeks anyway
+                logger.debug("stranded-records check skipped: %s", e)
+                return
         if self._handing_out or not self.flow_active or self.app.rebalancing:
             return
         idle = self._idle()
         suspects: dict[TP, tuple[int, int]] = {}
         for tp, position in positions.items():
             read = self._read_offset.get(tp)
+            committed = self._committed(tp)
             if read is None:
-                continue  # nothing handed out since the last seek: the position is the seek's
-            committed = self._committed_offset.get(tp)
+                # nothing handed out since the last seek, which went to the committed offset
+                # (or, none committed, to the log start)
+                start = committed if committed is not None else starts.get(tp)
+                if start is not None and start < position and self._sought_from.get(tp) != position:
+                    suspects[tp] = (start, position)
+                continue
             # nothing in flight: every record handed out was acknowledged and committed (each
             # second), so the records from the committed offset on never reached an agent
             first = committed if idle and committed is not None else max(read + 1, committed or 0)
@@ -348,6 +405,36 @@ async def _positions(consumer: Any, tps: Sequence[TP]) -> dict[TP, int]:
     """The consumer's fetch position of each of ``tps`` still assigned (on its thread)."""
     assigned = consumer.assignment()
     return {tp: await consumer.position(_kafka_tp(tp)) for tp in tps if _kafka_tp(tp) in assigned}
+
+
+async def _log_starts(consumer: Any, tps: Sequence[TP]) -> dict[TP, int]:
+    """The first offset the broker holds of each of ``tps`` still assigned (consumer thread)."""
+    assigned = consumer.assignment()
+    kafka_tps = [_kafka_tp(tp) for tp in tps if _kafka_tp(tp) in assigned]
+    if not kafka_tps:
+        return {}
+    starts = await consumer.beginning_offsets(kafka_tps)
+    return {TP(tp.topic, tp.partition): offset for tp, offset in starts.items()}
+
+
+async def seek_to_start(consumer: Any, committed: Mapping[Any, int | None]) -> dict[TP, int]:
+    """Seek each partition with no committed offset (None or 0) to its start (consumer thread).
+
+    None: the log start offset (the group's ``earliest``); 0: offset 0. Partitions no longer
+    assigned are left (their new owner seeks). Returns the offsets sought to.
+    """
+    assigned = consumer.assignment()
+    sought: dict[TP, int] = {}
+    for tp, offset in committed.items():
+        kafka_tp = _kafka_tp(tp)
+        if kafka_tp not in assigned:
+            continue
+        if offset is None:
+            await consumer.seek_to_beginning(kafka_tp)
+        else:
+            consumer.seek(kafka_tp, 0)
+        sought[TP(tp.topic, tp.partition)] = await consumer.position(kafka_tp)
+    return sought
 
 
 async def _rewind_positions(consumer: Any, targets: Mapping[TP, int]) -> dict[TP, tuple[int, int]]:

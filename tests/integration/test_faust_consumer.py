@@ -1,8 +1,10 @@
 """The consumer's repair for stranded records, on a real broker and a real aiokafka consumer.
 
-What strands records (a rebalance under a fetch) is played by ``test_crash.py`` with real
-workers; here the two steps the repair is made of: read the positions, seek back only where the
-position ran past the target, never forward, never a partition no longer assigned.
+What strands records (a rebalance under a fetch) is played by ``test_crash.py`` and
+``test_alert_log.py`` with real workers; here the steps the repairs are made of: read the
+positions, seek back only where the position ran past the target, never forward, never a
+partition no longer assigned; and the rebalance's seek made real for a partition the group never
+committed (aiokafka leaves those where the fetcher stands).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.structs import TopicPartition as KafkaTopicPartition
 
-from streams.faust_consumer import _positions, _rewind_positions
+from streams.faust_consumer import _log_starts, _positions, _rewind_positions, seek_to_start
 
 pytestmark = pytest.mark.integration
 
@@ -73,3 +76,63 @@ def test_stranded_records_are_fetched_again_and_nothing_moves_forward(kafka_brok
     assert rewound == {p0: (4, 10)}  # p1 not assigned: left alone
     assert offsets == [4, 5, 6, 7, 8, 9]  # the stranded records come again, in order
     assert untouched == {} and after == {p0: 10}  # never moved forward
+
+
+def test_a_partition_never_committed_is_sought_to_its_start(kafka_broker) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = _topic_with_records(bootstrap, 6)
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+
+    async def play() -> tuple[dict, int, list[int], int]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=f"it-seek-{uuid.uuid4().hex[:8]}",  # a group that never committed
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            consumer.assign([p0, p1])
+            fetched = await consumer.getmany(p0, timeout_ms=10000)
+            while len(fetched.get(p0, [])) < 6:  # pragma: no cover - slow broker
+                fetched.setdefault(p0, []).extend((await consumer.getmany(p0)).get(p0, []))
+            # every record fetched and dropped: aiokafka's own seek to committed leaves them
+            committed = await consumer.seek_to_committed()
+            stays = await consumer.position(p0)
+            await seek_to_start(consumer, {TP(topic, 0): committed[p0], TP(topic, 1): 0})
+            again = await consumer.getmany(p0, timeout_ms=10000)
+            return (
+                committed,
+                stays,
+                [r.offset for r in again.get(p0, [])],
+                await consumer.position(p1),
+            )
+        finally:
+            await consumer.stop()
+
+    committed, stays, offsets, p1_position = asyncio.run(play())
+    assert committed[p0] is None and stays == 6  # nothing committed, and the position stood
+    assert offsets == [0, 1, 2, 3, 4, 5]  # every record comes again
+    assert p1_position == 0  # committed 0: sought to 0
+
+
+def test_the_watchdog_reads_where_a_partition_starts(kafka_broker) -> None:
+    """Where a group that never committed starts (``earliest``): the log start, not 0."""
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = _topic_with_records(bootstrap, 5)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:  # retention removed the first two records
+        admin.delete_records({KafkaTopicPartition(topic, 0): 2})
+    finally:
+        admin.close()
+
+    async def play() -> dict:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, 0)])  # p1 is not assigned
+            return await _log_starts(consumer, [TP(topic, 0), TP(topic, 1)])
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(play()) == {TP(topic, 0): 2}

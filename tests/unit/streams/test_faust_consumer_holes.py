@@ -38,6 +38,7 @@ def _consumer(committed: int) -> Consumer:
     consumer._acked_index = defaultdict(set)
     consumer._committed_offset = defaultdict(lambda: None, {RISK: committed, CONFIG: committed})
     consumer._holes, consumer._refill, consumer._refilled = {}, {}, {}
+    consumer._starts = {}
     consumer.assignment = lambda: {RISK, CONFIG}  # type: ignore[method-assign]
     return consumer
 
@@ -180,3 +181,20 @@ def test_a_skipped_record_is_not_acknowledged_and_no_commit_passes_it(
     for reason in REASONS:  # counted in the metric, by reason
         now = CONSUMER_REFUSED_ACKS.labels(reason=reason)._value.get()
         assert now == refusals[reason] + (reason == refused)
+
+
+def test_a_partition_never_committed_has_its_start_for_committed_offset() -> None:
+    """Faust keeps None for "never committed" and for 0: the head check then saw nothing.
+
+    test_alert_log, 2026-12-06: the restarted worker handed out offsets 1 and 2 of two
+    partitions the group had never committed and committed 3, past a record 0 no agent processed.
+    """
+    consumer = _consumer(committed=0)
+    consumer._committed_offset[RISK] = None  # what Faust holds for both
+    _ack(consumer, RISK, 1, 2)
+    consumer._starts[RISK] = 0  # where the rebalance's seek sent the partition
+    assert consumer._new_offset(RISK) is None  # withheld: 0 was never processed
+    assert consumer._holes == {RISK: 0}
+    consumer._holes.clear()
+    _ack(consumer, RISK, 0)
+    assert consumer._new_offset(RISK) == 3
