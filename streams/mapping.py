@@ -78,6 +78,8 @@ def timeline_point(quantification: Quantification) -> TimelinePoint:
         bilateral=bool(regional["bilateral"]) if "bilateral" in regional else None,
         model_version=f"{quantification.lesion_model}:{quantification.lesion_model_version}",
         rsna_category=quantification.rsna_category,
+        well_aerated_percent=quantification.biomarkers.get("well_aerated_percent"),
+        lung_volume_ml=quantification.biomarkers.get("lung_volume_ml"),
     )
 
 
@@ -94,6 +96,8 @@ def timeline_point_of_risk(risk: RiskAssessment) -> TimelinePoint:
         bilateral=risk.bilateral,
         model_version=risk.model_version,
         rsna_category=risk.rsna_category,
+        well_aerated_percent=risk.biomarkers.get("well_aerated_percent"),
+        lung_volume_ml=risk.biomarkers.get("lung_volume_ml"),
     )
 
 

@@ -92,6 +92,12 @@ class BurdenChange(Record):
     lesion_points_per_day: float | None = None
     severity_points: float | None = Field(default=None, description="CT severity score change")
     severity_points_per_day: float | None = None
+    aerated_points: float | None = Field(
+        default=None, description="change in well-aerated lung % (percentage points; fall < 0)"
+    )
+    lung_volume_ratio: float | None = Field(
+        default=None, description="this study's lung volume over the earlier study's"
+    )
 
 
 class Quantification(Record):

@@ -127,9 +127,11 @@ class WorkerSettings(BaseModel, frozen=True):
     forecast_days: int = 7  # ICU forecast horizon (1..14)
     capacity_breach_probability: float = 0.2  # breach alert when P(over capacity) reaches this
     # worsening alert (triage.alerts.worsening; reasoning in docs/longitudinal.md): a rise of
-    # this many lesion percentage points, or CT severity points, within this many days
+    # this many lesion percentage points or CT severity points, or a fall of this many points
+    # of well-aerated lung, within this many days
     worsening_lesion_rise_points: float = Field(default=10.0, gt=0)
     worsening_severity_rise_points: float = Field(default=5.0, gt=0)
+    worsening_aerated_fall_points: float = Field(default=10.0, gt=0)
     worsening_within_days: float = Field(default=7.0, gt=0)
     capacity_refresh_s: float = 3600.0  # scheduled recompute of live forecasts (0: off)
     icu_ventilators: int = 8  # ventilators of an ICU whose count is not configured otherwise

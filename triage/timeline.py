@@ -40,6 +40,9 @@ class TimelinePoint:
     bilateral: bool | None = None
     model_version: str = ""
     rsna_category: str = ""
+    #: lung voxels in -950..-700 HU, % of lung (density alone; None: not measured or kept)
+    well_aerated_percent: float | None = None
+    lung_volume_ml: float | None = None
 
     @property
     def at(self) -> datetime:
@@ -66,6 +69,10 @@ class Change:
     lesion_from_percent: float
     lesion_points: float
     severity_points: float | None = None
+    #: change of well-aerated lung (percentage points; a fall is negative)
+    aerated_points: float | None = None
+    #: this study's lung volume over the earlier one's (a shallower breath is well below 1)
+    lung_volume_ratio: float | None = None
 
     @property
     def lesion_points_per_day(self) -> float | None:
@@ -102,6 +109,12 @@ def change_between(earlier: TimelinePoint, later: TimelinePoint) -> Change:
     severity = None
     if earlier.ct_severity_score is not None and later.ct_severity_score is not None:
         severity = later.ct_severity_score - earlier.ct_severity_score
+    aerated = None
+    if earlier.well_aerated_percent is not None and later.well_aerated_percent is not None:
+        aerated = later.well_aerated_percent - earlier.well_aerated_percent
+    ratio = None
+    if earlier.lung_volume_ml and later.lung_volume_ml is not None:
+        ratio = later.lung_volume_ml / earlier.lung_volume_ml
     return Change(
         since_study_uid=earlier.study_uid,
         since_time=earlier.ct_time,
@@ -109,6 +122,8 @@ def change_between(earlier: TimelinePoint, later: TimelinePoint) -> Change:
         lesion_from_percent=earlier.lesion_percent,
         lesion_points=later.lesion_percent - earlier.lesion_percent,
         severity_points=severity,
+        aerated_points=aerated,
+        lung_volume_ratio=ratio,
     )
 
 

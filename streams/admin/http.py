@@ -58,9 +58,7 @@ class ChangeRequest(BaseModel):
     alert_from: str | None = None
     reason: str
     expected_version: str | None = None
-    worsening: dict[str, float] | None = (
-        None  # lesion_rise_points, severity_rise_points, within_days
-    )
+    worsening: dict[str, float] | None = None  # triage.alerts.WORSENING_SETTINGS
 
 
 def build_app(

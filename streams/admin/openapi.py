@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from triage.alerts import NAMED_LEVELS
+from triage.alerts import NAMED_LEVELS, WORSENING_SETTINGS
 
 _PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
 _ERROR_CODES = [
@@ -205,8 +205,7 @@ def _schemas() -> dict[str, Any]:
         "description": "worsening rule thresholds (null: the worker's configured rule)",
         "additionalProperties": False,
         "properties": {
-            name: {"type": "number", "exclusiveMinimum": 0}
-            for name in ("lesion_rise_points", "severity_rise_points", "within_days")
+            name: {"type": "number", "exclusiveMinimum": 0} for name in WORSENING_SETTINGS
         },
     }
     policy = {

@@ -37,6 +37,7 @@ def rule_of(pipeline: Pipeline, hospital: str) -> WorseningRule:
     return WorseningRule(
         lesion_rise_points=worker.worsening_lesion_rise_points,
         severity_rise_points=worker.worsening_severity_rise_points,
+        aerated_fall_points=worker.worsening_aerated_fall_points,
         within_days=worker.worsening_within_days,
     )
 

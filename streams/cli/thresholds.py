@@ -147,6 +147,10 @@ def set_level(
     worsening_severity_points: Annotated[
         float | None, typer.Option(help="Worsening rule: CT severity score rise that alerts.")
     ] = None,
+    worsening_aerated_points: Annotated[
+        float | None,
+        typer.Option(help="Worsening rule: fall of well-aerated lung % (points) that alerts."),
+    ] = None,
     worsening_days: Annotated[
         float | None, typer.Option(help="Worsening rule: within how many days the rise counts.")
     ] = None,
@@ -182,6 +186,7 @@ def set_level(
         for name, v in (
             ("lesion_rise_points", worsening_lesion_points),
             ("severity_rise_points", worsening_severity_points),
+            ("aerated_fall_points", worsening_aerated_points),
             ("within_days", worsening_days),
         )
         if v is not None

@@ -43,6 +43,7 @@ from streams.demo import DemoOptions, run_pipeline
 from streams.records import Alert, RiskAssessment
 from streams.settings import Settings
 from streams.topics import changelog_topic
+from triage.alerts.worsening import DEFAULT_RULE
 from triage.cohort import generate_cohort, load_manifest
 from triage.cohort.follow_up import load_follow_up
 from triage.export import EXPORT_COLUMNS
@@ -175,8 +176,12 @@ def test_follow_ups_carry_the_change_and_worsening_alerts_match_the_truth(
     for alert in worsening:
         since = alert.worsening_since
         assert since is not None and alert.worsening_reasons
-        assert since.lesion_points >= 10.0 or (since.severity_points or 0.0) >= 5.0
-        assert alert.worsening_rule == "worsening-10pp-5cts-7d"
+        assert (
+            since.lesion_points >= 10.0
+            or (since.severity_points or 0.0) >= 5.0
+            or -(since.aerated_points or 0.0) >= 10.0
+        )
+        assert alert.worsening_rule == DEFAULT_RULE.version
     secondary = {a.study_uid for a in worsening if a.secondary_worsening}
     mild = {r.study_uid for r in truth if r.trajectory == "mild_then_worsening"}
     assert secondary <= mild | {r.study_uid for r in truth if r.lesion_fraction_prior < 0.1}
@@ -184,7 +189,8 @@ def test_follow_ups_carry_the_change_and_worsening_alerts_match_the_truth(
         "SYNTHETIC": f"synthetic phantoms, {case.model} model on Triton; plumbing, not a "
                      "clinical claim",
         "model": case.model, "patients": PATIENTS, "seed": case.seed,
-        "rule": "worsening-10pp-5cts-7d",
+        "rule": DEFAULT_RULE.version,
+        "by_criterion": dict(Counter(str(r) for a in worsening for r in a.worsening_reasons)),
         "positives": len(positives), "negatives": len(negatives),
         "true_positives": tp, "false_positives": fp,
         "sensitivity": round(sensitivity, 3), "specificity": round(specificity, 3),

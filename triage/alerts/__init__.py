@@ -9,9 +9,10 @@ from triage.alerts.thresholds import (
     operating_point_rows,
     parse_level_name,
 )
-from triage.alerts.worsening import WorseningDecision, WorseningRule
+from triage.alerts.worsening import WORSENING_SETTINGS, WorseningDecision, WorseningRule
 
 __all__ = [
+    "WORSENING_SETTINGS",
     "AlertPolicy",
     "AppliedChange",
     "NAMED_LEVELS",

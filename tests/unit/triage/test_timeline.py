@@ -14,7 +14,14 @@ pytestmark = pytest.mark.unit
 START = datetime(2020, 11, 1, tzinfo=UTC)
 
 
-def point(uid: str, day: float, lesion: float, severity: float | None = None) -> TimelinePoint:
+def point(
+    uid: str,
+    day: float,
+    lesion: float,
+    severity: float | None = None,
+    aerated: float | None = None,
+    lung_ml: float | None = None,
+) -> TimelinePoint:
     return TimelinePoint(
         study_uid=uid,
         ct_time=(START + timedelta(days=day)).isoformat(),
@@ -22,6 +29,8 @@ def point(uid: str, day: float, lesion: float, severity: float | None = None) ->
         ggo_percent=lesion * 0.8,
         consolidation_percent=lesion * 0.2,
         ct_severity_score=severity,
+        well_aerated_percent=aerated,
+        lung_volume_ml=lung_ml,
     )
 
 
@@ -71,7 +80,7 @@ def test_mild_then_worsening_is_secondary_worsening() -> None:
     assert got.worsening is not None
     assert got.worsening.reasons == (WorseningReasonValues.LESION_RISE,)
     assert got.worsening.secondary
-    assert got.worsening.rule_version == "worsening-10pp-5cts-7d"
+    assert got.worsening.rule_version == "worsening-10pp-5cts-10wal-7d"
 
 
 def test_small_steps_add_up_within_the_window() -> None:
@@ -115,3 +124,53 @@ def test_severity_rise_alone_fires_and_rules_are_configurable() -> None:
 def test_rule_refuses_non_positive_thresholds() -> None:
     with pytest.raises(ValueError, match="positive"):
         WorseningRule(within_days=0.0)
+
+
+def test_a_fall_of_aerated_lung_fires_when_the_lesion_model_under_reads_the_rise() -> None:
+    # a heavy follow-up whose new consolidation the lesion model misses (docs/longitudinal.md):
+    # lesion +4, severity +1, well-aerated lung 54 -> 39 %
+    prior = point("a", 0, 38.0, 19.0, aerated=54.0, lung_ml=4500.0)
+    got = follow_up(stored(prior), point("b", 2, 42.0, 20.0, aerated=39.0, lung_ml=4450.0))
+    assert got.worsening is not None
+    assert got.worsening.reasons == (WorseningReasonValues.AERATED_FALL,)
+    assert got.worsening.change.aerated_points == pytest.approx(-15.0)
+    assert got.worsening.change.lung_volume_ratio == pytest.approx(4450 / 4500)
+    assert got.since_prior is not None
+    assert got.since_prior.as_dict()["aerated_points"] == pytest.approx(-15.0)
+
+
+def test_a_shallower_breath_is_not_worsening() -> None:
+    # aeration falls 15 points but the lung shrank to 80 % of its volume: not counted
+    prior = point("a", 0, 20.0, 10.0, aerated=75.0, lung_ml=5000.0)
+    got = follow_up(stored(prior), point("b", 2, 21.0, 10.0, aerated=60.0, lung_ml=4000.0))
+    assert got.worsening is None
+
+
+def test_aerated_fall_is_a_dial_and_unmeasured_aeration_is_not_a_fall() -> None:
+    prior = point("a", 0, 38.0, 19.0, aerated=54.0, lung_ml=4500.0)
+    later = point("b", 2, 42.0, 20.0, aerated=46.0, lung_ml=4500.0)  # -8
+    assert follow_up(stored(prior), later).worsening is None
+    lenient = WorseningRule(aerated_fall_points=5.0)
+    decided = follow_up(stored(prior), later, lenient).worsening
+    assert decided is not None and decided.rule_version == "worsening-10pp-5cts-5wal-7d"
+    # points kept before aeration was recorded: no fall is read from them
+    old = point("a", 0, 38.0, 19.0)
+    assert follow_up(stored(old), point("b", 2, 42.0, 20.0, aerated=10.0)).worsening is None
+
+
+def test_every_criterion_that_fired_is_named_lesion_first() -> None:
+    prior = point("a", 0, 10.0, 4.0, aerated=80.0, lung_ml=4500.0)
+    got = follow_up(stored(prior), point("b", 3, 30.0, 12.0, aerated=62.0, lung_ml=4400.0))
+    assert got.worsening is not None
+    assert got.worsening.reasons == (
+        WorseningReasonValues.LESION_RISE,
+        WorseningReasonValues.SEVERITY_RISE,
+        WorseningReasonValues.AERATED_FALL,
+    )
+    assert got.worsening.change.lesion_points == pytest.approx(20.0)
+
+
+def test_points_stored_before_aeration_was_kept_still_load() -> None:
+    old_dict = {k: v for k, v in point("a", 0, 5.0).to_dict().items()
+                if k not in ("well_aerated_percent", "lung_volume_ml")}  # fmt: skip
+    assert TimelinePoint.from_dict(old_dict).well_aerated_percent is None

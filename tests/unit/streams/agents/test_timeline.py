@@ -26,5 +26,5 @@ def _pipeline(policies: dict[str, AlertPolicy]) -> SimpleNamespace:
 def test_the_audited_rule_of_a_hospital_wins_over_the_worker_setting() -> None:
     audited = AlertPolicy(LEVELS, "t2", worsening=WorseningRule(lesion_rise_points=8.0))
     pipeline = _pipeline({"h1": audited})
-    assert rule_of(pipeline, "h1").version == "worsening-8pp-5cts-7d"  # type: ignore[arg-type]
-    assert rule_of(pipeline, "h2").version == "worsening-12pp-5cts-7d"  # type: ignore[arg-type]
+    assert rule_of(pipeline, "h1").version == "worsening-8pp-5cts-10wal-7d"  # type: ignore[arg-type]
+    assert rule_of(pipeline, "h2").version == "worsening-12pp-5cts-10wal-7d"  # type: ignore[arg-type]

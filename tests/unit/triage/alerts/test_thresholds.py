@@ -204,17 +204,18 @@ def test_the_worsening_rule_is_an_audited_part_of_the_policy() -> None:
     applied = apply_change(CURRENT, change(levels={}, worsening={"lesion_rise_points": 8}))
     assert applied is not None and applied.new.threshold_version == "t5"
     rule = applied.new.worsening
-    assert rule is not None and rule.version == "worsening-8pp-5cts-7d"  # others: defaults
+    assert rule is not None and rule.version == "worsening-8pp-5cts-10wal-7d"  # others: defaults
     assert applied.new.levels == CURRENT.levels  # the levels stay
     stored = applied.new.to_dict()
     assert stored["worsening"] == {
-        "lesion_rise_points": 8.0, "severity_rise_points": 5.0, "within_days": 7.0,
+        "lesion_rise_points": 8.0, "severity_rise_points": 5.0, "aerated_fall_points": 10.0,
+        "within_days": 7.0,
     }  # fmt: skip
     assert AlertPolicy.from_dict(stored) == applied.new  # what triage.config carries
     assert "worsening" not in CURRENT.to_dict()  # no rule set: the worker's setting applies
     again = apply_change(applied.new, change(levels={}, worsening={"within_days": 5}))
     assert again is not None and again.new.worsening is not None
-    assert again.new.worsening.version == "worsening-8pp-5cts-5d"  # over the rule in force
+    assert again.new.worsening.version == "worsening-8pp-5cts-10wal-5d"  # over the rule in force
     same = apply_change(applied.new, change(levels={}, worsening={"lesion_rise_points": 8}))
     assert same is None
 
