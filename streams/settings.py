@@ -149,8 +149,11 @@ class WorkerSettings(BaseModel, frozen=True):
     reader_memory_limit_mb: int = 6144  # address space of the sandboxed DICOM reader process
     reader_timeout_s: float = 300.0  # a study that takes longer to read is refused
     # fault injection for the crash tests only: the worker SIGKILLs itself the first time it
-    # reaches one of these named points (streams/failpoints.py); empty in production
-    failpoints: tuple[Literal["alert_written_ahead", "alert_sent"], ...] = ()
+    # reaches one of these named points, or plays a consumer fault once (unfetch_partition,
+    # read_offset_ahead: streams/failpoints.py); empty in production
+    failpoints: tuple[
+        Literal["alert_written_ahead", "alert_sent", "unfetch_partition", "read_offset_ahead"], ...
+    ] = ()
 
     @property
     def own_web_port(self) -> int:

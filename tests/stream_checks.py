@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from dashboards import store
 from streams import topics as t
@@ -50,6 +50,36 @@ def risk_rows_per_study(store_url: str, study_uids: set[str]) -> dict[str, int]:
         if uid in study_uids:
             counts[uid] = counts.get(uid, 0) + 1
     return counts
+
+
+def database_activity(store_url: str) -> str:
+    """What every session of the store's database is doing: state, wait, blockers, query.
+
+    A stalled test prints it: a worker blocked on a row lock another session holds shows here
+    as ``Lock`` waits with the blocking pids (PostgreSQL only; other stores say so).
+    """
+    if not store_url.startswith("postgresql"):
+        return "(not PostgreSQL: no session view)"
+    engine = store.make_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT pid, state, wait_event_type, wait_event, pg_blocking_pids(pid),"
+                    " now() - xact_start, left(query, 120) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return (
+        "\n".join(
+            f"pid {pid} {state} wait {kind}/{event} blocked by {blockers} in transaction {age}: "
+            f"{query!r}"
+            for pid, state, kind, event, blockers, age, query in rows
+        )
+        or "(no other session)"
+    )
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> float:

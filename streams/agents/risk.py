@@ -31,6 +31,7 @@ from streams.agents.timeline import (
     send_worsening,
 )
 from streams.dlq import StreamReason, dead_letter
+from streams.failpoints import play_consumer_faults
 from streams.mapping import findings, pipeline_risk_event, risk_record
 from streams.metrics import END_TO_END_SECONDS, MESSAGES, STAGE_SECONDS
 from streams.pipeline import Pipeline
@@ -101,6 +102,8 @@ def register(pipeline: Pipeline) -> None:
                 "scored study %s (%s-%d@%d) revision %d", quantification.study_uid,
                 message.topic, message.partition, message.offset, revision,
             )  # fmt: skip
+            # crash tests only (empty in production): tests/integration/test_stalled_partition.py
+            play_consumer_faults(pipeline.settings.worker, pipeline.app.consumer, message.tp)
 
         async for event in stream.events():
             await handle_or_dead_letter(handle, event, dlq, STAGE)

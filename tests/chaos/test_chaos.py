@@ -29,12 +29,15 @@ from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 from stream_checks import (
     CHAOS_SESSION_TIMEOUT_S,
+    autopsy,
+    database_activity,
     descendants,
     risk_rows_per_study,
     stored_revisions,
     topic_values,
     wait_for,
     wait_settled,
+    where_records_stand,
     worker_settings,
 )
 
@@ -181,11 +184,36 @@ def _scored_again(
     probes = _probes(scenario, partitions)
     _publish(settings.kafka.bootstrap_servers, probes)
     uids = {p.study_uid for p in probes}
-    wait_for(lambda: len(stored_revisions(settings.store.url, uids)) == len(uids), 300, "probes")
+    try:
+        wait_for(lambda: len(stored_revisions(settings.store.url, uids)) == len(uids), 300,
+                 "probes")  # fmt: skip
+    except AssertionError as e:  # a stall: keep what every live worker and the store were doing
+        raise AssertionError(f"{e}\n{_stall_report(settings, workers, scenario, uids)}") from e
     drained = time.monotonic() - since
     first = _first_scored_after(workers, wall)
     assert sorted(first) == list(range(partitions)), first  # the probes cover every partition
     return {"resumed_s": round(max(first.values()) - wall, 1), "drained_s": round(drained, 1)}
+
+
+def _stall_report(
+    settings: Settings, workers: list[WorkerProcess], scenario: str, uids: set[str]
+) -> str:
+    """Where the unscored probes lie, the store's sessions, and each live worker's stacks."""
+    missing = uids - set(stored_revisions(settings.store.url, uids))
+    parts = [
+        f"{len(missing)} of {len(uids)} probes not stored",
+        where_records_stand(
+            settings.kafka.bootstrap_servers,
+            settings.worker.app_id,
+            t.CT_QUANTIFICATION.name,
+            missing,
+        ),
+        "store sessions:\n" + database_activity(settings.store.url),
+    ]
+    for i, worker in enumerate(workers):
+        pid = worker.process.pid if worker.process and worker.process.poll() is None else None
+        parts.append(f"worker {i}: " + autopsy(pid, worker.log_path, f"chaos-{scenario}-{RUN}-{i}"))
+    return "\n".join(parts)
 
 
 def _checks(settings: Settings, uids: set[str]) -> dict[str, Any]:

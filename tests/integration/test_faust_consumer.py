@@ -20,7 +20,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import TopicPartition as KafkaTopicPartition
 
-from streams.faust_consumer import _log_starts, _positions, _rewind_positions, seek_to_start
+from streams.consumer_offsets import log_starts, positions, rewind_positions, seek_to_start
 
 pytestmark = pytest.mark.integration
 
@@ -60,13 +60,13 @@ def test_stranded_records_are_fetched_again_and_nothing_moves_forward(kafka_brok
                 for k, v in more.items():
                     fetched.setdefault(k, []).extend(v)
             # every record fetched, none handed out: the stranding the repair is for
-            before = await _positions(consumer, [p0, p1])
-            rewound = await _rewind_positions(consumer, {p0: 4, p1: 0})
+            before = await positions(consumer, [p0, p1])
+            rewound = await rewind_positions(consumer, {p0: 4, p1: 0})
             again = await consumer.getmany(timeout_ms=10000)
             offsets = [r.offset for r in again.get(TopicPartition(topic, 0), [])]
             # a target at or past the position (a seek went further back since) is left
-            untouched = await _rewind_positions(consumer, {p0: 12})
-            after = await _positions(consumer, [p0])
+            untouched = await rewind_positions(consumer, {p0: 12})
+            after = await positions(consumer, [p0])
             return before, rewound, untouched, offsets, after
         finally:
             await consumer.stop()
@@ -131,7 +131,7 @@ def test_the_watchdog_reads_where_a_partition_starts(kafka_broker) -> None:
         await consumer.start()
         try:
             consumer.assign([TopicPartition(topic, 0)])  # p1 is not assigned
-            return await _log_starts(consumer, [TP(topic, 0), TP(topic, 1)])
+            return await log_starts(consumer, [TP(topic, 0), TP(topic, 1)])
         finally:
             await consumer.stop()
 

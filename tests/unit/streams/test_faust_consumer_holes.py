@@ -20,6 +20,7 @@ from intervaltree import IntervalTree
 from mode.utils.queues import FlowControlEvent
 
 from streams import topics as t
+from streams.consumer_offsets import unfetched_partitions
 from streams.faust_consumer import Consumer
 from streams.metrics import CONSUMER_REFUSED_ACKS
 
@@ -198,3 +199,21 @@ def test_a_partition_never_committed_has_its_start_for_committed_offset() -> Non
     consumer._holes.clear()
     _ack(consumer, RISK, 0)
     assert consumer._new_offset(RISK) == 3
+
+
+def test_partitions_out_of_the_fetch_are_found_unless_held_back_by_queue_pressure() -> None:
+    other = TP(t.CT_QUANTIFICATION.name, 2)
+    changelog = TP("ctriage-alerted_studies-changelog", 1)  # paused on purpose: tables read it
+
+    def stream(topic: str) -> bool:
+        return not topic.endswith("-changelog")
+
+    assigned = {RISK, other, changelog}
+    assert unfetched_partitions(assigned, {RISK}, set(), queues_busy=False, acked=stream) == [other]
+    # held back while its agent's queue drains: Faust fetches it again after
+    assert unfetched_partitions(assigned, {RISK}, {other}, queues_busy=True, acked=stream) == []
+    # every queue empty and still left out: nothing will bring it back
+    assert unfetched_partitions(assigned, {RISK}, {other}, queues_busy=False, acked=stream) == [
+        other
+    ]
+    assert unfetched_partitions(assigned, assigned, set(), queues_busy=False, acked=stream) == []
