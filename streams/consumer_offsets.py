@@ -42,17 +42,9 @@ def unfetched_partitions(
 
 async def waiting(consumer: Any, tps: Sequence[TP]) -> dict[TP, tuple[int, int]]:
     """(position, end) of each of ``tps`` still assigned with records past its position."""
-    assigned = consumer.assignment()
-    kafka_tps = [to_kafka(tp) for tp in tps if to_kafka(tp) in assigned]
-    if not kafka_tps:
-        return {}
-    ends = await consumer.end_offsets(kafka_tps)
-    waiting: dict[TP, tuple[int, int]] = {}
-    for kafka_tp in kafka_tps:
-        position = await consumer.position(kafka_tp)
-        if position < ends[kafka_tp]:
-            waiting[TP(kafka_tp.topic, kafka_tp.partition)] = (position, ends[kafka_tp])
-    return waiting
+    ends = await end_offsets(consumer, tps)
+    at = await positions(consumer, list(ends))
+    return {tp: (at[tp], end) for tp, end in ends.items() if tp in at and at[tp] < end}
 
 
 def to_kafka(tp: TP) -> TopicPartition:
@@ -68,12 +60,7 @@ async def positions(consumer: Any, tps: Sequence[TP]) -> dict[TP, int]:
 
 async def log_starts(consumer: Any, tps: Sequence[TP]) -> dict[TP, int]:
     """The first offset the broker holds of each of ``tps`` still assigned (consumer thread)."""
-    assigned = consumer.assignment()
-    kafka_tps = [to_kafka(tp) for tp in tps if to_kafka(tp) in assigned]
-    if not kafka_tps:
-        return {}
-    starts = await consumer.beginning_offsets(kafka_tps)
-    return {TP(tp.topic, tp.partition): offset for tp, offset in starts.items()}
+    return await _broker_offsets(consumer, tps, consumer.beginning_offsets)
 
 
 async def seek_to_start(consumer: Any, committed: Mapping[Any, int | None]) -> dict[TP, int]:
@@ -118,12 +105,20 @@ async def rewind_positions(consumer: Any, targets: Mapping[TP, int]) -> dict[TP,
 
 async def end_offsets(consumer: Any, tps: Sequence[TP]) -> dict[TP, int]:
     """The end (next offset to be written) of each of ``tps`` still assigned."""
+    return await _broker_offsets(consumer, tps, consumer.end_offsets)
+
+
+async def _broker_offsets(consumer: Any, tps: Sequence[TP], ask: Any) -> dict[TP, int]:
+    """What ``ask`` answers for ``tps`` still assigned, by Faust partition.
+
+    ``ask``: the consumer's ``beginning_offsets`` or ``end_offsets``.
+    """
     assigned = consumer.assignment()
     kafka_tps = [to_kafka(tp) for tp in tps if to_kafka(tp) in assigned]
     if not kafka_tps:
         return {}
-    ends = await consumer.end_offsets(kafka_tps)
-    return {TP(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+    found = await ask(kafka_tps)
+    return {TP(tp.topic, tp.partition): offset for tp, offset in found.items()}
 
 
 def stalled_partitions(

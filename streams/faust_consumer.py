@@ -302,12 +302,8 @@ class Consumer(faust_aiokafka.Consumer):
         tps = [tp for tp in self.assignment() if acked(tp.topic)]
         if not tps:
             return
-        thread = self._thread
-        consumer = thread._ensure_consumer()  # type: ignore[attr-defined]
-        try:
-            positions = await thread.call_thread(offsets.positions, consumer, tps)
-        except Exception as e:  # noqa: BLE001  # a rebalance began: it seeks anyway
-            logger.debug("stranded-records check skipped: %s", e)
+        positions = await self._on_client("stranded-records check", offsets.positions, tps)
+        if positions is None:
             return
         # nothing handed out since the last seek and nothing committed: the group starts at the
         # log start (``earliest``), and whatever lies between it and the position never reached
@@ -319,11 +315,10 @@ class Consumer(faust_aiokafka.Consumer):
         ]
         starts: dict[TP, int] = {}
         if unread and self.app.conf.consumer_auto_offset_reset == "earliest":
-            try:
-                starts = await thread.call_thread(offsets.log_starts, consumer, unread)
-            except Exception as e:  # noqa: BLE001  # a rebalance began: it seeks anyway
-                logger.debug("stranded-records check skipped: %s", e)
+            found = await self._on_client("stranded-records check", offsets.log_starts, unread)
+            if found is None:
                 return
+            starts = found
         if self._handing_out or not self.flow_active or self.app.rebalancing:
             return
         idle = self._idle()
@@ -376,12 +371,8 @@ class Consumer(faust_aiokafka.Consumer):
         if not candidates:
             self._unfetched = {}
             return
-        thread = self._thread
-        consumer = thread._ensure_consumer()  # type: ignore[attr-defined]
-        try:
-            waiting = await thread.call_thread(offsets.waiting, consumer, candidates)
-        except Exception as e:  # noqa: BLE001  # a rebalance began: it resumes anyway
-            logger.debug("unfetched-partitions check skipped: %s", e)
+        waiting = await self._on_client("unfetched-partitions check", offsets.waiting, candidates)
+        if waiting is None:
             return
         if not self._may_look():
             self._unfetched = {}
@@ -424,14 +415,12 @@ class Consumer(faust_aiokafka.Consumer):
         if not tps:
             self._stalls = {}
             return
-        thread = self._thread
-        consumer = thread._ensure_consumer()  # type: ignore[attr-defined]
-        try:
-            ends = await thread.call_thread(offsets.end_offsets, consumer, tps)
-            unknown = [tp for tp in ends if self._committed(tp) is None]
-            starts = await thread.call_thread(offsets.log_starts, consumer, unknown)
-        except Exception as e:  # noqa: BLE001  # a rebalance began: it seeks anyway
-            logger.debug("stalled-partitions check skipped: %s", e)
+        ends = await self._on_client("stalled-partitions check", offsets.end_offsets, tps)
+        if ends is None:
+            return
+        unknown = [tp for tp in ends if self._committed(tp) is None]
+        starts = await self._on_client("stalled-partitions check", offsets.log_starts, unknown)
+        if starts is None:
             return
         now = time.monotonic()
         behind: dict[TP, tuple[int, float]] = {}
@@ -443,7 +432,7 @@ class Consumer(faust_aiokafka.Consumer):
             seen = self._stalls.get(tp)
             behind[tp] = seen if seen is not None and seen[0] == committed else (committed, now)
         self._stalls = behind
-        blockers = {tp: self._stall_blockers(tp) for tp in behind}
+        blockers = self._stall_blockers(list(behind))
         stalled = offsets.stalled_partitions(behind, now, STALL_S)
         act = [tp for tp in stalled if not blockers[tp] and not self._handing_out]
         if act:
@@ -459,27 +448,29 @@ class Consumer(faust_aiokafka.Consumer):
                     ", ".join(blockers[tp]),
                 )  # fmt: skip
 
-    def _stall_blockers(self, tp: TP) -> list[str]:
-        """Why a partition standing still is not fetched again now (empty: nothing stops it)."""
-        blockers = []
-        if not self.flow_active:
-            blockers.append("flow stopped")
-        if self.app.rebalancing:
-            blockers.append("rebalancing")
-        if self.app.in_recovery:
-            blockers.append("tables recovering")
-        in_flight = sorted(
-            (m.offset, getattr(m, "generation_id", None))
-            for m in list(self._unacked_messages)
-            if m.tp == tp
-        )
-        if in_flight:
-            blockers.append(
-                f"{len(in_flight)} record(s) of it in flight (offset, generation: "
-                f"{in_flight[:3]}; generation now {self.app.consumer_generation_id})"
+    def _stall_blockers(self, tps: Sequence[TP]) -> dict[TP, list[str]]:
+        """Why each partition standing still is not fetched again now (empty: nothing stops it)."""
+        states = [
+            reason
+            for reason, holds in (
+                ("flow stopped", not self.flow_active),
+                ("rebalancing", self.app.rebalancing),
+                ("tables recovering", self.app.in_recovery),
             )
-        if not self._queues_empty():
-            blockers.append("agent queues hold records")
+            if holds
+        ]
+        queued = [] if self._queues_empty() else ["agent queues hold records"]
+        in_flight: dict[TP, list[tuple[int, int | None]]] = {}
+        for m in list(self._unacked_messages):
+            in_flight.setdefault(m.tp, []).append((m.offset, getattr(m, "generation_id", None)))
+        blockers: dict[TP, list[str]] = {}
+        for tp in tps:
+            held = sorted(in_flight.get(tp, ()))
+            of_it = [
+                f"{len(held)} record(s) of it in flight (offset, generation: {held[:3]}; "
+                f"generation now {self.app.consumer_generation_id})"
+            ] if held else []  # fmt: skip
+            blockers[tp] = states + of_it + queued
         return blockers
 
     async def _fetch_again(self, targets: Mapping[TP, int], ends: Mapping[TP, int]) -> None:
@@ -511,6 +502,19 @@ class Consumer(faust_aiokafka.Consumer):
             self._buffered_partitions.discard(tp)
         if before:
             self.resume_partitions(set(before))
+
+    async def _on_client(self, check: str, func: Any, *args: Any) -> Any:
+        """``func(consumer, *args)`` on the Kafka client's thread, for a watchdog's look.
+
+        None when it failed (a rebalance began: it seeks anyway), logged as ``check`` skipped.
+        """
+        thread = self._thread
+        consumer = thread._ensure_consumer()  # type: ignore[attr-defined]
+        try:
+            return await thread.call_thread(func, consumer, *args)
+        except Exception as e:  # noqa: BLE001  # a rebalance began: it seeks anyway
+            logger.debug("%s skipped: %s", check, e)
+            return None
 
     def _may_look(self) -> bool:
         """Flow on, no rebalance, no table recovery: the partitions should all be fetched."""

@@ -108,16 +108,15 @@ def assess_worsening(
     by_lesion = max(recent, key=lambda c: c.lesion_points)
     scored = [c for c in recent if c.severity_points is not None]
     by_severity = max(scored, key=lambda c: c.severity_points or 0.0) if scored else None
-    aerated = [c for c in recent if _aerated_fall(c, rule) is not None]
-    by_aeration = max(aerated, key=lambda c: _aerated_fall(c, rule) or 0.0) if aerated else None
+    falls = [(fall, c) for c in recent if (fall := _aerated_fall(c, rule)) is not None]
+    largest_fall, by_aeration = max(falls, key=lambda fc: fc[0]) if falls else (None, None)
     fired: list[tuple[WorseningReasonValues, Change]] = []
     if by_lesion.lesion_points >= rule.lesion_rise_points:
         fired.append((WorseningReasonValues.LESION_RISE, by_lesion))
     severity_rise = by_severity.severity_points if by_severity is not None else None
     if by_severity is not None and (severity_rise or 0.0) >= rule.severity_rise_points:
         fired.append((WorseningReasonValues.SEVERITY_RISE, by_severity))
-    aerated_fall = _aerated_fall(by_aeration, rule) if by_aeration is not None else None
-    if by_aeration is not None and (aerated_fall or 0.0) >= rule.aerated_fall_points:
+    if by_aeration is not None and (largest_fall or 0.0) >= rule.aerated_fall_points:
         fired.append((WorseningReasonValues.AERATED_FALL, by_aeration))
     if not fired:
         return None
