@@ -45,6 +45,11 @@ INPUT_SIZE = 256
 WINDOW_HU = (-1350.0, 150.0)  # level -600, width 1500
 MODEL_PATH = Path(__file__).parent / "model_repository" / "lesion_unet_onnx" / "1" / "model.onnx"
 BATCH_SLICES = 16
+#: The network halves its input three times: a crop starts and ends on multiples of 8.
+CROP_MULTIPLE = 8
+#: Context around the lung, in network-input pixels, for a crop's lesions to match the whole
+#: slice's (measured: docs/imaging-performance.md, "Crop before the network").
+CROP_MARGIN = 40
 GGO_BELOW_HU = GGO_HU[1]  # -300
 #: Logit channels: lesion, lung, and (three-channel models) consolidation given lesion.
 LESION_CHANNEL, LUNG_CHANNEL, CLASS_CHANNEL = 0, 1, 2
@@ -133,6 +138,9 @@ class OnnxSegmenter:
         self.session = ort.InferenceSession(
             str(model_path), options, providers=["CPUExecutionProvider"]
         )
+        height, width = self.session.get_inputs()[0].shape[2:]
+        #: the model declares free spatial dimensions (inference/training/free_dims.py)
+        self.accepts_crops = not isinstance(height, int) and not isinstance(width, int)
 
     def __call__(self, slices: np.ndarray) -> np.ndarray:
         """Logits (n, 2 or 3, s, s) of network inputs (n, 1, s, s)."""
@@ -248,17 +256,37 @@ def _lung_box(box: Box, shape: tuple[int, ...], margin: int) -> tuple[slice, sli
     return box[0], rows, cols
 
 
+def crop_window(present: np.ndarray, offset: int, scale: float, margin: int) -> slice:
+    """Network-input rows (or columns) covering ``present``, the lung along one axis.
+
+    ``present`` starts at ``offset`` of the slices' own pixels; ``scale`` is input pixels per
+    slice pixel. Grown by ``margin`` input pixels of context, started and ended on multiples of
+    ``CROP_MULTIPLE`` so the network's pooling grid is that of the whole slice.
+    """
+    found = np.flatnonzero(present) + offset
+    start = max(0, int(found[0] * scale) - margin) // CROP_MULTIPLE * CROP_MULTIPLE
+    stop = -(-min(INPUT_SIZE, int(np.ceil((found[-1] + 1) * scale)) + margin) // CROP_MULTIPLE)
+    return slice(start, min(INPUT_SIZE, stop * CROP_MULTIPLE))
+
+
 def _lesion_in_box(
-    hu: np.ndarray, box: tuple[slice, slice, slice], lung: np.ndarray, logits_fn: LogitsFn
+    hu: np.ndarray,
+    box: tuple[slice, slice, slice],
+    lung: np.ndarray,
+    logits_fn: LogitsFn,
+    margin: int,
 ) -> np.ndarray:
     """Network lesion mask of ``hu[box]``.
 
-    Whole slices go in (the network's scale is that of the full field of view), only slices
-    with lung are run, only the box is resized back.
+    Whole slices are down-sampled (the network's scale is that of the full field of view), only
+    slices with lung are run, only the box is resized back. A network that accepts any input
+    size (:attr:`OnnxSegmenter.accepts_crops`) sees only the part of each batch's slices that
+    holds lung, plus ``margin`` input pixels of context; outside it there is no lesion.
     """
     z, rows, cols = box
     lesion = np.zeros(lung.shape, dtype=bool)
     size = (hu.shape[1], hu.shape[2])
+    crops = isinstance(logits_fn, OnnxSegmenter) and logits_fn.accepts_crops
     todo = np.flatnonzero(lung.any(axis=(1, 2)))
     for start in range(0, todo.size, BATCH_SLICES):
         picked = todo[start : start + BATCH_SLICES]
@@ -267,7 +295,15 @@ def _lesion_in_box(
         unit = (_resize(window, (INPUT_SIZE, INPUT_SIZE), order=1) - WINDOW_HU[0]) / (
             WINDOW_HU[1] - WINDOW_HU[0]
         )
-        logits = logits_fn(unit[:, None].astype(np.float32, copy=False))[:, 0]
+        crop_rows = crop_cols = slice(0, INPUT_SIZE)
+        if crops:
+            here, scale = lung[picked], (INPUT_SIZE / size[0], INPUT_SIZE / size[1])
+            crop_rows = crop_window(here.any(axis=(0, 2)), rows.start, scale[0], margin)
+            crop_cols = crop_window(here.any(axis=(0, 1)), cols.start, scale[1], margin)
+        logits = np.full((len(picked), INPUT_SIZE, INPUT_SIZE), -1e4, dtype=np.float32)
+        logits[:, crop_rows, crop_cols] = logits_fn(
+            unit[:, None, crop_rows, crop_cols].astype(np.float32, copy=False)
+        )[:, 0]
         lesion[picked] = _resize_box(logits, size, rows, cols) > 0
     return lesion
 
@@ -313,7 +349,8 @@ def segment_volume(
     )
     lung[inner] = found[0]
     lung = close_and_fill(lung, radius)
-    lesion = _lesion_in_box(hu, box, lung, logits_fn) & (hu[box] <= CONSOLIDATION_HU[1])
+    lesion = _lesion_in_box(hu, box, lung, logits_fn, CROP_MARGIN)
+    lesion &= hu[box] <= CONSOLIDATION_HU[1]
     cropped = measure(hu[box], spacing, lung, lesion)
     classes = np.zeros(hu.shape, dtype=np.uint8)
     classes[box] = cropped.classes

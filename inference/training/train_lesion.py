@@ -130,7 +130,11 @@ def dice_score(model: nn.Module, data: SliceSet) -> tuple[float, float]:
 
 
 def export_onnx(model: nn.Module, path: Path, size: int) -> None:
-    """ONNX with a dynamic batch axis: input ``SLICES`` (n,1,s,s), output ``LOGITS`` (n,c,s,s)."""
+    """ONNX, input ``SLICES`` (n,1,h,w), output ``LOGITS`` (n,c,h,w), traced at ``size``.
+
+    Batch, height and width are free (h and w multiples of 8: the network pools three times),
+    so inference can run the network on lung crops (``inference.segmentation``).
+    """
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
@@ -139,7 +143,7 @@ def export_onnx(model: nn.Module, path: Path, size: int) -> None:
         str(path),
         input_names=["SLICES"],
         output_names=["LOGITS"],
-        dynamic_axes={"SLICES": {0: "n"}, "LOGITS": {0: "n"}},
+        dynamic_axes={"SLICES": {0: "n", 2: "h", 3: "w"}, "LOGITS": {0: "n", 2: "h", 3: "w"}},
         opset_version=17,
     )
 

@@ -70,10 +70,14 @@ class PeakRss:
 
 
 def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its children so far."""
+    """User + system CPU seconds of a process and its children so far.
+
+    This test process is counted alone: its children are the services the fixtures started.
+    """
     process = psutil.Process(pid)
     total = 0.0
-    for p in (process, *process.children(recursive=True)):
+    children = process.children(recursive=True) if pid != os.getpid() else []
+    for p in (process, *children):
         try:
             times = p.cpu_times()
             total += times.user + times.system
@@ -162,3 +166,59 @@ def test_bench_study_in_process(study, record_result) -> None:
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
     record_result("inference_in_process", numbers)
+
+
+class _TimedSegmenter(OnnxSegmenter):
+    """The network with its CPU seconds and input pixels counted (crops or whole slices)."""
+
+    def __init__(self, crops: bool) -> None:
+        super().__init__(threads=1)
+        self.accepts_crops = crops and self.accepts_crops
+        self.cpu_s, self.pixels = 0.0, 0
+
+    def __call__(self, slices: np.ndarray) -> np.ndarray:
+        started = time.process_time()
+        logits = super().__call__(slices)
+        self.cpu_s += time.process_time() - started
+        self.pixels += slices.shape[0] * slices.shape[2] * slices.shape[3]
+        return logits
+
+
+def test_bench_crop_margin(shared_data: Path, record_result) -> None:
+    """Lung crops before the network: CPU saved and lesion voxels changed, by context margin.
+
+    Each batch of slices goes through the network cropped to its lungs plus ``margin`` input
+    pixels (docs/imaging-performance.md); the reference runs whole slices. Real P001 and
+    normal001, and two 256 x 256 phantoms (SYNTHETIC).
+    """
+    from triage.cohort.phantom import PhantomGeometry, render_volume, sample_phantom
+
+    cases: dict[str, tuple[np.ndarray, tuple[float, float, float]]] = {}
+    for name in ("P001", "normal001"):
+        volume = load_series(shared_data / "dicom" / "covid-ct-md" / name)
+        cases[name] = (volume.hu, volume.spacing_mm)
+    geometry = PhantomGeometry(slices=32, matrix=256)
+    for seed in (3, 8):
+        hu, _, _ = render_volume(sample_phantom(seed, 0, geometry, 0.2, 0.3, obese=False))
+        cases[f"phantom_seed{seed}_SYNTHETIC"] = (hu, geometry.spacing_mm)
+    numbers: dict[str, object] = {"margins_input_px": [16, 24, 32, 40, 48]}
+    for name, (hu, spacing) in cases.items():
+        whole = _TimedSegmenter(crops=False)
+        reference = segment_volume(hu, spacing, whole).classes > 0
+        row: dict[str, object] = {
+            "whole_slices_network_cpu_s": round(whole.cpu_s, 2),
+            "lesion_voxels": int(reference.sum()),
+        }
+        for margin in (16, 24, 32, 40, 48):
+            cropped = _TimedSegmenter(crops=True)
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr("inference.segmentation.CROP_MARGIN", margin)
+                lesion = segment_volume(hu, spacing, cropped).classes > 0
+            row[f"margin_{margin}"] = {
+                "network_cpu_s": round(cropped.cpu_s, 2),
+                "pixels_vs_whole": round(cropped.pixels / whole.pixels, 3),
+                "lesion_voxels_different": int((lesion != reference).sum()),
+            }
+        print(name, row)
+        numbers[name] = row
+    record_result("lesion_crop_margin", numbers)

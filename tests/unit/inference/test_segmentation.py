@@ -15,11 +15,13 @@ from inference.biomarkers import CONSOLIDATION_HU, check_volume
 from inference.lungmask import close_and_fill, lung_mask
 from inference.regional import RegionalBiomarkers, regional_biomarkers, zone_score
 from inference.segmentation import (
+    CROP_MULTIPLE,
     INPUT_SIZE,
     MODEL_PATH,
     LogitsFn,
     OnnxSegmenter,
     Segmentation,
+    crop_window,
     hu_to_unit,
     lesion_classes,
     measure,
@@ -192,10 +194,38 @@ def assert_same_segmentation(fast: Segmentation, reference: Segmentation) -> Non
     assert fast.regional.as_dict() == pytest.approx(reference.regional.as_dict(), rel=1e-4)
 
 
+def test_the_shipped_network_runs_on_crops(segmenter: OnnxSegmenter) -> None:
+    """The committed model declares free height and width (inference/training/free_dims.py):
+    a re-export that fixes them again would silently send whole slices through the network."""
+    assert segmenter.accepts_crops
+    logits = segmenter(np.zeros((2, 1, 96, 160), dtype=np.float32))
+    assert logits.shape == (2, 2, 96, 160)
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "scale", "margin", "expected"),
+    [
+        (100, 300, 0.5, 40, (8, 192)),  # 512 -> 256: lung 50..150 of the input, +-40, on 8s
+        (0, 511, 0.5, 40, (0, 256)),  # clipped to the input
+        (37, 90, 2.0, 8, (64, 192)),  # 128 -> 256: 74..182, +-8, widened to multiples of 8
+    ],
+)
+def test_a_crop_covers_the_lung_with_context_on_the_pooling_grid(
+    first: int, last: int, scale: float, margin: int, expected: tuple[int, int]
+) -> None:
+    present = np.zeros(512, dtype=bool)
+    present[first : last + 1] = True
+    window = crop_window(present, 0, scale, margin)
+    assert (window.start, window.stop) == expected
+    assert window.start % CROP_MULTIPLE == 0 and window.stop % CROP_MULTIPLE == 0
+    assert crop_window(present[20:], 20, scale, margin) == window  # the offset is applied
+
+
 def test_segment_volume_in_the_lung_box_equals_the_whole_volume_on_p001(
     segmenter: OnnxSegmenter, shared_data: Path
 ) -> None:
-    """The fast path (lung box, only lung slices through the network) against the reference."""
+    """The fast path (lung box, only lung slices through the network, each batch of slices
+    cropped to its lungs before the network) against the reference (whole slices)."""
     p001 = load_series(shared_data / "dicom" / "covid-ct-md" / "P001")
     fast = segment_volume(p001.hu, p001.spacing_mm, segmenter)
     assert fast.classes.shape == p001.hu.shape and fast.biomarkers.lesion_volume_ml > 50
