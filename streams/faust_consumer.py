@@ -33,6 +33,14 @@ seek made since (a rebalance's or a table recovery's), nor sends a partition bac
 same position (a gap that stays holds no record: a transaction marker). Records may be processed
 twice, which the agents tolerate (at-least-once); none is left behind. Each repair is counted in
 ``ctriage_consumer_rewinds_total`` and logged.
+
+Every seek is made at the end of a batch (the tail of :meth:`Consumer.getmany`), never from a
+timer: Faust sets its read offset after each record it hands out, and a record below that offset
+is dropped (``_drain_messages``, silently). A watchdog that sought while a batch fetched before
+its seek was being handed out had its seek overwritten, and everything fetched again was then
+dropped; that was the chaos runs' stalls (docs/fault-tolerance.md). A record handed out below
+the read offset all the same (Faust's own table recovery seeks too) is seen there and its
+partition sent back to it (``ctriage_consumer_dropped_batches_total``).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from mode.utils.futures import notify
 
 from streams import consumer_offsets as offsets
 from streams.metrics import (
+    CONSUMER_DROPPED,
     CONSUMER_REFUSED_ACKS,
     CONSUMER_RESUMED,
     CONSUMER_REWINDS,
@@ -61,7 +70,10 @@ logger = logging.getLogger(__name__)
 #: Seconds between two looks for stranded partitions (a stranding is acted on when seen twice).
 STRANDED_CHECK_S = 2.0
 #: Seconds a partition's committed offset may stand behind records waiting while every agent is
-#: idle before the partition is fetched again from it (the last-resort liveness check)
+#: idle before the partition is fetched again from it (the last-resort liveness check). Looked
+#: at every STRANDED_CHECK_S: each look asks the brokers for the partitions' ends and starts,
+#: which took 1.7-2.4 s on a loaded 2-core machine (a 1 s look, with 3 s here, overlapped
+#: itself 110 times in a 1,000-study chaos run, 2026-12-06).
 STALL_S = 5.0
 #: Seconds after which a partition standing still for another reason says why (and again)
 STALL_REPORT_S = 60.0
@@ -84,6 +96,8 @@ class Consumer(faust_aiokafka.Consumer):
     _unfetched: dict[TP, int]
     _stalls: dict[TP, tuple[int, float]]
     _stall_reported: dict[TP, float]
+    _to_seek: dict[TP, int]
+    _to_fetch: dict[TP, tuple[int, int]]
     #: fault injection (crash tests only, streams/failpoints.py): partitions whose next seek
     #: back leaves Faust's read offset far ahead, so Faust drops what it fetches again
     faults_read_ahead: set[TP]
@@ -113,6 +127,10 @@ class Consumer(faust_aiokafka.Consumer):
         self._stalls = {}
         #: when a partition standing still for another reason last said why
         self._stall_reported = {}
+        #: what the watchdogs found, sought at the next safe point (the end of a batch): the
+        #: stranded partitions' first record, the stalled ones' (committed offset, end)
+        self._to_seek = {}
+        self._to_fetch = {}
         self.faults_read_ahead = set()
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
@@ -155,12 +173,27 @@ class Consumer(faust_aiokafka.Consumer):
         return records, active_partitions
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-        """Faust's batch, then a rewind of each partition whose records were not all given."""
+        """Faust's batch, then the repairs, at the one point where seeking is safe.
+
+        A partition whose records were not all given, or were dropped by Faust (below its read
+        offset), is sent back to the first such record; then whatever the watchdogs found. At
+        the end of a batch every record of it has been handed out (Faust has moved its read
+        offsets past them) and no fetch is under way, so a seek made here is not overwritten by
+        a record fetched before it. The watchdogs used to seek from their timers, while Faust
+        could be handing out such a batch: its read offset then jumped past the seek, and Faust
+        dropped everything fetched again below it, without a word (the chaos runs' stalls).
+        """
         self._batch = None
         given: dict[TP, int] = {}
+        dropped: dict[TP, list[int]] = {}
         try:
             async for tp, message in super().getmany(timeout):
                 given[tp] = given.get(tp, 0) + 1
+                read = self._read_offset.get(tp)
+                if read is not None and message.offset < read:
+                    # Faust's _drain_messages drops it (below its read offset), with no log
+                    first, last = dropped.setdefault(tp, [message.offset, read])
+                    dropped[tp] = [min(first, message.offset), last]
                 refill = self._refill.get(tp)
                 if refill is not None and message.offset >= refill:
                     del self._refill[tp]  # the hole's records come again: commits may pass it
@@ -179,11 +212,40 @@ class Consumer(faust_aiokafka.Consumer):
             if given.get(tp, 0) < len(fetched):
                 first = fetched[given.get(tp, 0)].offset
                 self._lost[tp] = min(first, self._lost.get(tp, first))
-        if self._lost and self.flow_active and not self.should_stop:
+        if not self.flow_active or self.should_stop:
+            return
+        if dropped:
+            await self._seek_dropped(dropped)
+        if self._lost:
             await self._rewind_lost()
         holes = {tp: h for tp, h in self._holes.items() if tp not in self._refill}
-        if holes and self.flow_active and not self.should_stop:
+        if holes:
             await self._seek_holes(holes)
+        if self._to_seek or self._to_fetch:
+            await self._seek_found()
+
+    async def _seek_dropped(self, dropped: Mapping[TP, Sequence[int]]) -> None:
+        """Send each partition back to the first record Faust dropped below its read offset."""
+        for tp, (first, read) in dropped.items():
+            CONSUMER_DROPPED.inc()
+            logger.warning(
+                "records of %s-%d were dropped by Faust from %d on (below its read offset %d; "
+                "last sent back from %s): fetching them again",
+                tp.topic, tp.partition, first, read, self._sought_from.get(tp),
+            )  # fmt: skip
+        await self._seek_back({tp: first for tp, (first, _) in dropped.items()})
+
+    async def _seek_found(self) -> None:
+        """The watchdogs' findings, for partitions still assigned, sought now."""
+        assigned = self._assigned()
+        to_seek, self._to_seek = self._to_seek, {}
+        to_fetch, self._to_fetch = self._to_fetch, {}
+        stranded = {tp: o for tp, o in to_seek.items() if tp in assigned}
+        if stranded:
+            await self._seek_back(stranded)
+        stalled = {tp: v for tp, v in to_fetch.items() if tp in assigned}
+        if stalled:
+            await self._fetch_again(stalled)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         """Faust's gap, kept only where no record can be missing; otherwise a hole to fill.
@@ -283,7 +345,8 @@ class Consumer(faust_aiokafka.Consumer):
         """Faust's revocation; the holes of revoked partitions go (their new owner seeks)."""
         await super().on_partitions_revoked(revoked)
         for tp in revoked:
-            for state in (self._holes, self._refill, self._refilled, self._lost, self._starts):
+            for state in (self._holes, self._refill, self._refilled, self._lost, self._starts,
+                          self._to_seek, self._to_fetch):  # fmt: skip
                 state.pop(tp, None)
 
     async def _seek_holes(self, holes: Mapping[TP, int]) -> None:
@@ -340,10 +403,9 @@ class Consumer(faust_aiokafka.Consumer):
                 suspects[tp] = (first, position)
         seen_twice = {tp: v[0] for tp, v in suspects.items() if self._suspects.get(tp) == v}
         self._suspects = suspects
-        if seen_twice:
-            for tp in seen_twice:
-                self._suspects.pop(tp, None)
-            await self._seek_back(seen_twice)
+        for tp in seen_twice:
+            self._suspects.pop(tp, None)
+        self._to_seek.update(seen_twice)  # sought at the end of the next batch
 
     @Service.timer(STRANDED_CHECK_S)
     async def _find_unfetched(self) -> None:
@@ -435,8 +497,8 @@ class Consumer(faust_aiokafka.Consumer):
         blockers = self._stall_blockers(list(behind))
         stalled = offsets.stalled_partitions(behind, now, STALL_S)
         act = [tp for tp in stalled if not blockers[tp] and not self._handing_out]
-        if act:
-            await self._fetch_again({tp: behind[tp][0] for tp in act}, ends)
+        # fetched again at the end of the next batch (getmany runs every second, records or not)
+        self._to_fetch.update({tp: (behind[tp][0], ends[tp]) for tp in act})
         for tp in offsets.stalled_partitions(behind, now, STALL_REPORT_S):
             last = self._stall_reported.get(tp, 0.0)
             if blockers[tp] and now - last >= STALL_REPORT_S:
@@ -473,8 +535,12 @@ class Consumer(faust_aiokafka.Consumer):
             blockers[tp] = states + of_it + queued
         return blockers
 
-    async def _fetch_again(self, targets: Mapping[TP, int], ends: Mapping[TP, int]) -> None:
-        """Reset our and Faust's bookkeeping of ``targets`` and fetch each from its offset."""
+    async def _fetch_again(self, found: Mapping[TP, tuple[int, int]]) -> None:
+        """Reset our and Faust's bookkeeping of stalled partitions and fetch each again.
+
+        ``found``: each partition's (committed offset, end) when the stall was seen.
+        """
+        targets = {tp: committed for tp, (committed, _) in found.items()}
         thread = self._thread
         consumer = thread._ensure_consumer()  # type: ignore[attr-defined]
         try:
@@ -490,14 +556,15 @@ class Consumer(faust_aiokafka.Consumer):
                 "records %d-%d of %s-%d waited, none in flight, every agent queue empty, "
                 "nothing committed for %.0fs: fetching them again (Faust: active %s, paused %s, "
                 "buffered %s, read offset %s; position %d; sent back from %s)",
-                target, ends[tp] - 1, tp.topic, tp.partition, STALL_S, tp in active,
+                target, found[tp][1] - 1, tp.topic, tp.partition, STALL_S, tp in active,
                 tp in self._paused_partitions, tp in self._buffered_partitions,
                 self._read_offset.get(tp), position, self._sought_from.get(tp),
             )  # fmt: skip
             # as Faust's own seek does: the next record handed out is the target
             self._read_offset[tp] = target if target > 0 else None
             for state in (self._sought_from, self._suspects, self._holes, self._refill,
-                          self._refilled, self._lost, self._unfetched, self._stalls):  # fmt: skip
+                          self._refilled, self._lost, self._unfetched, self._stalls,
+                          self._to_seek):  # fmt: skip
                 state.pop(tp, None)
             self._buffered_partitions.discard(tp)
         if before:
@@ -566,11 +633,13 @@ class Consumer(faust_aiokafka.Consumer):
 
     async def _rewind_lost(self) -> None:
         lost, self._lost = self._lost, {}
-        # records handed out since the loss (a seek fetched them again) are not lost any more
+        # records handed out since the loss (a seek fetched them again) are not lost any more;
+        # the read offset is the last record handed out, or the offset a seek went to (not
+        # handed out yet): from it on, at the price of one record processed twice
         targets = {}
         for tp, first in lost.items():
             read = self._read_offset.get(tp)
-            targets[tp] = first if read is None else max(first, read + 1)
+            targets[tp] = first if read is None else max(first, read)
         await self._seek_back(targets)
 
     async def _seek_back(self, targets: Mapping[TP, int]) -> dict[TP, tuple[int, int]]:

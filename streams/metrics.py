@@ -55,6 +55,13 @@ CONSUMER_STALLS = Counter(
     "twice, none lost.",
     registry=REGISTRY,
 )
+CONSUMER_DROPPED = Counter(
+    "ctriage_consumer_dropped_batches",
+    "Partitions whose records Faust dropped below its read offset (a seek overwritten by a "
+    "record fetched before it), sent back to the first one dropped "
+    "(streams/faust_consumer.py); each may mean records processed twice, none lost.",
+    registry=REGISTRY,
+)
 CONSUMER_REWINDS = Counter(
     "ctriage_consumer_rewinds",
     "Partitions sent back to their committed offset because a fetched batch was cut short by "
