@@ -243,7 +243,9 @@ class Consumer(faust_aiokafka.Consumer):
         stranded = {tp: o for tp, o in to_seek.items() if tp in assigned}
         if stranded:
             await self._seek_back(stranded)
-        stalled = {tp: v for tp, v in to_fetch.items() if tp in assigned}
+        # looked at again now: an agent may have taken one of its records since the timer saw it
+        blockers = self._stall_blockers([tp for tp in to_fetch if tp in assigned])
+        stalled = {tp: v for tp, v in to_fetch.items() if tp in blockers and not blockers[tp]}
         if stalled:
             await self._fetch_again(stalled)
 
@@ -512,6 +514,7 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _stall_blockers(self, tps: Sequence[TP]) -> dict[TP, list[str]]:
         """Why each partition standing still is not fetched again now (empty: nothing stops it)."""
+        now = time.monotonic()
         states = [
             reason
             for reason, holds in (
@@ -532,7 +535,12 @@ class Consumer(faust_aiokafka.Consumer):
                 f"{len(held)} record(s) of it in flight (offset, generation: {held[:3]}; "
                 f"generation now {self.app.consumer_generation_id})"
             ] if held else []  # fmt: skip
-            blockers[tp] = states + of_it + queued
+            handling = offsets.HANDLING[(tp.topic, tp.partition)]
+            since = now - offsets.LAST_HANDLED.get((tp.topic, tp.partition), -STALL_S)
+            beside = [f"an agent handles {handling} record(s) of it"] if handling else []
+            if not handling and since < STALL_S:
+                beside = [f"an agent finished a record of it {since:.1f}s ago"]
+            blockers[tp] = states + of_it + beside + queued
         return blockers
 
     async def _fetch_again(self, found: Mapping[TP, tuple[int, int]]) -> None:

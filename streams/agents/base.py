@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from streams.consumer_offsets import HANDLING, LAST_HANDLED
 from streams.dlq import StreamReason, dead_letter
 from streams.records import Malformed, Record
 
@@ -65,6 +67,9 @@ async def handle_or_dead_letter(
     that keeps one bad message from stopping a partition (a crashed Faust agent is restarted,
     but the message that crashed it would be lost without a trace).
     """
+    message = getattr(event, "message", None)
+    where = (str(getattr(message, "topic", "")), int(getattr(message, "partition", -1)))
+    HANDLING[where] += 1  # the stalled-partition check waits meanwhile (streams/faust_consumer.py)
     try:
         await handle(event)
     except Exception as e:
@@ -72,3 +77,6 @@ async def handle_or_dead_letter(
         await dead_letter(
             dlq_topic, event, stage=stage, reason=StreamReason.INTERNAL_ERROR, error=e
         )
+    finally:
+        HANDLING[where] -= 1
+        LAST_HANDLED[where] = time.monotonic()

@@ -167,7 +167,7 @@ def _print_results(
             rejected=len(outcome.rejected_studies()),
             alerts=len(outcome.alerts),
             elapsed_s=elapsed_s,
-            latency=d.latency_summary(list(outcome.risks.values())),
+            latency=d.latency_summary(list(outcome.first_risks.values())),
             peak_rss_mb=peak_rss,
         )
     )

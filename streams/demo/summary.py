@@ -24,12 +24,19 @@ class ReplayOutcome:
     # first scorings (revision 0) per study, to check "exactly one per study"; late clinical
     # data adds revisions 1, 2, ... that supersede it
     first_scorings: Counter[str] = field(default_factory=Counter)
+    #: each study's first scoring (revision 0, the earliest if redelivered): what the ED waits
+    #: for after a CT, and what end-to-end latency is measured on (a re-score after late
+    #: clinical data is scored when that data arrives, not when the CT did)
+    first_risks: dict[str, RiskAssessment] = field(default_factory=dict)
 
     def add_risk(self, risk: RiskAssessment) -> None:
-        """Keep the latest revision of each study's risk."""
+        """Keep the latest revision of each study's risk, and its first scoring."""
         self.risk_records += 1
         if risk.revision == 0:
             self.first_scorings[risk.study_uid] += 1
+            first = self.first_risks.get(risk.study_uid)
+            if first is None or risk.scored_at < first.scored_at:
+                self.first_risks[risk.study_uid] = risk
         latest = self.risks.get(risk.study_uid)
         if latest is None or risk.revision >= latest.revision:
             self.risks[risk.study_uid] = risk
@@ -74,7 +81,11 @@ class SyntheticMatch:
 
 
 def latency_summary(risks: list[RiskAssessment]) -> LatencySummary | None:
-    """Percentiles of end-to-end latency and mean stage times."""
+    """Percentiles of end-to-end latency and mean stage times.
+
+    Pass first scorings (:attr:`ReplayOutcome.first_risks`): a later revision's latency counts
+    the wait for late clinical data, not the pipeline.
+    """
     if not risks:
         return None
     latencies = np.array([r.latency_s for r in risks])

@@ -48,6 +48,20 @@ def test_latency_percentiles() -> None:
     assert latency_summary([]) is None
 
 
+def test_latency_is_measured_on_each_study_s_first_scoring() -> None:
+    """A re-score after late clinical data supersedes the risk but is scored when that data
+    arrives: the CT's latency is its first scoring's (the earliest, if redelivered)."""
+    outcome = ReplayOutcome()
+    first, redelivered = _risk("a", 0.2, 8.0), _risk("a", 0.2, 30.0)
+    late = _risk("a", 0.6, 25.0).model_copy(update={"revision": 1})
+    for risk in (redelivered, late, first):
+        outcome.add_risk(risk)
+    assert outcome.risks["a"].revision == 1
+    assert outcome.first_risks["a"].latency_s == 8.0
+    summary = latency_summary(list(outcome.first_risks.values()))
+    assert summary is not None and summary.p95_s == 8.0
+
+
 def test_synthetic_match_counts_alerts_against_outcomes() -> None:
     outcome = ReplayOutcome()
     for uid, p in [("a", 0.9), ("b", 0.7), ("c", 0.2), ("d", 0.1)]:
