@@ -101,17 +101,8 @@ async def rewind_positions(consumer: Any, targets: Mapping[TP, int]) -> dict[TP,
     target (sought back since: a rebalance's seek to the committed offsets, a table recovery's
     to its changelog start). Returns the partitions sought: (target, position before).
     """
-    assigned = consumer.assignment()
-    rewound: dict[TP, tuple[int, int]] = {}
-    for tp, target in targets.items():
-        kafka_tp = to_kafka(tp)
-        if kafka_tp not in assigned:
-            continue
-        position = await consumer.position(kafka_tp)
-        if target < position:
-            consumer.seek(kafka_tp, target)
-            rewound[tp] = (target, position)
-    return rewound
+    before = await _seek_assigned(consumer, targets, back_only=True)
+    return {tp: (targets[tp], position) for tp, position in before.items()}
 
 
 async def end_offsets(consumer: Any, tps: Sequence[TP]) -> dict[TP, int]:
@@ -148,12 +139,25 @@ def stalled_partitions(
 
 async def seek_to(consumer: Any, targets: Mapping[TP, int]) -> dict[TP, int]:
     """Seek each partition still assigned to its target; the positions they were at."""
+    return await _seek_assigned(consumer, targets, back_only=False)
+
+
+async def _seek_assigned(
+    consumer: Any, targets: Mapping[TP, int], *, back_only: bool
+) -> dict[TP, int]:
+    """Seek each partition still assigned to its target; the positions of those sought.
+
+    ``back_only``: only where the target is behind the partition's position.
+    """
     assigned = consumer.assignment()
     before: dict[TP, int] = {}
     for tp, target in targets.items():
         kafka_tp = to_kafka(tp)
         if kafka_tp not in assigned:
             continue
-        before[tp] = await consumer.position(kafka_tp)
+        position = await consumer.position(kafka_tp)
+        if back_only and target >= position:
+            continue
         consumer.seek(kafka_tp, target)
+        before[tp] = position
     return before

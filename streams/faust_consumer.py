@@ -185,15 +185,15 @@ class Consumer(faust_aiokafka.Consumer):
         """
         self._batch = None
         given: dict[TP, int] = {}
-        dropped: dict[TP, list[int]] = {}
+        dropped: dict[TP, tuple[int, int]] = {}
         try:
             async for tp, message in super().getmany(timeout):
                 given[tp] = given.get(tp, 0) + 1
                 read = self._read_offset.get(tp)
                 if read is not None and message.offset < read:
-                    # Faust's _drain_messages drops it (below its read offset), with no log
-                    first, last = dropped.setdefault(tp, [message.offset, read])
-                    dropped[tp] = [min(first, message.offset), last]
+                    # Faust's _drain_messages drops it (below its read offset), with no log; a
+                    # partition's records come in order: the first dropped is the one to go back to
+                    dropped.setdefault(tp, (message.offset, read))
                 refill = self._refill.get(tp)
                 if refill is not None and message.offset >= refill:
                     del self._refill[tp]  # the hole's records come again: commits may pass it
@@ -224,7 +224,7 @@ class Consumer(faust_aiokafka.Consumer):
         if self._to_seek or self._to_fetch:
             await self._seek_found()
 
-    async def _seek_dropped(self, dropped: Mapping[TP, Sequence[int]]) -> None:
+    async def _seek_dropped(self, dropped: Mapping[TP, tuple[int, int]]) -> None:
         """Send each partition back to the first record Faust dropped below its read offset."""
         for tp, (first, read) in dropped.items():
             CONSUMER_DROPPED.inc()
@@ -535,11 +535,13 @@ class Consumer(faust_aiokafka.Consumer):
                 f"{len(held)} record(s) of it in flight (offset, generation: {held[:3]}; "
                 f"generation now {self.app.consumer_generation_id})"
             ] if held else []  # fmt: skip
-            handling = offsets.HANDLING[(tp.topic, tp.partition)]
-            since = now - offsets.LAST_HANDLED.get((tp.topic, tp.partition), -STALL_S)
-            beside = [f"an agent handles {handling} record(s) of it"] if handling else []
-            if not handling and since < STALL_S:
-                beside = [f"an agent finished a record of it {since:.1f}s ago"]
+            key = (tp.topic, tp.partition)
+            handling, last = offsets.HANDLING[key], offsets.LAST_HANDLED.get(key)
+            beside: list[str] = []
+            if handling:
+                beside = [f"an agent handles {handling} record(s) of it"]
+            elif last is not None and now - last < STALL_S:
+                beside = [f"an agent finished a record of it {now - last:.1f}s ago"]
             blockers[tp] = states + of_it + beside + queued
         return blockers
 
