@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
+
+from inference.slabs import run_each, z_slabs
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +101,16 @@ def fill_holes_slicewise(mask: np.ndarray) -> np.ndarray:
     return np.asarray(mask | ~outside[labels])
 
 
-def close_and_fill(mask: np.ndarray, radius_px: int) -> np.ndarray:
-    """Slice-wise closing (cross, ``radius_px`` iterations) then hole filling; same shape."""
+def close_and_fill(mask: np.ndarray, radius_px: int, threads: int = 1) -> np.ndarray:
+    """Slice-wise closing (cross, ``radius_px`` iterations) then hole filling; same shape.
+
+    Every step is in-plane, so z ranges are independent: ``threads`` of them run at once.
+    """
+    if threads > 1:
+        slabs = [mask[z] for z in z_slabs(len(mask), threads)]
+        return np.concatenate(
+            run_each(partial(close_and_fill, radius_px=radius_px), slabs, threads)
+        )
     pad = radius_px + 1
     padded = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)))
     if radius_px > 0:
@@ -129,25 +140,36 @@ def open_in_plane(mask: np.ndarray, radius_mm: float, pixel_mm: float) -> np.nda
 
 
 def lung_mask_in_box(
-    hu: np.ndarray, spacing_mm: tuple[float, float, float]
+    hu: np.ndarray, spacing_mm: tuple[float, float, float], threads: int = 1
 ) -> tuple[np.ndarray, Box] | None:
-    """Lung mask cropped to its bounding box, and that box (in ``hu`` coordinates)."""
+    """Lung mask cropped to its bounding box, and that box (in ``hu`` coordinates).
+
+    ``threads``: z ranges of the full-resolution steps computed at once (same result).
+    """
     dz, dy, dx = spacing_mm
     fy, fx = block_factors(dy, dx)
-    coarse = lung_components(coarse_air(hu, fy, fx), dz * dy * fy * dx * fx / 1000.0)
+    slabs = [hu[z] for z in z_slabs(len(hu), threads)]
+    air = np.concatenate(run_each(partial(coarse_air, fy=fy, fx=fx), slabs, threads))
+    coarse = lung_components(air, dz * dy * fy * dx * fx / 1000.0)
     box = bounding_box(coarse)
     if box is None:
         return None
-    closed = close_and_fill(coarse[box], round(CLOSING_RADIUS_MM / min(dy * fy, dx * fx)))
+    closed = close_and_fill(coarse[box], round(CLOSING_RADIUS_MM / min(dy * fy, dx * fx)), threads)
     interior = ndimage.binary_erosion(closed, structure=_CROSS, border_value=0)
     full_box: Box = (
         box[0],
         slice(box[1].start * fy, box[1].stop * fy),
         slice(box[2].start * fx, box[2].stop * fx),
     )
-    mask = _upsample(interior, fy, fx) | (
-        _upsample(closed, fy, fx) & (hu[full_box] < AIR_LIKE_BELOW_HU)
-    )
+    inside = hu[full_box]
+
+    def full_resolution(z: slice) -> np.ndarray:
+        return np.asarray(
+            _upsample(interior[z], fy, fx)
+            | (_upsample(closed[z], fy, fx) & (inside[z] < AIR_LIKE_BELOW_HU))
+        )
+
+    mask = np.concatenate(run_each(full_resolution, z_slabs(len(interior), threads), threads))
     return mask, full_box
 
 

@@ -14,6 +14,7 @@ image ``DIR/<stem>.json``, ``DIR/<stem>.lesion.png`` (0 / 255, the image's size)
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,7 +174,9 @@ def _series_masks(
         lung, lesion = threshold_masks(volume.hu, volume.spacing_mm)
         return quantify_threshold(volume.hu, volume.spacing_mm), None, lung, lesion, None
     if local:
-        seg = segment_volume(volume.hu, volume.spacing_mm, OnnxSegmenter())
+        # one network batch per core at once, one onnxruntime thread each (inference/slabs.py)
+        cores = len(os.sched_getaffinity(0))
+        seg = segment_volume(volume.hu, volume.spacing_mm, OnnxSegmenter(threads=1), cores)
         return seg.biomarkers, seg.regional, seg.lung, seg.lesion, None
     with TritonQuantifier(url, model_name=model, timeout_s=timeout_s) as quantifier:
         if model == THRESHOLD_MODEL:

@@ -26,9 +26,12 @@ axial DICOM orientation column index grows towards the patient's left):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
+
+from inference.slabs import run_all, z_slabs
 
 #: Zone scores: upper bounds (exclusive, %) of scores 1..4; above the last is 5.
 SCORE_BOUNDS_PERCENT = (5.0, 25.0, 50.0, 75.0)
@@ -107,9 +110,16 @@ def _zone_percents(lung: np.ndarray, lesion: np.ndarray) -> dict[str, float]:
 
 
 def regional_biomarkers(
-    hu: np.ndarray, spacing_mm: tuple[float, float, float], lung: np.ndarray, lesion: np.ndarray
+    hu: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    lung: np.ndarray,
+    lesion: np.ndarray,
+    threads: int = 1,
 ) -> RegionalBiomarkers:
-    """Regional biomarkers of boolean (z, y, x) ``lung`` and ``lesion`` masks of ``hu``."""
+    """Regional biomarkers of boolean (z, y, x) ``lung`` and ``lesion`` masks of ``hu``.
+
+    ``threads``: the peripheral rim's z ranges and the 3-D lesion labelling computed at once.
+    """
     lesion = lesion & lung
     if not lung.any():
         return RegionalBiomarkers()
@@ -120,12 +130,21 @@ def regional_biomarkers(
     count = 0
     hu_std = 0.0
     if lesion_voxels:
-        rim = _peripheral_rim(lung, spacing_mm)
-        peripheral_lesion = 100.0 * int((lesion & rim).sum()) / lesion_voxels
-        peripheral_lung = 100.0 * int(rim.sum()) / int(lung.sum())
-        labels, n = ndimage.label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-        count = int((sizes * voxel_ml >= MIN_COMPONENT_ML).sum())
+
+        def rim_counts(z: slice) -> tuple[int, int]:
+            rim = _peripheral_rim(lung[z], spacing_mm)
+            return int((lesion[z] & rim).sum()), int(rim.sum())
+
+        def components() -> tuple[int, int]:
+            labels, n = ndimage.label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
+            sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+            return int((sizes * voxel_ml >= MIN_COMPONENT_ML).sum()), n
+
+        # the labelling and the rim's z ranges at once; labelling first, it is the longest job
+        jobs = [components] + [partial(rim_counts, z) for z in z_slabs(len(lung), threads)]
+        (count, _), *rims = run_all(jobs, threads)
+        peripheral_lesion = 100.0 * sum(r[0] for r in rims) / lesion_voxels
+        peripheral_lung = 100.0 * sum(r[1] for r in rims) / int(lung.sum())
         hu_std = float(np.std(hu[lesion].astype(np.float64)))
     return RegionalBiomarkers(
         right_upper_zone_percent=zones["right_upper"],

@@ -38,6 +38,7 @@ from inference.biomarkers import (
 from inference.exceptions import InvalidVolume
 from inference.lungmask import Box, close_and_fill, lung_mask_in_box
 from inference.regional import RegionalBiomarkers, regional_biomarkers
+from inference.slabs import run_each
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +220,7 @@ def measure(
     lung: np.ndarray,
     lesion: np.ndarray,
     consolidation: np.ndarray | None = None,
+    threads: int = 1,
 ) -> Segmentation:
     """Biomarkers of given lung and lesion masks (lesion is clipped to the lung).
 
@@ -243,7 +245,7 @@ def measure(
         consolidation_percent=pct(dense),
         well_aerated_percent=pct(aerated),
     )
-    regional = regional_biomarkers(hu, spacing_mm, lung, lesion)
+    regional = regional_biomarkers(hu, spacing_mm, lung, lesion, threads)
     return Segmentation(lung, classes, biomarkers, regional)
 
 
@@ -275,6 +277,7 @@ def _lesion_in_box(
     lung: np.ndarray,
     logits_fn: LogitsFn,
     margin: int,
+    threads: int = 1,
 ) -> np.ndarray:
     """Network lesion mask of ``hu[box]``.
 
@@ -282,14 +285,15 @@ def _lesion_in_box(
     slices with lung are run, only the box is resized back. A network that accepts any input
     size (:attr:`OnnxSegmenter.accepts_crops`) sees only the part of each batch's slices that
     holds lung, plus ``margin`` input pixels of context; outside it there is no lesion.
+    ``threads`` batches go through at once (each writes its own slices of the mask).
     """
     z, rows, cols = box
     lesion = np.zeros(lung.shape, dtype=bool)
     size = (hu.shape[1], hu.shape[2])
     crops = isinstance(logits_fn, OnnxSegmenter) and logits_fn.accepts_crops
     todo = np.flatnonzero(lung.any(axis=(1, 2)))
-    for start in range(0, todo.size, BATCH_SLICES):
-        picked = todo[start : start + BATCH_SLICES]
+
+    def batch(picked: np.ndarray) -> None:
         # hu_to_unit's clip before the resize, its linear map after: fewer pixels to map
         window = np.clip(hu[z][picked], int(WINDOW_HU[0]), int(WINDOW_HU[1]))
         unit = (_resize(window, (INPUT_SIZE, INPUT_SIZE), order=1) - WINDOW_HU[0]) / (
@@ -305,6 +309,9 @@ def _lesion_in_box(
             unit[:, None, crop_rows, crop_cols].astype(np.float32, copy=False)
         )[:, 0]
         lesion[picked] = _resize_box(logits, size, rows, cols) > 0
+
+    batches = [todo[start : start + BATCH_SLICES] for start in range(0, todo.size, BATCH_SLICES)]
+    run_each(batch, batches, threads)
     return lesion
 
 
@@ -324,7 +331,7 @@ def _resize_box(low: np.ndarray, size: tuple[int, int], rows: slice, cols: slice
 
 
 def segment_volume(
-    hu: np.ndarray, spacing_mm: tuple[float, float, float], logits_fn: LogitsFn
+    hu: np.ndarray, spacing_mm: tuple[float, float, float], logits_fn: LogitsFn, threads: int = 1
 ) -> Segmentation:
     """Segment a (z, y, x) HU volume: classical lung mask, learned lesions inside it.
 
@@ -335,9 +342,11 @@ def segment_volume(
     Everything after the lung mask runs in the lung's bounding box (slices without lung skip
     the network): the same masks and biomarkers as on the whole volume, for a fraction of the
     work (``tests/unit/inference/test_segmentation.py`` holds the two to each other).
+    ``threads``: z ranges and network batches computed at once (:mod:`inference.slabs`; the
+    same result). With more than one, give the network one intra-op thread per batch.
     """
     spacing = check_volume(hu, spacing_mm)
-    found = lung_mask_in_box(hu, spacing)
+    found = lung_mask_in_box(hu, spacing, threads)
     if found is None:
         empty = np.zeros(hu.shape, dtype=bool)
         return measure(hu, spacing, empty, empty)
@@ -348,10 +357,10 @@ def segment_volume(
         slice(f.start - b.start, f.stop - b.start) for f, b in zip(found[1], box, strict=True)
     )
     lung[inner] = found[0]
-    lung = close_and_fill(lung, radius)
-    lesion = _lesion_in_box(hu, box, lung, logits_fn, CROP_MARGIN)
+    lung = close_and_fill(lung, radius, threads)
+    lesion = _lesion_in_box(hu, box, lung, logits_fn, CROP_MARGIN, threads)
     lesion &= hu[box] <= CONSOLIDATION_HU[1]
-    cropped = measure(hu[box], spacing, lung, lesion)
+    cropped = measure(hu[box], spacing, lung, lesion, threads=threads)
     classes = np.zeros(hu.shape, dtype=np.uint8)
     classes[box] = cropped.classes
     full_lung = np.zeros(hu.shape, dtype=bool)

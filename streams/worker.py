@@ -26,9 +26,16 @@ from triage.risk import RiskModel
 logger = logging.getLogger(__name__)
 
 
-def build_dependencies(settings: Settings) -> Dependencies:
-    """Connect the real services and load the models named in ``settings``."""
+def build_dependencies(settings: Settings, reader: SandboxedReader | None = None) -> Dependencies:
+    """Connect the real services and load the models named in ``settings``.
+
+    ``reader``: the sandboxed DICOM reader to use (one is made from the settings otherwise).
+    """
     worker = settings.worker
+    if reader is None:
+        reader = SandboxedReader(
+            memory_limit_mb=worker.reader_memory_limit_mb, timeout_s=worker.reader_timeout_s
+        )
     engine = make_engine(settings.store.url)
     create_schema(engine)
     return Dependencies(
@@ -42,13 +49,11 @@ def build_dependencies(settings: Settings) -> Dependencies:
         default_policy=AlertPolicy.single(worker.alert_threshold, worker.threshold_version),
         hospital_capacity_beds={worker.hospital: worker.icu_capacity_beds},
         default_capacity_beds=worker.icu_capacity_beds,
-        read_series=SandboxedReader(
-            memory_limit_mb=worker.reader_memory_limit_mb, timeout_s=worker.reader_timeout_s
-        ).load_series,
+        read_series=reader.load_series,
     )
 
 
-def prepare(settings: Settings) -> Pipeline:
+def prepare(settings: Settings, reader: SandboxedReader | None = None) -> Pipeline:
     """Check the topic layout and build the app (everything but running it)."""
     kafka = settings.kafka
     ensure_topics(
@@ -61,13 +66,19 @@ def prepare(settings: Settings) -> Pipeline:
         session_timeout_s=settings.worker.session_timeout_s,
     )
     settings.worker.own_data_dir.mkdir(parents=True, exist_ok=True)
-    return build_app(settings, build_dependencies(settings))
+    return build_app(settings, build_dependencies(settings, reader))
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the worker in the foreground until interrupted."""
-    pipeline = prepare(settings)
     worker = settings.worker
+    reader = SandboxedReader(
+        memory_limit_mb=worker.reader_memory_limit_mb, timeout_s=worker.reader_timeout_s
+    )
+    # the reader's child starts while Kafka, the tables and the models come up (before the
+    # clients' threads exist, which the forkserver prefers)
+    reader.start()
+    pipeline = prepare(settings, reader)
     # `kill -QUIT <pid>`: every thread's stack to the log, even with the event loop blocked, and
     # the worker runs on (SIGUSR1 lists the event loop's tasks; SIGUSR2 is mode's debugger)
     faulthandler.register(signal.SIGQUIT, all_threads=True)

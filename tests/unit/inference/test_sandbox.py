@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from dicom_factory import write_ct_series
 
@@ -128,3 +129,16 @@ def test_children_die_with_a_killed_owner(tmp_path):
     for pid in alive:  # ours to clean up, so the suite leaks nothing even when this fails
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"processes left behind by the killed owner: {alive}"
+
+
+def test_start_brings_the_child_up_before_the_first_study(
+    reader: SandboxedReader, series: Path
+) -> None:
+    """A worker starts its reader at start-up: the first study is read by a child that was
+    already running (it paid 3-4 s of process start and imports in its load time before)."""
+    reader.start().join(timeout=60)
+    asked = time.time()
+    child = psutil.Process(reader.run(os.getpid))
+    assert child.pid != os.getpid() and child.create_time() < asked
+    assert reader.load_series(series).hu.shape[0] == 12
+    assert reader.run(os.getpid) == child.pid  # the same child reads on

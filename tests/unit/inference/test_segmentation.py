@@ -230,6 +230,10 @@ def test_segment_volume_in_the_lung_box_equals_the_whole_volume_on_p001(
     fast = segment_volume(p001.hu, p001.spacing_mm, segmenter)
     assert fast.classes.shape == p001.hu.shape and fast.biomarkers.lesion_volume_ml > 50
     assert_same_segmentation(fast, whole_volume_reference(p001.hu, p001.spacing_mm, segmenter))
+    # slabs and network batches in threads (3: uneven z ranges) give exactly the same study
+    parallel = segment_volume(p001.hu, p001.spacing_mm, segmenter, threads=3)
+    assert (parallel.lung == fast.lung).all() and (parallel.classes == fast.classes).all()
+    assert parallel.biomarkers == fast.biomarkers and parallel.regional == fast.regional
 
 
 @pytest.mark.parametrize("matrix", [128, 200])  # 2x upsampling to the network, and any factor

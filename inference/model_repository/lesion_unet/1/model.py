@@ -3,7 +3,8 @@
 The computation is :func:`inference.segmentation.segment_volume`, the function the ``--local``
 path of ``ctriage quantify --model lesion_unet`` runs, with the same network in the same
 process: onnxruntime on ``lesion_unet_onnx``'s weights (``NETWORK_ONNX`` in config.pbtxt),
-threads set by the config's ``ORT_*`` parameters. No BLS round trip per slice batch: each
+threads set by the config's ``STUDY_THREADS`` (slabs and network batches at once) and ``ORT_*``
+parameters. No BLS round trip per slice batch: each
 cost a request, a copy of the slices into shared memory and back and a wait in the slice
 model's queue (about two thirds of a study's time on 2 cores, ``docs/imaging-performance.md``).
 A volume that cannot be quantified gets an INVALID_ARG error response (HTTP 400).
@@ -36,12 +37,14 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         repository = Path(args["model_repository"]).parent
         network = repository / _parameter(config, "NETWORK_ONNX", "lesion_unet_onnx/1/model.onnx")
-        threads = int(_parameter(config, "ORT_INTRA_OP_THREADS", "2"))
+        threads = int(_parameter(config, "ORT_INTRA_OP_THREADS", "1"))
         spinning = _parameter(config, "ORT_ALLOW_SPINNING", "0") == "1"
+        self.study_threads = int(_parameter(config, "STUDY_THREADS", "2"))
         self.segmenter = OnnxSegmenter(network, threads=threads, allow_spinning=spinning)
         self.names = Biomarkers.names() + RegionalBiomarkers.names()
         pb_utils.Logger.log_info(
-            f"lesion_unet ready: {network}, {threads} onnxruntime threads, spinning {spinning}"
+            f"lesion_unet ready: {network}, {self.study_threads} study threads, {threads}"
+            f" onnxruntime threads per batch, spinning {spinning}"
         )
 
     def execute(self, requests: list) -> list:
@@ -55,7 +58,12 @@ class TritonPythonModel:
             if hu is None or spacing_tensor is None:
                 raise InvalidVolume("inputs HU and SPACING_MM are both required")
             spacing = tuple(float(v) for v in spacing_tensor.as_numpy().ravel())
-            seg = segment_volume(hu.as_numpy(), spacing, self.segmenter)  # type: ignore[arg-type]
+            seg = segment_volume(
+                hu.as_numpy(),
+                spacing,  # type: ignore[arg-type]
+                self.segmenter,
+                self.study_threads,
+            )
         except InvalidVolume as e:
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(f"invalid volume: {e}", pb_utils.TritonError.INVALID_ARG)
