@@ -57,14 +57,20 @@ def block_factors(dy_mm: float, dx_mm: float) -> tuple[int, int]:
 
 
 def coarse_air(hu: np.ndarray, fy: int, fx: int) -> np.ndarray:
-    """Air-like blocks (block mean below the threshold) on a grid of (fy, fx) voxel blocks."""
+    """Air-like blocks (block mean below the threshold) on a grid of (fy, fx) voxel blocks.
+
+    Rows of a block are summed first (whole rows at a time), then its columns: half the time
+    of one strided pass per voxel of the block, the same sums.
+    """
     z, y, x = hu.shape
     y_end, x_end = y - y % fy, x - x % fx
     exact = np.issubdtype(hu.dtype, np.integer) and hu.dtype.itemsize <= 2
-    sums: np.ndarray = np.zeros((z, y // fy, x // fx), dtype=np.int32 if exact else np.float64)
-    for i in range(fy):
-        for j in range(fx):
-            sums += hu[:, i:y_end:fy, j:x_end:fx]
+    rows = hu[:, 0:y_end:fy].astype(np.int32 if exact else np.float64)
+    for i in range(1, fy):
+        rows += hu[:, i:y_end:fy]
+    sums = rows[:, :, 0:x_end:fx].copy()
+    for j in range(1, fx):
+        sums += rows[:, :, j:x_end:fx]
     return np.asarray(sums < AIR_LIKE_BELOW_HU * fy * fx)
 
 
@@ -79,8 +85,7 @@ def lung_components(air: np.ndarray, voxel_ml: float) -> np.ndarray:
         return np.zeros_like(air)
     faces = (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1])
     border = np.unique(np.concatenate([f.ravel() for f in faces]))
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    sizes[0] = 0
+    sizes = np.bincount(labels[air], minlength=count + 1)  # air voxels only: label 0 counts 0
     sizes[border] = 0
     ranked = np.argsort(sizes)[::-1][:2]
     keep = [int(ranked[0])] if sizes[ranked[0]] * voxel_ml >= MIN_LUNG_ML else []

@@ -137,7 +137,8 @@ def regional_biomarkers(
 
         def components() -> tuple[int, int]:
             labels, n = ndimage.label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
-            sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+            # counted over the lesion's voxels only (the background is most of the box)
+            sizes = np.bincount(labels[lesion], minlength=n + 1)[1:]
             return int((sizes * voxel_ml >= MIN_COMPONENT_ML).sum()), n
 
         # the labelling and the rim's z ranges at once; labelling first, it is the longest job
