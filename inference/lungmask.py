@@ -65,10 +65,10 @@ def coarse_air(hu: np.ndarray, fy: int, fx: int) -> np.ndarray:
     z, y, x = hu.shape
     y_end, x_end = y - y % fy, x - x % fx
     exact = np.issubdtype(hu.dtype, np.integer) and hu.dtype.itemsize <= 2
-    rows = hu[:, 0:y_end:fy].astype(np.int32 if exact else np.float64)
+    rows: np.ndarray = hu[:, 0:y_end:fy].astype(np.int32 if exact else np.float64)
     for i in range(1, fy):
         rows += hu[:, i:y_end:fy]
-    sums = rows[:, :, 0:x_end:fx].copy()
+    sums: np.ndarray = rows[:, :, 0:x_end:fx].copy()
     for j in range(1, fx):
         sums += rows[:, :, j:x_end:fx]
     return np.asarray(sums < AIR_LIKE_BELOW_HU * fy * fx)
