@@ -158,6 +158,12 @@ def test_bench_study_in_process(study, record_result) -> None:
             "network_slices_per_s_best": round(64 / network["seconds_per_study_best"], 1),
             "lesion_unet": _timed(lambda s=segmenter: segment_volume(hu, spacing, s), pid),
         }
+    # what lesion_unet runs in Triton: both cores over the study's slabs and network batches,
+    # one onnxruntime thread per batch (STUDY_THREADS=2, ORT_INTRA_OP_THREADS=1)
+    per_batch = OnnxSegmenter(threads=1)
+    numbers["lesion_unet_2_study_threads_1_onnxruntime_thread"] = _timed(
+        lambda: segment_volume(hu, spacing, per_batch, threads=2), pid
+    )
     numbers["lesion_unet_whole_volume_reference_2_threads"] = _timed(
         lambda: _whole_volume(hu, spacing, OnnxSegmenter(threads=2)), pid, runs=1
     )
