@@ -75,38 +75,14 @@ STRANDED_CHECK_S = 2.0
 #: which took 1.7-2.4 s on a loaded 2-core machine (a 1 s look, with 3 s here, overlapped
 #: itself 110 times in a 1,000-study chaos run, 2026-12-06).
 STALL_S = 5.0
-#: How long a broker may hold a fetch that finds no new record (Faust asks for 1,500 ms). A
-#: broker answers one request of a connection at a time, so every other request on the same
-#: connection (offset lookups of table recovery and of the watchdogs, commits where the group
-#: coordinator leads partitions too) waited behind that long poll: each of Faust's recovery
-#: steps took 1.4-1.6 s in the 1,000-study chaos runs of 2026-12-07, and one offsets lookup
-#: 0.5 s at aiokafka's own 500 ms. Records still come back as soon as there are any.
-FETCH_MAX_WAIT_MS = 200
-#: Longest wait of one ``getmany`` on the Kafka client's thread (Faust asks for 1 s): calls on
-#: that thread (recovery, commits, the watchdogs' looks) are served by two workers, and an idle
-#: fetch holds one of them for the whole wait.
-FETCH_WAIT_S = 0.2
 #: Seconds after which a partition standing still for another reason says why (and again)
 STALL_REPORT_S = 60.0
 #: Topics where a jump in offsets is expected (compaction removed records): Faust's gaps stand.
 COMPACTED_TOPICS = frozenset(spec.name for spec in ALL_TOPICS if spec.compacted)
 
 
-class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's Kafka client thread, with fetches held at most ``FETCH_MAX_WAIT_MS``."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # Faust passes a fixed 1,500 ms; aiokafka reads it when start() makes its fetcher
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
-        return consumer
-
-
 class Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer that fetches again what a rebalance left behind."""
-
-    def _new_consumer_thread(self) -> ConsumerThread:
-        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     _batch: Mapping[Any, Sequence[Any]] | None = None
     _handing_out: bool = False
@@ -211,7 +187,7 @@ class Consumer(faust_aiokafka.Consumer):
         given: dict[TP, int] = {}
         dropped: dict[TP, tuple[int, int]] = {}
         try:
-            async for tp, message in super().getmany(min(timeout, FETCH_WAIT_S)):
+            async for tp, message in super().getmany(timeout):
                 given[tp] = given.get(tp, 0) + 1
                 read = self._read_offset.get(tp)
                 if read is not None and message.offset < read:
