@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
-from functools import partial
 
 import numpy as np
 from scipy import ndimage
 
-from inference.slabs import run_each, z_slabs
+from inference.slabs import along_z
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +111,7 @@ def close_and_fill(mask: np.ndarray, radius_px: int, threads: int = 1) -> np.nda
     Every step is in-plane, so z ranges are independent: ``threads`` of them run at once.
     """
     if threads > 1:
-        slabs = [mask[z] for z in z_slabs(len(mask), threads)]
-        return np.concatenate(
-            run_each(partial(close_and_fill, radius_px=radius_px), slabs, threads)
-        )
+        return along_z(lambda z: close_and_fill(mask[z], radius_px), len(mask), threads)
     pad = radius_px + 1
     padded = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)))
     if radius_px > 0:
@@ -153,8 +149,7 @@ def lung_mask_in_box(
     """
     dz, dy, dx = spacing_mm
     fy, fx = block_factors(dy, dx)
-    slabs = [hu[z] for z in z_slabs(len(hu), threads)]
-    air = np.concatenate(run_each(partial(coarse_air, fy=fy, fx=fx), slabs, threads))
+    air = along_z(lambda z: coarse_air(hu[z], fy, fx), len(hu), threads)
     coarse = lung_components(air, dz * dy * fy * dx * fx / 1000.0)
     box = bounding_box(coarse)
     if box is None:
@@ -174,7 +169,7 @@ def lung_mask_in_box(
             | (_upsample(closed[z], fy, fx) & (inside[z] < AIR_LIKE_BELOW_HU))
         )
 
-    mask = np.concatenate(run_each(full_resolution, z_slabs(len(interior), threads), threads))
+    mask = along_z(full_resolution, len(interior), threads)
     return mask, full_box
 
 

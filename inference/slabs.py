@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
+import numpy as np
+
 A = TypeVar("A")
 T = TypeVar("T")
 
@@ -39,3 +41,11 @@ def run_all(jobs: Sequence[Callable[[], T]], threads: int) -> list[T]:
 def run_each(fn: Callable[[A], T], items: Sequence[A], threads: int) -> list[T]:
     """``[fn(item) for item in items]``, computed by up to ``threads`` threads."""
     return run_all([partial(fn, item) for item in items], threads)
+
+
+def along_z(fn: Callable[[slice], np.ndarray], depth: int, threads: int) -> np.ndarray:
+    """``fn`` of each z range of ``range(depth)``, concatenated along z (one call: no copy)."""
+    slabs = z_slabs(depth, threads)
+    if len(slabs) <= 1:
+        return fn(slice(0, depth))
+    return np.concatenate(run_each(fn, slabs, threads))

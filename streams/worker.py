@@ -26,6 +26,14 @@ from triage.risk import RiskModel
 logger = logging.getLogger(__name__)
 
 
+def series_reader(settings: Settings) -> SandboxedReader:
+    """The worker's sandboxed DICOM reader, with the settings' memory and time limits."""
+    worker = settings.worker
+    return SandboxedReader(
+        memory_limit_mb=worker.reader_memory_limit_mb, timeout_s=worker.reader_timeout_s
+    )
+
+
 def build_dependencies(settings: Settings, reader: SandboxedReader | None = None) -> Dependencies:
     """Connect the real services and load the models named in ``settings``.
 
@@ -33,9 +41,7 @@ def build_dependencies(settings: Settings, reader: SandboxedReader | None = None
     """
     worker = settings.worker
     if reader is None:
-        reader = SandboxedReader(
-            memory_limit_mb=worker.reader_memory_limit_mb, timeout_s=worker.reader_timeout_s
-        )
+        reader = series_reader(settings)
     engine = make_engine(settings.store.url)
     create_schema(engine)
     return Dependencies(
@@ -72,9 +78,7 @@ def prepare(settings: Settings, reader: SandboxedReader | None = None) -> Pipeli
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the worker in the foreground until interrupted."""
     worker = settings.worker
-    reader = SandboxedReader(
-        memory_limit_mb=worker.reader_memory_limit_mb, timeout_s=worker.reader_timeout_s
-    )
+    reader = series_reader(settings)
     # the reader's child starts while Kafka, the tables and the models come up (before the
     # clients' threads exist, which the forkserver prefers)
     reader.start()

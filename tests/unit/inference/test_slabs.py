@@ -1,8 +1,9 @@
 import threading
 
+import numpy as np
 import pytest
 
-from inference.slabs import run_all, z_slabs
+from inference.slabs import along_z, run_all, z_slabs
 
 
 @pytest.mark.parametrize(("depth", "parts"), [(300, 2), (7, 3), (2, 5), (1, 1), (10, 1)])
@@ -37,3 +38,14 @@ def test_a_failing_job_fails_the_call() -> None:
 
     with pytest.raises(ValueError, match="bad slab"):
         run_all([lambda: 1, fails], threads=2)
+
+
+@pytest.mark.parametrize(("depth", "threads"), [(7, 3), (7, 1), (1, 2), (0, 2)])
+def test_along_z_concatenates_the_ranges_in_order(depth: int, threads: int) -> None:
+    volume = np.arange(depth * 4).reshape(depth, 2, 2)
+    assert np.array_equal(along_z(lambda z: volume[z] * 2, depth, threads), volume * 2)
+
+
+def test_along_z_in_one_range_returns_the_result_itself() -> None:
+    volume = np.zeros((5, 2, 2))
+    assert along_z(lambda z: volume, 5, threads=1) is volume
