@@ -328,8 +328,15 @@ def upsert_forecast_rows(conn: Connection, rows: Iterable[dict[str, Any]]) -> No
 
 
 def insert_dead_letter(conn: Connection, row: dict[str, Any]) -> None:
-    """Append a dead letter (each failure is its own row)."""
-    conn.execute(dead_letters.insert(), [row])
+    r"""Append a dead letter (each failure is its own row).
+
+    PostgreSQL's text holds no NUL character, and a binary message that was dead-lettered
+    carries some in its payload: each is stored as the four characters ``\x00`` (without
+    that, the poison chaos run's letters were refused by the store and dead-lettered again as
+    ``store_unavailable``, their own reason lost).
+    """
+    clean = {k: v.replace("\x00", "\\x00") if isinstance(v, str) else v for k, v in row.items()}
+    conn.execute(dead_letters.insert(), [clean])
 
 
 def count_rows(conn: Connection, table: Table) -> int:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -75,14 +76,38 @@ STRANDED_CHECK_S = 2.0
 #: which took 1.7-2.4 s on a loaded 2-core machine (a 1 s look, with 3 s here, overlapped
 #: itself 110 times in a 1,000-study chaos run, 2026-12-06).
 STALL_S = 5.0
+#: How long a broker may hold a fetch that finds no new record (Faust asks for 1,500 ms). A
+#: broker answers one request of a connection at a time, so every other request on the same
+#: connection (offset lookups of table recovery and of the watchdogs, commits where the group
+#: coordinator leads partitions too) waited behind that long poll: each of Faust's recovery
+#: steps took 1.4-1.6 s in the 1,000-study chaos runs of 2026-12-07, and one offsets lookup
+#: 0.5 s at aiokafka's own 500 ms. Records still come back as soon as there are any.
+FETCH_MAX_WAIT_MS = 200
+#: Longest wait of one ``getmany`` on the Kafka client's thread (Faust asks for 1 s): calls on
+#: that thread (recovery, commits, the watchdogs' looks) are served by two workers, and an idle
+#: fetch holds one of them for the whole wait.
+FETCH_WAIT_S = 0.2
 #: Seconds after which a partition standing still for another reason says why (and again)
 STALL_REPORT_S = 60.0
 #: Topics where a jump in offsets is expected (compaction removed records): Faust's gaps stand.
 COMPACTED_TOPICS = frozenset(spec.name for spec in ALL_TOPICS if spec.compacted)
 
 
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's Kafka client thread, with fetches held at most ``FETCH_MAX_WAIT_MS``."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Faust passes a fixed 1,500 ms; aiokafka reads it when start() makes its fetcher
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+
 class Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer that fetches again what a rebalance left behind."""
+
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     _batch: Mapping[Any, Sequence[Any]] | None = None
     _handing_out: bool = False
@@ -92,6 +117,10 @@ class Consumer(faust_aiokafka.Consumer):
     _holes: dict[TP, int]
     _refill: dict[TP, int]
     _refilled: dict[TP, int]
+    _given_from: dict[TP, int]
+    _sought_to: dict[TP, int]
+    _this_pass: dict[TP, weakref.WeakSet[Message]]
+    _pass_acked: dict[TP, int]
     _starts: dict[TP, int]
     _unfetched: dict[TP, int]
     _stalls: dict[TP, tuple[int, float]]
@@ -116,6 +145,17 @@ class Consumer(faust_aiokafka.Consumer):
         self._refill = {}
         #: holes just handed out again (for the gap check of that same record)
         self._refilled = {}
+        #: the first record handed out since the partition's last seek: from it to Faust's read
+        #: offset every record went to an agent's queue (records come in order after a seek)
+        self._given_from = {}
+        #: where the partition's last seek went: until a record is handed out after it, the
+        #: records from there on are coming (not holes)
+        self._sought_to = {}
+        #: the records handed out since the partition's last seek (while queued or in flight),
+        #: and the highest of them acknowledged: a partition's records reach an agent in order,
+        #: so one of them still unacknowledged below it never will (it was lost on the way)
+        self._this_pass = {}
+        self._pass_acked = {}
         #: where a partition the group never committed (or committed at 0) was sought to: what
         #: stands for its committed offset until the first commit (Faust keeps None for both)
         self._starts = {}
@@ -145,6 +185,10 @@ class Consumer(faust_aiokafka.Consumer):
         start; 0 committed: offset 0), as the seek means to.
         """
         committed: Mapping[TP, int] = await super().seek_to_committed()
+        self._given_from.clear()
+        self._this_pass.clear()
+        self._pass_acked.clear()
+        self._sought_to = {TP(tp.topic, tp.partition): o for tp, o in committed.items() if o}
         if self.app.conf.consumer_auto_offset_reset != "earliest":
             return committed
         acked = self.app.topics.acks_enabled_for
@@ -153,7 +197,20 @@ class Consumer(faust_aiokafka.Consumer):
             thread = self._thread
             consumer = thread._ensure_consumer()  # type: ignore[attr-defined]
             self._starts.update(await thread.call_thread(offsets.seek_to_start, consumer, unsought))
+            self._sought_to.update(self._starts)
         return committed
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        """Faust's seek (a table recovery's): what was handed out before is not on its way."""
+        await super().seek(partition, offset)
+        self._sought(TP(partition.topic, partition.partition), offset)
+
+    def _sought(self, tp: TP, offset: int) -> None:
+        """A seek of ``tp`` to ``offset``: the records from there on are coming again."""
+        self._given_from.pop(tp, None)
+        self._this_pass.pop(tp, None)
+        self._pass_acked.pop(tp, None)
+        self._sought_to[tp] = offset
 
     def _committed(self, tp: TP) -> int | None:
         """The committed offset, or where the partition started when none was committed yet.
@@ -187,13 +244,16 @@ class Consumer(faust_aiokafka.Consumer):
         given: dict[TP, int] = {}
         dropped: dict[TP, tuple[int, int]] = {}
         try:
-            async for tp, message in super().getmany(timeout):
+            async for tp, message in super().getmany(min(timeout, FETCH_WAIT_S)):
                 given[tp] = given.get(tp, 0) + 1
                 read = self._read_offset.get(tp)
                 if read is not None and message.offset < read:
                     # Faust's _drain_messages drops it (below its read offset), with no log; a
                     # partition's records come in order: the first dropped is the one to go back to
                     dropped.setdefault(tp, (message.offset, read))
+                if read is None or message.offset >= read:
+                    self._given_from.setdefault(tp, message.offset)
+                    self._this_pass.setdefault(tp, weakref.WeakSet()).add(message)
                 refill = self._refill.get(tp)
                 if refill is not None and message.offset >= refill:
                     del self._refill[tp]  # the hole's records come again: commits may pass it
@@ -287,10 +347,13 @@ class Consumer(faust_aiokafka.Consumer):
         killed worker, the survivor's first record handed out 7, committed 11).
         """
         committed = self._committed(tp)
-        if committed is not None and self._in_flight(tp, committed):
-            # an agent is processing it while later records were acknowledged (another agent
-            # on the topic, or a copy fetched again): Faust would commit past it (the
-            # off-by-one below), and it is no hole: seeking back would fetch it again for nothing
+        if committed is not None and (
+            self._in_flight(tp, committed) or self._on_its_way(tp, committed)
+        ):
+            # an agent is processing it, or it waits in an agent's queue, while later records
+            # were acknowledged (another agent on the topic, or a copy fetched again): Faust
+            # would commit past it (the off-by-one below), and it is no hole: seeking back
+            # would fetch it again for nothing
             return None
         head = self._unacknowledged_head(tp)
         if head is not None:
@@ -332,6 +395,32 @@ class Consumer(faust_aiokafka.Consumer):
             covered.update(range(max(interval.begin, committed), min(interval.end, first)))
         return None if len(covered) == first - committed else committed
 
+    def _on_its_way(self, tp: TP, offset: int) -> bool:
+        """Whether record ``offset`` waits in a queue: handed out since the last seek, not acked.
+
+        Faust tracks a record only once its agent takes it from the queue, so a copy fetched
+        again after a seek back waits there unseen by :meth:`_in_flight`. Taken for a hole, it
+        was sought back to again at every commit while it waited: with a short fetch wait the
+        poison chaos run fetched its partitions 18 times over (2026-12-07: 124 dead letters
+        for 100). A partition's records reach its agent in the order handed out, so one still
+        unacknowledged below a record of the same pass that was acknowledged was lost on the way
+        (the next poison run, 2026-12-07: records 1-4 of a partition handed out after 0, never
+        processed, while 5 on were): a hole, sought back to at once, not left to the
+        stalled-partitions check, which waits for every agent queue to empty.
+        """
+        if offset in self._acked_index.get(tp, ()):
+            return False  # processed: not waiting any more
+        first, read, hole = self._given_from.get(tp), self._read_offset.get(tp), self._holes.get(tp)
+        if first is None:
+            # nothing handed out since the last seek: what it went back to is still coming
+            sought = self._sought_to.get(tp)
+            return sought is not None and sought <= offset
+        if read is None or not first <= offset <= read:
+            return False
+        if self._pass_acked.get(tp, -1) > offset:
+            return False  # a later record of the same pass was processed: this one was lost
+        return hole is None or hole > offset
+
     def _in_flight(self, tp: TP, offset: int) -> bool:
         """Whether record ``offset`` of ``tp`` was handed out and is not acknowledged yet."""
         unacked = getattr(self, "_unacked_messages", ())
@@ -348,7 +437,8 @@ class Consumer(faust_aiokafka.Consumer):
         await super().on_partitions_revoked(revoked)
         for tp in revoked:
             for state in (self._holes, self._refill, self._refilled, self._lost, self._starts,
-                          self._to_seek, self._to_fetch):  # fmt: skip
+                          self._to_seek, self._to_fetch, self._given_from,
+                          self._sought_to, self._this_pass, self._pass_acked):  # fmt: skip
                 state.pop(tp, None)
 
     async def _seek_holes(self, holes: Mapping[TP, int]) -> None:
@@ -572,6 +662,7 @@ class Consumer(faust_aiokafka.Consumer):
             )  # fmt: skip
             # as Faust's own seek does: the next record handed out is the target
             self._read_offset[tp] = target if target > 0 else None
+            self._sought(tp, target)
             for state in (self._sought_from, self._suspects, self._holes, self._refill,
                           self._refilled, self._lost, self._unfetched, self._stalls,
                           self._to_seek):  # fmt: skip
@@ -635,7 +726,11 @@ class Consumer(faust_aiokafka.Consumer):
             self._unacked_messages.discard(message)
             notify(self._waiting_for_ack)  # a rebalance waiting for the streams to empty goes on
             return False
-        return super().ack(message)
+        acked: bool = super().ack(message)
+        tp = message.tp
+        if acked and message in self._this_pass.get(tp, ()):
+            self._pass_acked[tp] = max(message.offset, self._pass_acked.get(tp, -1))
+        return acked
 
     def _idle(self) -> bool:
         """No record in flight: none unacknowledged, every agent's queue empty."""
@@ -662,6 +757,7 @@ class Consumer(faust_aiokafka.Consumer):
             return {}
         for tp, (offset, position) in rewound.items():
             self._read_offset[tp] = offset
+            self._sought(tp, offset)
             if tp in self.faults_read_ahead:  # crash tests only (streams/failpoints.py)
                 self.faults_read_ahead.discard(tp)
                 self._read_offset[tp] = offsets.READ_AHEAD

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from grafana_sql import grafana_expand, panel_sql, query
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from dashboards import admin, icu_forecast, pipeline_health, store
 from streams.admin.policy_log import audit_record
@@ -255,3 +255,19 @@ def test_dead_letters_an_operator_reads(admin_engine: Engine) -> None:
         ("invalid_volume", 2), ("unknown_patient", 1)
     ]  # fmt: skip
     assert all("payload" not in r and "error" not in r for r in rows)
+
+
+def test_a_binary_dead_letter_is_stored_with_its_own_reason(postgres_server: Any) -> None:
+    """PostgreSQL text holds no NUL: the chaos run's poison bytes were refused by the store."""
+    engine = store.make_engine(postgres_server.create_database("binary_dead_letter_it"))
+    store.create_schema(engine)
+    letter = build_dead_letter(
+        stage="risk", reason="malformed_record", error="not json", source_topic="ct.quantification",
+        source_partition=0, source_offset=7, key=b"k\x00", payload=b"\x00\xffnot json at all",
+    )  # fmt: skip
+    write_dead_letter(engine, "ct.quantification.dlq", letter)
+    with engine.connect() as conn:
+        (row,) = conn.execute(select(store.dead_letters)).mappings().all()
+    assert (row["reason_code"], row["source_offset"]) == ("malformed_record", 7)
+    assert row["payload"] == "\\x00\ufffdnot json at all"
+    engine.dispose()
