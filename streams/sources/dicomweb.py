@@ -43,6 +43,9 @@ from streams.sources.study_store import StudyStore, patient_id
 logger = logging.getLogger(__name__)
 
 SOURCE = "dicomweb"
+#: Tries per DICOMweb request; retrying waits multiplier x 2^n ms between them: 0.5 s, then 1 s.
+REQUEST_ATTEMPTS = 3
+RETRY_WAIT_MS = 250
 _STUDY_UID = "0020000D"
 _SERIES_UID = "0020000E"
 _INSTANCES = "00201208"
@@ -118,6 +121,12 @@ class DicomwebPoller:
     ) -> None:
         # permissive: anonymisers' UIDs (UUIDs, leading zeros) are fetched; hostile ones are not
         self.client = DICOMwebClient(url, session=session, permissive_uid=True, timeout=timeout_s)
+        # dicomweb-client retries every failed request (any exception, an untrusted certificate
+        # included) 5 times over 30 s; the poll loop tries again every interval anyway, so a
+        # request gets REQUEST_ATTEMPTS tries 0.5 s and 1 s apart and an error is reported at once
+        self.client.set_http_retry_params(
+            max_attempts=REQUEST_ATTEMPTS, wait_exponential_multiplier=RETRY_WAIT_MS
+        )
         self.store = store
         self.on_study = on_study
         self.on_rejected = on_rejected
