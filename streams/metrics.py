@@ -44,14 +44,14 @@ DEAD_LETTERS = Counter(
 CONSUMER_RESUMED = Counter(
     "ctriage_consumer_resumed_partitions",
     "Stream partitions with records waiting that Faust had stopped fetching outside a "
-    "rebalance or recovery, resumed by the consumer's watchdog (streams/faust_consumer.py).",
+    "rebalance or recovery, resumed by the consumer's watchdog (streams/consumer_watchdogs.py).",
     registry=REGISTRY,
 )
 CONSUMER_STALLS = Counter(
     "ctriage_consumer_stalled_partitions",
     "Stream partitions fetched again from their committed offset after records waited, none "
     "in flight and every agent queue empty, with nothing committed for 5 s (the consumer's "
-    "last-resort liveness check, streams/faust_consumer.py); each may mean records processed "
+    "last-resort liveness check, streams/consumer_watchdogs.py); each may mean records processed "
     "twice, none lost.",
     registry=REGISTRY,
 )

@@ -69,7 +69,7 @@ async def handle_or_dead_letter(
     """
     message = getattr(event, "message", None)
     where = (str(getattr(message, "topic", "")), int(getattr(message, "partition", -1)))
-    HANDLING[where] += 1  # the stalled-partition check waits meanwhile (streams/faust_consumer.py)
+    HANDLING[where] += 1  # the stalled-partition check waits (consumer_watchdogs.py)
     try:
         await handle(event)
     except Exception as e:

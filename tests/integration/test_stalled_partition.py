@@ -7,7 +7,7 @@ plays, once, a state that leaves a partition so (``CTRIAGE_WORKER__FAILPOINTS``,
 streams/failpoints.py): ``unfetch_partition`` (the partition of its first scored study out of
 Faust's fetch set) and ``read_offset_ahead`` (Faust's read offset far ahead, so Faust drops what
 it fetches of the partition). Studies published to that partition afterwards must still be
-scored, and the consumer says what it found (streams/faust_consumer.py: ``_find_unfetched``;
+scored, and the consumer says what it found (streams/consumer_watchdogs.py: ``_find_unfetched``;
 records below Faust's read offset are seen as they are dropped, at the end of the batch, before
 the last-resort ``_find_stalled`` would act). Without the watchdogs they wait for ever
 (measured: 6 of 6 not stored within 60 s).
