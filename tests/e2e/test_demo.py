@@ -40,6 +40,7 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.usefixtures("local_postgres_purged")
 def test_demo_reduced(tmp_path: Path, port_offset: int) -> None:
     env = {
         **os.environ,
@@ -88,6 +89,7 @@ def test_demo_reduced(tmp_path: Path, port_offset: int) -> None:
     assert not _port_open(PROMETHEUS + port_offset)
 
 
+@pytest.mark.usefixtures("local_postgres_purged")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_demo_interrupted_stops_services(tmp_path: Path, port_offset: int, sig: int) -> None:
     """Ctrl-C (or a SIGTERM from a supervisor) in the middle of a replay stops every service."""

@@ -222,6 +222,7 @@ def test_triton_serves_a_python_backend_model(tmp_path: Path) -> None:
     assert_gone(pid)
 
 
+@pytest.mark.usefixtures("local_postgres_purged")
 def test_cli_up_outlives_the_cli_then_down_stops_everything(
     tmp_path: Path, port_offset: int
 ) -> None:
@@ -275,6 +276,7 @@ def test_cli_up_outlives_the_cli_then_down_stops_everything(
     assert not list((tmp_path / "run").glob("*/*.pid"))
 
 
+@pytest.mark.usefixtures("local_postgres_purged")
 def test_demo_services_that_fail_halfway_leave_nothing_running(
     tmp_path: Path, port_offset: int
 ) -> None:
