@@ -82,8 +82,11 @@ class PolicyLog:
             auto_offset_reset="earliest",
             **self.security.aiokafka(),
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers, acks="all", **self.security.aiokafka()
+        producer = AIOKafkaProducer(  # idempotent: a retry after a broker died is written once
+            bootstrap_servers=self.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            **self.security.aiokafka(),
         )
         try:
             await asyncio.wait_for(self._catch_up(consumer), self.timeout_s)
