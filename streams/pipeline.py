@@ -57,6 +57,8 @@ class Pipeline:
     topics: dict[str, faust.TopicT] = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
     policies: dict[str, AlertPolicy] = field(default_factory=dict)
+    #: hospitals whose policy carries a site calibration: the risk model with its layer
+    site_models: dict[str, RiskModel] = field(default_factory=dict)
     registry: CapacityRegistry = field(default_factory=CapacityRegistry)
 
     def topic(self, name: str) -> faust.TopicT:
@@ -66,6 +68,10 @@ class Pipeline:
     def policy_for(self, hospital: str) -> AlertPolicy:
         """The alert policy in force for ``hospital`` (latest ``triage.config``, else default)."""
         return self.policies.get(hospital, self.deps.default_policy)
+
+    def model_for(self, hospital: str) -> RiskModel:
+        """The risk model for ``hospital``: with its site calibration if its policy has one."""
+        return self.site_models.get(hospital, self.deps.risk_model)
 
     def capacity_planner(self) -> CapacityPlanner:
         """The capacity core with this worker's units, horizon and lengths of stay."""

@@ -261,6 +261,9 @@ class TriageConfig(Record):
     previous_version: str | None = None
     #: the hospital's worsening rule (issue 16; None: the worker's configured rule)
     worsening: dict[str, float] | None = None
+    #: the hospital's site calibration of the risk model (issue 13; None: the model as loaded):
+    #: ``{"base_version", "site_calibration"}``, see :func:`triage.alerts.risk_calibration`
+    calibration: dict[str, Any] | None = None
 
 
 class ThresholdAudit(Record):

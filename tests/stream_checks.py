@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from sqlalchemy import select, text
 
 from dashboards import store
 from streams import topics as t
+from streams.demo import worker_env
 from streams.records import Quantification, StageTimings
 from streams.settings import Settings
 from streams.topics import topic_layout
@@ -279,3 +282,15 @@ def worker_settings(settings: Settings, index: int) -> Settings:
     """Settings of worker ``index`` of a group: its own ports (from the index) and run dir."""
     worker = settings.worker.model_copy(update={"index": index})
     return settings.model_copy(update={"worker": worker, "run_dir": settings.run_dir / str(index)})
+
+
+def ctriage(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``ctriage`` command as a user runs it, with exactly these settings."""
+    return subprocess.run(
+        [sys.executable, "-c", "from streams.cli import main; main()", *args],
+        env={**worker_env(settings), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

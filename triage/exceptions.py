@@ -73,6 +73,9 @@ class ConfigRejectionReason(StrEnum):
     EMPTY_USER = "empty_user"
     VERSION_CONFLICT = "version_conflict"
     UNKNOWN_HOSPITAL = "unknown_hospital"
+    # a site's risk calibration carried by the policy (issue 13)
+    INVALID_CALIBRATION = "invalid_calibration"
+    CALIBRATION_MODEL_MISMATCH = "calibration_model_mismatch"
 
 
 class ValidationReason(StrEnum):

@@ -158,16 +158,28 @@ def _batch(
 
 
 def fit(
-    init: Path, medseg: SliceSet, covid: SliceSet, minutes: float, batch: int, seed: int
+    init: Path | None,
+    medseg: SliceSet,
+    covid: SliceSet,
+    minutes: float,
+    batch: int,
+    seed: int,
+    widths: tuple[int, ...] = (8, 16, 32, 64),
+    learning_rate: float = LEARNING_RATE,
 ) -> tuple[UNet, dict[str, Any]]:
-    """The recipe: ``init``'s weights + a consolidation channel, fine-tuned for ``minutes``."""
+    """The recipe: ``init``'s weights + a consolidation channel, fine-tuned for ``minutes``.
+
+    ``init`` None: from scratch (random weights of ``widths``, batch norm learning its
+    statistics), the same batches, loss and schedule.
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = UNet(channels=CHANNELS)
-    load_onnx_init(model, init)
+    model = UNet(widths, channels=CHANNELS)
     model.train()
-    _freeze_norm_statistics(model)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=1e-4)
+    if init is not None:
+        load_onnx_init(model, init)
+        _freeze_norm_statistics(model)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     budget_s = minutes * 60
     started = time.monotonic()
     step, losses = 0, []
@@ -175,7 +187,7 @@ def fit(
         frac = elapsed / budget_s  # linear warm-up over the first 5 %, then cosine decay
         scale = min(1.0, frac / WARMUP) * 0.5 * (1 + math.cos(math.pi * frac))
         for group in optimiser.param_groups:
-            group["lr"] = LEARNING_RATE * scale + 1e-5
+            group["lr"] = learning_rate * scale + 1e-5
         x, *targets = _batch(medseg, covid, batch, rng)
         loss = loss_3ch(model(x), *targets)
         optimiser.zero_grad()
@@ -216,7 +228,10 @@ def main() -> None:
     """Cross-validate the recipe on MedSeg, then train the shipped model on everything."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ct-lesions"))
-    parser.add_argument("--init", type=Path, required=True)
+    parser.add_argument("--init", type=Path, help="ONNX to fine-tune; omitted: from scratch")
+    parser.add_argument("--widths", default="8,16,32,64", help="from scratch: channels/level")
+    parser.add_argument("--lr", type=float, default=LEARNING_RATE)
+    parser.add_argument("--no-final", action="store_true", help="folds only, no shipped model")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=8)
@@ -226,8 +241,12 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="JSON report (default: next to --out)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    init = Path(tempfile.mkdtemp()) / "init.onnx"
-    init.write_bytes(args.init.read_bytes())  # --out may be --init: keep the starting weights
+    work = Path(tempfile.mkdtemp())
+    init: Path | None = None
+    if args.init is not None:
+        init = work / "init.onnx"
+        init.write_bytes(args.init.read_bytes())  # --out may be --init: keep the start weights
+    widths = tuple(int(w) for w in args.widths.split(","))
     covid = load_covid_seg(args.data, 256)
     if args.max_slices:
         keep = slice(0, args.max_slices)
@@ -240,17 +259,18 @@ def main() -> None:
     folds = []
     baseline: dict[str, list[dict[str, float]]] = {name: [] for name in CLASS_NAMES}
     for k, held in enumerate(blocks[: args.only_folds or None]):
-        before = measure_fold(
-            init, [native_images[i] for i in held], [native_classes[i] for i in held]
-        )  # the starting model on the same slices, through the same code
-        for name, rows in before.items():
-            baseline[name] += rows
+        if init is not None:  # the starting model on the same slices, through the same code
+            before = measure_fold(
+                init, [native_images[i] for i in held], [native_classes[i] for i in held]
+            )
+            for name, rows in before.items():
+                baseline[name] += rows
         train_idx = np.setdiff1d(np.arange(len(medseg.names)), held)
         names = tuple(medseg.names[i] for i in train_idx)
         part = SliceSet(medseg.images[train_idx], medseg.classes[train_idx],
                         medseg.lung[train_idx], False, names)  # fmt: skip
-        model, info = fit(init, part, covid, args.minutes, args.batch, SEED + k)
-        path = init.parent / f"fold{k}.onnx"
+        model, info = fit(init, part, covid, args.minutes, args.batch, SEED + k, widths, args.lr)
+        path = work / f"fold{k}.onnx"
         export_onnx(model, path, 256)
         fold = measure_fold(
             path, [native_images[i] for i in held], [native_classes[i] for i in held]
@@ -262,8 +282,11 @@ def main() -> None:
         logger.info("fold %d: infection Dice %.3f, consolidation Dice %.3f", k,
                     folds[-1]["infection"].get("dice", float("nan")),
                     folds[-1]["consolidation"].get("dice", float("nan")))  # fmt: skip
-    model, info = fit(init, medseg, covid, args.minutes, args.batch, SEED)
-    export_onnx(model, args.out, 256)
+    shipped: dict[str, Any] = {"skipped": "--no-final"}
+    if not args.no_final:
+        model, info = fit(init, medseg, covid, args.minutes, args.batch, SEED, widths, args.lr)
+        export_onnx(model, args.out, 256)
+        shipped = {**info, "parameters": sum(p.numel() for p in model.parameters())}
     report = {
         "protocol": "MedSeg k-fold (contiguous blocks by slice number), each slice scored once "
         "by a model that never saw it; masks at the image's own size; mean over slices with the "
@@ -277,7 +300,8 @@ def main() -> None:
             "minutes_per_model": args.minutes,
             "batch": args.batch,
             "medseg_share": MEDSEG_SHARE,
-            "learning_rate": LEARNING_RATE,
+            "learning_rate": args.lr,
+            "widths": list(widths),
             "seed": SEED,
             "folds": args.folds,
             "warmup": WARMUP,
@@ -286,7 +310,7 @@ def main() -> None:
             "covid_seg_slices": len(covid.names),
             "channels": CHANNELS,
         },  # fmt: skip
-        "shipped": {**info, "parameters": sum(p.numel() for p in model.parameters())},
+        "shipped": shipped,
     }
     report_path = args.report or args.out.parent.parent / "crossval.json"
     report_path.write_text(json.dumps(report, indent=1) + "\n")

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streams.admin.auth import AdminRoleValues, Principal, TokenBook
 from streams.admin.openapi import openapi_spec
-from streams.admin.policy_log import PolicyInForce, PolicyLog, PolicyLogError
+from streams.admin.policy_log import PolicyInForce, PolicyLog, PolicyLogError, calibration_view
 from streams.admin.volume import StudyVolume, study_volume
 from streams.records import ThresholdAudit
 from triage.alerts import ThresholdChange, operating_point_rows
@@ -59,6 +59,8 @@ class ChangeRequest(BaseModel):
     reason: str
     expected_version: str | None = None
     worsening: dict[str, float] | None = None  # triage.alerts.WORSENING_SETTINGS
+    #: {base_version, site_calibration} of a recalibrated card; {} removes the hospital's
+    calibration: dict[str, Any] | None = None
 
 
 def build_app(
@@ -171,6 +173,7 @@ async def post_change(request: web.Request) -> web.Response:
         alert_from=wanted.alert_from,
         expected_version=wanted.expected_version,
         worsening=wanted.worsening,
+        calibration=wanted.calibration,
     )
     log = request.app[_LOG]
     try:
@@ -179,6 +182,8 @@ async def post_change(request: web.Request) -> web.Response:
         return _error(_STATUS_OF.get(e.reason, 422), e.reason.value, e.detail)
     except PolicyLogError as e:
         return _error(503, "kafka_unavailable", str(e))
+    except TriageError as e:  # the workers' model, which a calibration is checked against
+        return _error(503, e.reason.value, e.detail)
     policy = _policy_view(log.in_force(hospital))
     if result is None:
         return web.json_response({"changed": False, "policy": policy, "audit_id": None})
@@ -233,6 +238,7 @@ def _policy_view(found: PolicyInForce) -> dict[str, Any]:
         "levels": policy["levels"],
         "alert_from": policy["alert_from"],
         "worsening": policy.get("worsening"),
+        "calibration": calibration_view(policy.get("calibration")),
         "source": "triage.config" if record is not None else "default",
         "changed_by": record.changed_by if record else None,
         "changed_at": _iso(record.changed_at) if record else None,

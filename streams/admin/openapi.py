@@ -30,6 +30,8 @@ _ERROR_CODES = [
     "empty_user",
     "empty_version",
     "version_conflict",
+    "invalid_calibration",
+    "calibration_model_mismatch",
     "kafka_unavailable",
     "missing_card",
     "invalid_card",
@@ -208,6 +210,17 @@ def _schemas() -> dict[str, Any]:
             name: {"type": "number", "exclusiveMinimum": 0} for name in WORSENING_SETTINGS
         },
     }
+    calibration = {
+        "type": ["object", "null"],
+        "description": "the hospital's site calibration of the risk model (ctriage risk "
+        "recalibrate; null: the model as the workers loaded it). In a change: the "
+        "{base_version, site_calibration} of a recalibrated model card, or {} to remove it",
+        "properties": {
+            "base_version": {"type": "string"},
+            "site_calibration": {"type": "object"},
+            "model_version": {"type": "string", "description": "read only: <base>+site.<id>"},
+        },
+    }
     policy = {
         "type": "object",
         "required": ["hospital", "threshold_version", "levels", "alert_from", "source"],
@@ -217,6 +230,7 @@ def _schemas() -> dict[str, Any]:
             "levels": _levels_schema(required=True),
             "alert_from": {"type": "string", "enum": [str(lv) for lv in NAMED_LEVELS]},
             "worsening": worsening,
+            "calibration": calibration,
             "source": {"type": "string", "enum": ["triage.config", "default"]},
             "changed_by": nullable_str,
             "changed_at": nullable_str,
@@ -261,6 +275,7 @@ def _schemas() -> dict[str, Any]:
                 "reason": {"type": "string", "minLength": 1, "pattern": "\\S"},
                 "expected_version": {"type": ["string", "null"]},
                 "worsening": worsening,
+                "calibration": calibration,
             },
         },
         "ChangeResult": {

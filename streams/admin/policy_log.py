@@ -17,9 +17,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -31,6 +33,7 @@ from streams.records import ThresholdAudit, TriageConfig
 from triage.alerts import AlertPolicy, AppliedChange, ThresholdChange, apply_change
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
 from triage.fhir import threshold_audit_event
+from triage.risk import RiskModel, calibrated_model, recalibrated_version
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +61,11 @@ class PolicyLog:
         hospitals: Iterable[str],
         timeout_s: float = 10.0,
         security: KafkaSecurity = PLAINTEXT,
+        risk_model_path: Path | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        #: the workers' risk model: a calibration is checked against it before it is published
+        self.risk_model_path = risk_model_path
         self.security = security
         self.default_policy = default_policy
         self.hospitals = tuple(hospitals)
@@ -134,8 +140,10 @@ class PolicyLog:
     ) -> tuple[AppliedChange, ThresholdAudit] | None:
         """Validate and publish a change; None when it changes nothing.
 
-        Raises :class:`ConfigRejected` (the reason codes of :func:`apply_change`, and
-        ``unknown_hospital``) and :class:`PolicyLogError` when Kafka does not acknowledge.
+        Raises :class:`ConfigRejected` (the reason codes of :func:`apply_change`,
+        ``unknown_hospital``, and ``calibration_model_mismatch`` / ``invalid_calibration`` for a
+        calibration that does not fit the workers' model), :class:`ModelArtifactError` when
+        that model does not load, and :class:`PolicyLogError` when Kafka does not acknowledge.
         """
         if change.hospital not in self.hospitals:
             raise ConfigRejected(
@@ -149,6 +157,9 @@ class PolicyLog:
             applied = apply_change(current, change)
             if applied is None:
                 return None
+            if applied.new.calibration is not None and self.risk_model_path is not None:
+                # refused here, not dead-lettered by every worker (a layer fits one model)
+                calibrated_model(RiskModel.load(self.risk_model_path), applied.new.calibration)
             changed_at = time.time()
             new = applied.new.to_dict()
             config = TriageConfig(
@@ -161,6 +172,7 @@ class PolicyLog:
                 changed_at=changed_at,
                 previous_version=applied.old.threshold_version,
                 worsening=new.get("worsening"),
+                calibration=new.get("calibration"),
             )
             audit = audit_record(applied, role, source, changed_at)
             key = change.hospital.encode()
@@ -239,6 +251,19 @@ class PolicyLog:
         policy = AlertPolicy.from_dict(config.model_dump())
         self._records[config.hospital] = config
         self._policies[config.hospital] = policy
+
+
+def calibration_view(calibration: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A policy's site calibration as shown: its block, base and the version alerts carry."""
+    if not calibration:
+        return None
+    return {
+        "base_version": calibration["base_version"],
+        "model_version": recalibrated_version(
+            calibration["base_version"], calibration["site_calibration"]
+        ),
+        "site_calibration": calibration["site_calibration"],
+    }
 
 
 def audit_record(

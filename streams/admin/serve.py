@@ -53,6 +53,7 @@ def policy_log(settings: Settings, create_topics: bool = True) -> PolicyLog:
         administered_hospitals(settings),
         timeout_s=settings.admin.read_timeout_s,
         security=security,
+        risk_model_path=settings.worker.risk_model_path,
     )
 
 

@@ -1,8 +1,9 @@
 """``triage.config`` -> the alert policy in force, on every worker.
 
 The topic is compacted and read in full by every worker with a group-less consumer (not an
-agent): each worker must know every hospital's levels, whichever partitions it owns, and a change
-applies to the next score without a restart. A record that is not a valid policy (levels out of
+agent): each worker must know every hospital's levels (and site calibration of the risk model),
+whichever partitions it owns, and a change applies to the next score without a restart. A
+record that is not a valid policy (levels out of
 [0, 1] or out of order, unknown level, no levels at all) is dead-lettered with its reason code
 and the previous policy stays in force.
 """
@@ -21,6 +22,7 @@ from streams.pipeline import Pipeline
 from streams.records import Malformed, TriageConfig
 from triage.alerts import AlertPolicy
 from triage.exceptions import ConfigRejected
+from triage.risk import calibrated_model
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +35,27 @@ def policy_of(config: TriageConfig) -> AlertPolicy:
 
 
 def apply_config(pipeline: Pipeline, config: TriageConfig) -> None:
-    """Make ``config`` the policy in force for its hospital (raises ConfigRejected)."""
+    """Make ``config`` the policy in force for its hospital (raises ConfigRejected).
+
+    A policy with a site calibration also puts the worker's risk model with that layer in
+    force for the hospital (refused, and the previous policy kept, when the layer was fitted on
+    another model than the worker's); one without goes back to the model as loaded.
+    """
     policy = policy_of(config)
+    model = calibrated_model(pipeline.deps.risk_model, policy.calibration)
     pipeline.policies[config.hospital] = policy
+    if policy.calibration is None:
+        pipeline.site_models.pop(config.hospital, None)
+    else:
+        pipeline.site_models[config.hospital] = model
     levels = ", ".join(f"{k} {v:g}" for k, v in policy.to_dict()["levels"].items())
     logger.info(
-        "alert policy of %s is now %s (%s; alerts from %s) by %s: %s",
+        "alert policy of %s is now %s (%s; alerts from %s; risk model %s) by %s: %s",
         config.hospital,
         policy.threshold_version,
         levels,
         policy.alert_from,
+        model.version,
         config.changed_by,
         config.reason,
     )

@@ -56,7 +56,6 @@ def register(pipeline: Pipeline) -> None:
     dlq = pipeline.topic(t.CT_QUANTIFICATION.dlq)
     risk_topic = pipeline.topic(t.TRIAGE_RISK.name)
     capacity_events = pipeline.topic(t.CAPACITY_EVENTS.name)
-    model = pipeline.deps.risk_model
     window_h = pipeline.settings.fhir.observation_window_h
 
     @app.agent(pipeline.topic(t.CT_QUANTIFICATION.name), name="score_risk")
@@ -72,7 +71,7 @@ def register(pipeline: Pipeline) -> None:
                 outcome = score_study(
                     findings(quantification),
                     context_of(pipeline, quantification.patient_pseudonym),
-                    model,
+                    pipeline.model_for(quantification.hospital),
                     pipeline.policy_for(quantification.hospital),
                     window_h,
                     alerted_studies,

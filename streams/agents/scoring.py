@@ -98,7 +98,7 @@ async def rescore_recent(pipeline: Pipeline, pseudonym: str, arrived: str) -> in
     rescored = rescore(
         [study for _, study in studies.values()],
         context_of(pipeline, pseudonym),
-        pipeline.deps.risk_model,
+        pipeline.model_for,
         pipeline.policy_for,
         fhir.observation_window_h,
         pipeline.tables["alerted_studies"],

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams.admin.policy_log import PolicyLog, PolicyLogError
+from streams.admin.policy_log import PolicyLog, PolicyLogError, calibration_view
 from streams.admin.serve import default_policy, serve_admin_api, with_log
 from streams.admin.volume import study_volume
 from streams.cli.common import configure_logging, fmt
@@ -34,8 +34,8 @@ from triage.alerts import (
     operating_point_rows,
     parse_level_name,
 )
-from triage.exceptions import ConfigRejected, TriageError
-from triage.risk import SYNTHETIC_LABEL, RiskModel, load_card
+from triage.exceptions import TriageError
+from triage.risk import SYNTHETIC_LABEL, RiskModel, calibration_of, load_card
 
 app = typer.Typer(
     help="Alert levels per hospital: operating points, changes, audit trail.",
@@ -106,6 +106,15 @@ def levels_table(hospital: str, policy: AlertPolicy, origin: str) -> Table:
         rule.version if rule is not None else "worker setting (CTRIAGE_WORKER__WORSENING_*)",
         "yes",
     )
+    shown = calibration_view(policy.calibration)
+    table.add_row(
+        "risk model",
+        "as loaded (no site calibration)"
+        if shown is None
+        else f"{shown['model_version']} ({shown['site_calibration']['layer'].get('method')} "
+        f"layer of {shown['site_calibration'].get('site')})",
+        "",
+    )
     return table
 
 
@@ -165,6 +174,18 @@ def set_level(
         str | None,
         typer.Option("--expected-version", help="Refuse if the version in force differs."),
     ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            help="Folder of ctriage risk recalibrate: score this hospital with its site "
+            "calibration (the model named like the worker's, e.g. DIR/ventilation.ubj).",
+        ),
+    ] = None,
+    no_calibration: Annotated[
+        bool,
+        typer.Option("--no-calibration", help="Score this hospital with the model as loaded."),
+    ] = False,
     api: Annotated[
         str | None,
         typer.Option("--api", help="Admin API base URL: change through it, not through Kafka."),
@@ -179,7 +200,7 @@ def set_level(
         ),
     ] = None,
 ) -> None:
-    """Change a level and/or the worsening rule: a new triage.config version + an audit record."""
+    """Change levels, worsening rule or site calibration: new triage.config version + audit."""
     settings = load_settings()
     worsening = {
         name: v
@@ -191,18 +212,27 @@ def set_level(
         )
         if v is not None
     }
-    if (level is None) != (value is None) or (level is None and not worsening):
+    recalibrating = calibration is not None or no_calibration
+    if (
+        (level is None) != (value is None)
+        or (level is None and not worsening and not recalibrating)
+        or (calibration is not None and no_calibration)
+    ):
         console.print(
-            "[red]refused[/red]: give --level with --value, and/or a --worsening-* option"
+            "[red]refused[/red]: give --level with --value, a --worsening-* option and/or "
+            "one of --calibration DIR, --no-calibration"
         )
         raise typer.Exit(code=2)
     levels: dict[str, float] = {}
+    site: dict[str, Any] | None = {} if no_calibration else None  # {}: NO_CALIBRATION
     try:
         if level is not None and value is not None:
             levels[str(parse_level_name(level))] = value
         if alert_from is not None:
             parse_level_name(alert_from)
-    except ConfigRejected as e:
+        if calibration is not None:
+            site = calibration_of(calibration / settings.worker.risk_model_path.name)
+    except TriageError as e:  # ConfigRejected, or a folder whose model does not load
         console.print(f"[red]refused[/red] ({e.reason.value}): {e.detail}")
         raise typer.Exit(code=2) from e
     if api is not None:
@@ -216,6 +246,8 @@ def set_level(
             body["alert_from"] = alert_from
         if expected_version is not None:
             body["expected_version"] = expected_version
+        if site is not None:
+            body["calibration"] = site
         set_through_api(api, token, hospital or settings.worker.hospital, body)
         return
     change = ThresholdChange(
@@ -226,6 +258,7 @@ def set_level(
         alert_from=alert_from,
         expected_version=expected_version,
         worsening=worsening or None,
+        calibration=site,
     )
     set_through_kafka(settings, change)
 
@@ -243,7 +276,7 @@ def set_through_kafka(settings: Settings, change: ThresholdChange) -> None:
 
     try:
         policy, old_version, audit_id = with_log(settings, apply, writes=True)
-    except ConfigRejected as e:
+    except TriageError as e:  # ConfigRejected, or the workers' model does not load
         console.print(f"[red]refused[/red] ({e.reason.value}): {e.detail}")
         raise typer.Exit(code=2) from e
     except PolicyLogError as e:

@@ -8,8 +8,6 @@ hospital, so the shared broker's other tests never see these changes.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,10 +19,10 @@ from admin_api import ADMIN_TOKEN, VIEWER_TOKEN, AdminApiProcess, admin_tokens, 
 from fhir.resources.R4B.auditevent import AuditEvent
 from hypothesis import HealthCheck, settings
 from kafka import KafkaConsumer
+from stream_checks import ctriage
 
 from streams import topics as t
 from streams.admin.openapi import openapi_spec
-from streams.demo import worker_env
 from streams.records import ThresholdAudit, TriageConfig
 from streams.settings import Settings
 
@@ -175,13 +173,48 @@ def test_admin_changes_a_level_with_an_audit_record(api: AdminApiProcess) -> Non
             "version_conflict",
         ),
         ([1, 2], 400, "invalid_body"),
-    ],
+        (
+            {"calibration": {"site_calibration": {"layer": {}}}, "reason": "r"},
+            422,
+            "invalid_calibration",
+        ),
+        (
+            {
+                "calibration": {"base_version": "0123456789ab", "site_calibration": {"layer": {}}},
+                "reason": "r",
+            },
+            422,
+            "calibration_model_mismatch",
+        ),
+    ],  # fmt: skip
 )
 def test_refused_changes_say_why(api: AdminApiProcess, body, status: int, error: str) -> None:
     path = f"/v1/policies/{HOSPITAL}/changes"
     got, answer = request(api.base_url, "POST", path, token=ADMIN_TOKEN, body=body)
     assert (got, answer["error"]) == (status, error), answer
     assert answer["detail"]
+
+
+def test_a_site_calibration_through_the_api_is_shown_and_audited(
+    api: AdminApiProcess, site_models: Path
+) -> None:
+    """The body carries what ``ctriage thresholds set --calibration DIR`` sends."""
+    card = json.loads((site_models / "ventilation.card.json").read_text())
+    calibration = {
+        "base_version": card["base_version"],
+        "site_calibration": card["site_calibration"],
+    }
+    path = f"/v1/policies/{HOSPITAL}/changes"
+    body = {"calibration": calibration, "reason": "site layer"}
+    got, answer = request(api.base_url, "POST", path, token=ADMIN_TOKEN, body=body)
+    assert got == 201, answer
+    assert answer["policy"]["calibration"]["model_version"] == card["version"]
+    body = {"calibration": {}, "reason": "shipped model again"}
+    got, answer = request(api.base_url, "POST", path, token=ADMIN_TOKEN, body=body)
+    assert got == 201 and answer["policy"]["calibration"] is None, answer
+    trail = request(api.base_url, "GET", f"{path[:-8]}/audit", token=VIEWER_TOKEN)[1]["records"]
+    assert trail[-2]["new_policy"]["calibration"] == calibration
+    assert "calibration" not in trail[-1]["new_policy"]
 
 
 def test_not_json_is_a_bad_request(api: AdminApiProcess) -> None:
@@ -202,18 +235,6 @@ def test_a_restarted_api_reads_the_policy_back_from_kafka(api: AdminApiProcess) 
     assert status == 200 and after == before and after["source"] == "triage.config"
     trail = request(api.base_url, "GET", f"/v1/policies/{HOSPITAL}/audit", token=VIEWER_TOKEN)[1]
     assert len(trail["records"]) >= 1
-
-
-def ctriage(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """The ``ctriage`` command as a user runs it, with exactly these settings."""
-    return subprocess.run(
-        [sys.executable, "-c", "from streams.cli import main; main()", *args],
-        env={**worker_env(settings), "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_cli_change_reaches_the_running_api(api: AdminApiProcess) -> None:
@@ -351,6 +372,8 @@ def test_api_conforms_to_its_openapi(
             "empty_reason",
             "invalid_change",
             "invalid_query",
+            "invalid_calibration",
+            "calibration_model_mismatch",
         }, response.text
     if case.method == "POST" and response.status_code == 201:
         assert json.loads(response.text)["policy"]["changed_by"] == "ana"

@@ -1,9 +1,10 @@
 """A worker configured with a site-recalibrated model folder scores with it, end to end.
 
 The site's outcomes are REAL: 6,000 held-out Mexico patients with their intubation outcome
-(``ctriage risk recalibrate`` on them writes the folder). The worker is pointed at the folder by
-its setting ``CTRIAGE_WORKER__RISK_MODEL_PATH`` (handed to the worker process as environment);
-every risk record and alert must carry the recalibrated version ``<base>+site.<id>``.
+(``ctriage risk recalibrate`` on them writes the folder: ``site_models`` in the conftest). The
+worker is pointed at the folder by its setting ``CTRIAGE_WORKER__RISK_MODEL_PATH`` (handed to
+the worker process as environment); every risk record and alert must carry the recalibrated
+version ``<base>+site.<id>``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -24,41 +24,12 @@ from streams.records import Alert, Quantification, RiskAssessment, StageTimings
 from streams.settings import Settings
 from triage.fhir.features import IMAGING_FEATURES
 from triage.fhir.pseudonym import Pseudonymiser
-from triage.risk.mexico import load_cohort
 from triage.risk.model import RiskModel
-from triage.risk.recalibration import recalibrate
-from triage.risk.scoring import FLAGS, RiskPanel
-from triage.risk.training import make_splits
-from triage.risk.validation import parse_table
 
 pytestmark = pytest.mark.integration
 
 RUN = uuid.uuid4().hex[:8]
 HOSPITAL = f"it-site-{RUN}"
-SITE_ROWS = 6000
-
-
-@pytest.fixture(scope="module")
-def site_models(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped models recalibrated on 6,000 REAL held-out Mexico patients (intubation)."""
-    cohort = load_cohort(shared_data / "clinical" / "mexico-ssa-2020-05-27")
-    test = make_splits(cohort, 2020)["random"].test[:SITE_ROWS]
-    rows = []
-    for i in test:
-        f, o = cohort.features.iloc[int(i)], cohort.outcomes.iloc[int(i)]
-        row = {"age": _cell(f["age_years"]), "sex": {1.0: "M", 0.0: "F"}.get(f["sex_male"], "")}
-        row |= {flag: _cell(f.get(f"has_{flag}", np.nan)) for flag in FLAGS}
-        row["ventilation"] = _cell(o["intubation"])
-        rows.append(row)
-    out = tmp_path_factory.mktemp("site-models")
-    recalibrate(
-        parse_table(rows), RiskPanel.load(), out, site="mexico-held-out", source_sha256="0" * 64
-    )
-    return out
-
-
-def _cell(value: float) -> str:
-    return "" if value is None or np.isnan(value) else f"{value:g}"
 
 
 @pytest.fixture(scope="module")

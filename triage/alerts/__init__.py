@@ -1,7 +1,8 @@
 """Public API of ``triage.alerts``: what other packages import (deep imports stay inside)."""
 
-from triage.alerts.policy import NAMED_LEVELS, AlertPolicy
+from triage.alerts.policy import NAMED_LEVELS, AlertPolicy, risk_calibration
 from triage.alerts.thresholds import (
+    NO_CALIBRATION,
     AppliedChange,
     OperatingPointRow,
     ThresholdChange,
@@ -16,6 +17,7 @@ __all__ = [
     "AlertPolicy",
     "AppliedChange",
     "NAMED_LEVELS",
+    "NO_CALIBRATION",
     "OperatingPointRow",
     "ThresholdChange",
     "WorseningDecision",
@@ -23,4 +25,5 @@ __all__ = [
     "apply_change",
     "operating_point_rows",
     "parse_level_name",
+    "risk_calibration",
 ]

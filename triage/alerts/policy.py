@@ -83,13 +83,16 @@ class AlertPolicy:
     ``levels``: the probability from which each of moderate, high and critical starts, strictly
     increasing, in [0, 1]. ``alert_from``: the lowest alerting level (its probability > 0).
     ``worsening``: the hospital's worsening rule (None: the worker's configured rule), audited
-    and versioned with the levels.
+    and versioned with the levels. ``calibration``: the hospital's site calibration of the risk
+    model (``ctriage risk recalibrate``; None: the model as the worker loaded it), see
+    :func:`risk_calibration`; levels are probabilities *after* it, so both change together.
     """
 
     levels: Mapping[RiskLevelValues, float]
     threshold_version: str
     alert_from: RiskLevelValues = RiskLevelValues.HIGH
     worsening: WorseningRule | None = None
+    calibration: Mapping[str, Any] | None = None
     _sorted: tuple[tuple[RiskLevelValues, float], ...] = field(
         init=False, repr=False, compare=False
     )
@@ -111,6 +114,7 @@ class AlertPolicy:
                 f"the alerting level {self.alert_from} must be above 0 (else every study alerts)",
             )
         object.__setattr__(self, "_sorted", tuple((lv, levels[lv]) for lv in NAMED_LEVELS))
+        object.__setattr__(self, "calibration", risk_calibration(self.calibration))
 
     @classmethod
     def single(cls, threshold: float, threshold_version: str) -> AlertPolicy:
@@ -148,6 +152,8 @@ class AlertPolicy:
         }
         if self.worsening is not None:
             data["worsening"] = self.worsening.to_dict()
+        if self.calibration is not None:
+            data["calibration"] = dict(self.calibration)
         return data
 
     @classmethod
@@ -174,7 +180,33 @@ class AlertPolicy:
             version,
             parse_level(data.get("alert_from") or RiskLevelValues.HIGH),
             worsening_rule(data.get("worsening")),
+            data.get("calibration"),
         )
+
+
+def risk_calibration(value: Any) -> dict[str, Any] | None:
+    """A policy's site calibration, checked for shape: ``{"base_version", "site_calibration"}``.
+
+    ``base_version``: the version of the model the layer was fitted on (without ``+site.``);
+    ``site_calibration``: the card block ``ctriage risk recalibrate`` writes (its ``layer``
+    map). Raises ``ConfigRejected(invalid_calibration)``; whether the layer parses and fits the
+    worker's model is checked where the model is (the worker and the CLI).
+    """
+    if value is None:
+        return None
+    base = value.get("base_version") if isinstance(value, Mapping) else None
+    block = value.get("site_calibration") if isinstance(value, Mapping) else None
+    if not isinstance(base, str) or not base or "+" in base:
+        raise ConfigRejected(
+            ConfigRejectionReason.INVALID_CALIBRATION,
+            f"a calibration needs the base model version it was fitted on, not {base!r}",
+        )
+    if not isinstance(block, Mapping) or not isinstance(block.get("layer"), Mapping):
+        raise ConfigRejected(
+            ConfigRejectionReason.INVALID_CALIBRATION,
+            "a calibration needs the site_calibration block of a recalibrated model card",
+        )
+    return {"base_version": base, "site_calibration": dict(block)}
 
 
 def worsening_rule(

@@ -1,10 +1,11 @@
 """Threshold administration as pure functions: changes, versions, audit ids, operating points.
 
-A change sets one or more named levels, the lowest alerting level and/or the worsening rule's
-thresholds of one hospital's policy. It is refused with
-:class:`~triage.exceptions.ConfigRejected` when a value is outside [0, 1] (worsening settings:
-not positive), the levels would not be ordered ``moderate < high < critical``, the reason or the
-user is empty, or it was prepared against another version than the one in force. A change that
+A change sets one or more named levels, the lowest alerting level, the worsening rule's
+thresholds and/or the risk model's site calibration of one hospital's policy. It is refused
+with :class:`~triage.exceptions.ConfigRejected` when a value is outside [0, 1] (worsening
+settings: not positive), the levels would not be ordered ``moderate < high < critical``, the
+reason or the user is empty, a calibration is malformed, or it was prepared against another
+version than the one in force. A change that
 alters nothing is no change (no new version, no audit record). The stream wiring publishes the
 result; nothing here knows Kafka.
 """
@@ -29,6 +30,9 @@ from triage.exceptions import ConfigRejected, ConfigRejectionReason
 
 _TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
 
+#: a :class:`ThresholdChange` ``calibration`` that removes the hospital's site calibration
+NO_CALIBRATION: Mapping[str, Any] = {}
+
 
 @dataclass(frozen=True)
 class ThresholdChange:
@@ -43,6 +47,9 @@ class ThresholdChange:
     #: worsening rule settings to change (``lesion_rise_points``, ``severity_rise_points``,
     #: ``within_days``); the others keep their value in force (the documented defaults if none)
     worsening: Mapping[str, float] | None = None
+    #: a site calibration to put in force (``{"base_version", "site_calibration"}``), or
+    #: :data:`NO_CALIBRATION` to score with the model as loaded again; None: unchanged
+    calibration: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,15 +97,24 @@ def apply_change(current: AlertPolicy, change: ThresholdChange) -> AppliedChange
             f"{change.hospital} is at {current.threshold_version}, "
             f"not {change.expected_version}: read the policy again",
         )
-    if not change.levels and change.alert_from is None and not change.worsening:
+    if (
+        not change.levels
+        and change.alert_from is None
+        and not change.worsening
+        and change.calibration is None
+    ):
         raise ConfigRejected(ConfigRejectionReason.MISSING_LEVEL, "the change sets no level")
     merged: dict[Any, Any] = {str(k): v for k, v in current.levels.items()}
     merged.update(change.levels)
+    calibration = current.calibration
+    if change.calibration is not None:
+        calibration = change.calibration or None  # NO_CALIBRATION: back to the model as loaded
     candidate = AlertPolicy(
         merged,
         current.threshold_version,
         parse_level(change.alert_from) if change.alert_from is not None else current.alert_from,
         worsening_rule(change.worsening or None, current.worsening),
+        calibration,
     )
     if candidate == current:
         return None
@@ -107,6 +123,7 @@ def apply_change(current: AlertPolicy, change: ThresholdChange) -> AppliedChange
         next_version(current.threshold_version),
         candidate.alert_from,
         candidate.worsening,
+        candidate.calibration,
     )
     return AppliedChange(change.hospital, current, new, change.reason.strip(), change.changed_by)
 

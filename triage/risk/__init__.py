@@ -10,8 +10,14 @@ from triage.risk.assess import (
 )
 from triage.risk.card import REAL_LABEL
 from triage.risk.external import DEFAULT_THRESHOLDS
-from triage.risk.model import SYNTHETIC_LABEL, Contribution, RiskModel, load_card
-from triage.risk.recalibration import file_digest, recalibrate
+from triage.risk.model import (
+    SYNTHETIC_LABEL,
+    Contribution,
+    RiskModel,
+    load_card,
+    recalibrated_version,
+)
+from triage.risk.recalibration import calibrated_model, calibration_of, file_digest, recalibrate
 from triage.risk.scoring import MODELS_DIR, RiskPanel, score_csv
 from triage.risk.semisynthetic import LABEL as SEMI_SYNTHETIC_LABEL
 from triage.risk.synthetic import train_from_cohort
@@ -31,10 +37,13 @@ __all__ = [
     "StudyFindings",
     "StudyOutcome",
     "StudyRisk",
+    "calibrated_model",
+    "calibration_of",
     "file_digest",
     "load_card",
     "read_table",
     "recalibrate",
+    "recalibrated_version",
     "rescore",
     "score_csv",
     "score_study",

@@ -175,7 +175,7 @@ def score_study(
 def rescore(
     recent: Sequence[RecentStudy],
     context: ClinicalContext | None,
-    model: RiskModel,
+    model_for: Callable[[str], RiskModel],
     policy_for: Callable[[str], AlertPolicy],
     window_h: float,
     alerted: Mapping[str, Any],
@@ -186,7 +186,8 @@ def rescore(
 
     Only studies with a CT within ``horizon_h`` before ``arrived`` (ISO 8601) count, and only
     when their feature digest differs from the one they were scored with, so a redelivered
-    resource re-scores nothing. ``policy_for``: the policy in force for a hospital. Returns
+    resource re-scores nothing. ``model_for`` / ``policy_for``: the risk model (a hospital's
+    site calibration) and the policy in force for a hospital. Returns
     each re-scored study with its new outcome (the caller sends it as revision + 1).
     """
     horizon = timedelta(hours=horizon_h)
@@ -199,6 +200,6 @@ def rescore(
         features = study_features(findings, context, window_h)
         if features_digest(features) == study.features_digest:
             continue
-        policy = policy_for(findings.hospital)
+        model, policy = model_for(findings.hospital), policy_for(findings.hospital)
         out.append((study, score_study(findings, context, model, policy, window_h, alerted)))
     return out

@@ -221,6 +221,32 @@ class RiskModel:
         )
         return cls(booster, card, version, calibration, site, background)
 
+    @property
+    def base_version(self) -> str:
+        """The version without a site layer (``<base>`` of ``<base>+site.<id>``)."""
+        return self.version.split("+", 1)[0]
+
+    def with_site_calibration(self, site_calibration: Mapping[str, Any] | None) -> RiskModel:
+        """The same booster with a site's calibration layer instead of any it had (None: none).
+
+        The layer replaces one loaded from the card, never stacks (as ``risk recalibrate``
+        writes it). Version ``<base>+site.<id>``, the one the recalibrated folder's card holds,
+        so alerts name the calibration. ValueError for a malformed block.
+        """
+        drop = ("site_calibration", "base_version", "version")
+        card = {k: v for k, v in self.card.items() if k not in drop}
+        layer: SiteLayer | None = None
+        version = self.base_version
+        if site_calibration is not None:
+            try:
+                layer = site_layer(site_calibration)
+            except (TypeError, AttributeError, KeyError) as e:
+                raise ValueError(f"malformed site calibration: {e}") from e
+            version = recalibrated_version(self.base_version, site_calibration)
+            card.update(site_calibration=dict(site_calibration), base_version=self.base_version)
+        card["version"] = version
+        return RiskModel(self._booster, card, version, self.calibration, layer, self.background)
+
     def score(self, features: Mapping[str, float | None], top_k: int = 5) -> RiskScore:
         """Score one patient; missing or None features are never imputed.
 

@@ -27,13 +27,19 @@ import copy
 import hashlib
 import json
 import shutil
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from triage.exceptions import ValidationReason, ValidationRefused
+from triage.exceptions import (
+    ConfigRejected,
+    ConfigRejectionReason,
+    ValidationReason,
+    ValidationRefused,
+)
 from triage.risk.calibration import EPSILON, LogisticRecalibration
 from triage.risk.card import CLINICAL_SUFFIX, RISK_COLUMNS
 from triage.risk.evaluation import IsotonicCalibration, stratified_folds
@@ -141,6 +147,47 @@ def recalibrate(
                 )
                 entry.setdefault("versions", {})[artifact] = version
     return summary
+
+
+def calibrated_model(model: RiskModel, calibration: Mapping[str, Any] | None) -> RiskModel:
+    """``model`` with a hospital policy's site calibration (None: ``model`` as it is).
+
+    ``calibration`` is ``{"base_version", "site_calibration"}`` (:func:`calibration_of`). The
+    layer replaces any ``model`` had, never stacks. Raises :class:`ConfigRejected`:
+    ``calibration_model_mismatch`` when it was fitted on another model (a layer moves the
+    probabilities of the model it was fitted on, no other), ``invalid_calibration`` when the
+    layer does not parse.
+    """
+    if calibration is None:
+        return model
+    base = calibration.get("base_version")
+    if base != model.base_version:
+        raise ConfigRejected(
+            ConfigRejectionReason.CALIBRATION_MODEL_MISMATCH,
+            f"the calibration was fitted on model {base}, this worker scores with "
+            f"{model.base_version}: recalibrate on the model in force",
+        )
+    try:
+        return model.with_site_calibration(calibration.get("site_calibration"))
+    except ValueError as e:
+        raise ConfigRejected(ConfigRejectionReason.INVALID_CALIBRATION, str(e)) from e
+
+
+def calibration_of(model_path: Path) -> dict[str, Any]:
+    """The calibration a recalibrated model (``DIR/ventilation.ubj``) puts in a policy.
+
+    Raises :class:`ConfigRejected` ``invalid_calibration`` when the model has no site layer
+    (a folder ``risk recalibrate`` did not write, or an outcome it refused); the model must
+    load (:class:`ModelArtifactError` otherwise).
+    """
+    model = RiskModel.load(model_path)
+    block = model.card.get("site_calibration")
+    if block is None:
+        raise ConfigRejected(
+            ConfigRejectionReason.INVALID_CALIBRATION,
+            f"{model_path} has no site calibration (write one with ctriage risk recalibrate)",
+        )
+    return {"base_version": model.base_version, "site_calibration": block}
 
 
 def without_site_layers(panel: RiskPanel) -> RiskPanel:

@@ -48,7 +48,7 @@ EXPECTED: list[tuple[str, tuple[str, ...]]] = [
     ("services status", ()),
     ("services up", ("--only", "--model-repository", "--timeout-s", "--kafka-nodes")),
     ("thresholds history", ("--hospital",)),
-    ("thresholds set", ("--reason", "--level", "--value", "--worsening-lesion-points", "--worsening-severity-points", "--worsening-aerated-points", "--worsening-days", "--hospital", "--by", "--alert-from", "--expected-version", "--api", "--token")),  # noqa: E501
+    ("thresholds set", ("--reason", "--level", "--value", "--worsening-lesion-points", "--worsening-severity-points", "--worsening-aerated-points", "--worsening-days", "--hospital", "--by", "--alert-from", "--expected-version", "--calibration", "--no-calibration", "--api", "--token")),  # noqa: E501
     ("thresholds show", ("--model", "--hospital", "--studies-per-day")),
     ("topics", ()),
     ("train", ("--out", "--cohort", "--mexico", "--seed", "--target", "--threshold", "--workers")),

@@ -11,6 +11,7 @@ from paths import REPO_ROOT
 
 from triage.alerts.policy import AlertPolicy, RiskLevelValues
 from triage.alerts.thresholds import (
+    NO_CALIBRATION,
     ThresholdChange,
     apply_change,
     audit_id,
@@ -56,6 +57,45 @@ def test_a_change_makes_a_new_version() -> None:
 
 def test_a_change_that_changes_nothing_is_no_change() -> None:
     assert apply_change(CURRENT, change(levels={"high": 0.4})) is None
+
+
+CALIBRATION = {
+    "base_version": "abc123def456",
+    "site_calibration": {"site": "nl", "layer": {"method": "logistic", "a": 0.3, "b": 0.9}},
+}
+
+
+def test_a_site_calibration_is_a_new_version_and_can_be_removed() -> None:
+    applied = apply_change(CURRENT, change(levels={}, calibration=CALIBRATION))
+    assert applied is not None and applied.new.threshold_version == "t5"
+    assert applied.new.calibration == CALIBRATION
+    assert applied.new.levels == CURRENT.levels  # the levels stay
+    assert "calibration" not in applied.old.to_dict()
+    assert AlertPolicy.from_dict(applied.new.to_dict()) == applied.new  # the record round trip
+    assert apply_change(applied.new, change(levels={}, calibration=CALIBRATION)) is None
+    kept = apply_change(applied.new, change())  # a level change keeps the calibration
+    assert kept is not None and kept.new.calibration == CALIBRATION
+    removed = apply_change(applied.new, change(levels={}, calibration=NO_CALIBRATION))
+    assert removed is not None and removed.new.calibration is None
+    assert removed.new.threshold_version == "t6"
+    assert apply_change(CURRENT, change(levels={}, calibration=NO_CALIBRATION)) is None
+
+
+@pytest.mark.parametrize(
+    "calibration",
+    [
+        {"site_calibration": CALIBRATION["site_calibration"]},  # no base model
+        {**CALIBRATION, "base_version": "abc+site.1234"},  # a calibrated version as the base
+        {**CALIBRATION, "site_calibration": {"site": "nl"}},  # no layer
+        "nl",
+    ],
+)
+def test_a_malformed_calibration_is_refused(calibration: object) -> None:
+    with pytest.raises(ConfigRejected) as caught:
+        apply_change(CURRENT, change(levels={}, calibration=calibration))
+    assert caught.value.reason is ConfigRejectionReason.INVALID_CALIBRATION
+    with pytest.raises(ConfigRejected):
+        AlertPolicy.from_dict({**CURRENT.to_dict(), "calibration": calibration})
 
 
 @pytest.mark.parametrize(

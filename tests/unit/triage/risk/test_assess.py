@@ -133,12 +133,13 @@ def test_rescore_only_recent_studies_whose_features_changed(model: RiskModel) ->
     recent = [_recent(model, 0.0, "recent"), _recent(model, 200.0, "old")]
     policies: dict[str, Any] = {"h1": LOW_LEVELS}
     arrived = (CT + timedelta(hours=1)).isoformat()
+    model_for, policy_for = {"h1": model}.__getitem__, policies.__getitem__
     unchanged = rescore(
-        recent, patient_with_spo2(None), model, policies.__getitem__, WINDOW_H, {}, arrived, 48.0
+        recent, patient_with_spo2(None), model_for, policy_for, WINDOW_H, {}, arrived, 48.0
     )
     assert unchanged == []  # same features: a redelivered resource re-scores nothing
     changed = rescore(
-        recent, patient_with_spo2(85.0), model, policies.__getitem__, WINDOW_H, {}, arrived, 48.0
+        recent, patient_with_spo2(85.0), model_for, policy_for, WINDOW_H, {}, arrived, 48.0
     )
     assert [study.findings.study_uid for study, _ in changed] == ["recent"]  # old: past horizon
     study, outcome = changed[0]

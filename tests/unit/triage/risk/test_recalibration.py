@@ -10,6 +10,8 @@ import pytest
 from paths import RISK_MODELS
 
 from triage.exceptions import (
+    ConfigRejected,
+    ConfigRejectionReason,
     ModelArtifactError,
     ModelArtifactReason,
     ValidationReason,
@@ -20,6 +22,8 @@ from triage.risk.external import split_half_recalibration
 from triage.risk.model import RiskModel
 from triage.risk.recalibration import (
     MIN_EVENTS,
+    calibrated_model,
+    calibration_of,
     cross_validated_log_loss,
     fit_layer,
     recalibrate,
@@ -111,6 +115,48 @@ def test_a_tampered_site_layer_is_refused(dutch_site: tuple[Path, dict], tmp_pat
     with pytest.raises(ModelArtifactError) as caught:
         RiskModel.load(tmp_path / "death.ubj")
     assert caught.value.reason is ModelArtifactReason.VERSION_MISMATCH
+
+
+def test_a_policy_calibration_scores_as_the_recalibrated_folder_does(
+    dutch_site: tuple[Path, dict], shipped_panel: RiskPanel
+) -> None:
+    """What ``triage.config`` carries (``calibration_of``) turns the worker's model into the
+    folder's: same version, same probabilities; put on a model that already has a layer it
+    replaces that layer, never stacks."""
+    out, _ = dutch_site
+    folder = RiskModel.load(out / "death.ubj")
+    calibration = calibration_of(out / "death.ubj")
+    base = shipped_panel.fused["death"]
+    assert calibration["base_version"] == base.version
+    calibrated = calibrated_model(base, calibration)
+    rows = np.array([[np.nan] * len(base.features), [np.nan] * len(base.features)])
+    rows[:, base.features.index("age_years")] = [45.0, 85.0]
+    assert calibrated.version == folder.version and calibrated.base_version == base.version
+    np.testing.assert_allclose(calibrated.predict_proba(rows), folder.predict_proba(rows))
+    assert not np.allclose(calibrated.predict_proba(rows), base.predict_proba(rows))
+    again = calibrated_model(folder, calibration)  # the folder's own layer is replaced
+    np.testing.assert_allclose(again.predict_proba(rows), folder.predict_proba(rows))
+    plain = folder.with_site_calibration(None)
+    assert plain.version == base.version and plain.site is None
+    np.testing.assert_allclose(plain.predict_proba(rows), base.predict_proba(rows))
+    assert calibrated_model(base, None) is base
+
+
+def test_a_calibration_for_another_model_or_malformed_is_refused(
+    dutch_site: tuple[Path, dict], shipped_panel: RiskPanel
+) -> None:
+    out, _ = dutch_site
+    calibration = calibration_of(out / "death.ubj")
+    with pytest.raises(ConfigRejected) as caught:  # fitted on the death model, not ventilation
+        calibrated_model(shipped_panel.fused["ventilation"], calibration)
+    assert caught.value.reason is ConfigRejectionReason.CALIBRATION_MODEL_MISMATCH
+    broken = {**calibration, "site_calibration": {"layer": {"method": "isotonic", "x": [0.5]}}}
+    with pytest.raises(ConfigRejected) as caught:
+        calibrated_model(shipped_panel.fused["death"], broken)
+    assert caught.value.reason is ConfigRejectionReason.INVALID_CALIBRATION
+    with pytest.raises(ConfigRejected) as caught:  # the shipped folder has no site layer
+        calibration_of(RISK_MODELS / "death.ubj")
+    assert caught.value.reason is ConfigRejectionReason.INVALID_CALIBRATION
 
 
 def test_dutch_death_slope_is_within_0_8_to_1_2_on_the_other_half(
