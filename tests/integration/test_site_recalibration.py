@@ -1,10 +1,16 @@
-"""A worker configured with a site-recalibrated model folder scores with it, end to end.
+"""A site-recalibrated model on a running worker: by its setting, and per hospital by policy.
 
-The site's outcomes are REAL: 6,000 held-out Mexico patients with their intubation outcome
-(``ctriage risk recalibrate`` on them writes the folder: ``site_models`` in the conftest). The
-worker is pointed at the folder by its setting ``CTRIAGE_WORKER__RISK_MODEL_PATH`` (handed to
-the worker process as environment); every risk record and alert must carry the recalibrated
-version ``<base>+site.<id>``.
+The sites' outcomes are REAL: held-out Mexico patients with their intubation outcome
+(``ctriage risk recalibrate`` on 6,000 of them writes ``site_models``, on the last 4,593
+``other_site_models``: fixtures in the conftest). The worker is pointed at ``site_models`` by
+its setting ``CTRIAGE_WORKER__RISK_MODEL_PATH`` (handed to the worker process as environment):
+every risk record and alert carries that version ``<base>+site.<id>``. Then an administrator
+puts the other layer in force for the hospital with ``ctriage thresholds set --calibration``
+(a ``triage.config`` version with its audit record): the next study is scored with
+``<base>+site.<other id>`` without a restart (the layer replaces the loaded one, never stacks);
+a record whose layer was fitted on another model is dead-lettered
+(``calibration_model_mismatch``) and the previous policy stays; ``--no-calibration`` goes back
+to the model as loaded.
 """
 
 from __future__ import annotations
@@ -17,14 +23,15 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from stream_checks import ctriage, publish_quantifications, quantification, topic_values, wait_for
 
 from streams import topics as t
 from streams.demo import WorkerProcess
-from streams.records import Alert, Quantification, RiskAssessment, StageTimings
+from streams.records import Alert, DeadLetter, RiskAssessment, ThresholdAudit, TriageConfig
 from streams.settings import Settings
-from triage.fhir.features import IMAGING_FEATURES
 from triage.fhir.pseudonym import Pseudonymiser
 from triage.risk.model import RiskModel
+from triage.risk.scoring import MODELS_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -53,36 +60,24 @@ def settings(
     )
 
 
-def test_worker_scores_and_alerts_with_the_recalibrated_version(
-    settings: Settings,
-    worker: WorkerProcess,
-    site_models: Path,
-    publish_fhir: Callable[..., None],
-    pseudonymiser: Pseudonymiser,
-) -> None:
-    site = RiskModel.load(site_models / "ventilation.ubj")
-    assert "+site." in site.version and site.site is not None
+@pytest.fixture(scope="module")
+def pseudonym(
+    worker: WorkerProcess, publish_fhir: Callable[..., None], pseudonymiser: Pseudonymiser
+) -> str:
+    """A patient of the hospital with a clinical record (the worker is running)."""
     raw = f"it-site-{RUN}"
     publish_fhir(HOSPITAL, {"resourceType": "Patient", "id": raw, "gender": "male",
                             "birthDate": "1950"})  # fmt: skip
-    time.sleep(2)
-    pseudonym = pseudonymiser.patient(raw)
+    return pseudonymiser.patient(raw)
+
+
+def _scored(settings: Settings, pseudonym: str) -> tuple[list[RiskAssessment], list[Alert]]:
+    """Publish a study of the patient; its risk records and alerts (90 s at most)."""
     study_uid = f"1.2.826.0.3.{time.time_ns()}"
-    quantification = Quantification(
-        study_uid=study_uid,
-        patient_pseudonym=pseudonym,
-        biomarkers=dict.fromkeys(IMAGING_FEATURES, 12.0),
-        lesion_model="test",
-        lesion_model_version="1",
-        ct_time=datetime.now(UTC).replace(microsecond=0).isoformat(),
-        published_at=time.time(),
-        hospital=HOSPITAL,
-        timings=StageTimings(),
+    ct_time = datetime.now(UTC).replace(microsecond=0).isoformat()
+    publish_quantifications(
+        settings.kafka.bootstrap_servers, [quantification(study_uid, pseudonym, HOSPITAL, ct_time)]
     )
-    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    producer.send(t.CT_QUANTIFICATION.name, key=pseudonym.encode(), value=quantification.to_bytes())
-    producer.flush()
-    producer.close()
     consumer = KafkaConsumer(
         t.TRIAGE_RISK.name,
         t.TRIAGE_ALERTS.name,
@@ -107,5 +102,84 @@ def test_worker_scores_and_alerts_with_the_recalibrated_version(
         consumer.close()
     assert risks, "the worker scored nothing"
     assert alerts, "no alert at threshold 0.01"
-    assert {r.model_version for r in risks} == {site.version}
-    assert {a.model_version for a in alerts} == {site.version}
+    return risks, alerts
+
+
+def _version(settings: Settings, pseudonym: str) -> str:
+    risks, alerts = _scored(settings, pseudonym)
+    versions = {r.model_version for r in risks} | {a.model_version for a in alerts}
+    assert len(versions) == 1, versions
+    return versions.pop()
+
+
+def _worker_log_has(worker: WorkerProcess, text: str) -> Callable[[], bool]:
+    return lambda: text in worker.log_path.read_text(errors="replace")
+
+
+def test_worker_scores_and_alerts_with_the_recalibrated_version(
+    settings: Settings, pseudonym: str, site_models: Path
+) -> None:
+    site = RiskModel.load(site_models / "ventilation.ubj")
+    assert "+site." in site.version and site.site is not None
+    assert _version(settings, pseudonym) == site.version
+
+
+def test_a_hospital_calibration_set_by_an_administrator_reaches_the_running_worker(
+    settings: Settings, worker: WorkerProcess, pseudonym: str, site_models: Path,
+    other_site_models: Path,
+) -> None:  # fmt: skip
+    base = RiskModel.load(MODELS_DIR / "ventilation.ubj")
+    loaded = RiskModel.load(site_models / "ventilation.ubj")
+    other = RiskModel.load(other_site_models / "ventilation.ubj")
+    assert other.version.startswith(base.version + "+site.") and other.version != loaded.version
+
+    done = ctriage(settings, "thresholds", "set", "--hospital", HOSPITAL, "--calibration",
+                   str(other_site_models), "--reason", "our layer", "--by", "ana")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert other.version in done.stdout  # the levels table names the model in force
+    wait_for(_worker_log_has(worker, f"risk model {other.version})"), 30, "the worker applying")
+    assert _version(settings, pseudonym) == other.version  # replaces the loaded layer
+
+    bootstrap = settings.kafka.bootstrap_servers
+    audits = [ThresholdAudit.model_validate_json(v) for v in
+              topic_values(bootstrap, t.TRIAGE_AUDIT.name)]  # fmt: skip
+    audit = [a for a in audits if a.hospital == HOSPITAL][-1]
+    assert audit.changed_by == "ana" and "calibration" not in (audit.old_policy or {})
+    assert audit.new_policy["calibration"]["base_version"] == base.version
+
+    # a layer fitted on another model: the worker dead-letters it, the previous one stays
+    configs = [TriageConfig.model_validate_json(v) for v in
+               topic_values(bootstrap, t.TRIAGE_CONFIG.name)]  # fmt: skip
+    current = [c for c in configs if c.hospital == HOSPITAL][-1]
+    assert current.calibration is not None
+    foreign = current.model_copy(update={
+        "threshold_version": current.threshold_version + "-foreign",
+        "calibration": {**current.calibration, "base_version": "0123456789ab"},
+    })  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer.send(t.TRIAGE_CONFIG.name, key=HOSPITAL.encode(), value=foreign.to_bytes())
+    producer.flush()
+    producer.close()
+
+    def dead_lettered() -> bool:
+        letters = [DeadLetter.model_validate_json(v) for v in
+                   topic_values(bootstrap, t.TRIAGE_CONFIG.dlq)]  # fmt: skip
+        return any(
+            d.reason_code == "calibration_model_mismatch" and d.key == HOSPITAL for d in letters
+        )
+
+    wait_for(dead_lettered, 30, "the foreign calibration dead-lettered")
+    assert _version(settings, pseudonym) == other.version
+
+    undone = ctriage(settings, "thresholds", "set", "--hospital", HOSPITAL, "--no-calibration",
+                     "--reason", "back to our folder", "--by", "ana")  # fmt: skip
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    wait_for(_worker_log_has(worker, f"risk model {loaded.version}) by ana: back to"), 30,
+             "the worker going back")  # fmt: skip
+    assert _version(settings, pseudonym) == loaded.version
+
+
+def test_the_command_refuses_a_folder_without_a_site_layer(settings: Settings) -> None:
+    refused = ctriage(settings, "thresholds", "set", "--hospital", HOSPITAL, "--calibration",
+                      str(MODELS_DIR), "--reason", "the shipped folder", "--by", "ana")  # fmt: skip
+    assert refused.returncode == 2 and "invalid_calibration" in refused.stdout
