@@ -117,7 +117,10 @@ def loss_3ch(
     lung_known: torch.Tensor,
     class_known: torch.Tensor,
 ) -> torch.Tensor:
-    """Lesion BCE + soft Dice; lung BCE where known; consolidation BCE inside known lesions."""
+    """Lesion BCE + soft Dice, lung BCE (at lesions where no mask), consolidation BCE.
+
+    Consolidation only inside the known lesions of slices with classes.
+    """
     lesion = (classes > 0).float()
     les_logit = logits[:, 0]
     loss = F.binary_cross_entropy_with_logits(les_logit, lesion)
@@ -127,6 +130,12 @@ def loss_3ch(
         loss = loss + F.binary_cross_entropy_with_logits(
             logits[lung_known, 1], (lung[lung_known] > 0).float()
         )
+    # slices without a lung mask still say where lung is: every lesion pixel (inference keeps
+    # lesion & lung, so a lung head that never saw MedSeg's style cut its lesions away)
+    in_lesion = (classes > 0) & ~lung_known[:, None, None]
+    if bool(in_lesion.any()):
+        target = torch.ones(int(in_lesion.sum()))
+        loss = loss + F.binary_cross_entropy_with_logits(logits[:, 1][in_lesion], target)
     inside = (classes > 0) & class_known[:, None, None]
     if bool(inside.any()):
         target = (classes == 2).float()[inside]
@@ -137,9 +146,10 @@ def loss_3ch(
     return loss
 
 
-def _batch(
+def mixed_batch(
     medseg: SliceSet, covid: SliceSet, size: int, rng: np.random.Generator
 ) -> tuple[torch.Tensor, ...]:
+    """An augmented batch, ``MEDSEG_SHARE`` of it MedSeg: images and the targets of loss_3ch."""
     n_med = max(1, round(size * MEDSEG_SHARE))
     pick_m = rng.integers(0, len(medseg.names), size=n_med)
     pick_c = rng.integers(0, len(covid.names), size=size - n_med)
@@ -188,7 +198,7 @@ def fit(
         scale = min(1.0, frac / WARMUP) * 0.5 * (1 + math.cos(math.pi * frac))
         for group in optimiser.param_groups:
             group["lr"] = learning_rate * scale + 1e-5
-        x, *targets = _batch(medseg, covid, batch, rng)
+        x, *targets = mixed_batch(medseg, covid, batch, rng)
         loss = loss_3ch(model(x), *targets)
         optimiser.zero_grad()
         loss.backward()
@@ -220,7 +230,8 @@ def measure_fold(onnx_path: Path, images: list[np.ndarray], classes: list[np.nda
     return out
 
 
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over per-slice rows ({} for none)."""
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
 
 
@@ -278,7 +289,7 @@ def main() -> None:
         for name, rows in fold.items():
             results[name] += rows
         folds.append({"fold": k, "test_slices": [medseg.names[i] for i in held], **info,
-                      **{name: _mean(rows) for name, rows in fold.items()}})  # fmt: skip
+                      **{name: mean_rows(rows) for name, rows in fold.items()}})  # fmt: skip
         logger.info("fold %d: infection Dice %.3f, consolidation Dice %.3f", k,
                     folds[-1]["infection"].get("dice", float("nan")),
                     folds[-1]["consolidation"].get("dice", float("nan")))  # fmt: skip
@@ -292,9 +303,9 @@ def main() -> None:
         "by a model that never saw it; masks at the image's own size; mean over slices with the "
         "class (Inf-Net's convention)",
         "folds": folds,
-        "mean_over_slices": {name: _mean(rows) for name, rows in results.items()},
+        "mean_over_slices": {name: mean_rows(rows) for name, rows in results.items()},
         "slices_with_class": {name: len(rows) for name, rows in results.items()},
-        "init_model_same_slices": {name: _mean(rows) for name, rows in baseline.items()},
+        "init_model_same_slices": {name: mean_rows(rows) for name, rows in baseline.items()},
         "recipe": {
             "init": str(args.init),
             "minutes_per_model": args.minutes,
