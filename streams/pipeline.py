@@ -6,6 +6,8 @@ import this module, never :mod:`streams.app` and never each other.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,8 @@ from streams.settings import Settings
 from triage.alerts import AlertPolicy
 from triage.capacity import CapacityPlanner, CapacityRegistry, LengthOfStay, build_registry
 from triage.risk import RiskModel
+
+logger = logging.getLogger(__name__)
 
 
 class Quantifier(Protocol):
@@ -59,6 +63,8 @@ class Pipeline:
     policies: dict[str, AlertPolicy] = field(default_factory=dict)
     #: hospitals whose policy carries a site calibration: the risk model with its layer
     site_models: dict[str, RiskModel] = field(default_factory=dict)
+    #: set once ``triage.config`` was read to the end it had at start-up (streams.agents.config)
+    config_read: asyncio.Event = field(default_factory=asyncio.Event)
     registry: CapacityRegistry = field(default_factory=CapacityRegistry)
 
     def topic(self, name: str) -> faust.TopicT:
@@ -68,6 +74,24 @@ class Pipeline:
     def policy_for(self, hospital: str) -> AlertPolicy:
         """The alert policy in force for ``hospital`` (latest ``triage.config``, else default)."""
         return self.policies.get(hospital, self.deps.default_policy)
+
+    async def policies_read(self) -> None:
+        """Wait until the policies in force are known (at most ``config_catch_up_s``, once).
+
+        A restarted worker that scored a redelivered study before reading ``triage.config``
+        alerted under the default policy, a version no longer in force.
+        """
+        if self.config_read.is_set():
+            return
+        try:
+            await asyncio.wait_for(self.config_read.wait(), self.settings.worker.config_catch_up_s)
+        except TimeoutError:
+            logger.warning(
+                "triage.config not read within %.0f s: scoring with the policies known so far "
+                "(the defaults for hospitals not read yet)",
+                self.settings.worker.config_catch_up_s,
+            )
+            self.config_read.set()
 
     def model_for(self, hospital: str) -> RiskModel:
         """The risk model for ``hospital``: with its site calibration if its policy has one."""

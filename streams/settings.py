@@ -117,6 +117,9 @@ class WorkerSettings(BaseModel, frozen=True):
     # Prometheus can scrape them; the default keeps them on this machine)
     bind_host: str = "127.0.0.1"
     risk_model_path: Path = REPO_ROOT / "triage" / "risk" / "models" / "ventilation.ubj"
+    # a starting worker scores nothing until it has read triage.config to its end (each
+    # hospital's levels and calibration), or for at most this long (then: the defaults, logged)
+    config_catch_up_s: float = Field(default=15.0, ge=0)
     # the shipped ventilation model's operating point 0.2 (sensitivity 0.49, specificity 0.95,
     # 7 alerts per 100 studies; semi-synthetic hold-out): with intubation in 5 % of patients a
     # calibrated probability rarely reaches 0.5

@@ -5,14 +5,16 @@ agent): each worker must know every hospital's levels (and site calibration of t
 whichever partitions it owns, and a change applies to the next score without a restart. A
 record that is not a valid policy (levels out of
 [0, 1] or out of order, unknown level, no levels at all) is dead-lettered with its reason code
-and the previous policy stays in force.
+and the previous policy stays in force. A starting worker scores nothing until it has read the
+topic to the end it had at start-up (:meth:`Pipeline.policies_read`, bounded by
+``config_catch_up_s``).
 """
 
 from __future__ import annotations
 
 import logging
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from streams import topics as t
@@ -66,10 +68,32 @@ def register(pipeline: Pipeline) -> None:
     app = pipeline.app
     dlq = pipeline.topic(t.TRIAGE_CONFIG.dlq)
 
+    async def take(message: ConsumerRecord[bytes, bytes]) -> None:
+        config = TriageConfig.from_data(message.value)  # the topic's value type
+        error: ValidationError | ConfigRejected | None = None
+        if isinstance(config, Malformed):
+            error = config.error
+        else:
+            try:
+                apply_config(pipeline, config)
+            except ConfigRejected as e:
+                error = e
+        if error is not None:
+            letter = build_dead_letter(
+                stage=STAGE,
+                reason=getattr(error, "reason", StreamReason.INVALID_CONFIG),
+                error=error,
+                source_topic=message.topic,
+                source_partition=message.partition,
+                source_offset=message.offset,
+                key=message.key,
+                payload=message.value,
+            )
+            await dlq.send(key=message.key, value=letter)
+
     @app.task
     async def follow_triage_config() -> None:
         consumer = AIOKafkaConsumer(
-            t.TRIAGE_CONFIG.name,
             bootstrap_servers=pipeline.settings.kafka.bootstrap_servers,
             group_id=None,
             auto_offset_reset="earliest",
@@ -78,27 +102,24 @@ def register(pipeline: Pipeline) -> None:
         )
         await consumer.start()
         try:
+            await consumer.topics()  # metadata of every topic
+            name = t.TRIAGE_CONFIG.name
+            partitions = [
+                TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or {0})
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            end = await consumer.end_offsets(partitions)
+            while not pipeline.config_read.is_set():  # what was there at start-up, first
+                behind = [tp for tp in partitions if await consumer.position(tp) < end[tp]]
+                if not behind:
+                    logger.info("triage.config read: %d hospital policies", len(pipeline.policies))
+                    pipeline.config_read.set()
+                    break
+                for records in (await consumer.getmany(*behind, timeout_ms=500)).values():
+                    for message in records:
+                        await take(message)
             async for message in consumer:
-                config = TriageConfig.from_data(message.value)  # the topic's value type
-                error: ValidationError | ConfigRejected | None = None
-                if isinstance(config, Malformed):
-                    error = config.error
-                else:
-                    try:
-                        apply_config(pipeline, config)
-                    except ConfigRejected as e:
-                        error = e
-                if error is not None:
-                    letter = build_dead_letter(
-                        stage=STAGE,
-                        reason=getattr(error, "reason", StreamReason.INVALID_CONFIG),
-                        error=error,
-                        source_topic=message.topic,
-                        source_partition=message.partition,
-                        source_offset=message.offset,
-                        key=message.key,
-                        payload=message.value,
-                    )
-                    await dlq.send(key=message.key, value=letter)
+                await take(message)
         finally:
             await consumer.stop()

@@ -66,6 +66,7 @@ def register(pipeline: Pipeline) -> None:
                 return
             # a worker stopped mid-alert for this patient: settled before anything is decided
             await settle_pending_alerts(pipeline, quantification.patient_pseudonym)
+            await pipeline.policies_read()  # the hospital's levels, not the defaults
             started = time.perf_counter()
             try:
                 outcome = score_study(

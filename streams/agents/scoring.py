@@ -92,6 +92,7 @@ async def rescore_recent(pipeline: Pipeline, pseudonym: str, arrived: str) -> in
     if not recent:
         return 0
     await settle_pending_alerts(pipeline, pseudonym)  # the memos the decisions read, complete
+    await pipeline.policies_read()
     studies = {uid: recent_study(entry) for uid, entry in recent.items()}
     fhir = pipeline.settings.fhir
     started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +14,7 @@ from paths import RISK_MODELS
 from streams.agents.config import apply_config
 from streams.pipeline import Pipeline
 from streams.records import TriageConfig
+from streams.settings import Settings
 from triage.exceptions import ConfigRejected, ConfigRejectionReason
 from triage.risk import RiskModel
 
@@ -61,3 +63,26 @@ def test_a_policy_with_a_calibration_puts_the_calibrated_model_in_force(model: R
 
     apply_config(pipeline, _config("t4", None))
     assert pipeline.model_for("h1") is model and pipeline.policies["h1"].calibration is None
+
+
+def test_scoring_waits_for_the_policies_in_force_then_goes_on_without_them(
+    model: RiskModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restarted worker scored a redelivered study before reading triage.config, alerting
+    under the default policy (a version no longer in force)."""
+    settings = Settings(worker={"config_catch_up_s": 0.3})
+    pipeline = Pipeline(app=None, settings=settings, deps=None)  # type: ignore[arg-type]
+
+    async def read_after(delay_s: float) -> float:
+        started = time.monotonic()
+        asyncio.get_running_loop().call_later(delay_s, pipeline.config_read.set)
+        await pipeline.policies_read()
+        return time.monotonic() - started
+
+    assert 0.1 <= asyncio.run(read_after(0.1)) < 0.3  # waited for the catch-up
+    assert asyncio.run(read_after(5.0)) < 0.05  # once read, never again
+    late = Pipeline(app=None, settings=settings, deps=None)  # type: ignore[arg-type]
+    started = time.monotonic()
+    asyncio.run(late.policies_read())  # Kafka silent: the bounded wait, then the defaults
+    assert 0.3 <= time.monotonic() - started < 1.0 and late.config_read.is_set()
+    assert "triage.config not read within" in caplog.text
