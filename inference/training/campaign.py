@@ -45,12 +45,13 @@ from inference.training.crossval import (
     FOLDS,
     MEDSEG_SHARE,
     WARMUP,
+    load_sources,
     loss_3ch,
     mean_rows,
     measure_fold,
     mixed_batch,
 )
-from inference.training.data import SliceSet, load_covid_seg, load_medseg, load_medseg_native
+from inference.training.data import SliceSet
 from inference.training.train_lesion import SEED, UNet, export_onnx
 
 logger = logging.getLogger(__name__)
@@ -142,13 +143,7 @@ def run(args: argparse.Namespace) -> int:
     def stop() -> bool:
         return time.time() >= stop_at
 
-    covid = load_covid_seg(args.data, 256)
-    if args.max_slices:
-        keep = slice(0, args.max_slices)
-        covid = SliceSet(covid.images[keep], covid.classes[keep], covid.lung[keep], True,
-                         covid.names[keep])  # fmt: skip
-    medseg = load_medseg(args.data, 256)
-    images, classes = load_medseg_native(args.data)
+    covid, medseg, (images, classes) = load_sources(args.data, args.max_slices)
     blocks = np.array_split(np.arange(len(medseg.names)), args.folds)
     for k, held in enumerate(blocks):
         result = run_dir / f"fold{k}.json"

@@ -235,6 +235,18 @@ def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
 
 
+def load_sources(
+    data: Path, max_slices: int = 0
+) -> tuple[SliceSet, SliceSet, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """COVID-19-CT-Seg (the first ``max_slices`` for smoke runs), MedSeg at 256, MedSeg native."""
+    covid = load_covid_seg(data, 256)
+    if max_slices:
+        keep = slice(0, max_slices)
+        covid = SliceSet(covid.images[keep], covid.classes[keep], covid.lung[keep], True,
+                         covid.names[keep])  # fmt: skip
+    return covid, load_medseg(data, 256), load_medseg_native(data)
+
+
 def main() -> None:
     """Cross-validate the recipe on MedSeg, then train the shipped model on everything."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -258,13 +270,7 @@ def main() -> None:
         init = work / "init.onnx"
         init.write_bytes(args.init.read_bytes())  # --out may be --init: keep the start weights
     widths = tuple(int(w) for w in args.widths.split(","))
-    covid = load_covid_seg(args.data, 256)
-    if args.max_slices:
-        keep = slice(0, args.max_slices)
-        covid = SliceSet(covid.images[keep], covid.classes[keep], covid.lung[keep], True,
-                         covid.names[keep])  # fmt: skip
-    medseg = load_medseg(args.data, 256)
-    native_images, native_classes = load_medseg_native(args.data)
+    covid, medseg, (native_images, native_classes) = load_sources(args.data, args.max_slices)
     blocks = np.array_split(np.arange(len(medseg.names)), args.folds)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in CLASS_NAMES}
     folds = []
