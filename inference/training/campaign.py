@@ -5,6 +5,7 @@
 this machine trains the 121 k model at about 16 per second): the same folds, data, batches
 and loss, but
 
+- from scratch, or from ``--init`` (crossval's fine-tuning start, batch norm statistics kept);
 - a fixed number of **steps** per model (learning rate: 5 % warm-up, then cosine over the
   steps), so the result does not depend on how loaded the machine was, and a seed per model;
 - the state on disk (``RUN_DIR/<model>.pt``: weights, optimiser, both random generators, step;
@@ -26,6 +27,7 @@ Exit code 0 when every model is done, 3 when ``--hours`` stopped it (run it agai
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -45,6 +47,8 @@ from inference.training.crossval import (
     FOLDS,
     MEDSEG_SHARE,
     WARMUP,
+    freeze_norm_statistics,
+    load_onnx_init,
     load_sources,
     loss_3ch,
     mean_rows,
@@ -80,6 +84,8 @@ def train_steps(
     """
     torch.manual_seed(seed)
     model = UNet(tuple(config["widths"]), channels=CHANNELS)
+    if config.get("init"):  # crossval's fine-tuning start: the shipped two-channel weights
+        load_onnx_init(model, Path(config["init"]))
     optimiser = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
     rng = np.random.default_rng(seed)
     step, seconds = 0, 0.0
@@ -92,6 +98,8 @@ def train_steps(
         step, seconds = int(state["step"]), float(state["seconds"])
         logger.info("%s: resumed at step %d", state_path.stem, step)
     model.train()
+    if config.get("init"):
+        freeze_norm_statistics(model)
     total = int(config["steps"])
     started = last_save = time.monotonic()
 
@@ -130,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
     """Every fold, then the model on all data (unless ``--no-final``); see the module doc."""
     config = {"steps": args.steps, "batch": args.batch, "widths": [int(w) for w in
               args.widths.split(",")], "lr": args.lr, "folds": args.folds, "seed": SEED,
-              "medseg_share": MEDSEG_SHARE, "max_slices": args.max_slices}  # fmt: skip
+              "medseg_share": MEDSEG_SHARE, "max_slices": args.max_slices,
+              "init": str(args.init) if args.init else None,
+              "init_sha256": hashlib.sha256(args.init.read_bytes()).hexdigest()
+              if args.init else None}  # fmt: skip
     run_dir: Path = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.json"
@@ -199,6 +210,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16000, help="per model (x batch images)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--widths", default="8,16,32,64", help="channels per level")
+    parser.add_argument(
+        "--init", type=Path, help="ONNX to fine-tune (crossval's start); omitted: from scratch"
+    )
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--folds", type=int, default=FOLDS)
     parser.add_argument("--hours", type=float, default=1.0, help="stop (resumable) after this")

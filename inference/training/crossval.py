@@ -104,7 +104,8 @@ def load_onnx_init(model: UNet, path: Path) -> None:
         model.head.bias[: head_b.shape[0]] = torch.from_numpy(head_b)
 
 
-def _freeze_norm_statistics(model: nn.Module) -> None:
+def freeze_norm_statistics(model: nn.Module) -> None:
+    """Batch norm keeps its (folded) statistics; only its affine parameters learn."""
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.eval()
@@ -188,7 +189,7 @@ def fit(
     model.train()
     if init is not None:
         load_onnx_init(model, init)
-        _freeze_norm_statistics(model)
+        freeze_norm_statistics(model)
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     budget_s = minutes * 60
     started = time.monotonic()
