@@ -179,7 +179,7 @@ def autopsy(process_pid: int | None, log_path: Path, name: str) -> str:
     """A stalled worker's stacks and log tail, kept past pytest's temp rotation; the tail text.
 
     Sends SIGUSR1 (Faust lists the event loop's tasks) and SIGQUIT (every thread's stack,
-    streams.worker), waits (up to 30 s) for them to reach the log, copies the log to
+    streams.worker), waits (up to 60 s) for them to reach the log, copies the log to
     ``$TMPDIR/ctriage-autopsy/<name>.log`` and returns its last lines (breach lines left out).
     """
     if process_pid is not None:
@@ -195,7 +195,9 @@ def autopsy(process_pid: int | None, log_path: Path, name: str) -> str:
             return b"(most recent call first)" in new and b"Stack for <Task" in new
 
         with contextlib.suppress(AssertionError):  # a blocked event loop lists no task
-            wait_for(dumped, 30, "the worker's stack dumps")
+            # 60 s: in one clean-clone run (2026-12-07) the task list was not in the log after
+            # 30 s, the thread dump was (the loop inside asyncio.all_tasks at that moment)
+            wait_for(dumped, 60, "the worker's stack dumps")
     kept = Path(tempfile.gettempdir()) / "ctriage-autopsy" / f"{name}.log"
     kept.parent.mkdir(parents=True, exist_ok=True)
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
