@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import (
     KafkaError,
@@ -293,3 +295,30 @@ def check_topic_layout(
     if wrong:
         detail = ", ".join(f"{n}: has {a}, needs {e}" for n, (a, e) in sorted(wrong.items()))
         raise TopicLayoutError(f"topics not co-partitioned as declared: {detail}")
+
+
+async def read_from_start(
+    consumer: AIOKafkaConsumer,
+    names: Sequence[str],
+    take: Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]],
+) -> None:
+    """Read every partition of ``names`` from the beginning to the end they have now.
+
+    ``consumer`` is a started group-less aiokafka consumer; it is assigned every partition of
+    the topics and keeps its positions afterwards, so the caller follows what comes next with
+    ``getmany``. Each record is handed to ``take`` in partition order. Used for the compacted
+    policy topics, which the admin API and every worker must know in full before they act.
+    """
+    await consumer.topics()  # metadata of every topic
+    partitions = [
+        TopicPartition(name, p)
+        for name in names
+        for p in sorted(consumer.partitions_for_topic(name) or {0})
+    ]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    end = await consumer.end_offsets(partitions)
+    while behind := [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+        for records in (await consumer.getmany(*behind, timeout_ms=500)).values():
+            for record in records:
+                await take(record)

@@ -1,4 +1,4 @@
-"""The benchmark protocol trained from scratch on CPU in a fixed number of steps, resumable.
+"""The benchmark protocol trained on CPU in a fixed number of steps per model, resumable.
 
 :mod:`inference.training.crossval` with what a CPU needs for the imaging issue's training size
 (the 0.5 M-parameter model reached Dice 0.745 after about 130 k image presentations on a GPU;
@@ -54,6 +54,7 @@ from inference.training.crossval import (
     mean_rows,
     measure_fold,
     mixed_batch,
+    without,
 )
 from inference.training.data import SliceSet
 from inference.training.train_lesion import SEED, UNet, export_onnx
@@ -160,10 +161,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_dir / f"fold{k}.json"
         if result.exists():
             continue
-        train = np.setdiff1d(np.arange(len(medseg.names)), held)
-        part = SliceSet(medseg.images[train], medseg.classes[train], medseg.lung[train], False,
-                        tuple(medseg.names[i] for i in train))  # fmt: skip
-        model = train_steps(config, part, covid, SEED + k, run_dir / f"fold{k}.pt", stop)
+        state = run_dir / f"fold{k}.pt"
+        model = train_steps(config, without(medseg, held), covid, SEED + k, state, stop)
         if model is None:
             logger.info("paused in fold %d: run the same command again to continue", k)
             return PAUSED
@@ -190,7 +189,8 @@ def report(run_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     return {
         "protocol": "MedSeg k-fold (contiguous blocks by slice number), each slice scored once "
         "by a model that never saw it; masks at the image's own size; mean over slices with the "
-        "class (Inf-Net's convention); from scratch, fixed steps per model",
+        "class (Inf-Net's convention); fixed steps per model, "
+        + (f"fine-tuned from {config['init']}" if config.get("init") else "from scratch"),
         "mean_over_slices": {name: mean_rows(rows) for name, rows in pooled.items()},
         "slices_with_class": {name: len(rows) for name, rows in pooled.items()},
         "folds": [

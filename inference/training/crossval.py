@@ -236,6 +236,13 @@ def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} if rows else {}
 
 
+def without(medseg: SliceSet, held: np.ndarray) -> SliceSet:
+    """The MedSeg slices a fold trains on: all but the ``held`` indices."""
+    keep = np.setdiff1d(np.arange(len(medseg.names)), held)
+    return SliceSet(medseg.images[keep], medseg.classes[keep], medseg.lung[keep], False,
+                    tuple(medseg.names[i] for i in keep))  # fmt: skip
+
+
 def load_sources(
     data: Path, max_slices: int = 0
 ) -> tuple[SliceSet, SliceSet, tuple[list[np.ndarray], list[np.ndarray]]]:
@@ -283,10 +290,7 @@ def main() -> None:
             )
             for name, rows in before.items():
                 baseline[name] += rows
-        train_idx = np.setdiff1d(np.arange(len(medseg.names)), held)
-        names = tuple(medseg.names[i] for i in train_idx)
-        part = SliceSet(medseg.images[train_idx], medseg.classes[train_idx],
-                        medseg.lung[train_idx], False, names)  # fmt: skip
+        part = without(medseg, held)
         model, info = fit(init, part, covid, args.minutes, args.batch, SEED + k, widths, args.lr)
         path = work / f"fold{k}.onnx"
         export_onnx(model, path, 256)

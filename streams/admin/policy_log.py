@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -207,24 +207,11 @@ class PolicyLog:
             return applied, audit
 
     async def _catch_up(self, consumer: AIOKafkaConsumer) -> None:
+        async def take(record: ConsumerRecord[bytes, bytes]) -> None:
+            self._take(record)
+
         await consumer.start()
-        await consumer.topics()  # metadata of every topic
-        partitions = [
-            TopicPartition(name, p)
-            for name in (t.TRIAGE_CONFIG.name, t.TRIAGE_AUDIT.name)
-            for p in sorted(consumer.partitions_for_topic(name) or {0})
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        while True:
-            behind = [tp for tp in partitions if await consumer.position(tp) < end[tp]]
-            if not behind:
-                return
-            batches = await consumer.getmany(*behind, timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    self._take(record)
+        await t.read_from_start(consumer, (t.TRIAGE_CONFIG.name, t.TRIAGE_AUDIT.name), take)
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:

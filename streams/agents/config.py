@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import ValidationError
 
 from streams import topics as t
@@ -102,23 +102,9 @@ def register(pipeline: Pipeline) -> None:
         )
         await consumer.start()
         try:
-            await consumer.topics()  # metadata of every topic
-            name = t.TRIAGE_CONFIG.name
-            partitions = [
-                TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or {0})
-            ]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            end = await consumer.end_offsets(partitions)
-            while not pipeline.config_read.is_set():  # what was there at start-up, first
-                behind = [tp for tp in partitions if await consumer.position(tp) < end[tp]]
-                if not behind:
-                    logger.info("triage.config read: %d hospital policies", len(pipeline.policies))
-                    pipeline.config_read.set()
-                    break
-                for records in (await consumer.getmany(*behind, timeout_ms=500)).values():
-                    for message in records:
-                        await take(message)
+            await t.read_from_start(consumer, (t.TRIAGE_CONFIG.name,), take)  # start-up's first
+            logger.info("triage.config read: %d hospital policies", len(pipeline.policies))
+            pipeline.config_read.set()
             async for message in consumer:
                 await take(message)
         finally:
