@@ -16,7 +16,7 @@ import faust
 from faust.serializers.codecs import Codec
 
 from streams import topics as t
-from streams.faust_consumer import Transport
+from streams.faust_transport import Transport
 from streams.kafka_security import KafkaSecurity
 from streams.metrics import ASSIGNED_PARTITIONS
 from streams.pipeline import Dependencies, Pipeline, load_registry

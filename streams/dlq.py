@@ -83,7 +83,24 @@ async def dead_letter(
     The dead letter keeps the message's bytes as received (``event.message.value``), whatever
     the topic decoded them into.
     """
-    message = event.message
+    return await dead_letter_message(
+        dlq_topic, event.message, event.key, stage=stage, reason=reason, error=error
+    )
+
+
+async def dead_letter_message(
+    dlq_topic: Any,
+    message: Any,
+    key: Any,
+    *,
+    stage: str,
+    reason: str,
+    error: BaseException | str,
+) -> DeadLetter:
+    """Send a consumed Kafka message to ``dlq_topic`` under ``key``; return the record.
+
+    ``message`` is Faust's or aiokafka's (``topic``, ``partition``, ``offset``, ``value``).
+    """
     record = build_dead_letter(
         stage=stage,
         reason=reason,
@@ -91,8 +108,8 @@ async def dead_letter(
         source_topic=message.topic,
         source_partition=message.partition,
         source_offset=message.offset,
-        key=event.key,
+        key=key,
         payload=message.value,
     )
-    await dlq_topic.send(key=event.key, value=record)
+    await dlq_topic.send(key=key, value=record)
     return record

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import ValidationError
 
 from streams import topics as t
-from streams.dlq import StreamReason, build_dead_letter
+from streams.dlq import StreamReason, dead_letter_message
 from streams.kafka_security import KafkaSecurity
 from streams.pipeline import Pipeline
 from streams.records import Malformed, TriageConfig
@@ -79,17 +79,10 @@ def register(pipeline: Pipeline) -> None:
             except ConfigRejected as e:
                 error = e
         if error is not None:
-            letter = build_dead_letter(
-                stage=STAGE,
-                reason=getattr(error, "reason", StreamReason.INVALID_CONFIG),
-                error=error,
-                source_topic=message.topic,
-                source_partition=message.partition,
-                source_offset=message.offset,
-                key=message.key,
-                payload=message.value,
+            reason = getattr(error, "reason", StreamReason.INVALID_CONFIG)
+            await dead_letter_message(
+                dlq, message, message.key, stage=STAGE, reason=reason, error=error
             )
-            await dlq.send(key=message.key, value=letter)
 
     @app.task
     async def follow_triage_config() -> None:
