@@ -14,7 +14,9 @@ and loss, but
   continues every model where it stopped, bit for bit (a session ending or a kill loses at
   most the steps since the last checkpoint);
 - each fold's per-slice scores in ``RUN_DIR/fold<k>.json`` as soon as it is done, and the
-  cross-validated report ``RUN_DIR/crossval.json`` when all are.
+  cross-validated report ``RUN_DIR/crossval.json`` when all are;
+- ``--channels-last`` (a new run's choice, kept in its config): channels-last memory format,
+  16 % more images per second on the 2-core build machine (docs/lesion-model.md).
 
 Run (train venv; ``nice`` leaves the machine to everything else)::
 
@@ -87,6 +89,8 @@ def train_steps(
     model = UNet(tuple(config["widths"]), channels=CHANNELS)
     if config.get("init"):  # crossval's fine-tuning start: the shipped two-channel weights
         load_onnx_init(model, Path(config["init"]))
+    layout = torch.channels_last if config.get("channels_last") else torch.contiguous_format
+    model = model.to(memory_format=layout)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=1e-4)
     rng = np.random.default_rng(seed)
     step, seconds = 0, 0.0
@@ -120,7 +124,7 @@ def train_steps(
         for group in optimiser.param_groups:
             group["lr"] = config["lr"] * scale + 1e-5
         x, *targets = mixed_batch(medseg, covid, config["batch"], rng)
-        loss = loss_3ch(model(x), *targets)
+        loss = loss_3ch(model(x.contiguous(memory_format=layout)), *targets)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -132,7 +136,7 @@ def train_steps(
             last_save = time.monotonic()
     checkpoint()
     model.eval()
-    return model
+    return model.to(memory_format=torch.contiguous_format)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
               "init": str(args.init) if args.init else None,
               "init_sha256": hashlib.sha256(args.init.read_bytes()).hexdigest()
               if args.init else None}  # fmt: skip
+    if args.channels_last:  # only when asked: runs started without it keep their config
+        config["channels_last"] = True
     run_dir: Path = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.json"
@@ -217,6 +223,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=FOLDS)
     parser.add_argument("--hours", type=float, default=1.0, help="stop (resumable) after this")
     parser.add_argument("--no-final", action="store_true", help="folds only")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="faster on CPU; a new run's choice"
+    )
     parser.add_argument("--max-slices", type=int, default=0, help="smoke runs: fewer CT-Seg")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -33,18 +33,21 @@ def _slices(n: int, with_lung: bool, seed: int) -> SliceSet:
     return SliceSet(images, classes.astype(np.uint8), lung, with_lung, tuple(map(str, range(n))))
 
 
-def test_a_stopped_model_resumes_to_the_same_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_stopped_model_resumes_to_the_same_weights(tmp_path: Path, channels_last: bool) -> None:
+    config = {**CONFIG, "channels_last": channels_last}
     medseg, covid = _slices(4, False, 1), _slices(4, True, 2)
-    straight = train_steps(CONFIG, medseg, covid, 7, tmp_path / "a.pt", lambda: False)
+    straight = train_steps(config, medseg, covid, 7, tmp_path / "a.pt", lambda: False)
     asked = iter([False, False, False, True])  # three steps, then stop
-    assert train_steps(CONFIG, medseg, covid, 7, tmp_path / "b.pt", lambda: next(asked)) is None
+    assert train_steps(config, medseg, covid, 7, tmp_path / "b.pt", lambda: next(asked)) is None
     assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] == 3
-    resumed = train_steps(CONFIG, medseg, covid, 7, tmp_path / "b.pt", lambda: False)
+    resumed = train_steps(config, medseg, covid, 7, tmp_path / "b.pt", lambda: False)
     assert straight is not None and resumed is not None
     for (name, a), (_, b) in zip(
         straight.state_dict().items(), resumed.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
-    other = train_steps(CONFIG, medseg, covid, 8, tmp_path / "c.pt", lambda: False)
+    assert straight.head.weight.is_contiguous()  # exported as ONNX in the default layout
+    other = train_steps(config, medseg, covid, 8, tmp_path / "c.pt", lambda: False)
     assert other is not None
     assert not torch.equal(other.head.weight, straight.head.weight)  # the seed matters
