@@ -146,14 +146,15 @@ def test_a_hospital_calibration_set_by_an_administrator_reaches_the_running_work
     assert _version(settings, pseudonym) == other.version  # replaces the loaded layer
 
     bootstrap = settings.kafka.bootstrap_servers
-    audits = ours(bootstrap, t.TRIAGE_AUDIT.name)
-    audit = ThresholdAudit.model_validate_json(audits[-1])
+    audits = [ThresholdAudit.model_validate_json(v) for v in ours(bootstrap, t.TRIAGE_AUDIT.name)]
+    audit = [a for a in audits if a.hospital == HOSPITAL][-1]
     assert audit.changed_by == "ana" and "calibration" not in (audit.old_policy or {})
     assert audit.new_policy["calibration"]["base_version"] == base.version
 
     # a layer fitted on another model: the worker dead-letters it, the previous one stays
-    current = [TriageConfig.model_validate_json(v) for v in
-               ours(bootstrap, t.TRIAGE_CONFIG.name)][-1]  # fmt: skip
+    configs = [TriageConfig.model_validate_json(v) for v in
+               ours(bootstrap, t.TRIAGE_CONFIG.name)]  # fmt: skip
+    current = [c for c in configs if c.hospital == HOSPITAL][-1]
     assert current.calibration is not None
     foreign = current.model_copy(update={
         "threshold_version": current.threshold_version + "-foreign",
@@ -167,7 +168,9 @@ def test_a_hospital_calibration_set_by_an_administrator_reaches_the_running_work
     def dead_lettered() -> bool:
         letters = [DeadLetter.model_validate_json(v) for v in
                    ours(bootstrap, t.TRIAGE_CONFIG.dlq)]  # fmt: skip
-        return any(d.reason_code == "calibration_model_mismatch" for d in letters)
+        return any(
+            d.reason_code == "calibration_model_mismatch" and d.key == HOSPITAL for d in letters
+        )
 
     wait_for(dead_lettered, 30, "the foreign calibration dead-lettered")
     assert _version(settings, pseudonym) == other.version
