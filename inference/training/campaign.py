@@ -44,7 +44,6 @@ import numpy as np
 import torch
 
 from inference.training.crossval import (
-    CHANNELS,
     CLASS_NAMES,
     FOLDS,
     MEDSEG_SHARE,
@@ -52,14 +51,13 @@ from inference.training.crossval import (
     freeze_norm_statistics,
     load_onnx_init,
     load_sources,
-    loss_3ch,
     mean_rows,
     measure_fold,
     mixed_batch,
     without,
 )
 from inference.training.data import SliceSet
-from inference.training.train_lesion import SEED, UNet, export_onnx
+from inference.training.nets import CHANNELS, SEED, UNet, export_onnx, loss_3ch
 
 logger = logging.getLogger(__name__)
 

@@ -44,24 +44,27 @@ import onnx
 import torch
 from onnx import numpy_helper
 from torch import nn
-from torch.nn import functional as F
 
 from inference.training.data import SliceSet, load_covid_seg, load_medseg, load_medseg_native
 from inference.training.evaluate import overlap
-from inference.training.train_lesion import SEED, UNet, augment, export_onnx
+from inference.training.nets import (
+    CHANNELS,
+    CONSOLIDATION_LOSS_WEIGHT,
+    CONSOLIDATION_POS_WEIGHT,
+    SEED,
+    UNet,
+    export_onnx,
+    loss_3ch,
+)
+from inference.training.train_lesion import augment
 
 logger = logging.getLogger(__name__)
 
 FOLDS = 5
-CHANNELS = 3  # lesion, lung, consolidation given lesion
 CLASS_NAMES = ("infection", "ground_glass", "consolidation")
 LEARNING_RATE = 1e-3
 MEDSEG_SHARE = 0.5
 WARMUP = 0.05
-#: MedSeg's lesion pixels are 63 % ground glass, 37 % consolidation: BCE balanced by 1.7, and
-#: weighted 2 so the new channel learns within a CPU budget (both fixed before any fold ran)
-CONSOLIDATION_POS_WEIGHT = 1.7
-CONSOLIDATION_LOSS_WEIGHT = 2.0
 
 
 def _convs_in_forward_order(model: UNet) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
@@ -109,42 +112,6 @@ def freeze_norm_statistics(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.eval()
-
-
-def loss_3ch(
-    logits: torch.Tensor,
-    classes: torch.Tensor,
-    lung: torch.Tensor,
-    lung_known: torch.Tensor,
-    class_known: torch.Tensor,
-) -> torch.Tensor:
-    """Lesion BCE + soft Dice, lung BCE (at lesions where no mask), consolidation BCE.
-
-    Consolidation only inside the known lesions of slices with classes.
-    """
-    lesion = (classes > 0).float()
-    les_logit = logits[:, 0]
-    loss = F.binary_cross_entropy_with_logits(les_logit, lesion)
-    p = torch.sigmoid(les_logit)
-    loss = loss + 1 - (2 * (p * lesion).sum() + 1) / (p.sum() + lesion.sum() + 1)
-    if bool(lung_known.any()):
-        loss = loss + F.binary_cross_entropy_with_logits(
-            logits[lung_known, 1], (lung[lung_known] > 0).float()
-        )
-    # slices without a lung mask still say where lung is: every lesion pixel (inference keeps
-    # lesion & lung, so a lung head that never saw MedSeg's style cut its lesions away)
-    in_lesion = (classes > 0) & ~lung_known[:, None, None]
-    if bool(in_lesion.any()):
-        target = torch.ones(int(in_lesion.sum()))
-        loss = loss + F.binary_cross_entropy_with_logits(logits[:, 1][in_lesion], target)
-    inside = (classes > 0) & class_known[:, None, None]
-    if bool(inside.any()):
-        target = (classes == 2).float()[inside]
-        balance = torch.tensor(CONSOLIDATION_POS_WEIGHT)
-        loss = loss + CONSOLIDATION_LOSS_WEIGHT * F.binary_cross_entropy_with_logits(
-            logits[:, 2][inside], target, pos_weight=balance
-        )
-    return loss
 
 
 def mixed_batch(

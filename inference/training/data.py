@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 INTERNAL_VAL_FRACTION = 0.15
 COVID_SEG = "covid19-ct-seg-2d"
@@ -39,12 +38,16 @@ class SliceSet:
 
 
 def _gray(path: Path, size: int) -> np.ndarray:
+    from PIL import Image  # here only: the packed data's readers run where PIL is absent
+
     with Image.open(path) as image:
         resized = image.convert("L").resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32) / 255.0
 
 
 def _mask(path: Path, size: int) -> np.ndarray:
+    from PIL import Image
+
     with Image.open(path) as opened:
         # palette masks (MedSeg multiclass) keep their indices 0/1/2
         image = opened if opened.mode == "P" else opened.convert("L")
@@ -73,6 +76,8 @@ def load_medseg(root: Path, size: int = 256) -> SliceSet:
 
 def load_medseg_native(root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The 50 MedSeg slices at their own sizes: images in [0, 1] and 0/1/2 classes, by number."""
+    from PIL import Image
+
     folder = root / MEDSEG / "multiclass"
     names = sorted((p.stem for p in (folder / "Imgs").glob("*.jpg")), key=int)
     images, classes = [], []

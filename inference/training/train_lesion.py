@@ -28,50 +28,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from inference.training.data import SliceSet, load_covid_seg, split_internal
+from inference.training.nets import SEED, UNet, export_onnx
 
 logger = logging.getLogger(__name__)
-SEED = 20200405
-
-
-def block(c_in: int, c_out: int) -> nn.Sequential:
-    """Two 3x3 convolutions with batch norm and ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
-
-
-class UNet(nn.Module):
-    """U-Net with ``len(widths)`` levels; input (n, 1, h, w), output (n, channels, h, w) logits."""
-
-    def __init__(self, widths: tuple[int, ...] = (8, 16, 32, 64), channels: int = 2) -> None:
-        super().__init__()
-        self.down = nn.ModuleList()
-        c_in = 1
-        for w in widths:
-            self.down.append(block(c_in, w))
-            c_in = w
-        self.up = nn.ModuleList()
-        self.merge = nn.ModuleList()
-        for w in reversed(widths[:-1]):
-            self.up.append(nn.ConvTranspose2d(c_in, w, 2, stride=2))
-            self.merge.append(block(2 * w, w))
-            c_in = w
-        self.head = nn.Conv2d(c_in, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (n, channels, h, w): lesion, lung[, consolidation given lesion]."""
-        skips = []
-        for i, down in enumerate(self.down):
-            x = down(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1]), strict=True):
-            x = merge(torch.cat([up(x), skip], dim=1))
-        return self.head(x)
 
 
 def augment(
@@ -127,25 +86,6 @@ def dice_score(model: nn.Module, data: SliceSet) -> tuple[float, float]:
                 total[c] += float(pred[:, c].sum() + truth.sum())
     model.train()
     return 2 * inter[0] / max(total[0], 1), 2 * inter[1] / max(total[1], 1)
-
-
-def export_onnx(model: nn.Module, path: Path, size: int) -> None:
-    """ONNX, input ``SLICES`` (n,1,h,w), output ``LOGITS`` (n,c,h,w), traced at ``size``.
-
-    Batch, height and width are free (h and w multiples of 8: the network pools three times),
-    so inference can run the network on lung crops (``inference.segmentation``).
-    """
-    model.eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 1, size, size),),
-        str(path),
-        input_names=["SLICES"],
-        output_names=["LOGITS"],
-        dynamic_axes={"SLICES": {0: "n", 2: "h", 3: "w"}, "LOGITS": {0: "n", 2: "h", 3: "w"}},
-        opset_version=17,
-    )
 
 
 def main() -> None:

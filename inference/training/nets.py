@@ -1,0 +1,117 @@
+"""The lesion network, its three-channel loss and its ONNX export: torch, numpy and onnx only.
+
+Kept apart from the data loading (PIL) and the scoring (the ``inference`` runtime) so that
+:mod:`inference.training.device_run` runs on a machine that has nothing else (the lent GPU
+machine: Python, torch, numpy, onnx).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+SEED = 20200405
+CHANNELS = 3  # lesion, lung, consolidation given lesion
+#: MedSeg's lesion pixels are 63 % ground glass, 37 % consolidation: BCE balanced by 1.7, and
+#: weighted 2 so the new channel learns within a CPU budget (both fixed before any fold ran)
+CONSOLIDATION_POS_WEIGHT = 1.7
+CONSOLIDATION_LOSS_WEIGHT = 2.0
+
+
+def block(c_in: int, c_out: int) -> nn.Sequential:
+    """Two 3x3 convolutions with batch norm and ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """U-Net with ``len(widths)`` levels; input (n, 1, h, w), output (n, channels, h, w) logits."""
+
+    def __init__(self, widths: tuple[int, ...] = (8, 16, 32, 64), channels: int = 2) -> None:
+        super().__init__()
+        self.down = nn.ModuleList()
+        c_in = 1
+        for w in widths:
+            self.down.append(block(c_in, w))
+            c_in = w
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        for w in reversed(widths[:-1]):
+            self.up.append(nn.ConvTranspose2d(c_in, w, 2, stride=2))
+            self.merge.append(block(2 * w, w))
+            c_in = w
+        self.head = nn.Conv2d(c_in, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (n, channels, h, w): lesion, lung[, consolidation given lesion]."""
+        skips = []
+        for i, down in enumerate(self.down):
+            x = down(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1]), strict=True):
+            x = merge(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+
+def loss_3ch(
+    logits: torch.Tensor,
+    classes: torch.Tensor,
+    lung: torch.Tensor,
+    lung_known: torch.Tensor,
+    class_known: torch.Tensor,
+) -> torch.Tensor:
+    """Lesion BCE + soft Dice, lung BCE (at lesions where no mask), consolidation BCE.
+
+    Consolidation only inside the known lesions of slices with classes.
+    """
+    lesion = (classes > 0).float()
+    les_logit = logits[:, 0]
+    loss = F.binary_cross_entropy_with_logits(les_logit, lesion)
+    p = torch.sigmoid(les_logit)
+    loss = loss + 1 - (2 * (p * lesion).sum() + 1) / (p.sum() + lesion.sum() + 1)
+    if bool(lung_known.any()):
+        loss = loss + F.binary_cross_entropy_with_logits(
+            logits[lung_known, 1], (lung[lung_known] > 0).float()
+        )
+    # slices without a lung mask still say where lung is: every lesion pixel (inference keeps
+    # lesion & lung, so a lung head that never saw MedSeg's style cut its lesions away)
+    in_lesion = (classes > 0) & ~lung_known[:, None, None]
+    if bool(in_lesion.any()):
+        target = torch.ones(int(in_lesion.sum()), device=logits.device)
+        loss = loss + F.binary_cross_entropy_with_logits(logits[:, 1][in_lesion], target)
+    inside = (classes > 0) & class_known[:, None, None]
+    if bool(inside.any()):
+        target = (classes == 2).float()[inside]
+        balance = torch.tensor(CONSOLIDATION_POS_WEIGHT, device=logits.device)
+        loss = loss + CONSOLIDATION_LOSS_WEIGHT * F.binary_cross_entropy_with_logits(
+            logits[:, 2][inside], target, pos_weight=balance
+        )
+    return loss
+
+
+def export_onnx(model: nn.Module, path: Path, size: int) -> None:
+    """ONNX, input ``SLICES`` (n,1,h,w), output ``LOGITS`` (n,c,h,w), traced at ``size``.
+
+    Batch, height and width are free (h and w multiples of 8: the network pools three times),
+    so inference can run the network on lung crops (``inference.segmentation``).
+    """
+    model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 1, size, size),),
+        str(path),
+        input_names=["SLICES"],
+        output_names=["LOGITS"],
+        dynamic_axes={"SLICES": {0: "n", 2: "h", 3: "w"}, "LOGITS": {0: "n", 2: "h", 3: "w"}},
+        opset_version=17,
+    )
