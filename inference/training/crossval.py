@@ -80,7 +80,7 @@ def load_onnx_init(model: UNet, path: Path) -> None:
     plus the folded bias (mean 0, variance 1 - eps, scale 1).
     """
     graph = onnx.load(str(path)).graph
-    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    weights = {i.name: numpy_helper.to_array(i).copy() for i in graph.initializer}  # writable
     folded = [
         node.input[1:3]
         for node in graph.node
