@@ -51,15 +51,19 @@ class UNet(nn.Module):
             c_in = w
         self.head = nn.Conv2d(c_in, channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (n, channels, h, w): lesion, lung[, consolidation given lesion]."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last decoder block's output (n, widths[0], h, w), what the head reads."""
         skips = []
         for i, down in enumerate(self.down):
             x = down(x if i == 0 else F.max_pool2d(x, 2))
             skips.append(x)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips[:-1]), strict=True):
             x = merge(torch.cat([up(x), skip], dim=1))
-        return self.head(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (n, channels, h, w): lesion, lung[, consolidation given lesion]."""
+        return self.head(self.features(x))
 
 
 def loss_3ch(
