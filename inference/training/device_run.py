@@ -150,7 +150,7 @@ def train_model(
     gen.manual_seed(seed)
     model = UNet(widths, channels=CHANNELS).to(device, memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    on_gpu = device.type == "cuda"
     started = time.monotonic()
     losses: list[float] = []
     model.train()
@@ -162,7 +162,7 @@ def train_model(
         for group in optimiser.param_groups:
             group["lr"] = args.lr * scale + 1e-5
         x, *targets = sources.batch(args.batch, args.medseg_share, keep, gen)
-        with autocast:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
             logits = model(x.contiguous(memory_format=torch.channels_last))
         loss = loss_3ch(logits.float(), *targets)
         optimiser.zero_grad(set_to_none=True)
