@@ -27,6 +27,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from inference.training.campaign import report
@@ -61,14 +62,14 @@ def run(args: argparse.Namespace) -> int:
     widths = tuple(config["widths"])
     args.out_dir.mkdir(parents=True, exist_ok=True)
     images, classes = load_medseg_native(args.data)
-    for k in range(config["folds"]):
+    blocks = np.array_split(np.arange(len(images)), config["folds"])  # the campaign's folds
+    for k, held in enumerate(blocks):
         done = args.run_dir / f"fold{k}.json"
         if not done.exists():
             continue
         model = interpolate(args.init, args.run_dir / f"fold{k}.pt", args.alpha, widths)
         export_onnx(model, args.out_dir / f"fold{k}.onnx", 256)
         held_names = json.loads(done.read_text())["test_slices"]
-        held = [int(i) for i in _positions(args.data, held_names)]
         rows = measure_fold(args.out_dir / f"fold{k}.onnx", [images[i] for i in held],
                             [classes[i] for i in held])  # fmt: skip
         result = {"fold": k, "test_slices": held_names, "per_slice": rows}
@@ -82,13 +83,6 @@ def run(args: argparse.Namespace) -> int:
         result = report(args.out_dir, {**config, "wise_alpha": args.alpha})
         (args.out_dir / "crossval.json").write_text(json.dumps(result, indent=1) + "\n")
     return 0
-
-
-def _positions(data: Path, names: list[str]) -> list[int]:
-    """Indices of MedSeg slice ``names`` in load_medseg_native's (number) order."""
-    folder = data / "medseg-train" / "multiclass" / "Imgs"
-    order = sorted((p.stem for p in folder.glob("*.jpg")), key=int)
-    return [order.index(n) for n in names]
 
 
 def main() -> None:
