@@ -111,6 +111,23 @@ def augment_batch(
     return (img + noise).clamp(0, 1), take(classes), take(lung)
 
 
+def random_patch(
+    stacks: tuple[torch.Tensor, ...], patch: int, gen: torch.Generator
+) -> tuple[torch.Tensor, ...]:
+    """The same random ``patch`` x ``patch`` window of each slice (n, s, s) of every stack.
+
+    Training on windows of the slices at their inference scale buys more steps per second on a
+    CPU (docs/lesion-model.md: pixels per second are the limit there).
+    """
+    n, s = stacks[0].shape[0], stacks[0].shape[-1]
+    dev = stacks[0].device
+    y0 = torch.randint(0, s - patch + 1, (n, 1, 1), device=dev, generator=gen)
+    x0 = torch.randint(0, s - patch + 1, (n, 1, 1), device=dev, generator=gen)
+    grid = torch.arange(patch, device=dev)
+    flat = ((y0 + grid.view(1, patch, 1)) * s + x0 + grid.view(1, 1, patch)).view(n, -1)
+    return tuple(t.reshape(n, -1).gather(1, flat).view(n, patch, patch) for t in stacks)
+
+
 class Sources:
     """Both sources on the device; draws augmented mixed batches for :func:`loss_3ch`."""
 
@@ -125,9 +142,12 @@ class Sources:
                 torch.from_numpy(data.lung.astype(np.float32)).to(self.device))  # fmt: skip
 
     def batch(
-        self, size: int, share: float, keep: torch.Tensor, gen: torch.Generator
+        self, size: int, share: float, keep: torch.Tensor, gen: torch.Generator, patch: int = 0
     ) -> tuple[torch.Tensor, ...]:
-        """``size`` slices, ``share`` of them from the MedSeg indices ``keep``."""
+        """``size`` slices, ``share`` of them from the MedSeg indices ``keep``.
+
+        ``patch``: a random ``patch`` x ``patch`` window of each augmented slice (0: whole).
+        """
         n_med = max(1, round(size * share))
         pick_m = keep[torch.randint(0, len(keep), (n_med,), device=self.device, generator=gen)]
         pick_c = torch.randint(0, len(self.covid[0]), (size - n_med,), device=self.device,
@@ -135,6 +155,8 @@ class Sources:
         images, classes, lung = (torch.cat([m[pick_m], c[pick_c]])
                                  for m, c in zip(self.medseg, self.covid, strict=True))  # fmt: skip
         x, cls, lung = augment_batch(images, classes, lung, gen)
+        if patch:
+            x, cls, lung = random_patch((x, cls, lung), patch, gen)
         known = torch.arange(size, device=self.device) >= n_med
         return x[:, None], cls, lung, known, ~known
 
@@ -161,7 +183,7 @@ def train_model(
         scale = min(1.0, frac / WARMUP) * 0.5 * (1 + math.cos(math.pi * frac))
         for group in optimiser.param_groups:
             group["lr"] = args.lr * scale + 1e-5
-        x, *targets = sources.batch(args.batch, args.medseg_share, keep, gen)
+        x, *targets = sources.batch(args.batch, args.medseg_share, keep, gen, args.patch)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
             logits = model(x.contiguous(memory_format=torch.channels_last))
         loss = loss_3ch(logits.float(), *targets)
@@ -224,7 +246,7 @@ def train(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "seed": SEED, "folds": args.folds, "batch": args.batch,
-        "lr": args.lr, "medseg_share": args.medseg_share, "warmup": WARMUP,
+        "lr": args.lr, "medseg_share": args.medseg_share, "warmup": WARMUP, "patch": args.patch,
         "covid_slices": len(covid.names), "medseg_names": list(medseg.names),
         "recipe": "from scratch, fixed steps, AdamW + cosine, on-device augmentation, loss_3ch",
         "variants": {},
@@ -238,7 +260,7 @@ def train(args: argparse.Namespace) -> int:
         jobs = [(f"fold{k}", np.setdiff1d(np.arange(len(medseg.names)), held), SEED + k,
                  [medseg.names[i] for i in held]) for k, held in enumerate(blocks)]  # fmt: skip
         jobs.append(("final", np.arange(len(medseg.names)), SEED, []))
-        for label, keep, seed, held_names in jobs[args.skip_folds :]:
+        for label, keep, seed, held_names in jobs[args.skip_folds :][: args.max_models]:
             expected = entry.get("seconds_per_model")
             if expected and time.monotonic() + expected > deadline:
                 entry["models"][label] = {"skipped": "would end past --deadline-s"}
@@ -309,6 +331,8 @@ def main() -> None:
     tr.add_argument("--medseg-share", type=float, default=0.25)
     tr.add_argument("--folds", type=int, default=FOLDS)
     tr.add_argument("--skip-folds", type=int, default=0, help="start at this job (0-5, 5: final)")
+    tr.add_argument("--max-models", type=int, default=None, help="train at most this many jobs")
+    tr.add_argument("--patch", type=int, default=0, help="train on random windows this size")
     tr.add_argument("--deadline-s", type=float, default=500.0)
     tr.add_argument("--device", default="auto")
     tr.add_argument("--study-slices", type=int, default=STUDY_SLICES, help="network timing")

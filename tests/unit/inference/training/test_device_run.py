@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from inference.training.data import SliceSet, load_medseg  # noqa: E402
-from inference.training.device_run import crop_turn_flip_index, score  # noqa: E402
+from inference.training.device_run import crop_turn_flip_index, random_patch, score  # noqa: E402
 from inference.training.packed import write_pack  # noqa: E402
 
 pytestmark = pytest.mark.unit
@@ -48,6 +48,22 @@ def test_the_batched_index_moves_pixels_as_the_cpu_augmentation_does() -> None:
     for k in range(n):
         expected = _numpy_geometry(images[k], crop[k], y0[k], x0[k], turns[k], flip[k])
         np.testing.assert_array_equal(moved[k], expected)
+
+
+def test_a_patch_is_one_window_of_the_slice_shared_by_image_and_masks() -> None:
+    n, s, patch = 6, 24, 10
+    images = torch.arange(n * s * s, dtype=torch.float32).view(n, s, s)
+    classes = (images.long() * 7) % 3
+    gen = torch.Generator().manual_seed(3)
+    x, cls = random_patch((images, classes), patch, gen)
+    assert x.shape == cls.shape == (n, patch, patch)
+    for k in range(n):
+        start = int(x[k, 0, 0]) - k * s * s
+        y0, x0 = divmod(start, s)
+        assert y0 + patch <= s and x0 + patch <= s
+        torch.testing.assert_close(x[k], images[k, y0 : y0 + patch, x0 : x0 + patch])
+        torch.testing.assert_close(cls[k], classes[k, y0 : y0 + patch, x0 : x0 + patch])
+    assert len({int(x[k, 0, 0]) - k * s * s for k in range(n)}) > 1  # windows differ
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +121,17 @@ def test_a_model_that_cannot_finish_before_the_deadline_is_not_exported(
     assert models == {"fold0": {"stopped": "--deadline-s", "stopped_at_step": 0,
                                 "seconds": models["fold0"]["seconds"]}}  # fmt: skip
     assert not list(out.rglob("*.pt"))
+
+
+def test_one_chosen_model_trains_on_patches(
+    repo_root: Path, small_pack: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    done = _train_there(repo_root, "--pack", str(small_pack), "--out", str(out), "--variant",
+                        "tiny=4,8,16,32@2", "--batch", "4", "--patch", "64", "--skip-folds", "2",
+                        "--max-models", "1", "--study-slices", "4")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["patch"] == 64
+    assert list(run["variants"]["tiny"]["models"]) == ["fold2"]
+    assert [p.name for p in (out / "tiny").iterdir()] == ["fold2.pt"]
