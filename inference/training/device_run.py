@@ -232,6 +232,21 @@ def parse_variant(text: str) -> tuple[str, tuple[int, ...], int]:
     return name, tuple(int(w) for w in widths.split(",")), int(steps)
 
 
+#: what must match for a run to add models to an earlier run's folder (sessions on a CPU)
+SAME_RECIPE = ("seed", "folds", "batch", "lr", "medseg_share", "warmup", "patch", "medseg_names")
+
+
+def _earlier_run(path: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """The variants of an earlier run in the same folder, which this run adds models to."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    changed = [k for k in SAME_RECIPE if earlier.get(k) != report.get(k)]
+    if changed or earlier.get("covid_slices") != report["covid_slices"]:
+        raise SystemExit(f"{path}: an earlier run with another recipe ({changed or 'data'})")
+    return earlier["variants"]
+
+
 def train(args: argparse.Namespace) -> int:
     """Every variant's folds, then its model on all data; see the module doc."""
     from inference.training.packed import read_pack
@@ -252,10 +267,15 @@ def train(args: argparse.Namespace) -> int:
         "variants": {},
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_run(args.out / "run.json", report)
     for variant in args.variant:
         name, widths, steps = parse_variant(variant)
         folder = args.out / name
         entry: dict[str, Any] = {"widths": list(widths), "steps": steps, "models": {}}
+        kept = earlier.get(name, {})
+        if kept and (kept["widths"], kept["steps"]) != (entry["widths"], steps):
+            raise SystemExit(f"{args.out}: variant {name} was trained with other widths or steps")
+        entry.update(kept)
         report["variants"][name] = entry
         jobs = [(f"fold{k}", np.setdiff1d(np.arange(len(medseg.names)), held), SEED + k,
                  [medseg.names[i] for i in held]) for k, held in enumerate(blocks)]  # fmt: skip

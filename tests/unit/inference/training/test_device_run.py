@@ -123,7 +123,7 @@ def test_a_model_that_cannot_finish_before_the_deadline_is_not_exported(
     assert not list(out.rglob("*.pt"))
 
 
-def test_one_chosen_model_trains_on_patches(
+def test_chosen_models_train_on_patches_across_sessions(
     repo_root: Path, small_pack: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
@@ -135,3 +135,12 @@ def test_one_chosen_model_trains_on_patches(
     assert run["patch"] == 64
     assert list(run["variants"]["tiny"]["models"]) == ["fold2"]
     assert [p.name for p in (out / "tiny").iterdir()] == ["fold2.pt"]
+    more = _train_there(repo_root, "--pack", str(small_pack), "--out", str(out), "--variant",
+                        "tiny=4,8,16,32@2", "--batch", "4", "--patch", "64", "--skip-folds", "5",
+                        "--study-slices", "4")  # fmt: skip
+    assert more.returncode == 0, more.stderr[-3000:]
+    models = json.loads((out / "run.json").read_text())["variants"]["tiny"]["models"]
+    assert list(models) == ["fold2", "final"]  # a later session adds to the same run
+    other = _train_there(repo_root, "--pack", str(small_pack), "--out", str(out), "--variant",
+                         "tiny=4,8,16,32@2", "--batch", "4", "--skip-folds", "5")  # fmt: skip
+    assert other.returncode != 0 and "another recipe" in other.stderr
