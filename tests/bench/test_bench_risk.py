@@ -17,6 +17,7 @@ import pytest
 from paths import RISK_MODELS
 
 from triage.fhir.features import FEATURES
+from triage.risk.age_direction import icu_age_conflict
 from triage.risk.cohorts import load_external
 from triage.risk.external import (
     card_table,
@@ -177,6 +178,22 @@ def test_bench_external_validation(shared_data: Path, record_result) -> None:
                 for name, result in results.items()
                 for outcome, entry in result["report"]["outcomes"].items()
             },
+        },
+    )
+
+
+def test_bench_icu_age_direction(shared_data: Path, record_result) -> None:
+    cohorts = load_external(shared_data / "clinical")
+    started = time.perf_counter()
+    result = icu_age_conflict(cohorts["netherlands-hosp"], cohorts["sirio-libanes-icu"])
+    record_result(
+        "risk_icu_age_direction",
+        {
+            "what": "in-sample oracles on the two REAL ICU cohorts: a log-odds per age band + "
+            "the cohort's fields, free or with the other cohort's direction of ICU risk after "
+            "65 (triage.risk.age_direction); targets by the validation's code on the same rows",
+            "seconds": round(time.perf_counter() - started, 1),
+            **result,
         },
     )
 
