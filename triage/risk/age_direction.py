@@ -27,7 +27,7 @@ from scipy.optimize import minimize
 
 from triage.risk.cohorts import ExternalCohort
 from triage.risk.evaluation import roc_auc
-from triage.risk.validation import ceiling_scores, parse_table
+from triage.risk.validation import _age_score, ceiling_scores, parse_table
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,9 @@ def icu_targets(cohort: ExternalCohort, seed: int = 2020) -> dict[str, float]:
     labels = table.outcomes["icu"]
     known = ~np.isnan(labels)
     y = labels[known]
-    age = cohort.table["age"].to_numpy(float)[known]
     ceiling = roc_auc(y, ceiling_scores(table, known, y, seed))
-    return {"rows": int(known.sum()), "age_alone": round(float(roc_auc(y, age) or 0), 4),
+    age_alone = roc_auc(y, _age_score(table.matrix[known]))
+    return {"rows": int(known.sum()), "age_alone": round(float(age_alone or 0), 4),
             "ceiling_logistic_cv": round(float(ceiling or 0), 4)}  # fmt: skip
 
 
