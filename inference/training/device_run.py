@@ -295,7 +295,7 @@ def train(args: argparse.Namespace) -> int:
             torch.save(model.state_dict(), folder / f"{label}.pt")
             entry["parameters"] = sum(p.numel() for p in model.parameters())
             entry["seconds_per_model"] = info["seconds"]
-            entry["models"][label] = {**info, "held_out": held_names}
+            entry["models"][label] = {**info, "held_out": held_names, "device": report["device"]}
             if "network" not in entry:
                 timing = time_network(model, device, args.study_slices)
                 entry["network"] = {"device": report["device"], "slices": args.study_slices}

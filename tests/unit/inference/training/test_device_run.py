@@ -141,6 +141,7 @@ def test_chosen_models_train_on_patches_across_sessions(
     assert more.returncode == 0, more.stderr[-3000:]
     models = json.loads((out / "run.json").read_text())["variants"]["tiny"]["models"]
     assert list(models) == ["fold2", "final"]  # a later session adds to the same run
+    assert {m["device"] for m in models.values()} == {"cpu"}  # each model names its machine
     other = _train_there(repo_root, "--pack", str(small_pack), "--out", str(out), "--variant",
                          "tiny=4,8,16,32@2", "--batch", "4", "--skip-folds", "5")  # fmt: skip
     assert other.returncode != 0 and "another recipe" in other.stderr
