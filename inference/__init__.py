@@ -10,7 +10,13 @@ The Triton model repository is ``inference/model_repository``.
 
 from inference.biomarkers import quantify_threshold, threshold_masks
 from inference.chest import check_chest
-from inference.client import THRESHOLD_MODEL, UNET_MODEL, StudyResult, TritonQuantifier
+from inference.client import (
+    LARGE_MODEL,
+    THRESHOLD_MODEL,
+    UNET_MODEL,
+    StudyResult,
+    TritonQuantifier,
+)
 from inference.dicom_results import PriorComparison, results_for_volume
 from inference.exceptions import (
     InferenceError,
@@ -26,6 +32,7 @@ from inference.headers import quiet_pydicom, raw_text, read_headers
 from inference.masks import load_masks, masks_path, save_masks
 from inference.quantify import (
     MODELS,
+    NETWORKS,
     UNITS,
     image_files,
     logits_fn,
@@ -45,7 +52,9 @@ __all__ = [
     "InferenceError",
     "InferenceRejected",
     "InvalidVolume",
+    "LARGE_MODEL",
     "MODELS",
+    "NETWORKS",
     "SandboxedReader",
     "SeriesRejected",
     "SeriesRejectionReason",

@@ -49,6 +49,8 @@ SPACING_INPUT = "SPACING_MM"
 MAX_CONNECTION_TIMEOUT_S = 10.0
 #: The learned study model (masks + regional biomarkers), the one the worker uses by default.
 UNET_MODEL = "lesion_unet"
+#: The learned study model for GPU servers: the same code on an ensemble of two networks.
+LARGE_MODEL = "lesion_unet_large"
 DEFAULT_MODEL = UNET_MODEL
 SLICE_MODEL = "lesion_unet_onnx"
 MASK_OUTPUTS = ("CLASSES", "LUNG")

@@ -25,15 +25,30 @@ from PIL import Image
 
 from inference.biomarkers import Biomarkers, quantify_threshold, threshold_masks
 from inference.chest import check_chest
-from inference.client import THRESHOLD_MODEL, UNET_MODEL, TritonQuantifier, TritonSlices
+from inference.client import (
+    LARGE_MODEL,
+    THRESHOLD_MODEL,
+    UNET_MODEL,
+    TritonQuantifier,
+    TritonSlices,
+)
 from inference.regional import UNITS as REGIONAL_UNITS
 from inference.regional import RegionalBiomarkers
 from inference.rsna import rsna_category
-from inference.segmentation import LogitsFn, OnnxSegmenter, segment_images, segment_volume
+from inference.segmentation import (
+    LARGE_MODEL_PATH,
+    MODEL_PATH,
+    LogitsFn,
+    OnnxSegmenter,
+    segment_images,
+    segment_volume,
+)
 from inference.volume import CtVolume, load_series
 
-#: The study models a series can be quantified with (the learned one first: the default).
-MODELS = (UNET_MODEL, THRESHOLD_MODEL)
+#: The study models a series can be quantified with (the compact learned one first: the default).
+MODELS = (UNET_MODEL, LARGE_MODEL, THRESHOLD_MODEL)
+#: The network file each learned study model runs (``--local`` reads it in this process).
+NETWORKS = {UNET_MODEL: MODEL_PATH, LARGE_MODEL: LARGE_MODEL_PATH}
 #: UCUM units of the biomarkers.
 UNITS = {
     "lung_volume_ml": "mL",
@@ -101,9 +116,17 @@ def image_files(path: Path) -> list[Path] | None:
     return images or None
 
 
-def logits_fn(local: bool, url: str, timeout_s: float) -> LogitsFn:
-    """The slice segmenter: in this process (``local``) or the learned model on Triton."""
-    return OnnxSegmenter() if local else TritonSlices(url, timeout_s=timeout_s)
+def logits_fn(local: bool, url: str, timeout_s: float, model: str = UNET_MODEL) -> LogitsFn:
+    """The slice segmenter of a learned ``model``: in this process (``local``) or on Triton.
+
+    Triton serves slices for the compact network only (``lesion_unet_onnx``); the large
+    variant's slices run in this process, and asking for them on Triton is a ValueError.
+    """
+    if local:
+        return OnnxSegmenter(NETWORKS[model])
+    if model != UNET_MODEL:
+        raise ValueError(f"Triton serves slice images for {UNET_MODEL} only: add --local")
+    return TritonSlices(url, timeout_s=timeout_s)
 
 
 def write_json(file: Path, result: dict[str, Any]) -> None:
@@ -113,7 +136,7 @@ def write_json(file: Path, result: dict[str, Any]) -> None:
 
 
 def quantify_images(
-    files: list[Path], out: Path | None, logits: LogitsFn, method: str
+    files: list[Path], out: Path | None, logits: LogitsFn, method: str, model: str = UNET_MODEL
 ) -> list[dict[str, Any]]:
     """Segment each image; write its masks and JSON under ``out`` when given."""
     results = []
@@ -126,7 +149,7 @@ def quantify_images(
             "path": str(file),
             "shape_yx": list(gray.shape),
             "method": method,
-            "model": UNET_MODEL,
+            "model": model,
             "note": "pixel size unknown: volumes are pixel counts / 1000 (1 mm^3 pixels)",
             "biomarkers": seg.biomarkers.as_dict(),
             "regional": seg.regional.as_dict(),
@@ -176,7 +199,8 @@ def _series_masks(
     if local:
         # one network batch per core at once, one onnxruntime thread each (inference/slabs.py)
         cores = len(os.sched_getaffinity(0))
-        seg = segment_volume(volume.hu, volume.spacing_mm, OnnxSegmenter(threads=1), cores)
+        network = OnnxSegmenter(NETWORKS[model], threads=1)
+        seg = segment_volume(volume.hu, volume.spacing_mm, network, cores)
         return seg.biomarkers, seg.regional, seg.lung, seg.lesion, None
     with TritonQuantifier(url, model_name=model, timeout_s=timeout_s) as quantifier:
         if model == THRESHOLD_MODEL:

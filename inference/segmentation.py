@@ -44,7 +44,10 @@ logger = logging.getLogger(__name__)
 
 INPUT_SIZE = 256
 WINDOW_HU = (-1350.0, 150.0)  # level -600, width 1500
-MODEL_PATH = Path(__file__).parent / "model_repository" / "lesion_unet_onnx" / "1" / "model.onnx"
+REPOSITORY = Path(__file__).parent / "model_repository"
+MODEL_PATH = REPOSITORY / "lesion_unet_onnx" / "1" / "model.onnx"
+#: The large variant's network: the compact one and a MedSeg-trained one, logits averaged.
+LARGE_MODEL_PATH = REPOSITORY / "lesion_unet_large" / "1" / "network.onnx"
 BATCH_SLICES = 16
 #: The network halves its input three times: a crop starts and ends on multiples of 8.
 CROP_MULTIPLE = 8

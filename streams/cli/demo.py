@@ -37,18 +37,18 @@ def demo(
         str,
         typer.Option(
             help="lesion_unet (the worker's default, trained on real CT; reads the phantoms' "
-            "lesion volume within 14 % on average at matrix 256) or lesion_threshold (the "
-            "transparent HU-window baseline)."
+            "lesion volume within 14 % on average at matrix 256), lesion_unet_large (two "
+            "networks, for GPU servers) or lesion_threshold (the transparent HU-window baseline)."
         ),
     ] = "lesion_unet",
 ) -> None:
     """Start Kafka + Triton + the worker, replay a synthetic cohort, show alerts and forecasts."""
-    from inference import THRESHOLD_MODEL, UNET_MODEL
+    from inference import MODELS
     from streams import demo as d
     from streams.demo import screen
 
-    if lesion_model not in (THRESHOLD_MODEL, UNET_MODEL):
-        typer.echo(f"error: --lesion-model is {THRESHOLD_MODEL} or {UNET_MODEL}", err=True)
+    if lesion_model not in MODELS:
+        typer.echo(f"error: --lesion-model is one of {', '.join(MODELS)}", err=True)
         raise typer.Exit(code=2)
     configure_logging("warning")
     _interrupt_on_signals()

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from inference import (
     MODELS,
+    NETWORKS,
     UNET_MODEL,
     UNITS,
     InvalidVolume,
@@ -78,12 +79,17 @@ def _images(
     method: str,
     segment: tuple[bool, str, float],
 ) -> None:
-    """Quantify slice images (learned model only); print a table per image."""
-    if model != UNET_MODEL:
-        console.print(f"[red]images need the learned model[/red] ({UNET_MODEL})")
+    """Quantify slice images (learned models only); print a table per image."""
+    if model not in NETWORKS:
+        console.print(f"[red]images need a learned model[/red] ({' or '.join(NETWORKS)})")
         raise typer.Exit(EXIT_REJECTED)
+    try:
+        logits = logits_fn(*segment, model)
+    except ValueError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(EXIT_REJECTED) from e
     image_dir = out if out is not None and out.suffix != ".json" else None
-    for result in quantify_images(images, image_dir, logits_fn(*segment), method):
+    for result in quantify_images(images, image_dir, logits, method, model):
         console.print(_table(result, Path(result["path"]).name))
     if image_dir is not None:
         console.print(f"wrote {len(images)} x (json, lesion.png, classes.png) to {out}")
@@ -100,7 +106,11 @@ def quantify(
     ] = False,
     url: Annotated[str, typer.Option(help="Triton HTTP address, HOST:PORT.")] = DEFAULT_TRITON_URL,
     model: Annotated[
-        str, typer.Option(help=f"Study model: {' or '.join(MODELS)} (threshold baseline).")
+        str,
+        typer.Option(
+            help=f"Study model: {', '.join(MODELS)} (compact default, large for GPU servers,"
+            " threshold baseline)."
+        ),
     ] = UNET_MODEL,
     timeout_s: Annotated[float, typer.Option(help="Triton network timeout, seconds.")] = 60.0,
     out: Annotated[

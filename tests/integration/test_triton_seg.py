@@ -1,4 +1,5 @@
-"""The learned models on a real Triton server: lesion_unet (study, BLS) and lesion_unet_onnx.
+"""The learned models on a real Triton server: lesion_unet and lesion_unet_large (study
+models), lesion_unet_onnx (slices).
 
 Uses the session ``triton_server`` fixture, which serves inference/model_repository (the
 threshold model too) and fails loudly when the server cannot start.
@@ -17,9 +18,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from deploy.triton import TritonServer
-from inference.client import TritonQuantifier, TritonSlices
+from inference.client import LARGE_MODEL, TritonQuantifier, TritonSlices
 from inference.exceptions import InferenceRejected
-from inference.segmentation import INPUT_SIZE, OnnxSegmenter, segment_volume
+from inference.segmentation import INPUT_SIZE, LARGE_MODEL_PATH, OnnxSegmenter, segment_volume
 from inference.volume import CtVolume, load_series
 from streams.cli.quantify import app as quantify_app
 
@@ -32,7 +33,7 @@ def p001(shared_data: Path) -> CtVolume:
 
 
 def test_both_study_models_are_served(triton_server: TritonServer) -> None:
-    for name in ("lesion_unet", "lesion_unet_onnx", "lesion_threshold"):
+    for name in ("lesion_unet", "lesion_unet_large", "lesion_unet_onnx", "lesion_threshold"):
         assert TritonQuantifier(triton_server.http_url, model_name=name).is_ready(), name
 
 
@@ -52,6 +53,23 @@ def test_lesion_unet_matches_in_process_on_p001(
     worker_view = quantifier.quantify_volume(p001)
     assert worker_view.biomarkers == served.biomarkers and worker_view.regional == served.regional
     assert worker_view.classes is None and worker_view.lung is None
+
+
+def test_the_large_variant_serves_its_ensemble_as_in_process(
+    triton_server: TritonServer, p001: CtVolume
+) -> None:
+    """Same code as lesion_unet, the two-network file: what --local computes, and not the
+    compact model's numbers."""
+    quantifier = TritonQuantifier(triton_server.http_url, model_name=LARGE_MODEL, timeout_s=300)
+    served = quantifier.quantify_study(p001.hu, p001.spacing_mm, masks=True)
+    local = segment_volume(p001.hu, p001.spacing_mm, OnnxSegmenter(LARGE_MODEL_PATH))
+    assert served.biomarkers.as_dict() == pytest.approx(local.biomarkers.as_dict(), rel=1e-3)
+    assert served.classes is not None and (served.classes > 0).sum() == local.lesion.sum()
+    compact = TritonQuantifier(triton_server.http_url, model_name="lesion_unet", timeout_s=300)
+    assert compact.quantify(p001).lesion_percent != pytest.approx(
+        served.biomarkers.lesion_percent, rel=0.05
+    )
+    assert quantifier.model_version() == "1"
 
 
 def test_worker_call_on_the_threshold_model_has_no_regional_or_masks(

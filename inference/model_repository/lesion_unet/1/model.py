@@ -1,5 +1,8 @@
 """Triton Python-backend study model: HU volume + spacing -> lesion masks and biomarkers.
 
+Also the code of ``lesion_unet_large`` (its ``1/model.py`` is a link to this file): the models
+differ only by the network file their config names.
+
 The computation is :func:`inference.segmentation.segment_volume`, the function the ``--local``
 path of ``ctriage quantify --model lesion_unet`` runs, with the same network in the same
 process: onnxruntime on ``lesion_unet_onnx``'s weights (``NETWORK_ONNX`` in config.pbtxt),
@@ -41,9 +44,10 @@ class TritonPythonModel:
         spinning = _parameter(config, "ORT_ALLOW_SPINNING", "0") == "1"
         self.study_threads = int(_parameter(config, "STUDY_THREADS", "2"))
         self.segmenter = OnnxSegmenter(network, threads=threads, allow_spinning=spinning)
+        self.model_name = str(config.get("name", "lesion_unet"))
         self.names = Biomarkers.names() + RegionalBiomarkers.names()
         pb_utils.Logger.log_info(
-            f"lesion_unet ready: {network}, {self.study_threads} study threads, {threads}"
+            f"{self.model_name} ready: {network}, {self.study_threads} study threads, {threads}"
             f" onnxruntime threads per batch, spinning {spinning}"
         )
 
@@ -69,7 +73,7 @@ class TritonPythonModel:
                 error=pb_utils.TritonError(f"invalid volume: {e}", pb_utils.TritonError.INVALID_ARG)
             )
         except Exception as e:  # noqa: BLE001 - one failing request must not fail the others
-            pb_utils.Logger.log_error(f"lesion_unet failed: {type(e).__name__}: {e}")
+            pb_utils.Logger.log_error(f"{self.model_name} failed: {type(e).__name__}: {e}")
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(f"internal error: {type(e).__name__}: {e}")
             )

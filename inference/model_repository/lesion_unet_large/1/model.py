@@ -1,0 +1,1 @@
+../../lesion_unet/1/model.py
