@@ -1,5 +1,5 @@
-"""Lesion quantification speed: a 512x512x300 study through Triton (lesion_unet, lesion_threshold)
-and in process; slices per second of the slice network; peak memory. Run on demand::
+"""Lesion quantification speed: a 512x512x300 study through Triton (lesion_unet, its large
+variant lesion_unet_large, lesion_threshold) and in process; slices per second of the slice network; peak memory. Run on demand::
 
     CTRIAGE_TEST_PORT_OFFSET=600 .venv/bin/python -m pytest -m bench \\
         tests/bench/test_bench_inference.py -s
@@ -122,7 +122,7 @@ def test_bench_study_through_triton(triton_server, study, record_result) -> None
     hu, spacing = study
     pid = _server_pid(triton_server)
     numbers: dict[str, object] = {"study_shape_zyx": list(hu.shape), "runs": RUNS}
-    for model in ("lesion_unet", "lesion_threshold"):
+    for model in ("lesion_unet", "lesion_unet_large", "lesion_threshold"):
         quantifier = TritonQuantifier(triton_server.http_url, model_name=model, timeout_s=600)
         quantifier.quantify_array(hu[:40], spacing)  # warm-up
         with PeakRss(pid) as peak:
