@@ -40,9 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
-from onnx import numpy_helper
 from torch import nn
 
 from inference.training.data import SliceSet, load_covid_seg, load_medseg, load_medseg_native
@@ -54,6 +52,7 @@ from inference.training.nets import (
     SEED,
     UNet,
     export_onnx,
+    load_onnx_init,
     loss_3ch,
 )
 from inference.training.train_lesion import augment
@@ -65,46 +64,6 @@ CLASS_NAMES = ("infection", "ground_glass", "consolidation")
 LEARNING_RATE = 1e-3
 MEDSEG_SHARE = 0.5
 WARMUP = 0.05
-
-
-def _convs_in_forward_order(model: UNet) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    blocks = list(model.down) + list(model.merge)
-    return [(block[i], block[i + 1]) for block in blocks for i in (0, 3)]
-
-
-def load_onnx_init(model: UNet, path: Path) -> None:
-    """Copy the exported two-channel model's weights into ``model`` (batch norm folded).
-
-    The ONNX export folds each batch norm into its convolution; the folded convolutions appear
-    in forward order, so each gets its weight and the batch norm after it becomes the identity
-    plus the folded bias (mean 0, variance 1 - eps, scale 1).
-    """
-    graph = onnx.load(str(path)).graph
-    weights = {i.name: numpy_helper.to_array(i).copy() for i in graph.initializer}  # writable
-    folded = [
-        node.input[1:3]
-        for node in graph.node
-        if node.op_type == "Conv" and not node.input[1].startswith("head.")
-    ]
-    pairs = _convs_in_forward_order(model)
-    if len(folded) != len(pairs):
-        raise ValueError(f"{path}: {len(folded)} convolutions, the network has {len(pairs)}")
-    with torch.no_grad():
-        for (conv, norm), (w_name, b_name) in zip(pairs, folded, strict=True):
-            conv.weight.copy_(torch.from_numpy(weights[w_name]))
-            norm.weight.fill_(1.0)
-            norm.bias.copy_(torch.from_numpy(weights[b_name]))
-            norm.running_mean.zero_()
-            norm.running_var.fill_(1.0 - norm.eps)
-        for name in ("up.0", "up.1", "up.2"):
-            index = int(name[-1])
-            model.up[index].weight.copy_(torch.from_numpy(weights[f"{name}.weight"]))
-            model.up[index].bias.copy_(torch.from_numpy(weights[f"{name}.bias"]))
-        head_w, head_b = weights["head.weight"], weights["head.bias"]
-        model.head.weight.zero_()
-        model.head.bias.zero_()
-        model.head.weight[: head_w.shape[0]] = torch.from_numpy(head_w)
-        model.head.bias[: head_b.shape[0]] = torch.from_numpy(head_b)
 
 
 def freeze_norm_statistics(model: nn.Module) -> None:

@@ -16,6 +16,9 @@ a run stopped at ``--deadline-s`` (or killed) still returns every finished model
 would end past the deadline is not started. It also times each variant's network on a
 300-slice study (256 x 256, torch on the device).
 
+``time`` (there too): the served networks' time per study, each exported file given as
+``--member`` and their output ensemble (:mod:`inference.training.device_time`).
+
 ``score``: exports each returned model to ONNX here (this venv's torch, not whichever exporter
 the lent machine's newer torch defaults to), then scores every ``fold<k>.onnx`` on its
 held-out MedSeg slices at their own size through
@@ -26,6 +29,9 @@ On the GPU machine (no runtime dependencies there: the launcher skips ``inferenc
 
     python inference/training/on_device.py train --pack .train-data/lesions.npz.xz \
         --out $OUT/run --variant compact=16,32,64,128@4000 --deadline-s 500
+    python inference/training/on_device.py time --out $OUT/served.json \
+        --member inference/model_repository/lesion_unet_onnx/1/model.onnx \
+        --member inference/model_repository/lesion_unet_large/members/medseg_scratch_fold0.onnx
 
 Here (the train venv: torch and the inference runtime)::
 
@@ -46,13 +52,13 @@ import numpy as np
 import torch
 
 from inference.training.data import SliceSet
+from inference.training.device_time import STUDY_SLICES, time_members, time_network
 from inference.training.nets import CHANNELS, SEED, UNet, export_onnx, loss_3ch
 
 logger = logging.getLogger(__name__)
 
 FOLDS = 5
 WARMUP = 0.05
-STUDY_SLICES = 300
 
 
 def crop_turn_flip_index(
@@ -202,29 +208,6 @@ def train_model(
     }  # fmt: skip
 
 
-def time_network(model: UNet, device: torch.device, slices: int) -> dict[str, float]:
-    """Median seconds for a ``slices``-slice 256 x 256 study through the network, fp32 and bf16."""
-    model = model.to(device, memory_format=torch.channels_last).eval()
-    study = torch.rand(slices, 1, 256, 256, device=device)
-    out: dict[str, float] = {}
-    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-        enabled = dtype is not None and device.type == "cuda"
-        if dtype is not None and not enabled:
-            continue
-        times = []
-        for _ in range(4):
-            start = time.perf_counter()
-            with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=enabled):
-                for b in range(0, slices, 64):
-                    model(study[b : b + 64].contiguous(memory_format=torch.channels_last))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        out[f"{name}_s_per_study"] = float(np.median(times[1:]))  # the first warms up
-    model.to("cpu")
-    return out
-
-
 def parse_variant(text: str) -> tuple[str, tuple[int, ...], int]:
     """``NAME=W1,W2,W3,W4@STEPS`` -> (name, widths, steps)."""
     name, rest = text.split("=", 1)
@@ -339,7 +322,7 @@ def score(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    """``train`` (the lent machine) or ``score`` (here)."""
+    """``train`` (the lent machine), ``time`` (the lent machine) or ``score`` (here)."""
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("train")
@@ -356,12 +339,18 @@ def main() -> None:
     tr.add_argument("--deadline-s", type=float, default=500.0)
     tr.add_argument("--device", default="auto")
     tr.add_argument("--study-slices", type=int, default=STUDY_SLICES, help="network timing")
+    tm = sub.add_parser("time")
+    tm.add_argument("--member", type=Path, action="append", required=True, help="exported .onnx")
+    tm.add_argument("--out", type=Path, required=True, help="JSON")
+    tm.add_argument("--device", default="auto")
+    tm.add_argument("--study-slices", type=int, default=STUDY_SLICES)
     sc = sub.add_parser("score")
     sc.add_argument("--run-dir", type=Path, required=True)
     sc.add_argument("--data", type=Path, default=Path("../shared/data/ct-lesions"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    raise SystemExit(train(args) if args.command == "train" else score(args))
+    commands = {"train": train, "time": time_members, "score": score}
+    raise SystemExit(commands[args.command](args))
 
 
 if __name__ == "__main__":

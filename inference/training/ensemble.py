@@ -35,55 +35,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-import torch
-from onnx import numpy_helper
-from torch import nn
 
 from inference.segmentation import OnnxSegmenter
-from inference.training.crossval import CLASS_NAMES, load_onnx_init, mean_rows, measure_fold
+from inference.training.crossval import CLASS_NAMES, mean_rows, measure_fold
 from inference.training.data import load_medseg, load_medseg_native
 from inference.training.evaluate import evaluate_series
-from inference.training.nets import UNet, export_onnx
+from inference.training.nets import BASE_CHANNELS, LogitMean, export_onnx, network_of
 
-#: Channels every lesion network has (lesion, lung); a third is consolidation given lesion.
-BASE_CHANNELS = 2
 #: Largest difference allowed between the file and its members' mean (float32 arithmetic).
 TOLERANCE = 1e-4
-
-
-class LogitMean(nn.Module):
-    """Members' logits averaged: lesion and lung over all, consolidation over those with it."""
-
-    def __init__(self, members: list[UNet]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        #: which members have the class channel: fixed here, not a branch on a traced shape
-        self.with_classes = [m.head.out_channels > BASE_CHANNELS for m in members]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (n, 3 or 2, h, w), as one lesion network's."""
-        outputs = [member(x) for member in self.members]
-        base = torch.stack([o[:, :BASE_CHANNELS] for o in outputs]).mean(dim=0)
-        kept = zip(outputs, self.with_classes, strict=True)
-        classes = [o[:, BASE_CHANNELS:] for o, c in kept if c]
-        if not classes:
-            return base
-        return torch.cat([base, torch.stack(classes).mean(dim=0)], dim=1)
-
-
-def network_of(path: Path) -> UNet:
-    """The exported network at ``path`` as a torch module (widths and channels read from it)."""
-    weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
-    ups = sorted(name for name in weights if name.startswith("up.") and name.endswith(".weight"))
-    if not ups or "head.weight" not in weights:
-        raise ValueError(f"{path}: not an exported lesion U-Net (no up.* / head weights)")
-    first = weights[ups[0]]  # (deepest width, next width, 2, 2)
-    widths = [int(weights[name].shape[1]) for name in reversed(ups)] + [int(first.shape[0])]
-    model = UNet(tuple(widths), channels=int(weights["head.weight"].shape[0]))
-    load_onnx_init(model, path)
-    return model.eval()
 
 
 def mean_of_members(members: list[Path], slices: np.ndarray) -> np.ndarray:

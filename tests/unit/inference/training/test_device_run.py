@@ -78,13 +78,36 @@ def small_pack(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return path
 
 
-def _train_there(repo_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _there(repo_root: Path, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``on_device.py COMMAND ARGS`` with the modules the lent machine lacks made unimportable."""
     block = "; ".join(f"sys.modules[{m!r}] = None" for m in ABSENT_THERE)
     launcher = repo_root / "inference" / "training" / "on_device.py"
     code = f"import runpy, sys; {block}; sys.argv = sys.argv[1:]; " \
         f"runpy.run_path({str(launcher)!r}, run_name='__main__')"  # fmt: skip
-    return subprocess.run([sys.executable, "-c", code, "on_device.py", "train", *args],
+    return subprocess.run([sys.executable, "-c", code, "on_device.py", command, *args],
                           capture_output=True, text=True, timeout=600, cwd=repo_root)  # fmt: skip
+
+
+def _train_there(repo_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return _there(repo_root, "train", *args)
+
+
+def test_the_served_networks_are_timed_without_the_runtime(repo_root: Path, tmp_path: Path) -> None:
+    """What a lent GPU measures of the served models: the committed files, one by one and as
+    the large variant's ensemble (here on the CPU, 4 slices)."""
+    repository = repo_root / "inference" / "model_repository"
+    members = [
+        repository / "lesion_unet_onnx" / "1" / "model.onnx",
+        repository / "lesion_unet_large" / "members" / "medseg_scratch_fold0.onnx",
+    ]
+    out = tmp_path / "served.json"
+    done = _there(repo_root, "time", "--out", str(out), "--device", "cpu", "--study-slices", "4",
+                  *(arg for m in members for arg in ("--member", str(m))))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and report["slices"] == 4
+    assert list(report["networks"]) == ["model.onnx", "medseg_scratch_fold0.onnx", "ensemble"]
+    assert all(n["fp32_s_per_study"] > 0 for n in report["networks"].values())
 
 
 def test_trains_every_fold_without_the_runtime_then_scores_here(
