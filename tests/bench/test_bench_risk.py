@@ -19,6 +19,7 @@ from paths import RISK_MODELS
 from triage.fhir.features import FEATURES
 from triage.risk.age_direction import icu_age_conflict
 from triage.risk.cohorts import load_external
+from triage.risk.count_transport import dutch_death_gap, mexico_death_by_count
 from triage.risk.external import (
     card_table,
     split_half_recalibration,
@@ -28,7 +29,7 @@ from triage.risk.external import (
 from triage.risk.mexico import load_cohort
 from triage.risk.model import RiskModel
 from triage.risk.scoring import RiskPanel, score_csv
-from triage.risk.training import train_mexico
+from triage.risk.training import make_splits, train_mexico
 
 pytestmark = pytest.mark.bench
 
@@ -194,6 +195,25 @@ def test_bench_icu_age_direction(shared_data: Path, record_result) -> None:
             "65 (triage.risk.age_direction); targets by the validation's code on the same rows",
             "seconds": round(time.perf_counter() - started, 1),
             **result,
+        },
+    )
+
+
+def test_bench_dutch_death_count(shared_data: Path, mexico: Path, record_result) -> None:
+    started = time.perf_counter()
+    gap = dutch_death_gap(load_external(shared_data / "clinical")["netherlands-hosp"],
+                          RiskPanel.load(MODELS))  # fmt: skip
+    cohort = load_cohort(mexico)
+    fit_rows = make_splits(cohort, 2020)["random"].fit
+    record_result(
+        "risk_dutch_death_count",
+        {
+            "what": "the REAL Dutch death gap to its ceiling by comorbidity count, against what "
+            "a count means among hospitalised Mexico fitting rows (triage.risk.count_transport); "
+            "reads external outcomes, chooses nothing",
+            "seconds": round(time.perf_counter() - started, 1),
+            "netherlands_death": gap,
+            "mexico_hospitalised_fit_rows_death": mexico_death_by_count(cohort, fit_rows),
         },
     )
 
