@@ -47,7 +47,7 @@ LIMITATIONS: tuple[str, ...] = (
     "asthma and smoking are ignored (registry artefacts of the Mexico file)",
     "a withheld field still moves the mean risk (up to +37 %, docs/risk-validation.md)",
     "external validation (docs/risk-validation.md): better than age alone on 3 of 4 "
-    "cohort-outcomes, 0.005-0.124 AUC below the cohorts' own ceilings, poorly calibrated "
+    "cohort-outcomes, 0.019-0.091 AUC below the cohorts' own ceilings, poorly calibrated "
     "out of the box: recalibrate on a site's outcomes (ctriage risk recalibrate) before use",
     "imaging effect sizes are assumptions from two single-centre studies (fused model); "
     "the drawn biomarkers pass through the lesion model's measured error first",

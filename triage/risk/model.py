@@ -30,6 +30,7 @@ from triage.fhir.features import FEATURES
 from triage.risk.calibration import LogisticRecalibration
 from triage.risk.evaluation import IsotonicCalibration
 from triage.risk.marginal import Background
+from triage.risk.published import PublishedPoints
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +107,13 @@ def model_version(
     model_bytes: bytes,
     calibration: Mapping[str, Any] | None = None,
     marginalisation: Mapping[str, Any] | None = None,
+    published: Mapping[str, Any] | None = None,
 ) -> str:
-    """Return a model's version: SHA-256 prefix of its bytes, calibration map and background."""
+    """A model's version: SHA-256 prefix of its bytes, calibration, background, published points."""
     digest = hashlib.sha256(model_bytes)
-    if calibration is not None:
-        digest.update(json.dumps(calibration, sort_keys=True).encode("utf-8"))
-    if marginalisation is not None:
-        digest.update(json.dumps(marginalisation, sort_keys=True).encode("utf-8"))
+    for block in (calibration, marginalisation, published):
+        if block is not None:
+            digest.update(json.dumps(block, sort_keys=True).encode("utf-8"))
     return digest.hexdigest()[:VERSION_HEX_CHARS]
 
 
@@ -149,6 +150,7 @@ class RiskModel:
         calibration: IsotonicCalibration | None = None,
         site: SiteLayer | None = None,
         background: Background | None = None,
+        published: PublishedPoints | None = None,
     ) -> None:
         self._booster = booster
         self.card = card
@@ -156,6 +158,8 @@ class RiskModel:
         self.calibration = calibration
         self.site = site
         self.background = background
+        #: weights of fields the model never learned, from a published score (death models)
+        self.published = published
         self.features: tuple[str, ...] = FEATURES
         self.target: str = str(card.get("target", "ventilation_14d"))
 
@@ -179,8 +183,16 @@ class RiskModel:
             )
         raw = path.read_bytes()
         calibration_map = card.get("calibration")
-        version = model_version(raw, calibration_map, card.get("marginalisation"))
+        version = model_version(
+            raw, calibration_map, card.get("marginalisation"), card.get("published_points")
+        )
         background = None
+        published = None
+        if card.get("published_points") is not None:
+            try:
+                published = PublishedPoints.from_dict(card["published_points"])
+            except (ValueError, TypeError, AttributeError) as e:
+                raise ModelArtifactError(ModelArtifactReason.INVALID_CARD, f"{path}: {e}") from e
         if card.get("marginalisation") is not None:
             try:
                 background = Background.from_dict(card["marginalisation"])
@@ -219,7 +231,7 @@ class RiskModel:
         logger.info(
             "loaded risk model %s (version %s, target %s)", path, version, card.get("target")
         )
-        return cls(booster, card, version, calibration, site, background)
+        return cls(booster, card, version, calibration, site, background, published)
 
     @property
     def base_version(self) -> str:
@@ -245,7 +257,9 @@ class RiskModel:
             version = recalibrated_version(self.base_version, site_calibration)
             card.update(site_calibration=dict(site_calibration), base_version=self.base_version)
         card["version"] = version
-        return RiskModel(self._booster, card, version, self.calibration, layer, self.background)
+        return RiskModel(
+            self._booster, card, version, self.calibration, layer, self.background, self.published
+        )
 
     def score(self, features: Mapping[str, float | None], top_k: int = 5) -> RiskScore:
         """Score one patient; missing or None features are never imputed.
@@ -259,6 +273,7 @@ class RiskModel:
         """
         values = [_as_float(features.get(name)) for name in FEATURES]
         row = np.array([values], dtype=np.float32)
+        own = np.array(values, dtype=float)
         weights = np.ones(1)
         if self.background is not None and _unrecorded(row[0], self.background.fields):
             count = _as_float(features.get(COUNT_FEATURE))
@@ -269,26 +284,38 @@ class RiskModel:
         contribs = weights @ every
         margins = every.sum(axis=1)  # per-feature SHAP values plus the bias add to the margin
         raw = float(weights @ (1.0 / (1.0 + np.exp(-margins))))
-        probability = float(self.calibrate(np.array([raw]))[0])
+        probability = float(self.calibrate(np.array([raw]), own[None])[0])
         # A feature the patient's record does not have is never an explanation.
         recorded = np.array([not math.isnan(v) for v in values])
-        magnitude = np.where(recorded, np.abs(contribs[:-1]), -1.0)
-        order = np.argsort(-magnitude, kind="stable")[: max(top_k, 0)]
+        explained = [
+            (FEATURES[i], values[i], float(contribs[i]))
+            for i in range(len(FEATURES))
+            if contribs[i] != 0.0 and recorded[i]
+        ]
+        if self.published is not None:  # recorded fields that add published points
+            explained += self.published.explained(own)
+        explained.sort(key=lambda item: -abs(item[2]))
         top = [
             Contribution(
-                feature=FEATURES[i],
-                value=None if math.isnan(values[i]) else values[i],
-                contribution=float(contribs[i]),
-                direction=DirectionValues.RAISES if contribs[i] > 0 else DirectionValues.LOWERS,
+                feature=name,
+                value=value,
+                contribution=contribution,
+                direction=DirectionValues.RAISES if contribution > 0 else DirectionValues.LOWERS,
             )
-            for i in order
-            if contribs[i] != 0.0 and recorded[i]
+            for name, value, contribution in explained[: max(top_k, 0)]
         ]
         return RiskScore(probability=probability, top_features=top)
 
-    def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        """Raw probabilities -> the card's calibration, then the site's layer (if any)."""
+    def calibrate(self, raw: np.ndarray, matrix: np.ndarray | None = None) -> np.ndarray:
+        """Raw probabilities -> calibration, published points, then the site's layer.
+
+        The card's calibration first; then, when the card has published points and ``matrix``
+        (the rows' own values) is given, the points of their recorded fields; then the site's
+        layer, if any.
+        """
         probs = raw if self.calibration is None else self.calibration.apply(raw)
+        if self.published is not None and matrix is not None:
+            probs = self.published.apply(probs, matrix)
         return probs if self.site is None else self.site.apply(probs)
 
     def predict_raw(self, matrix: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
@@ -306,7 +333,7 @@ class RiskModel:
 
     def predict_proba(self, matrix: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
         """Probabilities (calibrated when the card has maps) for a (n, len(FEATURES)) matrix."""
-        return self.calibrate(self.predict_raw(matrix, counts))
+        return self.calibrate(self.predict_raw(matrix, counts), matrix)
 
     def contributions(self, matrix: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
         """SHAP contributions (n, len(FEATURES) + 1; last column the bias) for many rows.

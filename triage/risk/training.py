@@ -37,7 +37,7 @@ import pandas as pd
 import xgboost as xgb
 
 from triage.fhir.features import FEATURES, IMAGING_FEATURES
-from triage.risk import robust, semisynthetic
+from triage.risk import published, robust, semisynthetic
 from triage.risk.card import CLINICAL_SUFFIX, OUTCOME_MODELS, build_card
 from triage.risk.evaluation import (
     IsotonicCalibration,
@@ -383,7 +383,11 @@ def _write_shipped(
             },
         )
         card["marginalisation"] = model.background.to_dict()
-        card["version"] = model_version(model.raw, card["calibration"], card["marginalisation"])
+        if name in published.OUTCOMES:  # labs and vitals the Mexico file cannot teach
+            card["published_points"] = published.PublishedPoints.four_c().to_dict()
+        card["version"] = model_version(
+            model.raw, card["calibration"], card["marginalisation"], card.get("published_points")
+        )
         write_artifact(out_dir / f"{artifact}.ubj", model.raw, card)
 
 
