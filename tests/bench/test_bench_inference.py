@@ -1,5 +1,6 @@
 """Lesion quantification speed: a 512x512x300 study through Triton (lesion_unet, its large
-variant lesion_unet_large, lesion_threshold) and in process; slices per second of the slice network; peak memory. Run on demand::
+variant lesion_unet_large, lesion_threshold) and in process; slices per second of the slice
+network; peak memory. Run on demand::
 
     CTRIAGE_TEST_PORT_OFFSET=600 .venv/bin/python -m pytest -m bench \\
         tests/bench/test_bench_inference.py -s
