@@ -64,10 +64,16 @@ def load_covid_seg(root: Path, size: int = 256) -> SliceSet:
     return SliceSet(images, lesion, lung, True, names)
 
 
+def medseg_names(root: Path) -> tuple[str, ...]:
+    """The MedSeg slices' names, by number: the order of both loaders below."""
+    folder = root / MEDSEG / "multiclass" / "Imgs"
+    return tuple(sorted((p.stem for p in folder.glob("*.jpg")), key=int))
+
+
 def load_medseg(root: Path, size: int = 256) -> SliceSet:
     """The 50 MedSeg slices with 0/1/2 = background / ground-glass / consolidation."""
     folder = root / MEDSEG / "multiclass"
-    names = tuple(sorted((p.stem for p in (folder / "Imgs").glob("*.jpg")), key=int))
+    names = medseg_names(root)
     images = np.stack([_gray(folder / "Imgs" / f"{n}.jpg", size) for n in names])
     classes = np.stack([_mask(folder / "GT" / f"{n}.png", size) for n in names])
     lung = np.full_like(classes, 255)
@@ -79,9 +85,8 @@ def load_medseg_native(root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     from PIL import Image
 
     folder = root / MEDSEG / "multiclass"
-    names = sorted((p.stem for p in (folder / "Imgs").glob("*.jpg")), key=int)
     images, classes = [], []
-    for n in names:
+    for n in medseg_names(root):
         with Image.open(folder / "Imgs" / f"{n}.jpg") as image:
             images.append(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)
         with Image.open(folder / "GT" / f"{n}.png") as mask:

@@ -39,7 +39,7 @@ import onnxruntime as ort
 
 from inference.segmentation import OnnxSegmenter
 from inference.training.crossval import CLASS_NAMES, mean_rows, measure_fold
-from inference.training.data import load_medseg, load_medseg_native
+from inference.training.data import load_medseg_native, medseg_names
 from inference.training.evaluate import evaluate_series
 from inference.training.nets import BASE_CHANNELS, LogitMean, export_onnx, network_of
 
@@ -80,7 +80,7 @@ def build(members: list[Path], out: Path) -> float:
 def evaluate(network: Path, held_out: Path, data: Path) -> dict[str, object]:
     """Benchmark protocol on the fold's held-out MedSeg slices; the new hospital's series."""
     names = json.loads(held_out.read_text())["test_slices"]
-    order = load_medseg(data / "ct-lesions", 256).names  # by number, as the native loader
+    order = medseg_names(data / "ct-lesions")
     images, classes = load_medseg_native(data / "ct-lesions")
     held = [order.index(name) for name in names]
     rows = measure_fold(network, [images[i] for i in held], [classes[i] for i in held])
