@@ -52,7 +52,13 @@ import numpy as np
 import torch
 
 from inference.training.data import SliceSet
-from inference.training.device_time import STUDY_SLICES, time_members, time_network
+from inference.training.device_time import (
+    STUDY_SLICES,
+    device_name,
+    pick_device,
+    time_members,
+    time_network,
+)
 from inference.training.nets import CHANNELS, SEED, UNet, export_onnx, loss_3ch
 
 logger = logging.getLogger(__name__)
@@ -235,14 +241,13 @@ def train(args: argparse.Namespace) -> int:
     from inference.training.packed import read_pack
 
     deadline = time.monotonic() + args.deadline_s
-    device = torch.device(args.device if args.device != "auto" else
-                          ("cuda" if torch.cuda.is_available() else "cpu"))  # fmt: skip
+    device = pick_device(args.device)
     torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     covid, medseg = read_pack(args.pack)
     sources = Sources(covid, medseg, device)
     blocks = np.array_split(np.arange(len(medseg.names)), args.folds)
     report: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "device": device_name(device),
         "torch": torch.__version__, "seed": SEED, "folds": args.folds, "batch": args.batch,
         "lr": args.lr, "medseg_share": args.medseg_share, "warmup": WARMUP, "patch": args.patch,
         "covid_slices": len(covid.names), "medseg_names": list(medseg.names),

@@ -24,6 +24,18 @@ logger = logging.getLogger(__name__)
 STUDY_SLICES = 300
 
 
+def pick_device(name: str) -> torch.device:
+    """``--device``: a torch device name, or ``auto`` (CUDA when there is one)."""
+    if name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """What a report says ran: the GPU's name, or ``cpu``."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def time_network(model: torch.nn.Module, device: torch.device, slices: int) -> dict[str, float]:
     """Median seconds for a ``slices``-slice 256 x 256 study through the network, fp32 and bf16."""
     model = model.to(device, memory_format=torch.channels_last).eval()
@@ -53,12 +65,11 @@ def time_members(args: argparse.Namespace) -> int:
     The exported files (``--member``, as the Triton folders hold them) are read back as torch
     modules, so the lent machine (no onnxruntime) times the same weights the servers run.
     """
-    device = torch.device(args.device if args.device != "auto" else
-                          ("cuda" if torch.cuda.is_available() else "cpu"))  # fmt: skip
+    device = pick_device(args.device)
     members = [network_of(path) for path in args.member]
     report: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "slices": args.study_slices, "networks": {},
+        "device": device_name(device), "torch": torch.__version__, "slices": args.study_slices,
+        "networks": {},
     }  # fmt: skip
     for path, model in zip(args.member, members, strict=True):
         report["networks"][path.name] = time_network(model, device, args.study_slices)
