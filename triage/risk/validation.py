@@ -253,6 +253,14 @@ def ceiling_scores(
     design = table.matrix[rows][:, columns].astype(float)
     if table.comorbidity_count is not None:
         design = np.column_stack([design, table.comorbidity_count[rows]])
+    return out_of_fold(design, labels, seed)
+
+
+def out_of_fold(design: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """Probabilities of a logistic regression on ``design``, each from the fold that held it out.
+
+    :data:`CEILING_FOLDS` stratified folds: the cross-validated ceiling of a table's own fields.
+    """
     out = np.empty(len(labels))
     folds = stratified_folds(labels.astype(int), CEILING_FOLDS, np.random.default_rng(seed))
     for train, held_out in folds:
